@@ -1,0 +1,378 @@
+//! Ports: what the engine needs from the outside world, as runtime-free traits.
+//!
+//! Adapters (`adapters/store`, `adapters/channels`) implement these; the runtime is generic
+//! over them. Async methods return `impl Future + Send` so this crate needs no async runtime
+//! (the shape of restate's `storage-api`).
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One journey is one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JourneyId(pub Uuid);
+
+impl fmt::Display for JourneyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for JourneyId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// A 32-byte SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// An event ready to be appended; the payload is already serialized JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: u16,
+    pub payload: String,
+}
+
+/// An effect to deliver after commit (send a code, place a call, apply a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEffect {
+    /// Also the idempotency key the channel sees.
+    pub effect_id: Uuid,
+    pub kind: String,
+    pub payload: String,
+    pub available_at: Timestamp,
+}
+
+/// A durable timer; it fires by sending a command to its journey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTimer {
+    pub timer_id: Uuid,
+    pub fire_at: Timestamp,
+    pub payload: String,
+}
+
+/// The searchable row a journey keeps in the `journeys` read model, written in the same
+/// transaction as its events so listings are never behind the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneySummary {
+    pub journey_id: JourneyId,
+    pub definition_id: String,
+    pub definition_version: u32,
+    pub status: String,
+    pub current_step: Option<String>,
+    pub email_masked: Option<String>,
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub version: u64,
+}
+
+/// Everything one command produced, appended atomically or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRequest {
+    pub stream: JourneyId,
+    /// Number of events the writer saw in the stream. Another writer got there first when
+    /// the stream has moved on: the append fails with [`StoreError::Conflict`].
+    pub expected_version: u64,
+    /// Idempotency key: a second append with the same id stores nothing and returns the
+    /// first outcome.
+    pub command_id: Uuid,
+    /// JSON: who did it and through which channel (R49).
+    pub metadata: String,
+    pub recorded_at: Timestamp,
+    pub events: Vec<NewEvent>,
+    pub effects: Vec<NewEffect>,
+    pub timers: Vec<NewTimer>,
+    pub summary: JourneySummary,
+    /// JSON reply returned to anyone who repeats `command_id`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendResult {
+    Committed {
+        /// Global position of the first appended event (none if the command appended no event).
+        first_position: Option<u64>,
+        stream_version: u64,
+    },
+    /// The command id was seen before; nothing was written.
+    Duplicate { outcome: String },
+}
+
+/// An event as stored, with its place in the stream, in the global log and in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Global position, gap-free from 1.
+    pub position: u64,
+    pub stream: JourneyId,
+    /// Position in the stream, from 1.
+    pub stream_version: u64,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub payload: String,
+    pub metadata: String,
+    pub recorded_at: Timestamp,
+    pub command_id: Uuid,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub effect_id: Uuid,
+    pub stream: JourneyId,
+    pub kind: String,
+    pub payload: String,
+    /// Delivery attempts before this claim.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerEntry {
+    pub timer_id: Uuid,
+    pub stream: JourneyId,
+    pub fire_at: Timestamp,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JourneyFilter {
+    pub status: Option<String>,
+    pub definition_id: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("journey {stream} moved on: expected version {expected}, found {actual}")]
+    Conflict {
+        stream: JourneyId,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("event store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("event store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The event log plus the outbox and timer tables that share its transactions.
+pub trait EventStore: Clone + Send + Sync + 'static {
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// The stored outcome of a command already appended, if any.
+    fn command_outcome(
+        &self,
+        command_id: Uuid,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    fn read_stream(
+        &self,
+        stream: JourneyId,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Events with `position > after`, in position order, at most `limit`.
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Keeps a definition's source under its content hash (idempotent).
+    fn save_definition(
+        &self,
+        content_hash: &str,
+        definition_id: &str,
+        version: u32,
+        source: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn load_definition(
+        &self,
+        content_hash: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    fn list_journeys(
+        &self,
+        filter: JourneyFilter,
+    ) -> impl Future<Output = Result<Vec<JourneySummary>, StoreError>> + Send;
+
+    /// Leases up to `limit` outbox entries that are due at `now` and not leased by anyone
+    /// else; the lease lapses after `lease` so a dead worker's entries are taken over.
+    fn claim_effects(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
+
+    fn complete_effect(
+        &self,
+        effect_id: Uuid,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Releases the lease and makes the entry due again at `retry_at`; `None` gives up.
+    fn reschedule_effect(
+        &self,
+        effect_id: Uuid,
+        retry_at: Option<Timestamp>,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn claim_timers(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TimerEntry>, StoreError>> + Send;
+
+    fn complete_timer(
+        &self,
+        timer_id: Uuid,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The earliest time at which a pending effect or timer becomes due, if any.
+    fn next_due(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+}
+
+/// An account as the directory knows it. Full addresses live only here (never in events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub account_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub phone: Option<String>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("account directory unavailable: {0}")]
+pub struct DirectoryError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// The portal's account directory (the identity store the reset changes).
+pub trait AccountDirectory: Clone + Send + Sync + 'static {
+    /// Looks up by the normalized address (see [`crate::mask::normalize_email`]).
+    fn find_by_email(
+        &self,
+        normalized_email: &str,
+    ) -> impl Future<Output = Result<Option<Account>, DirectoryError>> + Send;
+
+    fn get(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Option<Account>, DirectoryError>> + Send;
+
+    /// Replaces the stored password hash (PHC string, argon2id).
+    fn set_password_hash(
+        &self,
+        account_id: &str,
+        phc: &str,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+}
+
+/// A message for a person, ready for a channel. Carries the plain code: it exists only in
+/// memory between unsealing and delivery (R11).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// The effect id: channels use it to deliver at most once per key.
+    pub idempotency_key: Uuid,
+    pub journey_id: JourneyId,
+    pub kind: MessageKind,
+}
+
+impl fmt::Debug for OutboundMessage {
+    // Never print bodies: they carry codes (R50).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundMessage")
+            .field("idempotency_key", &self.idempotency_key)
+            .field("journey_id", &self.journey_id)
+            .field("channel", &self.kind.channel())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum MessageKind {
+    Email {
+        to: String,
+        subject: String,
+        text: String,
+    },
+    Sms {
+        to: String,
+        text: String,
+    },
+    /// A voice call; `say` is what the call speaks, `expect` what it waits for.
+    Call {
+        to: String,
+        call_id: Uuid,
+        say: String,
+        expect: CallExpectation,
+    },
+}
+
+impl fmt::Debug for MessageKind {
+    // Bodies carry codes and addresses: never print them (R50).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageKind::{}", self.channel())
+    }
+}
+
+impl MessageKind {
+    pub fn channel(&self) -> &'static str {
+        match self {
+            MessageKind::Email { .. } => "email",
+            MessageKind::Sms { .. } => "sms",
+            MessageKind::Call { .. } => "voice",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallExpectation {
+    /// Confirm with a lone `#`.
+    PressPound,
+    /// Read a code out; nothing is keyed on the phone.
+    ListenOnly,
+}
+
+/// What a channel reports after accepting a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Provider's message or call id, for support and audit (R49).
+    pub provider_ref: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Retrying cannot help (bad number, rejected address).
+    #[error("permanent delivery failure: {0}")]
+    Permanent(String),
+    /// Retrying may help (timeout, 5xx).
+    #[error("transient delivery failure: {0}")]
+    Transient(String),
+    #[error("rate limited by the provider")]
+    RateLimited { retry_after: Option<Duration> },
+}
+
+/// Delivers messages on one or more channels.
+pub trait Channel: Clone + Send + Sync + 'static {
+    fn deliver(
+        &self,
+        message: &OutboundMessage,
+    ) -> impl Future<Output = Result<Receipt, SendError>> + Send;
+}
