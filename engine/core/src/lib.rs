@@ -7,6 +7,9 @@
 
 pub mod chain;
 pub mod definition;
+pub mod journey;
 pub mod mask;
+pub mod password;
 pub mod ports;
+pub mod secrets;
 pub mod time;

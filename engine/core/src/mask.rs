@@ -95,7 +95,11 @@ pub fn mask_phone(phone: &str) -> String {
     }
     let last = &digits[digits.len() - 3..];
     if phone.trim_start().starts_with('+') {
-        let cc_len = if digits.starts_with('1') || digits.starts_with('7') { 1 } else { 2 };
+        let cc_len = if digits.starts_with('1') || digits.starts_with('7') {
+            1
+        } else {
+            2
+        };
         format!("+{} ••• ••• {last}", &digits[..cc_len])
     } else {
         format!("••• ••• {last}")
@@ -108,7 +112,10 @@ mod tests {
 
     #[test]
     fn normalizes_case_and_space() {
-        assert_eq!(normalize_email("  Alice@Example.COM ").unwrap(), "alice@example.com");
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
     }
 
     #[test]

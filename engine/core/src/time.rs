@@ -126,7 +126,10 @@ mod tests {
             Timestamp(1_795_762_327_123).to_rfc3339(),
             "2026-11-27T06:52:07.123Z"
         );
-        assert_eq!(Timestamp(951_782_400_000).to_rfc3339(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(951_782_400_000).to_rfc3339(),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -134,7 +137,16 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        for bad in ["", "5", "m", "5 minutes", "-5m", "5M", "1.5m", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5 minutes",
+            "-5m",
+            "5M",
+            "1.5m",
+            "99999999999999999999d",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");

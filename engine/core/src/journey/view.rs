@@ -1,0 +1,176 @@
+//! What a person is asked next: a read-only view of state + definition that the CLI, the web
+//! pages and the chat bot all render. Built from events only, never from client state.
+
+use super::state::{JourneyState, Status};
+use crate::definition::{CodeChannel, Definition, StepKind, VoiceConfirm};
+use crate::journey::decide::CALL_COOLDOWN;
+use crate::time::Timestamp;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JourneyView {
+    pub status: Status,
+    pub definition_id: String,
+    pub definition_version: u32,
+    pub expires_at: Option<Timestamp>,
+    pub step: Option<StepView>,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StepView {
+    Identify {
+        id: String,
+        prompt: String,
+        action: String,
+    },
+    Code {
+        id: String,
+        prompt: String,
+        channel: CodeChannel,
+        digits: u8,
+        /// The masked address or number the code went to. For the email step this is the
+        /// address as typed, so unknown accounts look the same (R1, R3).
+        sent_to: Option<String>,
+        expires_at: Option<Timestamp>,
+        attempts_left: u32,
+        resend_label: String,
+        resends_left: u32,
+        resend_available_at: Option<Timestamp>,
+    },
+    Choose {
+        id: String,
+        prompt: String,
+        options: Vec<OptionView>,
+        /// Shown only now, after the email code was verified (R19).
+        phone_masked: Option<String>,
+    },
+    Voice {
+        id: String,
+        prompt: String,
+        confirm: VoiceConfirm,
+        calling: Option<String>,
+        call_open: bool,
+        call_expires_at: Option<Timestamp>,
+        calls_left: u32,
+        call_again_available_at: Option<Timestamp>,
+    },
+    SetPassword {
+        id: String,
+        prompt: String,
+        policy: String,
+        requirements: Vec<String>,
+    },
+    Complete {
+        id: String,
+        prompt: String,
+        tiles: Vec<TileView>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptionView {
+    pub id: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TileView {
+    pub title: String,
+    pub portal: String,
+    pub href: String,
+}
+
+impl JourneyView {
+    pub fn build(state: &JourneyState, def: &Definition) -> Self {
+        let step = match state.status {
+            Status::Active => state.current_step.as_ref().and_then(|id| def.step(id)),
+            // A completed journey keeps showing its tiles.
+            Status::Completed => state.passed.last().and_then(|id| def.step(id)),
+            _ => None,
+        };
+        Self {
+            status: state.status,
+            definition_id: def.id.clone(),
+            definition_version: def.version,
+            expires_at: state.expires_at,
+            finish_reason: state.finish_reason.clone(),
+            step: step.map(|s| {
+                let id = s.id.0.clone();
+                let prompt = s.prompt.clone();
+                match &s.kind {
+                    StepKind::Identify { action, .. } => StepView::Identify {
+                        id,
+                        prompt,
+                        action: action.clone(),
+                    },
+                    StepKind::Code(c) => StepView::Code {
+                        id,
+                        prompt,
+                        channel: c.channel,
+                        digits: c.digits,
+                        sent_to: match c.channel {
+                            CodeChannel::Email => state.email_masked.clone(),
+                            CodeChannel::Sms => state.phone_masked.clone(),
+                        },
+                        expires_at: state.code.as_ref().map(|a| a.expires_at),
+                        attempts_left: c.max_attempts.saturating_sub(state.step_failures),
+                        resend_label: c.resend.label.clone(),
+                        resends_left: (1 + c.resend.max).saturating_sub(state.step_sends),
+                        resend_available_at: state.last_send_at.map(|t| t.plus(c.resend.cooldown)),
+                    },
+                    StepKind::Choose { options } => StepView::Choose {
+                        id,
+                        prompt,
+                        options: options
+                            .iter()
+                            .map(|o| OptionView {
+                                id: o.id.clone(),
+                                label: o.label.clone(),
+                            })
+                            .collect(),
+                        phone_masked: state.phone_masked.clone(),
+                    },
+                    StepKind::Voice(v) => StepView::Voice {
+                        id,
+                        prompt,
+                        confirm: v.confirm,
+                        calling: state.phone_masked.clone(),
+                        call_open: state.call.as_ref().is_some_and(|c| c.open),
+                        call_expires_at: state.call.as_ref().map(|c| c.expires_at),
+                        calls_left: v.max_calls.saturating_sub(state.step_sends),
+                        call_again_available_at: state.last_send_at.map(|t| t.plus(CALL_COOLDOWN)),
+                    },
+                    StepKind::SetPassword { policy, .. } => StepView::SetPassword {
+                        id,
+                        prompt,
+                        policy: policy.clone(),
+                        requirements: def
+                            .policies
+                            .get(policy)
+                            .map(|p| {
+                                crate::password::requirements(p, "", "", &Default::default())
+                                    .into_iter()
+                                    .map(|r| r.label)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    },
+                    StepKind::Complete { tiles } => StepView::Complete {
+                        id,
+                        prompt,
+                        tiles: tiles
+                            .iter()
+                            .map(|t| TileView {
+                                title: t.title.clone(),
+                                portal: t.portal.clone(),
+                                href: t.href.clone(),
+                            })
+                            .collect(),
+                    },
+                }
+            }),
+        }
+    }
+}

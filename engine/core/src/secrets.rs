@@ -1,0 +1,324 @@
+//! Codes, keys and password hashing: pure functions over inputs the caller provides.
+//!
+//! * Codes are drawn from the caller's CSPRNG by rejection sampling (no modulo bias, R7).
+//! * Only `HMAC-SHA-256(code_key, journey | step | issue | code)` is stored (R10, R11);
+//!   verification recomputes it and compares in constant time (R12).
+//! * The outbox must carry the code to the dispatcher without storing it in plain form, so
+//!   effects hold it *sealed*: XORed with a keystream `HMAC(seal_key, effect_id)`, which is
+//!   used for exactly one effect. Someone reading the database learns nothing without the
+//!   deployment's secret.
+
+use argon2::password_hash::PasswordHasher as _;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use uuid::Uuid;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A source of cryptographically secure random bytes (the runtime passes the OS CSPRNG;
+/// tests pass a seeded generator).
+pub trait Entropy {
+    fn fill(&mut self, buf: &mut [u8]);
+
+    fn uuid(&mut self) -> Uuid {
+        let mut b = [0u8; 16];
+        self.fill(&mut b);
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+}
+
+/// Keys derived from the deployment's master secret.
+#[derive(Clone)]
+pub struct Keys {
+    code_key: [u8; 32],
+    seal_key: [u8; 32],
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+impl Keys {
+    /// Derives independent keys for hashing and sealing from one secret.
+    pub fn derive(master: &[u8]) -> Self {
+        Self {
+            code_key: hmac(master, &[b"passage/code-hash/v1"]),
+            seal_key: hmac(master, &[b"passage/outbox-seal/v1"]),
+        }
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        mac.update(&(p.len() as u64).to_be_bytes());
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A uniformly random code of `digits` decimal digits.
+pub fn generate_code(rng: &mut dyn Entropy, digits: u8) -> String {
+    let digits = digits.clamp(1, 18) as u32;
+    let modulus = 10u64.pow(digits);
+    // Largest multiple of `modulus` that fits: values above it are redrawn.
+    let limit = u64::MAX - (u64::MAX % modulus);
+    loop {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b);
+        let v = u64::from_be_bytes(b);
+        if v < limit {
+            return format!("{:0width$}", v % modulus, width = digits as usize);
+        }
+    }
+}
+
+/// The stored form of a code: bound to journey, step and issue (R10).
+pub fn code_hash(keys: &Keys, journey: Uuid, step: &str, issue: u32, code: &str) -> String {
+    hex(&hmac(
+        &keys.code_key,
+        &[
+            journey.as_bytes(),
+            step.as_bytes(),
+            &issue.to_be_bytes(),
+            code.as_bytes(),
+        ],
+    ))
+}
+
+/// Constant-time comparison of a submitted code with a stored hash (R12).
+pub fn code_matches(
+    keys: &Keys,
+    journey: Uuid,
+    step: &str,
+    issue: u32,
+    code: &str,
+    stored: &str,
+) -> bool {
+    let Some(expected) = unhex(stored) else {
+        return false;
+    };
+    let mut mac =
+        <HmacSha256 as KeyInit>::new_from_slice(&keys.code_key).unwrap_or_else(|_| unreachable!());
+    for p in [
+        journey.as_bytes().as_slice(),
+        step.as_bytes(),
+        &issue.to_be_bytes(),
+        code.as_bytes(),
+    ] {
+        mac.update(&(p.len() as u64).to_be_bytes());
+        mac.update(p);
+    }
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn keystream(keys: &Keys, effect_id: Uuid, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut block = 0u32;
+    while out.len() < len {
+        out.extend_from_slice(&hmac(
+            &keys.seal_key,
+            &[effect_id.as_bytes(), &block.to_be_bytes()],
+        ));
+        block += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Seals a secret for one effect (see the module docs).
+pub fn seal(keys: &Keys, effect_id: Uuid, secret: &str) -> String {
+    let ks = keystream(keys, effect_id, secret.len());
+    let sealed: Vec<u8> = secret.bytes().zip(ks).map(|(a, b)| a ^ b).collect();
+    hex(&sealed)
+}
+
+/// Opens what [`seal`] produced; `None` if it is not valid hex or not UTF-8.
+pub fn unseal(keys: &Keys, effect_id: Uuid, sealed: &str) -> Option<String> {
+    let bytes = unhex(sealed)?;
+    let ks = keystream(keys, effect_id, bytes.len());
+    String::from_utf8(bytes.into_iter().zip(ks).map(|(a, b)| a ^ b).collect()).ok()
+}
+
+/// A fresh session token (returned once) and the hash that events keep.
+pub fn session_token(rng: &mut dyn Entropy) -> (String, String) {
+    let mut b = [0u8; 32];
+    rng.fill(&mut b);
+    let token = hex(&b);
+    let hash = hex(&Sha256::digest(token.as_bytes()));
+    (token, hash)
+}
+
+/// A deterministic id derived from other ids, e.g. the command id under which the worker
+/// records an effect's delivery, so that recording it twice is idempotent.
+pub fn derived_id(parts: &[&[u8]]) -> Uuid {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    let digest = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid()
+}
+
+/// Hashes a new password. The salt comes from the caller's entropy so decide stays pure.
+pub trait PasswordHasher {
+    fn hash(&self, password: &str, salt: &[u8; 16]) -> Result<String, String>;
+}
+
+/// Argon2id (R43). The defaults are OWASP's minimum: 19 MiB, 2 passes, 1 lane.
+#[derive(Debug, Clone)]
+pub struct Argon2id {
+    params: argon2::Params,
+}
+
+impl Default for Argon2id {
+    fn default() -> Self {
+        Self::new(19 * 1024, 2, 1)
+    }
+}
+
+impl Argon2id {
+    /// Cheaper settings exist for tests only; production uses [`Argon2id::default`].
+    pub fn new(memory_kib: u32, passes: u32, lanes: u32) -> Self {
+        let params = argon2::Params::new(memory_kib, passes, lanes, None)
+            .unwrap_or_else(|_| argon2::Params::default());
+        Self { params }
+    }
+}
+
+impl PasswordHasher for Argon2id {
+    fn hash(&self, password: &str, salt: &[u8; 16]) -> Result<String, String> {
+        let argon = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            self.params.clone(),
+        );
+        argon
+            .hash_password_with_salt(password.as_bytes(), salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Checks a password against a PHC string, normalised as at set time (R39).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier as _;
+    let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(phc) else {
+        return false;
+    };
+    argon2::Argon2::default()
+        .verify_password(crate::password::normalize(password).as_bytes(), &parsed)
+        .is_ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Deterministic entropy for tests (SplitMix64).
+    #[derive(Debug, Clone)]
+    pub struct TestEntropy(pub u64);
+
+    impl Entropy for TestEntropy {
+        fn fill(&mut self, buf: &mut [u8]) {
+            for chunk in buf.chunks_mut(8) {
+                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                chunk.copy_from_slice(&z.to_be_bytes()[..chunk.len()]);
+            }
+        }
+    }
+
+    #[test]
+    fn codes_have_the_requested_digits_and_spread() {
+        let mut rng = TestEntropy(1);
+        let mut first_digit = [0u32; 10];
+        for _ in 0..10_000 {
+            let c = generate_code(&mut rng, 6);
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+            first_digit[(c.as_bytes()[0] - b'0') as usize] += 1;
+        }
+        // Each leading digit should appear about 1000 times.
+        assert!(
+            first_digit.iter().all(|&n| (850..1150).contains(&n)),
+            "{first_digit:?}"
+        );
+    }
+
+    #[test]
+    fn hashes_bind_journey_step_and_issue() {
+        let k = Keys::derive(b"secret");
+        let j = Uuid::from_u128(1);
+        let h = code_hash(&k, j, "email-code", 1, "123456");
+        assert!(code_matches(&k, j, "email-code", 1, "123456", &h));
+        assert!(!code_matches(&k, j, "email-code", 1, "123457", &h));
+        assert!(!code_matches(&k, j, "sms-code", 1, "123456", &h));
+        assert!(!code_matches(&k, j, "email-code", 2, "123456", &h));
+        assert!(!code_matches(
+            &k,
+            Uuid::from_u128(2),
+            "email-code",
+            1,
+            "123456",
+            &h
+        ));
+        assert!(!code_matches(
+            &Keys::derive(b"other"),
+            j,
+            "email-code",
+            1,
+            "123456",
+            &h
+        ));
+        assert!(!h.contains("123456"));
+    }
+
+    #[test]
+    fn seal_roundtrips_and_hides() {
+        let k = Keys::derive(b"secret");
+        let id = Uuid::from_u128(9);
+        let s = seal(&k, id, "654321");
+        assert_ne!(s, hex(b"654321"));
+        assert_eq!(unseal(&k, id, &s).as_deref(), Some("654321"));
+        assert_ne!(
+            unseal(&k, Uuid::from_u128(10), &s).as_deref(),
+            Some("654321")
+        );
+        assert_eq!(unseal(&k, id, "zz"), None);
+    }
+
+    #[test]
+    fn argon2id_hash_verifies() {
+        let h = Argon2id::new(256, 1, 1)
+            .hash("correct horse battery staple", &[7; 16])
+            .unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery staple", &h));
+        assert!(!verify_password("correct horse battery stapler", &h));
+    }
+}
