@@ -1,0 +1,933 @@
+//! The event store contract: what every [`EventStore`] backend must do, as generic async
+//! functions that panic with a message saying which promise was broken.
+//!
+//! Each backend's test crate calls every function with a **fresh, empty** store (global
+//! positions are asserted from 1) on a multi-threaded tokio runtime (several functions race
+//! appends from spawned tasks), e.g.:
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn global_order() {
+//!     let store = fresh_store().await; // an empty database of the backend under test
+//!     passage_store::contract::global_order(store).await;
+//! }
+//! ```
+//!
+//! `tests/sqlite_contract.rs` is the SQLite instance of this; a PostgreSQL backend copies it
+//! with its own `fresh_store`.
+//!
+//! Times are fixed instants, never the clock: a store must take `now` from its caller.
+
+use passage_core::chain::Verifier;
+use passage_core::ports::{
+    AppendRequest, AppendResult, EventStore, JourneyFilter, JourneyId, JourneySummary, NewEffect,
+    NewEvent, NewTimer, OutboxEntry, StoreError, StoredEvent,
+};
+use passage_core::time::Timestamp;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// An arbitrary fixed instant (2027-01-15) all the suite's times are relative to.
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn at(offset: Duration) -> Timestamp {
+    T0.plus(offset)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn new_stream() -> JourneyId {
+    JourneyId(Uuid::new_v4())
+}
+
+fn summary(stream: JourneyId, version: u64) -> JourneySummary {
+    JourneySummary {
+        journey_id: stream,
+        definition_id: "reset-by-email".into(),
+        definition_version: 1,
+        status: "active".into(),
+        current_step: Some("send_code".into()),
+        email_masked: Some("a***@example.com".into()),
+        started_at: T0,
+        updated_at: T0,
+        version,
+    }
+}
+
+/// A fresh command appending `events` events to `stream` at `expected`, with nothing else.
+fn request(stream: JourneyId, expected: u64, events: usize) -> AppendRequest {
+    let command_id = Uuid::new_v4();
+    AppendRequest {
+        stream,
+        expected_version: expected,
+        command_id,
+        metadata: format!(r#"{{"actor":"contract","command":"{command_id}"}}"#),
+        recorded_at: T0,
+        events: (0..events)
+            .map(|i| NewEvent {
+                event_type: if i % 2 == 0 {
+                    "CodeSent"
+                } else {
+                    "CodeVerified"
+                }
+                .into(),
+                schema_version: 1 + (i % 3) as u16,
+                payload: format!(r#"{{"n":{i},"text":"héllo ✓"}}"#),
+            })
+            .collect(),
+        effects: Vec::new(),
+        timers: Vec::new(),
+        summary: summary(stream, expected + events as u64),
+        outcome: format!(r#"{{"accepted":"{command_id}"}}"#),
+    }
+}
+
+fn effect(available_at: Timestamp) -> NewEffect {
+    let effect_id = Uuid::new_v4();
+    NewEffect {
+        effect_id,
+        kind: "send_email".into(),
+        payload: format!(r#"{{"effect":"{effect_id}"}}"#),
+        available_at,
+    }
+}
+
+fn timer(fire_at: Timestamp) -> NewTimer {
+    let timer_id = Uuid::new_v4();
+    NewTimer {
+        timer_id,
+        fire_at,
+        payload: format!(r#"{{"timer":"{timer_id}"}}"#),
+    }
+}
+
+async fn append_ok<S: EventStore>(store: &S, req: AppendRequest, why: &str) -> AppendResult {
+    match store.append(req).await {
+        Ok(r) => r,
+        Err(e) => panic!("{why}: append failed: {e}"),
+    }
+}
+
+async fn stream_of<S: EventStore>(store: &S, stream: JourneyId) -> Vec<StoredEvent> {
+    match store.read_stream(stream).await {
+        Ok(events) => events,
+        Err(e) => panic!("read_stream({stream}) failed: {e}"),
+    }
+}
+
+/// Every event from position 1, read in pages of `page`.
+async fn read_everything<S: EventStore>(store: &S, page: usize) -> Vec<StoredEvent> {
+    let mut all: Vec<StoredEvent> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e.position);
+        let batch = match store.read_all(after, page).await {
+            Ok(b) => b,
+            Err(e) => panic!("read_all({after}, {page}) failed: {e}"),
+        };
+        assert!(
+            batch.len() <= page,
+            "read_all({after}, {page}) returned {} events, more than the limit",
+            batch.len()
+        );
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+async fn claim<S: EventStore>(store: &S, now: Timestamp, lease: Duration) -> Vec<OutboxEntry> {
+    match store.claim_effects(now, lease, 100).await {
+        Ok(c) => c,
+        Err(e) => panic!("claim_effects at {now} failed: {e}"),
+    }
+}
+
+fn assert_conflict(
+    result: Result<AppendResult, StoreError>,
+    stream: JourneyId,
+    expected: u64,
+    actual: u64,
+    why: &str,
+) {
+    match result {
+        Err(StoreError::Conflict {
+            stream: s,
+            expected: e,
+            actual: a,
+        }) if s == stream && e == expected && a == actual => {}
+        other => panic!(
+            "{why}: expected Conflict {{ stream: {stream}, expected: {expected}, actual: \
+             {actual} }}, got {other:?}"
+        ),
+    }
+}
+
+/// Optimistic concurrency: an append whose `expected_version` is not the stream's version
+/// fails with [`StoreError::Conflict`] carrying both versions and writes nothing, and when
+/// writers race for the same version exactly one wins.
+pub async fn conflicting_appends<S: EventStore>(store: S) {
+    let stream = new_stream();
+    let first = append_ok(
+        &store,
+        request(stream, 0, 2),
+        "first append to a new stream",
+    )
+    .await;
+    assert_eq!(
+        first,
+        AppendResult::Committed {
+            first_position: Some(1),
+            stream_version: 2
+        },
+        "the first append to an empty store starts at position 1 and version 1"
+    );
+
+    let stale = request(stream, 0, 1);
+    let stale_id = stale.command_id;
+    assert_conflict(
+        store.append(stale).await,
+        stream,
+        0,
+        2,
+        "a stale expected version",
+    );
+    assert_conflict(
+        store.append(request(stream, 5, 1)).await,
+        stream,
+        5,
+        2,
+        "an expected version ahead of the stream",
+    );
+    let empty = new_stream();
+    assert_conflict(
+        store.append(request(empty, 1, 1)).await,
+        empty,
+        1,
+        0,
+        "a new stream is at version 0",
+    );
+
+    // Racing writers: all read version 2, exactly one may append.
+    let mut racers = JoinSet::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        racers.spawn(async move { store.append(request(stream, 2, 1)).await });
+    }
+    let (mut won, mut lost) = (0, 0);
+    while let Some(joined) = racers.join_next().await {
+        match joined.expect("a racing append task panicked") {
+            Ok(AppendResult::Committed {
+                stream_version: 3, ..
+            }) => won += 1,
+            Err(StoreError::Conflict {
+                expected: 2,
+                actual: 3,
+                ..
+            }) => lost += 1,
+            other => panic!("racing appends at version 2: unexpected result {other:?}"),
+        }
+    }
+    assert_eq!(
+        (won, lost),
+        (1, 9),
+        "of 10 appends racing for version 3 exactly one must win"
+    );
+
+    let events = stream_of(&store, stream).await;
+    let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(
+        versions,
+        vec![1, 2, 3],
+        "conflicting appends must write no event"
+    );
+    assert!(
+        store
+            .read_stream(empty)
+            .await
+            .map(|e| e.is_empty())
+            .unwrap_or(false),
+        "a conflicting append to a new stream must not create it"
+    );
+    assert_eq!(
+        store
+            .command_outcome(stale_id)
+            .await
+            .expect("command_outcome failed"),
+        None,
+        "a conflicting append must not record its command id"
+    );
+
+    // Its command id was not burned: the same command succeeds once it has caught up.
+    let mut caught_up = request(stream, 3, 1);
+    caught_up.command_id = stale_id;
+    assert!(
+        matches!(
+            append_ok(&store, caught_up, "retrying a conflicted command").await,
+            AppendResult::Committed {
+                stream_version: 4,
+                ..
+            }
+        ),
+        "a command that conflicted must be appendable later under the same id"
+    );
+}
+
+/// Idempotency: a command id already appended stores nothing more and returns the first
+/// outcome, whatever the retry carries, also when the retries race; a command appending no
+/// event still records its outcome.
+pub async fn idempotent_retry<S: EventStore>(store: S) {
+    let stream = new_stream();
+    let mut first = request(stream, 0, 2);
+    first.effects.push(effect(T0));
+    first.timers.push(timer(at(secs(60))));
+    let command_id = first.command_id;
+    let outcome = first.outcome.clone();
+
+    append_ok(&store, first.clone(), "first attempt").await;
+    assert_eq!(
+        append_ok(&store, first.clone(), "identical retry").await,
+        AppendResult::Duplicate {
+            outcome: outcome.clone()
+        },
+        "an identical retry must return the stored outcome"
+    );
+    // A retry built from newer state (different version, events, effects) is still a
+    // duplicate: the command id decides.
+    let mut changed = request(stream, 2, 3);
+    changed.command_id = command_id;
+    changed.effects.push(effect(T0));
+    changed.timers.push(timer(T0));
+    changed.outcome = r#"{"different":true}"#.into();
+    assert_eq!(
+        append_ok(&store, changed, "retry with other content").await,
+        AppendResult::Duplicate {
+            outcome: outcome.clone()
+        },
+        "a retry with the same command id must return the first outcome and store nothing"
+    );
+
+    let events = stream_of(&store, stream).await;
+    assert_eq!(events.len(), 2, "retries must not append events");
+    for (stored, sent) in events.iter().zip(&first.events) {
+        assert_eq!(stored.event_type, sent.event_type, "event_type round trip");
+        assert_eq!(
+            stored.schema_version, sent.schema_version,
+            "schema_version round trip"
+        );
+        assert_eq!(stored.payload, sent.payload, "payload round trip");
+        assert_eq!(stored.metadata, first.metadata, "metadata round trip");
+        assert_eq!(
+            stored.recorded_at, first.recorded_at,
+            "recorded_at round trip"
+        );
+        assert_eq!(stored.command_id, command_id, "command_id round trip");
+        assert_eq!(stored.stream, stream, "stream round trip");
+    }
+    let claimed = claim(&store, at(secs(3600)), secs(30)).await;
+    assert_eq!(claimed.len(), 1, "retries must not add outbox entries");
+    let timers = store
+        .claim_timers(at(secs(3600)), secs(30), 100)
+        .await
+        .expect("claim_timers failed");
+    assert_eq!(timers.len(), 1, "retries must not add timers");
+
+    assert_eq!(
+        store
+            .command_outcome(command_id)
+            .await
+            .expect("command_outcome failed"),
+        Some(outcome),
+        "command_outcome returns the stored outcome"
+    );
+    assert_eq!(
+        store
+            .command_outcome(Uuid::new_v4())
+            .await
+            .expect("command_outcome failed"),
+        None,
+        "an unknown command has no outcome"
+    );
+
+    // Racing retries of one new command: one commits, the rest are duplicates.
+    let racing = request(stream, 2, 1);
+    let racing_outcome = racing.outcome.clone();
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let (store, req) = (store.clone(), racing.clone());
+        tasks.spawn(async move { store.append(req).await });
+    }
+    let (mut committed, mut duplicates) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("a retrying task panicked") {
+            Ok(AppendResult::Committed {
+                stream_version: 3, ..
+            }) => committed += 1,
+            Ok(AppendResult::Duplicate { outcome }) if outcome == racing_outcome => duplicates += 1,
+            other => panic!("racing retries of one command: unexpected result {other:?}"),
+        }
+    }
+    assert_eq!(
+        (committed, duplicates),
+        (1, 7),
+        "8 racing copies of one command: one commit, seven duplicates"
+    );
+
+    // A command that appends no event is still recorded.
+    let quiet = request(stream, 3, 0);
+    assert_eq!(
+        append_ok(&store, quiet.clone(), "a command with no event").await,
+        AppendResult::Committed {
+            first_position: None,
+            stream_version: 3
+        },
+        "an append of zero events commits at the current version with no position"
+    );
+    assert_eq!(
+        append_ok(&store, quiet.clone(), "retrying a command with no event").await,
+        AppendResult::Duplicate {
+            outcome: quiet.outcome.clone()
+        },
+        "a zero-event command's id must be recorded too"
+    );
+    assert_eq!(stream_of(&store, stream).await.len(), 3);
+}
+
+/// The global log under concurrency: many tasks append to many streams (some shared, with
+/// conflicts and retries); afterwards positions are exactly 1..=N, each stream's versions
+/// are 1..=k in position order, `read_stream` agrees with `read_all`, and the hash chain
+/// verifies.
+pub async fn global_order<S: EventStore>(store: S) {
+    const SHARED_STREAMS: usize = 4;
+    const TASKS: usize = 16;
+    const APPENDS_PER_TASK: usize = 12;
+    let streams: Vec<JourneyId> = (0..TASKS).map(|_| new_stream()).collect();
+
+    let mut tasks = JoinSet::new();
+    for t in 0..TASKS {
+        // Tasks 0..8 share 4 streams pairwise (conflicts happen); 8..16 own one each.
+        let stream = if t < 2 * SHARED_STREAMS {
+            streams[t % SHARED_STREAMS]
+        } else {
+            streams[t]
+        };
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut appended = 0u64;
+            for k in 0..APPENDS_PER_TASK {
+                let count = 1 + (t + k) % 3;
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    assert!(
+                        tries < 1000,
+                        "task {t} could not append after 1000 conflicts"
+                    );
+                    let version = stream_of(&store, stream).await.len() as u64;
+                    match store.append(request(stream, version, count)).await {
+                        Ok(AppendResult::Committed { .. }) => break,
+                        Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                        other => panic!("task {t}: unexpected append result {other:?}"),
+                    }
+                }
+                appended += count as u64;
+            }
+            appended
+        });
+    }
+    let mut total = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        total += joined.expect("an appending task panicked");
+    }
+
+    let all = read_everything(&store, 7).await;
+    let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        (1..=total).collect::<Vec<_>>(),
+        "positions must be exactly 1..={total}, gap-free and in order"
+    );
+    let mut verifier = Verifier::new();
+    for e in &all {
+        if let Err(bad) = verifier.check(e) {
+            panic!(
+                "the hash chain is broken at position {}: {}",
+                bad.position, bad.fault
+            );
+        }
+    }
+
+    let mut by_stream: HashMap<JourneyId, Vec<&StoredEvent>> = HashMap::new();
+    for e in &all {
+        by_stream.entry(e.stream).or_default().push(e);
+    }
+    for (stream, events) in &by_stream {
+        let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+        assert_eq!(
+            versions,
+            (1..=events.len() as u64).collect::<Vec<_>>(),
+            "stream {stream}: versions must be 1..=k in position order"
+        );
+        let read = stream_of(&store, *stream).await;
+        assert_eq!(
+            read.iter().collect::<Vec<_>>(),
+            *events,
+            "stream {stream}: read_stream must return the same events as read_all"
+        );
+    }
+}
+
+/// The outbox and the timers share the append's fate: a conflicting, duplicate or failed
+/// append writes none, a committed one writes all. Claims honour due times and leases.
+pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
+    let stream = new_stream();
+    let lease = secs(30);
+
+    let mut good = request(stream, 0, 1);
+    let kept_effect = effect(T0);
+    let kept_timer = timer(at(secs(60)));
+    good.effects.push(kept_effect.clone());
+    good.timers.push(kept_timer.clone());
+    append_ok(&store, good.clone(), "the committed append").await;
+
+    let mut conflicting = request(stream, 0, 1);
+    conflicting.effects.push(effect(T0));
+    conflicting.timers.push(timer(T0));
+    assert_conflict(
+        store.append(conflicting).await,
+        stream,
+        0,
+        1,
+        "conflicting append",
+    );
+
+    let mut duplicate = good.clone();
+    duplicate.effects = vec![effect(T0)];
+    duplicate.timers = vec![timer(T0)];
+    assert!(
+        matches!(
+            store.append(duplicate).await,
+            Ok(AppendResult::Duplicate { .. })
+        ),
+        "a retry of the committed command must be a duplicate"
+    );
+
+    // An append that cannot be stored (its effect id is taken) fails as a whole: its event
+    // and its timer must not be written either.
+    let mut failing = request(stream, 1, 1);
+    failing.effects.push(effect(T0));
+    failing.effects.push(NewEffect {
+        payload: "{}".into(),
+        ..kept_effect.clone()
+    });
+    failing.timers.push(timer(T0));
+    let failing_id = failing.command_id;
+    match store.append(failing).await {
+        Err(StoreError::Unavailable(_) | StoreError::Corrupt(_)) => {}
+        other => panic!("an append reusing an existing effect id must fail, got {other:?}"),
+    }
+    assert_eq!(
+        stream_of(&store, stream).await.len(),
+        1,
+        "a failed append must not write its events"
+    );
+    assert_eq!(
+        store
+            .command_outcome(failing_id)
+            .await
+            .expect("command_outcome failed"),
+        None,
+        "a failed append must not record its command"
+    );
+
+    // Only the committed append's rows exist: the earliest due is its effect.
+    assert_eq!(
+        store.next_due().await.expect("next_due failed"),
+        Some(T0),
+        "next_due is the committed effect's available_at"
+    );
+
+    // Effects: due time, lease, lapse, retry, completion.
+    assert!(
+        claim(&store, Timestamp(T0.as_millis() - 1), lease)
+            .await
+            .is_empty(),
+        "an effect is not claimed before its available_at"
+    );
+    let claimed = claim(&store, T0, lease).await;
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|e| (e.effect_id, e.attempts))
+            .collect::<Vec<_>>(),
+        vec![(kept_effect.effect_id, 0)],
+        "only the committed append's effect exists, due at its available_at"
+    );
+    // The claim above leased it until T0+30s.
+    assert!(
+        claim(&store, at(secs(29)), lease).await.is_empty(),
+        "a leased effect must not be claimed again before the lease lapses"
+    );
+    let again = claim(&store, at(secs(30)), lease).await;
+    assert_eq!(
+        again,
+        vec![OutboxEntry {
+            effect_id: kept_effect.effect_id,
+            stream,
+            kind: kept_effect.kind.clone(),
+            payload: kept_effect.payload.clone(),
+            attempts: 0,
+        }],
+        "an effect whose lease lapsed is claimable again, with its fields intact"
+    );
+    store
+        .reschedule_effect(kept_effect.effect_id, Some(at(secs(120))), "smtp 451")
+        .await
+        .expect("reschedule_effect failed");
+    assert!(
+        claim(&store, at(secs(119)), lease).await.is_empty(),
+        "a rescheduled effect is not due before retry_at, even with its lease released"
+    );
+    let retried = claim(&store, at(secs(120)), lease).await;
+    assert_eq!(
+        retried
+            .iter()
+            .map(|e| (e.effect_id, e.attempts))
+            .collect::<Vec<_>>(),
+        vec![(kept_effect.effect_id, 1)],
+        "a rescheduled effect is due at retry_at with one more attempt"
+    );
+    store
+        .complete_effect(kept_effect.effect_id, at(secs(121)))
+        .await
+        .expect("complete_effect failed");
+    assert!(
+        claim(&store, at(secs(86_400)), lease).await.is_empty(),
+        "a completed effect is never claimed again"
+    );
+
+    // Giving up: reschedule with no retry time.
+    let mut doomed = request(stream, 1, 0);
+    let doomed_effect = effect(at(secs(200)));
+    doomed.effects.push(doomed_effect.clone());
+    append_ok(&store, doomed, "an append with an effect and no event").await;
+    let claimed = claim(&store, at(secs(200)), lease).await;
+    assert_eq!(
+        claimed.iter().map(|e| e.effect_id).collect::<Vec<_>>(),
+        vec![doomed_effect.effect_id],
+        "an effect appended without events is still written"
+    );
+    store
+        .reschedule_effect(doomed_effect.effect_id, None, "mailbox does not exist")
+        .await
+        .expect("reschedule_effect(None) failed");
+    assert!(
+        claim(&store, at(secs(86_400)), lease).await.is_empty(),
+        "an effect given up on (retry_at None) is never claimed again"
+    );
+
+    // Limits: three due effects, claims of two.
+    let mut three = request(stream, 1, 0);
+    three.effects = (0..3).map(|_| effect(at(secs(300)))).collect();
+    append_ok(&store, three.clone(), "three effects").await;
+    let first_two = store
+        .claim_effects(at(secs(300)), lease, 2)
+        .await
+        .expect("claim_effects failed");
+    assert_eq!(
+        first_two.len(),
+        2,
+        "claim_effects returns at most `limit` entries"
+    );
+    let last_one = store
+        .claim_effects(at(secs(300)), lease, 2)
+        .await
+        .expect("claim_effects failed");
+    assert_eq!(
+        last_one.len(),
+        1,
+        "the entries leased by the first claim are skipped"
+    );
+    let mut ids: Vec<Uuid> = first_two
+        .iter()
+        .chain(&last_one)
+        .map(|e| e.effect_id)
+        .collect();
+    ids.sort();
+    let mut want: Vec<Uuid> = three.effects.iter().map(|e| e.effect_id).collect();
+    want.sort();
+    assert_eq!(ids, want, "the two claims together return each effect once");
+    for id in ids {
+        store
+            .complete_effect(id, at(secs(301)))
+            .await
+            .expect("complete_effect failed");
+    }
+
+    // Timers: due time, lease, lapse, completion.
+    let timers_at = |now| store.claim_timers(now, secs(10), 100);
+    assert!(
+        timers_at(at(secs(59)))
+            .await
+            .expect("claim_timers failed")
+            .is_empty(),
+        "a timer is not claimed before fire_at"
+    );
+    let fired = timers_at(at(secs(60))).await.expect("claim_timers failed");
+    assert_eq!(fired.len(), 1, "only the committed append's timer exists");
+    assert_eq!(
+        (
+            fired[0].timer_id,
+            fired[0].stream,
+            fired[0].fire_at,
+            &fired[0].payload
+        ),
+        (
+            kept_timer.timer_id,
+            stream,
+            kept_timer.fire_at,
+            &kept_timer.payload
+        ),
+        "a claimed timer carries its fields"
+    );
+    assert!(
+        timers_at(at(secs(69)))
+            .await
+            .expect("claim_timers failed")
+            .is_empty(),
+        "a leased timer is not claimed again before the lease lapses"
+    );
+    assert_eq!(
+        timers_at(at(secs(70)))
+            .await
+            .expect("claim_timers failed")
+            .len(),
+        1,
+        "a timer whose lease lapsed is claimable again"
+    );
+    store
+        .complete_timer(kept_timer.timer_id, at(secs(71)))
+        .await
+        .expect("complete_timer failed");
+    assert!(
+        timers_at(at(secs(86_400)))
+            .await
+            .expect("claim_timers failed")
+            .is_empty(),
+        "a fired timer is never claimed again"
+    );
+
+    assert_eq!(
+        store.next_due().await.expect("next_due failed"),
+        None,
+        "with every effect done or dead and every timer fired nothing is due: the failed, \
+         conflicting and duplicate appends left no rows"
+    );
+}
+
+/// `read_all` pages: `after` is exclusive, `limit` is a maximum, and paging with any page
+/// size yields the whole log once, in order.
+pub async fn read_all_paging<S: EventStore>(store: S) {
+    let (a, b) = (new_stream(), new_stream());
+    let mut versions = HashMap::from([(a, 0u64), (b, 0u64)]);
+    for (i, stream) in [a, b, a, a, b, b, a].into_iter().enumerate() {
+        let count = 1 + i % 3;
+        let v = versions[&stream];
+        append_ok(&store, request(stream, v, count), "filling the log").await;
+        versions.insert(stream, v + count as u64);
+    }
+    let total: u64 = versions.values().sum();
+
+    let all = store.read_all(0, 1000).await.expect("read_all failed");
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>(),
+        "read_all(0, big) returns the whole log in position order"
+    );
+    for page in [1, 2, 3, 5, total as usize, total as usize + 5] {
+        assert_eq!(
+            read_everything(&store, page).await,
+            all,
+            "paging by {page} must yield the same log"
+        );
+    }
+    let middle = store.read_all(2, 2).await.expect("read_all failed");
+    assert_eq!(
+        middle.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![3, 4],
+        "read_all(2, 2) is positions 3 and 4: `after` is exclusive"
+    );
+    let tail = store
+        .read_all(total - 1, 10)
+        .await
+        .expect("read_all failed");
+    assert_eq!(
+        tail.as_slice(),
+        &all[all.len() - 1..],
+        "the last event alone"
+    );
+    assert!(
+        store
+            .read_all(total, 10)
+            .await
+            .expect("read_all failed")
+            .is_empty(),
+        "nothing after the last position"
+    );
+    assert!(
+        store
+            .read_all(u64::MAX, 10)
+            .await
+            .expect("read_all(u64::MAX) failed")
+            .is_empty(),
+        "a position beyond any stored one reads nothing (and does not overflow)"
+    );
+}
+
+/// Definitions are kept by content hash: saving is idempotent and the first source stays.
+pub async fn definitions_roundtrip<S: EventStore>(store: S) {
+    let source = "# reset by email\nid = \"reset-by-email\"\nversion = 1\n[steps] # ✓ ünïcode\n";
+    assert_eq!(
+        store
+            .load_definition("sha256:missing")
+            .await
+            .expect("load_definition failed"),
+        None,
+        "an unknown hash loads nothing"
+    );
+    store
+        .save_definition("sha256:aaaa", "reset-by-email", 1, source)
+        .await
+        .expect("save_definition failed");
+    assert_eq!(
+        store
+            .load_definition("sha256:aaaa")
+            .await
+            .expect("load_definition failed"),
+        Some(source.to_owned()),
+        "a saved definition loads back byte for byte"
+    );
+    store
+        .save_definition("sha256:aaaa", "reset-by-email", 1, source)
+        .await
+        .expect("saving the same definition twice must succeed");
+    store
+        .save_definition("sha256:aaaa", "reset-by-email", 1, "something else")
+        .await
+        .expect("saving under an existing hash must succeed");
+    assert_eq!(
+        store
+            .load_definition("sha256:aaaa")
+            .await
+            .expect("load_definition failed"),
+        Some(source.to_owned()),
+        "a hash names one source: the first one saved stays"
+    );
+    store
+        .save_definition("sha256:bbbb", "reset-by-email", 2, "version 2")
+        .await
+        .expect("save_definition failed");
+    assert_eq!(
+        store
+            .load_definition("sha256:bbbb")
+            .await
+            .expect("load_definition failed"),
+        Some("version 2".to_owned()),
+        "another hash is another definition"
+    );
+}
+
+/// The `journeys` read model follows appends: newest updated first, filters by status and
+/// definition, a limit (0 = default), and no change from a conflicting append.
+pub async fn journeys_summary<S: EventStore>(store: S) {
+    let list = |status: Option<&str>, definition: Option<&str>, limit: usize| {
+        store.list_journeys(JourneyFilter {
+            status: status.map(str::to_owned),
+            definition_id: definition.map(str::to_owned),
+            limit,
+        })
+    };
+    let make = |stream, def: &str, status: &str, updated: u64, version| JourneySummary {
+        definition_id: def.into(),
+        status: status.into(),
+        updated_at: at(secs(updated)),
+        current_step: (status == "active").then(|| "verify".to_owned()),
+        email_masked: (def == "reset-by-email").then(|| "b***@example.org".to_owned()),
+        ..summary(stream, version)
+    };
+    let (a, b, c) = (new_stream(), new_stream(), new_stream());
+    let sa = make(a, "reset-by-email", "active", 1, 1);
+    let sb = make(b, "reset-by-sms", "active", 2, 1);
+    let sc = make(c, "reset-by-email", "completed", 3, 1);
+    for s in [&sa, &sb, &sc] {
+        let mut req = request(s.journey_id, 0, 1);
+        req.summary = s.clone();
+        append_ok(&store, req, "starting a journey").await;
+    }
+
+    let ids = |v: Vec<JourneySummary>| v.into_iter().map(|s| s.journey_id).collect::<Vec<_>>();
+    let all = list(None, None, 0).await.expect("list_journeys failed");
+    assert_eq!(
+        all,
+        vec![sc.clone(), sb.clone(), sa.clone()],
+        "limit 0 lists every journey (default limit), newest updated first, fields intact"
+    );
+    assert_eq!(
+        ids(list(Some("active"), None, 0)
+            .await
+            .expect("list_journeys failed")),
+        vec![b, a],
+        "status filter"
+    );
+    assert_eq!(
+        ids(list(None, Some("reset-by-email"), 0)
+            .await
+            .expect("list_journeys failed")),
+        vec![c, a],
+        "definition filter"
+    );
+    assert_eq!(
+        ids(list(Some("active"), Some("reset-by-email"), 0)
+            .await
+            .expect("list_journeys failed")),
+        vec![a],
+        "both filters"
+    );
+    assert_eq!(
+        ids(list(None, None, 2).await.expect("list_journeys failed")),
+        vec![c, b],
+        "limit keeps the newest"
+    );
+    assert!(
+        list(Some("no-such-status"), None, 0)
+            .await
+            .expect("list_journeys failed")
+            .is_empty(),
+        "a filter that matches nothing lists nothing"
+    );
+
+    // A later append replaces the row.
+    let sa2 = make(a, "reset-by-email", "completed", 4, 2);
+    let mut req = request(a, 1, 1);
+    req.summary = sa2.clone();
+    append_ok(&store, req, "moving a journey on").await;
+    // A conflicting append does not touch it.
+    let mut stale = request(b, 0, 1);
+    stale.summary = make(b, "reset-by-sms", "hijacked", 99, 1);
+    assert_conflict(store.append(stale).await, b, 0, 1, "a stale append to b");
+    // An append of zero events still updates it.
+    let sb2 = make(b, "reset-by-sms", "stalled", 5, 1);
+    let mut quiet = request(b, 1, 0);
+    quiet.summary = sb2.clone();
+    append_ok(&store, quiet, "a summary-only append").await;
+
+    assert_eq!(
+        list(None, None, 0).await.expect("list_journeys failed"),
+        vec![sb2, sa2, sc],
+        "summaries follow committed appends (also zero-event ones) and ignore conflicting ones"
+    );
+}

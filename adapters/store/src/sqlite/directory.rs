@@ -1,0 +1,180 @@
+//! The account directory in the same file: [`AccountDirectory`] plus seeding helpers.
+
+use super::{SqliteStore, rows, wall_clock_ms};
+use crate::error::Error;
+use passage_core::mask::normalize_email;
+use passage_core::ports::{Account, AccountDirectory, DirectoryError};
+
+/// What [`SqliteStore::upsert_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeded {
+    /// The account was new; it got the given password hash.
+    Inserted,
+    /// The account existed; its profile was refreshed and its password hash kept.
+    Updated,
+}
+
+/// The profile columns, with the email normalized the way lookups expect it.
+fn normalized(account: &Account) -> Result<String, Error> {
+    Ok(normalize_email(&account.email)?)
+}
+
+/// Unique-email violations get their own error; everything else stays an SQL error.
+fn email_taken(e: sqlx::Error) -> Error {
+    match e.as_database_error() {
+        Some(db) if db.is_unique_violation() && db.message().contains("accounts.email") => {
+            Error::EmailTaken
+        }
+        _ => Error::from(e),
+    }
+}
+
+impl SqliteStore {
+    /// Creates the account with password hash `phc`, or, when `account_id` exists, refreshes
+    /// its profile (email, name, phone, enabled) and keeps its password hash: re-running a
+    /// seed must not undo a reset the person made since. Idempotent.
+    pub async fn upsert_account(&self, account: &Account, phc: &str) -> Result<Seeded, Error> {
+        let email = normalized(account)?;
+        let mut tx = self.write_tx().await?;
+        let existed: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = ?1")
+                .bind(&account.account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existed.is_some() {
+            sqlx::query(
+                "UPDATE accounts SET email = ?2, display_name = ?3, phone = ?4, enabled = ?5, \
+                 updated_at = ?6 WHERE account_id = ?1",
+            )
+            .bind(&account.account_id)
+            .bind(&email)
+            .bind(&account.display_name)
+            .bind(account.phone.as_deref())
+            .bind(i64::from(account.enabled))
+            .bind(wall_clock_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(email_taken)?;
+        } else {
+            insert(&mut tx, account, &email, phc).await?;
+        }
+        tx.commit().await?;
+        Ok(if existed.is_some() {
+            Seeded::Updated
+        } else {
+            Seeded::Inserted
+        })
+    }
+
+    /// Creates the account unless `account_id` exists; an existing account is left exactly
+    /// as it is. Returns whether it was created.
+    pub async fn insert_account_if_missing(
+        &self,
+        account: &Account,
+        phc: &str,
+    ) -> Result<bool, Error> {
+        let email = normalized(account)?;
+        let mut tx = self.write_tx().await?;
+        let existed: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = ?1")
+                .bind(&account.account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existed.is_none() {
+            insert(&mut tx, account, &email, phc).await?;
+        }
+        tx.commit().await?;
+        Ok(existed.is_none())
+    }
+
+    /// The stored PHC string, to verify a password (tests, the demo login).
+    pub async fn password_hash(&self, account_id: &str) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT password_phc FROM accounts WHERE account_id = ?1")
+                .bind(account_id)
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    async fn find_by_email_inner(&self, normalized_email: &str) -> Result<Option<Account>, Error> {
+        let row = sqlx::query(
+            "SELECT account_id, email, display_name, phone, enabled FROM accounts \
+             WHERE email = ?1",
+        )
+        .bind(normalized_email)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(rows::account).transpose()
+    }
+
+    async fn get_inner(&self, account_id: &str) -> Result<Option<Account>, Error> {
+        let row = sqlx::query(
+            "SELECT account_id, email, display_name, phone, enabled FROM accounts \
+             WHERE account_id = ?1",
+        )
+        .bind(account_id)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(rows::account).transpose()
+    }
+
+    async fn set_password_hash_inner(&self, account_id: &str, phc: &str) -> Result<(), Error> {
+        let mut tx = self.write_tx().await?;
+        let changed = sqlx::query(
+            "UPDATE accounts SET password_phc = ?2, updated_at = ?3 WHERE account_id = ?1",
+        )
+        .bind(account_id)
+        .bind(phc)
+        .bind(wall_clock_ms())
+        .execute(&mut *tx)
+        .await?;
+        // A reset that changed nothing must not look applied: the effect would be marked
+        // done and the person told their password changed.
+        if changed.rows_affected() == 0 {
+            return Err(Error::UnknownAccount(account_id.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert(
+    conn: &mut sqlx::SqliteConnection,
+    account: &Account,
+    email: &str,
+    phc: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO accounts (account_id, email, display_name, phone, password_phc, enabled, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(&account.account_id)
+    .bind(email)
+    .bind(&account.display_name)
+    .bind(account.phone.as_deref())
+    .bind(phc)
+    .bind(i64::from(account.enabled))
+    .bind(wall_clock_ms())
+    .execute(&mut *conn)
+    .await
+    .map_err(email_taken)?;
+    Ok(())
+}
+
+impl AccountDirectory for SqliteStore {
+    async fn find_by_email(
+        &self,
+        normalized_email: &str,
+    ) -> Result<Option<Account>, DirectoryError> {
+        Ok(self.find_by_email_inner(normalized_email).await?)
+    }
+
+    async fn get(&self, account_id: &str) -> Result<Option<Account>, DirectoryError> {
+        Ok(self.get_inner(account_id).await?)
+    }
+
+    async fn set_password_hash(&self, account_id: &str, phc: &str) -> Result<(), DirectoryError> {
+        Ok(self.set_password_hash_inner(account_id, phc).await?)
+    }
+}

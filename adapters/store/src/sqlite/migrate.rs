@@ -1,0 +1,129 @@
+//! A tiny embedded migration runner.
+//!
+//! sqlx's `migrate` feature is not enabled in this workspace (it pulls the macros and a
+//! second host SQLite build), and the schema is small, so the runner is a few lines: the SQL
+//! files under `migrations/sqlite/NNNN_name.sql` are compiled in with `include_str!` and
+//! applied in order, each recorded in `schema_migrations` with a checksum of its text.
+
+use crate::error::Error;
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, Row, SqliteConnection};
+
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+/// Every migration this build knows, in order. Never edit an applied one: add a new file
+/// (open refuses a database whose applied migration text changed).
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../migrations/sqlite/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "accounts",
+        sql: include_str!("../../migrations/sqlite/0002_accounts.sql"),
+    },
+];
+
+fn checksum(sql: &str) -> Vec<u8> {
+    Sha256::digest(sql.as_bytes()).to_vec()
+}
+
+/// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.
+///
+/// The write lock is taken before `schema_migrations` is read, so two processes opening a
+/// fresh file at the same moment serialize here: the second one finds everything applied.
+/// SQLite DDL is transactional, so a failing migration leaves the file as it was.
+pub(crate) async fn run(conn: &mut SqliteConnection, now_ms: i64) -> Result<(), Error> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT    NOT NULL,
+             checksum   BLOB    NOT NULL,
+             applied_at INTEGER NOT NULL
+         ) STRICT",
+    )
+    .execute(&mut *tx)
+    .await?;
+
+    let rows =
+        sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut applied = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let version: i64 = row.try_get("version")?;
+        let name: String = row.try_get("name")?;
+        let sum: Vec<u8> = row.try_get("checksum")?;
+        applied.push((version, name, sum));
+    }
+    // A newer build's schema is reported first: it explains any other difference too.
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if let Some(found) = applied
+        .iter()
+        .map(|(v, ..)| *v)
+        .filter(|v| *v > known)
+        .max()
+    {
+        return Err(Error::SchemaTooNew { found, known });
+    }
+    for (version, name, sum) in &applied {
+        let edited = MIGRATIONS
+            .iter()
+            .find(|m| m.version == *version)
+            .is_none_or(|m| checksum(m.sql) != *sum);
+        if edited {
+            return Err(Error::MigrationChanged {
+                version: *version,
+                name: name.clone(),
+            });
+        }
+    }
+    let applied: Vec<i64> = applied.into_iter().map(|(v, ..)| v).collect();
+
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let wrap = |source| Error::Migration {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(wrap)?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(checksum(m.sql))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(wrap)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_contiguous_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                m.version,
+                i as i64 + 1,
+                "migration {} is out of order",
+                m.name
+            );
+        }
+    }
+}

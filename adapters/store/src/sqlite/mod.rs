@@ -1,0 +1,565 @@
+//! The embedded SQLite backend: [`SqliteStore`].
+//!
+//! One file holds the event log, the outbox, the timers, the read models and the account
+//! directory. Several processes may open it at once (the CLI and a worker): SQLite's file
+//! locks serialize their writers, WAL mode lets readers run beside a writer, and every write
+//! transaction starts with `BEGIN IMMEDIATE` so it holds the write lock before its first
+//! read (see [`writer`] for why that matters).
+
+mod directory;
+mod migrate;
+mod rows;
+mod writer;
+
+use crate::error::Error;
+use passage_core::ports::{
+    AppendRequest, AppendResult, EventStore, JourneyFilter, JourneyId, JourneySummary, OutboxEntry,
+    StoreError, StoredEvent, TimerEntry,
+};
+use passage_core::time::Timestamp;
+use rows::event_columns;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+use writer::{Job, Stats, Writer};
+
+pub use directory::Seeded;
+
+/// The account directory lives in the same file and is served by the same handle.
+pub type SqliteDirectory = SqliteStore;
+
+/// How to open a [`SqliteStore`]. Build with struct update syntax:
+/// `Options { group_commit: false, ..Options::default() }`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Commit concurrent appends together, one transaction (one fsync) per batch. Turn off
+    /// only to measure what grouping buys: every append then gets its own transaction.
+    pub group_commit: bool,
+    /// Most appends in one group transaction.
+    pub max_batch: usize,
+    /// How long SQLite itself waits for another connection's lock before reporting busy.
+    pub busy_timeout: Duration,
+    /// How many times the append writer retries a batch that stayed busy past
+    /// `busy_timeout`, before answering [`StoreError::Unavailable`].
+    pub busy_retries: u32,
+    /// Pooled connections (the append writer takes one per batch; readers share the rest).
+    pub max_connections: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            group_commit: true,
+            max_batch: 512,
+            busy_timeout: Duration::from_secs(5),
+            busy_retries: 3,
+            max_connections: 8,
+        }
+    }
+}
+
+/// What the append writer has done since open; for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Append transactions committed (one per batch).
+    pub transactions: u64,
+    /// Append requests answered by those transactions (committed, duplicate or conflict).
+    pub requests: u64,
+    /// Most requests in one transaction.
+    pub largest_batch: usize,
+    /// Batches retried because the write lock stayed busy.
+    pub busy_retries: u64,
+    /// Batches rolled back by an SQL error and rewritten one request at a time.
+    pub split_batches: u64,
+}
+
+/// The SQLite event store and account directory. Cloning is cheap: clones share one pool
+/// and one append writer.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: SqlitePool,
+    appends: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+/// Wall-clock time for bookkeeping columns the ports give no time for (`saved_at`,
+/// `applied_at`, accounts' `updated_at`). Nothing is decided on these values.
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` with default [`Options`], and
+    /// brings its schema up to date. Must be called inside a tokio runtime: it spawns the
+    /// append writer.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with(path, Options::default()).await
+    }
+
+    pub async fn open_with(path: &Path, options: Options) -> Result<Self, Error> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL: readers never block the writer nor the other way round, and a commit
+            // appends to the log instead of rewriting pages.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: fsync the WAL at every commit, so a committed append survives a power
+            // cut, not only a killed process. Group commit pays for it (see `writer`).
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
+            .await
+            .map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::start(pool, &options).await
+    }
+
+    /// A private in-memory database, for tests. It lives as long as the store: one pooled
+    /// connection that is never closed, because every connection to `:memory:` would
+    /// otherwise be a database of its own.
+    pub async fn open_in_memory() -> Result<Self, Error> {
+        let open_err = |source| Error::Open {
+            path: ":memory:".into(),
+            source,
+        };
+        // `sqlite::memory:` gets a unique shared-cache name from sqlx.
+        let connect = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(open_err)?
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(connect)
+            .await
+            .map_err(open_err)?;
+        Self::start(pool, &Options::default()).await
+    }
+
+    async fn start(pool: SqlitePool, options: &Options) -> Result<Self, Error> {
+        // Checked, not assumed: `tokio::spawn` would panic under another executor.
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        {
+            let mut conn = pool.acquire().await?;
+            migrate::run(&mut conn, wall_clock_ms()).await?;
+        }
+        let max_batch = if options.group_commit {
+            options.max_batch.max(1)
+        } else {
+            1
+        };
+        // Bounded, so a burst of appends waits in `append` instead of growing memory.
+        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4).max(64));
+        let stats = Arc::new(Stats::default());
+        runtime.spawn(
+            Writer {
+                pool: pool.clone(),
+                rx,
+                max_batch,
+                busy_retries: options.busy_retries,
+                stats: Arc::clone(&stats),
+            }
+            .run(),
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                appends: tx,
+                stats,
+            }),
+        })
+    }
+
+    /// Counters of the append writer since open.
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.inner.stats;
+        StoreStats {
+            transactions: s.transactions.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            largest_batch: s.largest_batch.load(Ordering::Relaxed),
+            busy_retries: s.busy_retries.load(Ordering::Relaxed),
+            split_batches: s.split_batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back. Appends already
+    /// committed are durable without this; it only makes shutdown tidy (and lets tests
+    /// delete the file). Later calls on any clone fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    /// A write transaction that holds the write lock from its first statement.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, Error> {
+        Ok(self.inner.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn append_inner(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .appends
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        // A dropped reply means the writer died with the request in hand: whether it
+        // committed is unknown, which a retry with the same command id resolves.
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    async fn command_outcome_inner(&self, command_id: Uuid) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT outcome FROM commands WHERE command_id = ?1")
+                .bind(command_id.to_string())
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    async fn read_stream_inner(&self, stream: JourneyId) -> Result<Vec<StoredEvent>, Error> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream = ?1 ORDER BY stream_version"
+        ))
+        .bind(stream.0.to_string())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn read_all_inner(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Positions are assigned under the write lock and become visible only at COMMIT, so
+        // a reader never sees position n+1 before n: paging by `after` cannot skip an event.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        ))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn save_definition_inner(
+        &self,
+        content_hash: &str,
+        definition_id: &str,
+        version: u32,
+        source: &str,
+    ) -> Result<(), Error> {
+        // Content-addressed: a second save of the same hash is the same definition, so the
+        // first row stays (OR IGNORE) and saving is idempotent.
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO definitions (content_hash, definition_id, version, source, \
+             saved_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(content_hash)
+        .bind(definition_id)
+        .bind(i64::from(version))
+        .bind(source)
+        .bind(wall_clock_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_definition_inner(&self, content_hash: &str) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT source FROM definitions WHERE content_hash = ?1")
+                .bind(content_hash)
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    async fn list_journeys_inner(
+        &self,
+        filter: JourneyFilter,
+    ) -> Result<Vec<JourneySummary>, Error> {
+        const DEFAULT_LIMIT: usize = 100;
+        let limit = if filter.limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            filter.limit
+        };
+        // One static statement for every filter combination: a NULL parameter disables its
+        // condition. journey_id breaks ties so pages are stable.
+        let rows = sqlx::query(
+            "SELECT journey_id, definition_id, definition_version, status, current_step, \
+             email_masked, started_at, updated_at, version FROM journeys \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR definition_id = ?2) \
+             ORDER BY updated_at DESC, journey_id LIMIT ?3",
+        )
+        .bind(filter.status.as_deref())
+        .bind(filter.definition_id.as_deref())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::journey).collect()
+    }
+
+    async fn claim_effects_inner(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Select and lease in one write transaction: two dispatchers (two processes) can
+        // never both see an entry as free.
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "SELECT effect_id, stream, kind, payload, attempts FROM outbox \
+             WHERE status = 'pending' AND available_at <= ?1 \
+             AND (leased_until IS NULL OR leased_until <= ?1) \
+             ORDER BY available_at, created_at, effect_id LIMIT ?2",
+        )
+        .bind(now.as_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(rows::outbox_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        let until = now.plus(lease).as_millis();
+        for entry in &entries {
+            sqlx::query("UPDATE outbox SET leased_until = ?1 WHERE effect_id = ?2")
+                .bind(until)
+                .bind(entry.effect_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    async fn complete_effect_inner(&self, effect_id: Uuid, now: Timestamp) -> Result<(), Error> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'done', done_at = ?2, leased_until = NULL \
+             WHERE effect_id = ?1 AND status = 'pending'",
+        )
+        .bind(effect_id.to_string())
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 0 {
+            // Already done (a retried completion) or unknown: nothing to change either way.
+            tracing::debug!(%effect_id, "complete_effect found no pending entry");
+        }
+        Ok(())
+    }
+
+    async fn reschedule_effect_inner(
+        &self,
+        effect_id: Uuid,
+        retry_at: Option<Timestamp>,
+        error: &str,
+    ) -> Result<(), Error> {
+        let mut tx = self.write_tx().await?;
+        let query = match retry_at {
+            Some(at) => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, available_at = ?2, \
+                 leased_until = NULL, last_error = ?3 \
+                 WHERE effect_id = ?1 AND status = 'pending'",
+            )
+            .bind(effect_id.to_string())
+            .bind(at.as_millis())
+            .bind(error),
+            None => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, status = 'dead', \
+                 leased_until = NULL, last_error = ?2 \
+                 WHERE effect_id = ?1 AND status = 'pending'",
+            )
+            .bind(effect_id.to_string())
+            .bind(error),
+        };
+        let changed = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        if changed.rows_affected() == 0 {
+            tracing::debug!(%effect_id, "reschedule_effect found no pending entry");
+        }
+        Ok(())
+    }
+
+    async fn claim_timers_inner(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "SELECT timer_id, stream, fire_at, payload FROM timers \
+             WHERE status = 'pending' AND fire_at <= ?1 \
+             AND (leased_until IS NULL OR leased_until <= ?1) \
+             ORDER BY fire_at, created_at, timer_id LIMIT ?2",
+        )
+        .bind(now.as_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(rows::timer_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        let until = now.plus(lease).as_millis();
+        for entry in &entries {
+            sqlx::query("UPDATE timers SET leased_until = ?1 WHERE timer_id = ?2")
+                .bind(until)
+                .bind(entry.timer_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    async fn complete_timer_inner(&self, timer_id: Uuid, now: Timestamp) -> Result<(), Error> {
+        let mut tx = self.write_tx().await?;
+        let fired = sqlx::query(
+            "UPDATE timers SET status = 'fired', fired_at = ?2, leased_until = NULL \
+             WHERE timer_id = ?1 AND status = 'pending'",
+        )
+        .bind(timer_id.to_string())
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if fired.rows_affected() == 0 {
+            tracing::debug!(%timer_id, "complete_timer found no pending timer");
+        }
+        Ok(())
+    }
+
+    async fn next_due_inner(&self) -> Result<Option<Timestamp>, Error> {
+        // Leases are ignored on purpose: a leased entry is due at its lease's end at the
+        // latest, and the caller polls again anyway, so "earliest due" never oversleeps.
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(due) FROM ( \
+               SELECT MIN(available_at) AS due FROM outbox WHERE status = 'pending' \
+               UNION ALL \
+               SELECT MIN(fire_at) AS due FROM timers WHERE status = 'pending')",
+        )
+        .fetch_one(&self.inner.pool)
+        .await?;
+        Ok(next.map(Timestamp))
+    }
+}
+
+impl EventStore for SqliteStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        self.append_inner(request).await
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<String>, StoreError> {
+        Ok(self.command_outcome_inner(command_id).await?)
+    }
+
+    async fn read_stream(&self, stream: JourneyId) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self.read_stream_inner(stream).await?)
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self.read_all_inner(after, limit).await?)
+    }
+
+    async fn save_definition(
+        &self,
+        content_hash: &str,
+        definition_id: &str,
+        version: u32,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .save_definition_inner(content_hash, definition_id, version, source)
+            .await?)
+    }
+
+    async fn load_definition(&self, content_hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.load_definition_inner(content_hash).await?)
+    }
+
+    async fn list_journeys(
+        &self,
+        filter: JourneyFilter,
+    ) -> Result<Vec<JourneySummary>, StoreError> {
+        Ok(self.list_journeys_inner(filter).await?)
+    }
+
+    async fn claim_effects(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self.claim_effects_inner(now, lease, limit).await?)
+    }
+
+    async fn complete_effect(&self, effect_id: Uuid, now: Timestamp) -> Result<(), StoreError> {
+        Ok(self.complete_effect_inner(effect_id, now).await?)
+    }
+
+    async fn reschedule_effect(
+        &self,
+        effect_id: Uuid,
+        retry_at: Option<Timestamp>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .reschedule_effect_inner(effect_id, retry_at, error)
+            .await?)
+    }
+
+    async fn claim_timers(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
+        Ok(self.claim_timers_inner(now, lease, limit).await?)
+    }
+
+    async fn complete_timer(&self, timer_id: Uuid, now: Timestamp) -> Result<(), StoreError> {
+        Ok(self.complete_timer_inner(timer_id, now).await?)
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.next_due_inner().await?)
+    }
+}

@@ -1,0 +1,46 @@
+//! The store contract suite (`passage_store::contract`) against SQLite: each function on a
+//! fresh temporary file, and once more on the in-memory database.
+
+mod common;
+
+use common::TempDb;
+use passage_store::SqliteStore;
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = TempDb::new();
+                    let store = db.open().await;
+                    passage_store::contract::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+
+        mod in_memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let store = SqliteStore::open_in_memory().await.expect("open in memory");
+                    passage_store::contract::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    conflicting_appends,
+    idempotent_retry,
+    global_order,
+    outbox_timer_atomicity,
+    read_all_paging,
+    definitions_roundtrip,
+    journeys_summary,
+);

@@ -1,0 +1,576 @@
+//! SQLite-specific behaviour beyond the contract: group commit, durability across reopen and
+//! process kill, migrations, several handles on one file, lock contention, corrupt rows and
+//! the account directory.
+
+mod common;
+
+use common::{T0, TempDb, new_stream, request};
+use passage_core::chain::Verifier;
+use passage_core::ports::{
+    Account, AccountDirectory, AppendResult, EventStore, NewEffect, StoreError, StoredEvent,
+};
+use passage_store::{Error, Options, Seeded, SqliteStore};
+use sqlx::Connection;
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+async fn all_events(store: &SqliteStore) -> Vec<StoredEvent> {
+    store.read_all(0, usize::MAX).await.expect("read_all")
+}
+
+/// Positions 1..=n, the chain verifies; returns n.
+fn assert_log_sound(events: &[StoredEvent]) -> u64 {
+    let mut verifier = Verifier::new();
+    for e in events {
+        if let Err(bad) = verifier.check(e) {
+            panic!("chain broken at {}: {}", bad.position, bad.fault);
+        }
+    }
+    verifier.checked()
+}
+
+/// Appends one single-event command to each of `n` new streams, all at once.
+async fn concurrent_appends(store: &SqliteStore, n: usize) -> Duration {
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        let store = store.clone();
+        tasks.spawn(async move { store.append(request(new_stream(), 0, 1)).await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.expect("append task panicked");
+        assert!(
+            matches!(result, Ok(AppendResult::Committed { .. })),
+            "append failed: {result:?}"
+        );
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_puts_concurrent_appends_in_few_transactions() {
+    const N: usize = 200;
+    let grouped_db = TempDb::new();
+    let grouped = grouped_db.open().await;
+    let grouped_time = concurrent_appends(&grouped, N).await;
+    let g = grouped.stats();
+
+    let single_db = TempDb::new();
+    let single = single_db
+        .open_with(Options {
+            group_commit: false,
+            ..Options::default()
+        })
+        .await;
+    let single_time = concurrent_appends(&single, N).await;
+    let s = single.stats();
+
+    println!(
+        "{N} concurrent appends: grouped = {} transactions (largest batch {}) in {grouped_time:?}; \
+         ungrouped = {} transactions (largest batch {}) in {single_time:?}",
+        g.transactions, g.largest_batch, s.transactions, s.largest_batch
+    );
+    assert_eq!(g.requests, N as u64);
+    assert!(
+        g.transactions <= (N / 4) as u64,
+        "grouping should need far fewer than {N} transactions, took {}",
+        g.transactions
+    );
+    assert!(g.largest_batch > 1);
+    assert_eq!(
+        s.transactions, N as u64,
+        "grouping off: one transaction per append"
+    );
+    assert_eq!(s.largest_batch, 1);
+
+    for store in [&grouped, &single] {
+        assert_eq!(assert_log_sound(&all_events(store).await), N as u64);
+    }
+    grouped.close().await;
+    single.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_survive_reopen_and_the_chain_continues() {
+    let db = TempDb::new();
+    let stream = new_stream();
+    {
+        let store = db.open().await;
+        store.append(request(stream, 0, 3)).await.expect("append");
+        store.close().await;
+    }
+    let store = db.open().await;
+    assert_eq!(store.read_stream(stream).await.expect("read").len(), 3);
+    let r = store
+        .append(request(stream, 3, 2))
+        .await
+        .expect("append after reopen");
+    assert_eq!(
+        r,
+        AppendResult::Committed {
+            first_position: Some(4),
+            stream_version: 5
+        }
+    );
+    assert_eq!(assert_log_sound(&all_events(&store).await), 5);
+    store.close().await;
+}
+
+const KILL_CHILD_ENV: &str = "PASSAGE_STORE_KILL_CHILD_DB";
+
+/// A child process appends as fast as it can and prints each committed position; the
+/// parent kills it (SIGKILL, no shutdown code runs) mid-stream. Every position the child
+/// reported must be in the file afterwards, and the log must be gap-free with an intact
+/// chain: an append is either wholly there or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_appends_survive_a_killed_process() {
+    if let Ok(path) = std::env::var(KILL_CHILD_ENV) {
+        // Child: never returns; the parent kills it.
+        let store = SqliteStore::open(std::path::Path::new(&path))
+            .await
+            .expect("child open");
+        // Should the parent die without killing us, stop on our own.
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            std::process::exit(3);
+        });
+        let mut tasks = JoinSet::new();
+        for _ in 0..4 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                loop {
+                    match store.append(request(new_stream(), 0, 2)).await {
+                        Ok(AppendResult::Committed {
+                            first_position: Some(p),
+                            ..
+                        }) => println!("committed {}", p + 1),
+                        other => panic!("child append: {other:?}"),
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        return;
+    }
+
+    let db = TempDb::new();
+    db.open().await.close().await; // create and migrate first
+    /// Kills the child if an assertion fails before the test does.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .args([
+            "--exact",
+            "committed_appends_survive_a_killed_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL_CHILD_ENV, &db.path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().expect("child stdout");
+    let mut reported = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read child output");
+        if let Some(p) = line.strip_prefix("committed ") {
+            reported.push(p.parse::<u64>().expect("position"));
+            if reported.len() == 300 {
+                child.0.kill().expect("kill child");
+                break;
+            }
+        }
+    }
+    child.0.wait().expect("reap child");
+    assert_eq!(
+        reported.len(),
+        300,
+        "the child stopped before reporting 300 appends"
+    );
+
+    let store = db.open().await;
+    let events = all_events(&store).await;
+    let n = assert_log_sound(&events);
+    let highest = reported.iter().copied().max().unwrap_or(0);
+    assert!(
+        n >= highest,
+        "the child reported position {highest} committed, the file has {n} events"
+    );
+    assert_eq!(
+        n % 2,
+        0,
+        "every append wrote 2 events: a half-written append survived"
+    );
+    println!(
+        "killed child: {} appends reported, {n} events in the file",
+        reported.len()
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_refuse_edited_or_newer_schemas() {
+    let db = TempDb::new();
+    let stream = new_stream();
+    for round in 0..3u64 {
+        let store = db.open().await;
+        store
+            .append(request(stream, round, 1))
+            .await
+            .expect("append");
+        store.close().await;
+    }
+    let mut raw = db.raw().await;
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY 1")
+        .fetch_all(&mut raw)
+        .await
+        .expect("read schema_migrations");
+    assert_eq!(versions, vec![1, 2], "each migration recorded once");
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .expect("journal_mode");
+    assert_eq!(journal, "wal");
+
+    sqlx::query("UPDATE schema_migrations SET checksum = x'00' WHERE version = 2")
+        .execute(&mut raw)
+        .await
+        .expect("tamper checksum");
+    match SqliteStore::open(&db.path).await {
+        Err(Error::MigrationChanged { version: 2, .. }) => {}
+        other => panic!("an edited migration must be refused, got {other:?}"),
+    }
+
+    sqlx::query("INSERT INTO schema_migrations VALUES (99, 'future', x'00', 0)")
+        .execute(&mut raw)
+        .await
+        .expect("insert future migration");
+    match SqliteStore::open(&db.path).await {
+        Err(Error::SchemaTooNew { found: 99, .. }) => {}
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+    raw.close().await.expect("close raw");
+}
+
+/// Two handles with their own pools on one file behave like two processes to SQLite:
+/// `BEGIN IMMEDIATE` serializes their writers and neither sees a busy error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_append_concurrently() {
+    let db = TempDb::new();
+    let (a, b) = (db.open().await, db.open().await);
+    let shared = new_stream();
+    let mut tasks = JoinSet::new();
+    for store in [a.clone(), b.clone()] {
+        for _ in 0..100 {
+            let store = store.clone();
+            tasks.spawn(async move { store.append(request(new_stream(), 0, 1)).await });
+        }
+        // Both handles also fight over one stream.
+        for _ in 0..5 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                loop {
+                    let v = store.read_stream(shared).await?.len() as u64;
+                    match store.append(request(shared, v, 1)).await {
+                        Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                        other => return other,
+                    }
+                }
+            });
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.expect("task panicked");
+        assert!(
+            matches!(result, Ok(AppendResult::Committed { .. })),
+            "append failed: {result:?}"
+        );
+    }
+    let events = all_events(&a).await;
+    assert_eq!(assert_log_sound(&events), 210, "no event lost");
+    assert_eq!(a.read_stream(shared).await.expect("read").len(), 10);
+    println!("store a: {:?}\nstore b: {:?}", a.stats(), b.stats());
+    a.close().await;
+    b.close().await;
+}
+
+/// Another connection holds the write lock for a while.
+async fn hold_write_lock(db: &TempDb, hold: Duration) -> tokio::task::JoinHandle<()> {
+    let mut raw = db.raw().await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut raw)
+        .await
+        .expect("take lock");
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        sqlx::query("COMMIT")
+            .execute(&mut raw)
+            .await
+            .expect("release lock");
+        raw.close().await.expect("close");
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lock_contention_is_retried_inside_the_writer() {
+    let db = TempDb::new();
+    let store = db
+        .open_with(Options {
+            busy_timeout: Duration::from_millis(50),
+            busy_retries: 5,
+            ..Options::default()
+        })
+        .await;
+    let holder = hold_write_lock(&db, Duration::from_millis(300)).await;
+    let result = store.append(request(new_stream(), 0, 1)).await;
+    assert!(
+        matches!(result, Ok(AppendResult::Committed { .. })),
+        "a 300 ms lock must be waited out, got {result:?}"
+    );
+    assert!(
+        store.stats().busy_retries > 0,
+        "the writer should have retried"
+    );
+    holder.await.expect("holder");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_too_long_is_reported_as_unavailable() {
+    let db = TempDb::new();
+    let store = db
+        .open_with(Options {
+            busy_timeout: Duration::from_millis(50),
+            busy_retries: 1,
+            ..Options::default()
+        })
+        .await;
+    let holder = hold_write_lock(&db, Duration::from_secs(2)).await;
+    match store.append(request(new_stream(), 0, 1)).await {
+        Err(StoreError::Unavailable(e)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("busy"), "the message should say busy: {msg}");
+        }
+        other => panic!("expected Unavailable(busy), got {other:?}"),
+    }
+    // Other writes report it the same way.
+    match store.claim_effects(T0, Duration::from_secs(1), 10).await {
+        Err(StoreError::Unavailable(e)) => assert!(e.to_string().contains("busy")),
+        other => panic!("expected Unavailable(busy) from claim_effects, got {other:?}"),
+    }
+    holder.await.expect("holder");
+    // And once the lock is gone, all is well.
+    assert!(store.append(request(new_stream(), 0, 1)).await.is_ok());
+    store.close().await;
+}
+
+/// One request that breaks a constraint fails alone; the others queued with it commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_request_does_not_fail_its_batch() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let taken = Uuid::new_v4();
+    let effect = |effect_id| NewEffect {
+        effect_id,
+        kind: "send_email".into(),
+        payload: "{}".into(),
+        available_at: T0,
+    };
+    let mut first = request(new_stream(), 0, 1);
+    first.effects.push(effect(taken));
+    store.append(first).await.expect("first");
+
+    // Queue everything before the writer gets a chance to run, so the poison request is
+    // very likely batched with the others (the assertions hold either way).
+    let mut tasks = JoinSet::new();
+    for i in 0..50 {
+        let store = store.clone();
+        let mut req = request(new_stream(), 0, 1);
+        req.effects
+            .push(effect(if i == 25 { taken } else { Uuid::new_v4() }));
+        tasks.spawn(async move { (i, store.append(req).await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (i, result) = joined.expect("task panicked");
+        if i == 25 {
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "the poison request must fail: {result:?}"
+            );
+        } else {
+            assert!(
+                matches!(result, Ok(AppendResult::Committed { .. })),
+                "request {i} must commit despite the poison: {result:?}"
+            );
+        }
+    }
+    assert_eq!(assert_log_sound(&all_events(&store).await), 50);
+    println!("{:?}", store.stats());
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_reported_not_panicked_on() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let stream = new_stream();
+    store.append(request(stream, 0, 2)).await.expect("append");
+    let mut raw = db.raw().await;
+
+    sqlx::query("UPDATE events SET command_id = 'not-a-uuid' WHERE position = 2")
+        .execute(&mut raw)
+        .await
+        .expect("damage");
+    match store.read_all(0, 10).await {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("events.command_id"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    sqlx::query("UPDATE journeys SET journey_id = 'zz'")
+        .execute(&mut raw)
+        .await
+        .expect("damage");
+    assert!(matches!(
+        store.list_journeys(Default::default()).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // A damaged head of the chain stops appends instead of extending a broken chain.
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&mut raw)
+        .await
+        .expect("pragma");
+    sqlx::query("UPDATE events SET hash = x'0102' WHERE position = 2")
+        .execute(&mut raw)
+        .await
+        .expect("damage");
+    assert!(matches!(
+        store.append(request(new_stream(), 0, 1)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    raw.close().await.expect("close raw");
+    store.close().await;
+}
+
+fn account(id: &str, email: &str) -> Account {
+    Account {
+        account_id: id.into(),
+        email: email.into(),
+        display_name: "Ada Lovelace".into(),
+        phone: Some("+15550100".into()),
+        enabled: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_seeds_finds_and_changes_passwords() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let ada = account("u-1", "  Ada@Example.COM ");
+    assert_eq!(
+        store
+            .upsert_account(&ada, "$argon2id$v=19$first")
+            .await
+            .expect("seed"),
+        Seeded::Inserted
+    );
+    let found = store
+        .find_by_email("ada@example.com")
+        .await
+        .expect("find")
+        .expect("found by normalized email");
+    assert_eq!(found.email, "ada@example.com");
+    assert_eq!(found.phone.as_deref(), Some("+15550100"));
+    assert_eq!(store.get("u-1").await.expect("get"), Some(found));
+    assert_eq!(store.get("u-2").await.expect("get"), None);
+
+    store
+        .set_password_hash("u-1", "$argon2id$v=19$reset")
+        .await
+        .expect("set password");
+    // Re-seeding refreshes the profile but keeps the password the person chose.
+    let renamed = Account {
+        display_name: "Ada King".into(),
+        enabled: false,
+        ..ada.clone()
+    };
+    assert_eq!(
+        store
+            .upsert_account(&renamed, "$argon2id$v=19$first")
+            .await
+            .expect("reseed"),
+        Seeded::Updated
+    );
+    assert_eq!(
+        store.password_hash("u-1").await.expect("hash").as_deref(),
+        Some("$argon2id$v=19$reset")
+    );
+    let now = store.get("u-1").await.expect("get").expect("exists");
+    assert_eq!(
+        (now.display_name.as_str(), now.enabled),
+        ("Ada King", false)
+    );
+    assert!(
+        !store
+            .insert_account_if_missing(&ada, "$argon2id$v=19$other")
+            .await
+            .expect("insert if missing")
+    );
+    assert_eq!(
+        store
+            .get("u-1")
+            .await
+            .expect("get")
+            .expect("exists")
+            .display_name,
+        "Ada King",
+        "insert_account_if_missing leaves an existing account alone"
+    );
+
+    assert!(matches!(
+        store
+            .upsert_account(&account("u-2", "ADA@example.com"), "x")
+            .await,
+        Err(Error::EmailTaken)
+    ));
+    assert!(matches!(
+        store
+            .upsert_account(&account("u-3", "not an email"), "x")
+            .await,
+        Err(Error::InvalidEmail(_))
+    ));
+    assert!(
+        store.set_password_hash("u-404", "x").await.is_err(),
+        "changing an unknown account's password must fail, not silently do nothing"
+    );
+    store.close().await;
+}
+
+/// The store is a cheap handle: dropping every clone stops the writer without hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_share_one_writer() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let clones: Vec<_> = (0..10).map(|_| store.clone()).collect();
+    let stream = new_stream();
+    let results = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut tasks = JoinSet::new();
+    for (i, c) in clones.into_iter().enumerate() {
+        let results = Arc::clone(&results);
+        tasks.spawn(async move {
+            let r = c.append(request(stream, 0, 1)).await;
+            results.lock().await.push((i, r.is_ok()));
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let wins = results.lock().await.iter().filter(|(_, ok)| *ok).count();
+    assert_eq!(wins, 1, "ten clones racing for version 1: one wins");
+    store.close().await;
+}
