@@ -1,1 +1,17 @@
+//! # passage-runtime
+//!
+//! Runs journeys on tokio: the [`Engine`] executes commands (load -> decide -> append events,
+//! outbox entries and timers in one transaction), the [`Worker`] delivers effects after
+//! commit and fires durable timers. Both are generic over the core's ports, so the same code
+//! runs on SQLite, PostgreSQL or in tests.
 
+mod clock;
+mod engine;
+mod error;
+mod messages;
+mod worker;
+
+pub use clock::{Clock, ManualClock, OsEntropy, SystemClock};
+pub use engine::{Actor, Engine, EngineOptions, Input, Outcome, TimelineEntry};
+pub use error::Error;
+pub use worker::{DrainReport, Worker, WorkerOptions};

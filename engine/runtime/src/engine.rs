@@ -1,0 +1,673 @@
+//! The executor: load -> decide -> append, with optimistic concurrency and idempotency.
+
+use crate::clock::{Clock, OsEntropy};
+use crate::error::Error;
+use passage_core::definition::{self, Definition};
+use passage_core::journey::view::JourneyView;
+use passage_core::journey::{
+    self, Command, Context, Decision, FoundAccount, JourneyEvent, JourneyState, Reply,
+    SCHEMA_VERSION, SecretString, TimerKind,
+};
+use passage_core::mask::{mask_email, mask_phone, normalize_email};
+use passage_core::password::PasswordContext;
+use passage_core::ports::{
+    AccountDirectory, AppendRequest, AppendResult, EventStore, JourneyId, JourneySummary,
+    NewEffect, NewEvent, NewTimer, StoreError, StoredEvent,
+};
+use passage_core::secrets::{Argon2id, Keys};
+use passage_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// How many times a command is decided again after losing a race for its journey.
+const MAX_CONFLICT_RETRIES: usize = 16;
+
+/// Who issued a command and through which channel (recorded with every event, R49).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `person`, `support` or `system`.
+    pub kind: String,
+    /// A support operator's or chat user's id; none for the person resetting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `cli`, `web`, `api`, `chat`, `worker`, ...
+    pub channel: String,
+}
+
+impl Actor {
+    pub fn person(channel: &str) -> Self {
+        Self {
+            kind: "person".into(),
+            id: None,
+            channel: channel.into(),
+        }
+    }
+
+    pub fn system() -> Self {
+        Self {
+            kind: "system".into(),
+            id: None,
+            channel: "worker".into(),
+        }
+    }
+
+    pub fn support(id: &str, channel: &str) -> Self {
+        Self {
+            kind: "support".into(),
+            id: Some(id.into()),
+            channel: channel.into(),
+        }
+    }
+}
+
+/// Input as it arrives from a person or a provider, before the engine resolves it.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Email(String),
+    Code(String),
+    Resend,
+    Choose(String),
+    CallKeys {
+        call_id: Uuid,
+        digits: String,
+    },
+    CallEnded {
+        call_id: Uuid,
+        reason: journey::CallFailure,
+    },
+    Password {
+        new: String,
+        confirm: String,
+    },
+    Timer(TimerKind),
+    Delivered {
+        effect_id: Uuid,
+        channel: String,
+        provider_ref: String,
+    },
+    DeliveryFailed {
+        effect_id: Uuid,
+        channel: String,
+        error: String,
+        permanent: bool,
+    },
+    Cancel {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub keys: Keys,
+    pub hasher: Argon2id,
+}
+
+/// The result of one command.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub journey_id: JourneyId,
+    pub reply: Reply,
+    pub state: JourneyState,
+    pub view: JourneyView,
+    /// False when the command id had been seen and its first outcome was returned.
+    pub fresh: bool,
+}
+
+/// One line of a journey's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub position: u64,
+    pub version: u64,
+    pub recorded_at: Timestamp,
+    pub event_type: String,
+    pub description: String,
+    pub actor: Option<Actor>,
+    #[serde(skip)]
+    pub event: Option<JourneyEvent>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Metadata {
+    actor: Actor,
+    command: String,
+}
+
+struct Inner<S, D> {
+    store: S,
+    directory: D,
+    clock: Arc<dyn Clock>,
+    options: EngineOptions,
+    latest: RwLock<HashMap<String, Arc<Definition>>>,
+    by_hash: RwLock<HashMap<String, Arc<Definition>>>,
+    wake: Notify,
+    /// One async lock per journey with commands in flight in this process: local commands
+    /// to one journey queue instead of racing, so optimistic concurrency only has to settle
+    /// races between processes (several nodes on one database).
+    in_flight: std::sync::Mutex<HashMap<JourneyId, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// A cloneable handle to the executor.
+pub struct Engine<S, D> {
+    inner: Arc<Inner<S, D>>,
+}
+
+impl<S, D> Clone for Engine<S, D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S, D> std::fmt::Debug for Engine<S, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn decode(e: &StoredEvent) -> Result<JourneyEvent, Error> {
+    serde_json::from_str(&e.payload)
+        .map_err(|err| Error::Decode(format!("event at position {}: {err}", e.position)))
+}
+
+impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
+    pub fn new(store: S, directory: D, clock: Arc<dyn Clock>, options: EngineOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                directory,
+                clock,
+                options,
+                latest: RwLock::default(),
+                by_hash: RwLock::default(),
+                wake: Notify::new(),
+                in_flight: std::sync::Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn directory(&self) -> &D {
+        &self.inner.directory
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.options.keys
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// Signalled after every commit that left work for the worker.
+    pub(crate) fn wake(&self) -> &Notify {
+        &self.inner.wake
+    }
+
+    /// Makes a definition startable by its id, and keeps its bytes in the store so journeys
+    /// started on it can finish on it even after the file changes.
+    pub async fn register(&self, def: Definition) -> Result<Arc<Definition>, Error> {
+        self.inner
+            .store
+            .save_definition(&def.content_hash, &def.id, def.version, &def.source)
+            .await?;
+        let def = Arc::new(def);
+        write(&self.inner.by_hash).insert(def.content_hash.clone(), Arc::clone(&def));
+        write(&self.inner.latest).insert(def.id.clone(), Arc::clone(&def));
+        Ok(def)
+    }
+
+    /// The definitions journeys can be started on, by id.
+    pub fn definitions(&self) -> Vec<Arc<Definition>> {
+        let mut v: Vec<_> = read(&self.inner.latest).values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    async fn definition_by_hash(
+        &self,
+        journey: JourneyId,
+        hash: &str,
+    ) -> Result<Arc<Definition>, Error> {
+        if let Some(d) = read(&self.inner.by_hash).get(hash) {
+            return Ok(Arc::clone(d));
+        }
+        let missing = || Error::MissingDefinition {
+            journey,
+            hash: hash.to_owned(),
+        };
+        let source = self
+            .inner
+            .store
+            .load_definition(hash)
+            .await?
+            .ok_or_else(missing)?;
+        let def = definition::load(&format!("stored definition {hash}"), &source)
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        if def.content_hash != hash {
+            return Err(
+                StoreError::Corrupt(format!("definition {hash} does not hash to its key")).into(),
+            );
+        }
+        let def = Arc::new(def);
+        write(&self.inner.by_hash).insert(hash.to_owned(), Arc::clone(&def));
+        Ok(def)
+    }
+
+    /// Starts a journey on the latest registered version of `workflow`.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        actor: Actor,
+        command_id: Option<Uuid>,
+    ) -> Result<Outcome, Error> {
+        let def = read(&self.inner.latest)
+            .get(workflow)
+            .cloned()
+            .ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
+        let journey_id = JourneyId(Uuid::now_v7());
+        let origin = actor.channel.clone();
+        self.execute(
+            journey_id,
+            Some(def),
+            Pending::Start { origin },
+            actor,
+            command_id.unwrap_or_else(Uuid::new_v4),
+        )
+        .await
+    }
+
+    /// Submits input to a journey. A repeated `command_id` returns the first outcome.
+    pub async fn submit(
+        &self,
+        journey_id: JourneyId,
+        input: Input,
+        actor: Actor,
+        command_id: Option<Uuid>,
+    ) -> Result<Outcome, Error> {
+        self.execute(
+            journey_id,
+            None,
+            Pending::Input(input),
+            actor,
+            command_id.unwrap_or_else(Uuid::new_v4),
+        )
+        .await
+    }
+
+    /// Current state, definition and view of a journey.
+    pub async fn load(
+        &self,
+        journey_id: JourneyId,
+    ) -> Result<(JourneyState, Arc<Definition>, JourneyView), Error> {
+        let stored = self.inner.store.read_stream(journey_id).await?;
+        let (state, def) = self.fold(journey_id, &stored, stored.len()).await?;
+        let view = JourneyView::build(&state, &def);
+        Ok((state, def, view))
+    }
+
+    /// The state as it was after the first `at` events (support's replay).
+    pub async fn replay(
+        &self,
+        journey_id: JourneyId,
+        at: usize,
+    ) -> Result<(JourneyState, JourneyView, usize), Error> {
+        let stored = self.inner.store.read_stream(journey_id).await?;
+        let (state, def) = self.fold(journey_id, &stored, at.max(1)).await?;
+        let view = JourneyView::build(&state, &def);
+        Ok((state, view, stored.len()))
+    }
+
+    async fn fold(
+        &self,
+        journey_id: JourneyId,
+        stored: &[StoredEvent],
+        upto: usize,
+    ) -> Result<(JourneyState, Arc<Definition>), Error> {
+        if stored.is_empty() {
+            return Err(Error::UnknownJourney(journey_id));
+        }
+        let mut state = JourneyState::default();
+        for e in stored.iter().take(upto) {
+            state.apply(&decode(e)?);
+        }
+        let hash = state
+            .definition
+            .as_ref()
+            .map(|d| d.hash.clone())
+            .ok_or_else(|| {
+                Error::Decode(format!(
+                    "journey {journey_id} does not begin with JourneyStarted"
+                ))
+            })?;
+        let def = self.definition_by_hash(journey_id, &hash).await?;
+        Ok((state, def))
+    }
+
+    pub async fn timeline(&self, journey_id: JourneyId) -> Result<Vec<TimelineEntry>, Error> {
+        let stored = self.inner.store.read_stream(journey_id).await?;
+        if stored.is_empty() {
+            return Err(Error::UnknownJourney(journey_id));
+        }
+        stored
+            .iter()
+            .map(|e| {
+                let event = decode(e)?;
+                let actor = serde_json::from_str::<Metadata>(&e.metadata)
+                    .ok()
+                    .map(|m| m.actor);
+                Ok(TimelineEntry {
+                    position: e.position,
+                    version: e.stream_version,
+                    recorded_at: e.recorded_at,
+                    event_type: e.event_type.clone(),
+                    description: event.describe(),
+                    actor,
+                    event: Some(event),
+                })
+            })
+            .collect()
+    }
+
+    async fn resolve(&self, input: Input, state: &JourneyState) -> Result<Command, Error> {
+        Ok(match input {
+            Input::Email(raw) => match normalize_email(&raw) {
+                Err(e) => Command::RejectEmail {
+                    reason: e.to_string(),
+                },
+                Ok(email) => {
+                    let found = self.inner.directory.find_by_email(&email).await?;
+                    Command::SubmitEmail {
+                        email_masked: mask_email(&email),
+                        // A disabled account is treated exactly like a missing one (R1).
+                        account: found.filter(|a| a.enabled).map(|a| FoundAccount {
+                            phone_masked: a.phone.as_deref().map(mask_phone),
+                            account_id: a.account_id,
+                        }),
+                    }
+                }
+            },
+            Input::Code(code) => Command::SubmitCode {
+                code: SecretString(code),
+            },
+            Input::Resend => Command::Resend,
+            Input::Choose(option) => Command::Choose { option },
+            Input::CallKeys { call_id, digits } => Command::CallKeys { call_id, digits },
+            Input::CallEnded { call_id, reason } => Command::CallEnded { call_id, reason },
+            Input::Password { new, confirm } => {
+                // The words the password may not contain come from the account (R29).
+                let account = match &state.account_id {
+                    Some(id) => self.inner.directory.get(id).await?,
+                    None => None,
+                };
+                let context = account
+                    .map(|a| PasswordContext {
+                        email: a.email,
+                        display_name: a.display_name,
+                    })
+                    .unwrap_or_default();
+                Command::SetPassword {
+                    new: SecretString(new),
+                    confirm: SecretString(confirm),
+                    context,
+                }
+            }
+            Input::Timer(timer) => Command::TimerFired { timer },
+            Input::Delivered {
+                effect_id,
+                channel,
+                provider_ref,
+            } => Command::Delivered {
+                effect_id,
+                channel,
+                provider_ref,
+            },
+            Input::DeliveryFailed {
+                effect_id,
+                channel,
+                error,
+                permanent,
+            } => Command::DeliveryFailed {
+                effect_id,
+                channel,
+                error,
+                permanent,
+            },
+            Input::Cancel { reason } => Command::Cancel { reason },
+        })
+    }
+
+    async fn execute(
+        &self,
+        journey_id: JourneyId,
+        start_def: Option<Arc<Definition>>,
+        pending: Pending,
+        actor: Actor,
+        command_id: Uuid,
+    ) -> Result<Outcome, Error> {
+        let store = &self.inner.store;
+        let lock = self.journey_lock(journey_id);
+        let _serialized = lock.lock().await;
+        for attempt in 0..MAX_CONFLICT_RETRIES {
+            if attempt > 0 {
+                // Another process won the race: back off a little, with jitter, so that
+                // several losers do not collide again in lockstep.
+                let ms = rand::random_range(1..=(2u64 << attempt.min(6)));
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            if let Some(stored) = store.command_outcome(command_id).await? {
+                return self.replayed_outcome(journey_id, &stored).await;
+            }
+            let events = store.read_stream(journey_id).await?;
+            let mut state = JourneyState::default();
+            for e in &events {
+                state.apply(&decode(e)?);
+            }
+            let def = match (&start_def, &state.definition) {
+                (_, Some(d)) => self.definition_by_hash(journey_id, &d.hash).await?,
+                (Some(d), None) => Arc::clone(d),
+                (None, None) => return Err(Error::UnknownJourney(journey_id)),
+            };
+            let cmd = match &pending {
+                Pending::Start { origin } => Command::Start {
+                    journey_id,
+                    origin: origin.clone(),
+                },
+                Pending::Input(input) => self.resolve(input.clone(), &state).await?,
+            };
+            let now = self.inner.clock.now();
+            let decision = {
+                let mut rng = OsEntropy;
+                let mut ctx = Context {
+                    journey_id,
+                    now,
+                    rng: &mut rng,
+                    keys: &self.inner.options.keys,
+                    hasher: &self.inner.options.hasher,
+                };
+                journey::decide(&state, &def, &cmd, &mut ctx)
+            };
+            let mut next = state.clone();
+            for e in &decision.events {
+                next.apply(e);
+            }
+            if decision.events.is_empty()
+                && decision.effects.is_empty()
+                && decision.timers.is_empty()
+            {
+                let view = JourneyView::build(&next, &def);
+                return Ok(Outcome {
+                    journey_id,
+                    reply: decision.reply,
+                    state: next,
+                    view,
+                    fresh: true,
+                });
+            }
+            let request = self.append_request(
+                journey_id, &state, &next, &def, &cmd, &actor, command_id, now, &decision,
+            )?;
+            match store.append(request).await {
+                Ok(AppendResult::Committed { .. }) => {
+                    if !decision.effects.is_empty() || !decision.timers.is_empty() {
+                        self.inner.wake.notify_waiters();
+                        self.inner.wake.notify_one();
+                    }
+                    let view = JourneyView::build(&next, &def);
+                    return Ok(Outcome {
+                        journey_id,
+                        reply: decision.reply,
+                        state: next,
+                        view,
+                        fresh: true,
+                    });
+                }
+                Ok(AppendResult::Duplicate { outcome }) => {
+                    return self.replayed_outcome(journey_id, &outcome).await;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::TooMuchContention(journey_id))
+    }
+
+    fn journey_lock(&self, journey_id: JourneyId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = map.get(&journey_id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        // Forget journeys nobody is waiting on any more, so the map stays small.
+        map.retain(|_, w| w.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(journey_id, Arc::downgrade(&lock));
+        lock
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append_request(
+        &self,
+        journey_id: JourneyId,
+        before: &JourneyState,
+        after: &JourneyState,
+        def: &Definition,
+        cmd: &Command,
+        actor: &Actor,
+        command_id: Uuid,
+        now: Timestamp,
+        decision: &Decision,
+    ) -> Result<AppendRequest, Error> {
+        let json = |r: serde_json::Result<String>| r.map_err(|e| Error::Decode(e.to_string()));
+        let metadata = json(serde_json::to_string(&Metadata {
+            actor: actor.clone(),
+            command: cmd.name().into(),
+        }))?;
+        let events = decision
+            .events
+            .iter()
+            .map(|e| {
+                Ok(NewEvent {
+                    event_type: e.event_type().into(),
+                    schema_version: SCHEMA_VERSION,
+                    payload: json(serde_json::to_string(e))?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let effects = decision
+            .effects
+            .iter()
+            .map(|e| {
+                Ok(NewEffect {
+                    effect_id: e.effect_id(),
+                    kind: e.kind().into(),
+                    payload: json(serde_json::to_string(e))?,
+                    available_at: now,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let timers = decision
+            .timers
+            .iter()
+            .map(|t| {
+                Ok(NewTimer {
+                    timer_id: t.timer_id,
+                    fire_at: t.fire_at,
+                    payload: json(serde_json::to_string(&t.kind))?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        // The session token is handed out once and never stored, not even for idempotent
+        // retries: a repeated completing command gets "accepted" without a second session (R31).
+        let stored_reply = match &decision.reply {
+            Reply::Accepted { .. } => Reply::Accepted {
+                session_token: None,
+            },
+            r => r.clone(),
+        };
+        let summary = JourneySummary {
+            journey_id,
+            definition_id: def.id.clone(),
+            definition_version: def.version,
+            status: after.status.as_str().into(),
+            current_step: after.current_step.as_ref().map(|s| s.0.clone()),
+            email_masked: after.email_masked.clone(),
+            started_at: after.started_at.unwrap_or(now),
+            updated_at: now,
+            version: after.version,
+        };
+        Ok(AppendRequest {
+            stream: journey_id,
+            expected_version: before.version,
+            command_id,
+            metadata,
+            recorded_at: now,
+            events,
+            effects,
+            timers,
+            summary,
+            outcome: json(serde_json::to_string(&stored_reply))?,
+        })
+    }
+
+    async fn replayed_outcome(
+        &self,
+        journey_id: JourneyId,
+        stored: &str,
+    ) -> Result<Outcome, Error> {
+        let reply: Reply =
+            serde_json::from_str(stored).map_err(|e| Error::Decode(e.to_string()))?;
+        let (state, _, view) = self.load(journey_id).await?;
+        Ok(Outcome {
+            journey_id,
+            reply,
+            state,
+            view,
+            fresh: false,
+        })
+    }
+}
+
+enum Pending {
+    Start { origin: String },
+    Input(Input),
+}
+
+// A poisoned lock only means another thread panicked mid-insert into a cache; the maps
+// stay usable, so recover the guard instead of propagating the panic.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}

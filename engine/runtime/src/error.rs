@@ -1,0 +1,22 @@
+use passage_core::ports::{DirectoryError, JourneyId, StoreError};
+
+/// Failures of the runtime. Rejections by the journey's rules are not errors: they are
+/// [`passage_core::journey::Reply::Rejected`] inside an [`crate::Outcome`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("no workflow definition named `{0}` is loaded")]
+    UnknownWorkflow(String),
+    #[error("journey {0} does not exist")]
+    UnknownJourney(JourneyId),
+    #[error("journey {journey} runs on definition {hash}, which the store does not hold")]
+    MissingDefinition { journey: JourneyId, hash: String },
+    #[error("journey {0} kept changing under concurrent writers; try again")]
+    TooMuchContention(JourneyId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("stored data could not be decoded: {0}")]
+    Decode(String),
+}

@@ -1,0 +1,393 @@
+//! The worker: delivers outbox entries after commit and fires durable timers.
+//!
+//! Delivery is at-least-once: an entry is leased, delivered, then completed; a worker that
+//! dies in between loses its lease and the entry is delivered again, with the same
+//! idempotency key (the effect id) so the channel can drop the duplicate. Outcomes are
+//! recorded on the journey under command ids derived from the effect id, so recording one
+//! twice is a no-op.
+
+use crate::engine::{Actor, Engine, Input};
+use crate::error::Error;
+use crate::messages;
+use passage_core::journey::{Effect, TimerKind};
+use passage_core::ports::{
+    AccountDirectory, CallExpectation, Channel, EventStore, MessageKind, OutboundMessage,
+    OutboxEntry, SendError, TimerEntry,
+};
+use passage_core::secrets::{derived_id, unseal};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// How long a claimed entry stays with this worker before others may take it over.
+    pub lease: Duration,
+    /// Entries claimed per pass.
+    pub batch: usize,
+    /// Delivery attempts before an entry is given up (transient failures only).
+    pub max_attempts: u32,
+    /// Longest sleep between passes when nothing signals new work.
+    pub idle_poll: Duration,
+    /// Shown in every message.
+    pub portal_name: String,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            batch: 64,
+            max_attempts: 8,
+            idle_poll: Duration::from_secs(1),
+            portal_name: "Enterprise Customer Portal".into(),
+        }
+    }
+}
+
+/// What one [`Worker::drain`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    pub delivered: usize,
+    pub retried: usize,
+    pub failed: usize,
+    pub timers_fired: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker<S, D, C> {
+    engine: Engine<S, D>,
+    channel: C,
+    options: WorkerOptions,
+}
+
+enum Delivery {
+    Delivered,
+    Retried,
+    Failed,
+}
+
+impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
+    pub fn new(engine: Engine<S, D>, channel: C, options: WorkerOptions) -> Self {
+        Self {
+            engine,
+            channel,
+            options,
+        }
+    }
+
+    /// Runs until `shutdown` turns true; the pass in progress finishes first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        info!("worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let busy = match self.pass().await {
+                Ok(r) => r.delivered + r.retried + r.failed + r.timers_fired > 0,
+                Err(e) => {
+                    error!("failed to run a worker pass: {e}");
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            let wait = match self.engine.store().next_due().await {
+                Ok(Some(at)) => {
+                    let now = self.engine.now();
+                    if at <= now {
+                        Duration::from_millis(20)
+                    } else {
+                        at.since(now)
+                    }
+                }
+                Ok(None) => self.options.idle_poll,
+                Err(e) => {
+                    warn!("failed to read the next due time: {e}");
+                    self.options.idle_poll
+                }
+            }
+            .min(self.options.idle_poll);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.engine.wake().notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        info!("worker stopped");
+    }
+
+    /// Delivers everything due now, repeatedly, until nothing due is left. Timers due later
+    /// stay pending for a running worker.
+    pub async fn drain(&self) -> Result<DrainReport, Error> {
+        let mut total = DrainReport::default();
+        loop {
+            let r = self.pass().await?;
+            let any = r.delivered + r.retried + r.failed + r.timers_fired;
+            total.delivered += r.delivered;
+            total.retried += r.retried;
+            total.failed += r.failed;
+            total.timers_fired += r.timers_fired;
+            if any == 0 || r.retried == any {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One pass: claim and handle due effects, then due timers.
+    pub async fn pass(&self) -> Result<DrainReport, Error> {
+        let mut report = DrainReport::default();
+        let store = self.engine.store();
+        let now = self.engine.now();
+        let entries = store
+            .claim_effects(now, self.options.lease, self.options.batch)
+            .await?;
+        for entry in entries {
+            match self.deliver(&entry).await? {
+                Delivery::Delivered => report.delivered += 1,
+                Delivery::Retried => report.retried += 1,
+                Delivery::Failed => report.failed += 1,
+            }
+        }
+        let timers = store
+            .claim_timers(now, self.options.lease, self.options.batch)
+            .await?;
+        for timer in timers {
+            self.fire(&timer).await?;
+            report.timers_fired += 1;
+        }
+        Ok(report)
+    }
+
+    async fn fire(&self, timer: &TimerEntry) -> Result<(), Error> {
+        let kind: TimerKind = serde_json::from_str(&timer.payload)
+            .map_err(|e| Error::Decode(format!("timer {}: {e}", timer.timer_id)))?;
+        // The timer id is the command id: firing twice (after a crash) is a no-op.
+        match self
+            .engine
+            .submit(
+                timer.stream,
+                Input::Timer(kind),
+                Actor::system(),
+                Some(timer.timer_id),
+            )
+            .await
+        {
+            Ok(_) | Err(Error::UnknownJourney(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.engine
+            .store()
+            .complete_timer(timer.timer_id, self.engine.now())
+            .await?;
+        debug!(timer = %timer.timer_id, journey = %timer.stream, "timer fired");
+        Ok(())
+    }
+
+    async fn deliver(&self, entry: &OutboxEntry) -> Result<Delivery, Error> {
+        let store = self.engine.store();
+        let effect: Effect = match serde_json::from_str(&entry.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                error!(effect = %entry.effect_id, "failed to decode outbox entry: {e}");
+                store
+                    .reschedule_effect(entry.effect_id, None, "undecodable payload")
+                    .await?;
+                return Ok(Delivery::Failed);
+            }
+        };
+        let result = match self.message_for(entry, &effect).await? {
+            Ok(Some(message)) => self.channel.deliver(&message).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(permanent) => Err(SendError::Permanent(permanent)),
+        };
+        let channel = channel_name(&effect);
+        let journey = entry.stream;
+        match result {
+            Ok(receipt) => {
+                if let Some(receipt) = receipt {
+                    let id = derived_id(&[entry.effect_id.as_bytes(), b"delivered"]);
+                    let input = Input::Delivered {
+                        effect_id: entry.effect_id,
+                        channel: channel.into(),
+                        provider_ref: receipt.provider_ref,
+                    };
+                    self.engine
+                        .submit(journey, input, Actor::system(), Some(id))
+                        .await?;
+                }
+                store
+                    .complete_effect(entry.effect_id, self.engine.now())
+                    .await?;
+                debug!(effect = %entry.effect_id, %journey, channel, "effect delivered");
+                Ok(Delivery::Delivered)
+            }
+            Err(err) => {
+                let attempt = entry.attempts + 1;
+                let retry_after = match &err {
+                    SendError::Permanent(_) => None,
+                    _ if attempt >= self.options.max_attempts => None,
+                    SendError::RateLimited {
+                        retry_after: Some(d),
+                    } => Some(*d),
+                    _ => Some(backoff(attempt)),
+                };
+                let permanent = retry_after.is_none();
+                let message = err.to_string();
+                warn!(effect = %entry.effect_id, %journey, channel, attempt, permanent, "failed to deliver: {message}");
+                let id = derived_id(&[
+                    entry.effect_id.as_bytes(),
+                    b"failed",
+                    &attempt.to_be_bytes(),
+                ]);
+                let input = Input::DeliveryFailed {
+                    effect_id: entry.effect_id,
+                    channel: channel.into(),
+                    error: message.clone(),
+                    permanent,
+                };
+                self.engine
+                    .submit(journey, input, Actor::system(), Some(id))
+                    .await?;
+                let at = retry_after.map(|d| self.engine.now().plus(d));
+                store
+                    .reschedule_effect(entry.effect_id, at, &message)
+                    .await?;
+                Ok(if permanent {
+                    Delivery::Failed
+                } else {
+                    Delivery::Retried
+                })
+            }
+        }
+    }
+
+    /// Builds the message for an effect. `Ok(Err(reason))` is a permanent failure;
+    /// `Ok(Ok(None))` an effect that was applied without a channel.
+    async fn message_for(
+        &self,
+        entry: &OutboxEntry,
+        effect: &Effect,
+    ) -> Result<Result<Option<OutboundMessage>, String>, Error> {
+        let portal = &self.options.portal_name;
+        let directory = self.engine.directory();
+        let keys = self.engine.keys();
+        let account_id = match effect {
+            Effect::SendCode { account_id, .. }
+            | Effect::PlaceCall { account_id, .. }
+            | Effect::ApplyPassword { account_id, .. }
+            | Effect::NotifyPasswordChanged { account_id, .. } => account_id,
+        };
+        let Some(account) = directory.get(account_id).await? else {
+            return Ok(Err(format!("account {account_id} no longer exists")));
+        };
+        let phone = || {
+            account
+                .phone
+                .clone()
+                .ok_or_else(|| "the account has no phone number".to_owned())
+        };
+        let unsealed = |sealed: &str| {
+            unseal(keys, entry.effect_id, sealed).ok_or_else(|| {
+                "the code cannot be unsealed: was the secret key changed?".to_owned()
+            })
+        };
+        let kind = match effect {
+            Effect::SendCode {
+                channel,
+                sealed_code,
+                expires_at,
+                ..
+            } => {
+                let code = match unsealed(sealed_code) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Err(e)),
+                };
+                match channel {
+                    passage_core::definition::CodeChannel::Email => {
+                        let minutes = expires_at
+                            .since(self.engine.now())
+                            .as_secs()
+                            .div_ceil(60)
+                            .max(1);
+                        let (subject, text) = messages::code_email(portal, &code, minutes);
+                        MessageKind::Email {
+                            to: account.email.clone(),
+                            subject,
+                            text,
+                        }
+                    }
+                    passage_core::definition::CodeChannel::Sms => match phone() {
+                        Ok(to) => MessageKind::Sms {
+                            to,
+                            text: messages::code_sms(portal, &code),
+                        },
+                        Err(e) => return Ok(Err(e)),
+                    },
+                }
+            }
+            Effect::PlaceCall {
+                call_id,
+                sealed_code,
+                ..
+            } => {
+                let to = match phone() {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let (say, expect) = match sealed_code {
+                    None => (messages::pound_call(portal), CallExpectation::PressPound),
+                    Some(s) => match unsealed(s) {
+                        Ok(code) => (
+                            messages::spoken_code_call(portal, &code),
+                            CallExpectation::ListenOnly,
+                        ),
+                        Err(e) => return Ok(Err(e)),
+                    },
+                };
+                MessageKind::Call {
+                    to,
+                    call_id: *call_id,
+                    say,
+                    expect,
+                }
+            }
+            Effect::ApplyPassword { phc, .. } => {
+                directory.set_password_hash(account_id, phc).await?;
+                info!(account = %account_id, "password applied to the account directory");
+                return Ok(Ok(None));
+            }
+            Effect::NotifyPasswordChanged { changed_at, .. } => {
+                let (subject, text) = messages::password_changed_email(portal, *changed_at);
+                MessageKind::Email {
+                    to: account.email.clone(),
+                    subject,
+                    text,
+                }
+            }
+        };
+        Ok(Ok(Some(OutboundMessage {
+            idempotency_key: entry.effect_id,
+            journey_id: entry.stream,
+            kind,
+        })))
+    }
+}
+
+fn channel_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::SendCode { channel, .. } => channel.as_str(),
+        Effect::PlaceCall { .. } => "voice",
+        Effect::ApplyPassword { .. } => "directory",
+        Effect::NotifyPasswordChanged { .. } => "email",
+    }
+}
+
+/// Exponential backoff with jitter: about 2 s, 4 s, 8 s ... capped at 5 minutes.
+fn backoff(attempt: u32) -> Duration {
+    let base = 2_000u64.saturating_mul(1u64 << attempt.min(16)) / 2;
+    let capped = base.min(300_000);
+    let jitter = rand::random_range(0..=capped / 4);
+    Duration::from_millis(capped - capped / 8 + jitter)
+}

@@ -1,0 +1,467 @@
+//! The runtime against the real SQLite store: races, idempotency, timers, retries.
+
+use passage_channels::DevOutbox;
+use passage_core::definition::load;
+use passage_core::journey::{JourneyEvent, Reply, Status};
+use passage_core::ports::{Account, Channel, EventStore, OutboundMessage, Receipt, SendError};
+use passage_core::secrets::{Argon2id, Keys};
+use passage_core::time::Timestamp;
+use passage_runtime::{Actor, Engine, EngineOptions, Input, ManualClock, Worker, WorkerOptions};
+use passage_store::SqliteStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const SEED: &str = include_str!("../../../workflows/password-reset.toml");
+
+struct Fixture {
+    dir: PathBuf,
+    engine: Engine<SqliteStore, SqliteStore>,
+    clock: ManualClock,
+    outbox: DevOutbox,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn alice() -> Account {
+    Account {
+        account_id: "acct-alice".into(),
+        email: "alice@example.com".into(),
+        display_name: "Alice Nguyen".into(),
+        phone: Some("+61412345678".into()),
+        enabled: true,
+    }
+}
+
+async fn fixture(name: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("passage-runtime-{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(&dir.join("passage.db")).await.unwrap();
+    store
+        .insert_account_if_missing(&alice(), "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
+        .await
+        .unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_795_000_000_000));
+    let engine = Engine::new(
+        store.clone(),
+        store,
+        Arc::new(clock.clone()),
+        EngineOptions {
+            keys: Keys::derive(b"runtime test secret"),
+            hasher: Argon2id::new(256, 1, 1),
+        },
+    );
+    engine
+        .register(load("password-reset.toml", SEED).unwrap())
+        .await
+        .unwrap();
+    let outbox = DevOutbox::open(&dir.join("outbox.db")).await.unwrap();
+    Fixture {
+        dir,
+        engine,
+        clock,
+        outbox,
+    }
+}
+
+fn worker<C: Channel>(f: &Fixture, channel: C) -> Worker<SqliteStore, SqliteStore, C> {
+    Worker::new(f.engine.clone(), channel, WorkerOptions::default())
+}
+
+async fn started(f: &Fixture) -> passage_core::ports::JourneyId {
+    let o = f
+        .engine
+        .start("password-reset", Actor::person("test"), None)
+        .await
+        .unwrap();
+    let o = f
+        .engine
+        .submit(
+            o.journey_id,
+            Input::Email("alice@example.com".into()),
+            Actor::person("test"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(o.reply, Reply::Accepted { .. }));
+    o.journey_id
+}
+
+async fn events(f: &Fixture, id: passage_core::ports::JourneyId) -> Vec<JourneyEvent> {
+    f.engine
+        .store()
+        .read_stream(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str(&e.payload).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_guesses_are_all_counted_and_stop_at_the_limit() {
+    // Attack case 6 / R13: 50 concurrent wrong submissions let at most 5 reach the comparison.
+    let f = fixture("guesses").await;
+    let id = started(&f).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let engine = f.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            engine
+                .submit(
+                    id,
+                    Input::Code(format!("{:06}", 999_000 + i)),
+                    Actor::person("test"),
+                    None,
+                )
+                .await
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        if let Reply::Rejected(r) = t.await.unwrap().unwrap().reply {
+            codes.push(r.code);
+        }
+    }
+    let evs = events(&f, id).await;
+    let attempts = evs
+        .iter()
+        .filter(|e| matches!(e, JourneyEvent::CodeAttemptFailed { .. }))
+        .count();
+    assert_eq!(attempts, 5, "exactly the limit of attempts was judged");
+    assert_eq!(codes.len(), 50, "every guess was refused");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "too-many-attempts").count(),
+        1
+    );
+    let (state, _, _) = f.engine.load(id).await.unwrap();
+    assert_eq!(state.status, Status::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_submit_of_the_right_code_succeeds_once() {
+    // Attack case 13 / R9, R31.
+    let f = fixture("double").await;
+    let id = started(&f).await;
+    worker(&f, f.outbox.clone()).drain().await.unwrap();
+    let code = f
+        .outbox
+        .latest(id, "email")
+        .await
+        .unwrap()
+        .unwrap()
+        .code()
+        .unwrap();
+    let a = f
+        .engine
+        .submit(id, Input::Code(code.clone()), Actor::person("tab-1"), None);
+    let b = f
+        .engine
+        .submit(id, Input::Code(code.clone()), Actor::person("tab-2"), None);
+    let (a, b) = tokio::join!(a, b);
+    let replies = [a.unwrap().reply, b.unwrap().reply];
+    let ok = replies
+        .iter()
+        .filter(|r| matches!(r, Reply::Accepted { .. }))
+        .count();
+    assert_eq!(ok, 1, "one success, one clean refusal: {replies:?}");
+    let verified = events(&f, id)
+        .await
+        .iter()
+        .filter(|e| matches!(e, JourneyEvent::CodeVerified { .. }))
+        .count();
+    assert_eq!(verified, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_command_id_returns_the_first_outcome() {
+    let f = fixture("idempotent").await;
+    let id = started(&f).await;
+    let cmd = uuid::Uuid::new_v4();
+    let first = f
+        .engine
+        .submit(
+            id,
+            Input::Code("000000".into()),
+            Actor::person("t"),
+            Some(cmd),
+        )
+        .await
+        .unwrap();
+    let again = f
+        .engine
+        .submit(
+            id,
+            Input::Code("000000".into()),
+            Actor::person("t"),
+            Some(cmd),
+        )
+        .await
+        .unwrap();
+    assert!(first.fresh);
+    assert!(!again.fresh);
+    assert_eq!(first.reply, again.reply);
+    let attempts = events(&f, id)
+        .await
+        .iter()
+        .filter(|e| matches!(e, JourneyEvent::CodeAttemptFailed { .. }))
+        .count();
+    assert_eq!(attempts, 1, "the retry was not counted as a second attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_timers_fire_when_due_and_not_before() {
+    let f = fixture("timers").await;
+    let id = started(&f).await;
+    let w = worker(&f, f.outbox.clone());
+    let r = w.drain().await.unwrap();
+    assert_eq!(
+        (r.delivered, r.timers_fired),
+        (1, 0),
+        "the email goes out; no timer is due yet"
+    );
+    f.clock.advance(Duration::from_secs(5 * 60));
+    let r = w.drain().await.unwrap();
+    assert_eq!(r.timers_fired, 1, "the code expiry timer fired at 5:00");
+    assert!(matches!(
+        events(&f, id).await.last(),
+        Some(JourneyEvent::CodeExpired { issue: 1, .. })
+    ));
+    f.clock.advance(Duration::from_secs(10 * 60));
+    let r = w.drain().await.unwrap();
+    assert_eq!(
+        r.timers_fired, 1,
+        "the journey lifetime timer fired at 15:00"
+    );
+    let (state, _, _) = f.engine.load(id).await.unwrap();
+    assert_eq!(state.status, Status::Expired);
+    assert_eq!(
+        f.engine.store().next_due().await.unwrap(),
+        None,
+        "nothing left pending"
+    );
+}
+
+/// Fails the first `failures` deliveries with the given error, then delegates.
+#[derive(Clone)]
+struct Flaky<C> {
+    inner: C,
+    failures: Arc<AtomicU32>,
+    permanent: bool,
+}
+
+impl<C: Channel> Channel for Flaky<C> {
+    async fn deliver(&self, m: &OutboundMessage) -> Result<Receipt, SendError> {
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(if self.permanent {
+                SendError::Permanent("550 mailbox unavailable".into())
+            } else {
+                SendError::Transient("connection reset".into())
+            });
+        }
+        self.inner.deliver(m).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_with_backoff_and_recorded() {
+    let f = fixture("retry").await;
+    let id = started(&f).await;
+    let flaky = Flaky {
+        inner: f.outbox.clone(),
+        failures: Arc::new(AtomicU32::new(2)),
+        permanent: false,
+    };
+    let w = worker(&f, flaky);
+    let r = w.drain().await.unwrap();
+    assert_eq!(
+        (r.delivered, r.retried),
+        (0, 1),
+        "first failure is rescheduled, not retried at once"
+    );
+    f.clock.advance(Duration::from_secs(3));
+    assert_eq!(
+        w.drain().await.unwrap().retried,
+        1,
+        "second attempt fails too"
+    );
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        w.drain().await.unwrap().delivered,
+        0,
+        "backoff grows: not yet due after 1 s"
+    );
+    f.clock.advance(Duration::from_secs(10));
+    assert_eq!(w.drain().await.unwrap().delivered, 1);
+    let evs = events(&f, id).await;
+    let failed = evs
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                JourneyEvent::MessageFailed {
+                    permanent: false,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, 2);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, JourneyEvent::MessageDelivered { .. }))
+    );
+    assert_eq!(
+        f.outbox.counts().await.unwrap(),
+        (1, 0),
+        "delivered exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_stop_at_once_and_show_on_the_journey() {
+    let f = fixture("permanent").await;
+    let id = started(&f).await;
+    let flaky = Flaky {
+        inner: f.outbox.clone(),
+        failures: Arc::new(AtomicU32::new(1)),
+        permanent: true,
+    };
+    let w = worker(&f, flaky);
+    assert_eq!(w.drain().await.unwrap().failed, 1);
+    f.clock.advance(Duration::from_secs(600));
+    let r = w.drain().await.unwrap();
+    assert_eq!(r.delivered, 0, "a dead entry is not retried");
+    let (state, _, _) = f.engine.load(id).await.unwrap();
+    assert_eq!(state.delivery_failures, 1);
+    assert!(events(&f, id).await.iter().any(|e| matches!(
+        e,
+        JourneyEvent::MessageFailed {
+            permanent: true,
+            ..
+        }
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_committed_before_a_crash_are_delivered_after_restart() {
+    // The process "dies" between commit and dispatch: nothing was delivered. A new engine and
+    // worker on the same file deliver it.
+    let f = fixture("restart").await;
+    let id = started(&f).await;
+    let db = f.dir.join("passage.db");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let engine = Engine::new(
+        store.clone(),
+        store,
+        Arc::new(f.clock.clone()),
+        EngineOptions {
+            keys: Keys::derive(b"runtime test secret"),
+            hasher: Argon2id::new(256, 1, 1),
+        },
+    );
+    let w = Worker::new(engine, f.outbox.clone(), WorkerOptions::default());
+    assert_eq!(w.drain().await.unwrap().delivered, 1);
+    let m = f
+        .outbox
+        .latest(id, "email")
+        .await
+        .unwrap()
+        .expect("the email arrived after restart");
+    assert!(m.code().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_worker_delivers_promptly_and_stops_cleanly() {
+    let f = fixture("run").await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(worker(&f, f.outbox.clone()).run(rx));
+    let id = started(&f).await;
+    let mut found = None;
+    for _ in 0..100 {
+        if let Some(m) = f.outbox.latest(id, "email").await.unwrap() {
+            found = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        found.is_some(),
+        "the worker delivered within 2 s of the commit"
+    );
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("stops within 5 s")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_database_settle_races_by_optimistic_concurrency() {
+    // Two engines with their own store handles stand for two processes: their per-process
+    // queues do not see each other, so conflicting appends must be retried on fresh state.
+    let f = fixture("two-engines").await;
+    let id = started(&f).await;
+    let store_b = SqliteStore::open(&f.dir.join("passage.db")).await.unwrap();
+    let engine_b = Engine::new(
+        store_b.clone(),
+        store_b,
+        Arc::new(f.clock.clone()),
+        EngineOptions {
+            keys: Keys::derive(b"runtime test secret"),
+            hasher: Argon2id::new(256, 1, 1),
+        },
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let engine = if i % 2 == 0 {
+            f.engine.clone()
+        } else {
+            engine_b.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            engine
+                .submit(
+                    id,
+                    Input::Code(format!("{:06}", 998_000 + i)),
+                    Actor::person("t"),
+                    None,
+                )
+                .await
+        }));
+    }
+    for t in tasks {
+        let outcome = t
+            .await
+            .unwrap()
+            .expect("conflicts are retried, not surfaced");
+        assert!(matches!(outcome.reply, Reply::Rejected(_)));
+    }
+    let evs = events(&f, id).await;
+    let attempts = evs
+        .iter()
+        .filter(|e| matches!(e, JourneyEvent::CodeAttemptFailed { .. }))
+        .count();
+    assert_eq!(attempts, 5, "R13 holds across processes");
+    let versions: Vec<u64> = f
+        .engine
+        .store()
+        .read_stream(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=versions.len() as u64).collect::<Vec<_>>(),
+        "no lost or duplicated event"
+    );
+}
