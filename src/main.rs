@@ -1,1 +1,453 @@
-fn main() {}
+//! `passage`: the command-line entry point. Only wiring and presentation live here; every
+//! rule is in `passage-core`.
+
+mod app;
+mod cli;
+mod demo;
+mod render;
+mod seed;
+
+use anyhow::{Context as _, anyhow, bail};
+use app::App;
+use clap::Parser;
+use cli::{
+    AuditCommand, CallCommand, CallOutcome, Cli, Command, JourneyCommand, JourneysCommand,
+    WorkflowsCommand,
+};
+use passage_channels::MessageFilter;
+use passage_core::chain::{self, Verifier};
+use passage_core::definition::DefinitionErrors;
+use passage_core::journey::view::StepView;
+use passage_core::journey::{CallFailure, Reply};
+use passage_core::ports::{EventStore, JourneyFilter, JourneyId};
+use passage_runtime::{Actor, Input, Outcome};
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+/// An outcome that is not a crash but should fail a script: exit status 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(d) = e.downcast_ref::<DefinitionErrors>() {
+                eprintln!("{d}");
+                return ExitCode::from(2);
+            }
+            if let Some(r) = e.downcast_ref::<Refused>() {
+                eprintln!("{r}");
+                return ExitCode::from(1);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn journey_id(s: &str) -> anyhow::Result<JourneyId> {
+    s.trim().parse().map_err(|_| {
+        anyhow!(
+            "`{s}` is not a journey id (a UUID such as 0193b7c2-…, see `passage journeys list`)"
+        )
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Workflows(WorkflowsCommand::Check { files }) = &cli.command {
+        return check_workflows(files);
+    }
+    let app = app::open(&cli.global).await?;
+    match cli.command {
+        Command::Demo(args) => demo::run(&app, &args).await,
+        Command::Journey(cmd) => journey(&app, cmd).await,
+        Command::Journeys(JourneysCommand::List {
+            status,
+            workflow,
+            limit,
+        }) => {
+            let rows = app
+                .store
+                .list_journeys(JourneyFilter {
+                    status,
+                    definition_id: workflow,
+                    limit,
+                })
+                .await?;
+            if rows.is_empty() {
+                println!("no journeys");
+            }
+            for r in rows {
+                println!(
+                    "{}  {:<10} {:<16} {:<15} {:<20} updated {}",
+                    r.journey_id,
+                    r.status,
+                    format!("{} v{}", r.definition_id, r.definition_version),
+                    r.current_step.as_deref().unwrap_or("-"),
+                    r.email_masked.as_deref().unwrap_or("-"),
+                    r.updated_at
+                );
+            }
+            Ok(())
+        }
+        Command::Outbox(args) => {
+            let journey = args.journey.as_deref().map(journey_id).transpose()?;
+            let messages = app
+                .outbox
+                .list(&MessageFilter {
+                    journey,
+                    channel: args.channel,
+                    limit: args.limit,
+                })
+                .await?;
+            if messages.is_empty() {
+                println!("the dev outbox is empty");
+            }
+            for m in messages {
+                println!(
+                    "#{} {} {} to {} (journey {}){}",
+                    m.id,
+                    m.created_at,
+                    m.channel,
+                    m.recipient_masked(),
+                    m.journey_id,
+                    m.code().map(|c| format!("  code {c}")).unwrap_or_default()
+                );
+                if let Some(s) = &m.subject {
+                    println!("    Subject: {s}");
+                }
+                for line in m.body.lines() {
+                    println!("    {line}");
+                }
+            }
+            Ok(())
+        }
+        Command::Call(CallCommand::Answer {
+            journey,
+            press,
+            outcome,
+        }) => {
+            let id = journey_id(&journey)?;
+            let (state, _, _) = app.engine.load(id).await?;
+            let call = state
+                .call
+                .filter(|c| c.open)
+                .ok_or_else(|| Refused(format!("journey {id} has no call ringing")))?;
+            let input = match (press, outcome) {
+                (Some(digits), _) => Input::CallKeys {
+                    call_id: call.call_id,
+                    digits,
+                },
+                (None, Some(o)) => Input::CallEnded {
+                    call_id: call.call_id,
+                    reason: match o {
+                        CallOutcome::NoAnswer => CallFailure::NoAnswer,
+                        CallOutcome::Busy => CallFailure::Busy,
+                        CallOutcome::Voicemail => CallFailure::Voicemail,
+                    },
+                },
+                (None, None) => bail!(
+                    "say what the phone does: --press '#' or --outcome no-answer|busy|voicemail"
+                ),
+            };
+            let outcome = app
+                .engine
+                .submit(id, input, Actor::person("phone"), None)
+                .await?;
+            finish(&app, outcome, false).await
+        }
+        Command::Audit(AuditCommand::Verify) => audit_verify(&app).await,
+        Command::Workflows(WorkflowsCommand::List) => {
+            for d in app.engine.definitions() {
+                println!(
+                    "{:<18} v{:<3} {}  {}",
+                    d.id,
+                    d.version,
+                    &d.content_hash[..12],
+                    d.title
+                );
+            }
+            Ok(())
+        }
+        Command::Workflows(WorkflowsCommand::Check { .. }) => Ok(()),
+        Command::Worker(args) => {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let options = passage_runtime::WorkerOptions {
+                lease: args.lease,
+                batch: args.batch.max(1),
+                ..Default::default()
+            };
+            let worker =
+                passage_runtime::Worker::new(app.engine.clone(), app.outbox.clone(), options);
+            let handle = tokio::spawn(worker.run(rx));
+            eprintln!(
+                "worker running on {}; Ctrl-C stops it",
+                cli.global.db.display()
+            );
+            tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
+            let _ = tx.send(true);
+            handle.await.context("stop the worker")?;
+            Ok(())
+        }
+    }
+}
+
+fn check_workflows(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let mut bad: Option<DefinitionErrors> = None;
+    for f in files {
+        let src = std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+        match passage_core::definition::load(&f.display().to_string(), &src) {
+            Ok(d) => println!(
+                "{}: ok ({} v{}, {} steps, sha256 {})",
+                f.display(),
+                d.id,
+                d.version,
+                d.steps.len(),
+                &d.content_hash[..12]
+            ),
+            Err(e) => {
+                if let Some(prev) = bad.take() {
+                    eprintln!("{prev}");
+                }
+                bad = Some(e);
+            }
+        }
+    }
+    match bad {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Delivers what the command left in the outbox (unless asked not to), then shows what is next.
+async fn finish(app: &App, outcome: Outcome, no_deliver: bool) -> anyhow::Result<()> {
+    if !no_deliver {
+        app.worker.drain().await.context("deliver outbox entries")?;
+    }
+    let (_, _, view) = app.engine.load(outcome.journey_id).await?;
+    if let Reply::Accepted {
+        session_token: Some(_),
+    } = &outcome.reply
+    {
+        println!("signed in with a fresh session (token handed to the portal, not stored)");
+    }
+    print!("{}", render::view(&outcome.journey_id.to_string(), &view));
+    match render::reply(&outcome.reply) {
+        Some(msg) => Err(Refused(msg).into()),
+        None => Ok(()),
+    }
+}
+
+async fn journey(app: &App, cmd: JourneyCommand) -> anyhow::Result<()> {
+    match cmd {
+        JourneyCommand::Start {
+            email,
+            workflow,
+            delivery,
+        } => {
+            let started = app
+                .engine
+                .start(&workflow, Actor::person("cli"), None)
+                .await?;
+            let outcome = app
+                .engine
+                .submit(
+                    started.journey_id,
+                    Input::Email(email),
+                    Actor::person("cli"),
+                    None,
+                )
+                .await?;
+            finish(app, outcome, delivery.no_deliver).await
+        }
+        JourneyCommand::Input {
+            id,
+            value,
+            password_stdin,
+            delivery,
+        } => {
+            let id = journey_id(&id)?;
+            let (_, _, view) = app.engine.load(id).await?;
+            let input = match (&view.step, value) {
+                (Some(StepView::Complete { .. }), _) | (None, _) => {
+                    return Err(Refused(format!(
+                        "journey {id} is {}: nothing to answer",
+                        view.status.as_str()
+                    ))
+                    .into());
+                }
+                (Some(StepView::Identify { .. }), Some(v)) => Input::Email(v),
+                (Some(StepView::Code { .. }), Some(v))
+                | (Some(StepView::Voice { .. }), Some(v)) => Input::Code(v),
+                (Some(StepView::Choose { .. }), Some(v)) => Input::Choose(v),
+                (Some(StepView::SetPassword { .. }), None) => read_password(password_stdin)?,
+                (Some(_), None) => {
+                    bail!("this step needs a value: passage journey input {id} <value>")
+                }
+                (Some(StepView::SetPassword { .. }), Some(_)) => bail!(
+                    "a password is never taken from the command line (it would stay in your shell history): \
+                     run `passage journey input {id}` and type it at the prompt, or use --password-stdin"
+                ),
+            };
+            let outcome = app
+                .engine
+                .submit(id, input, Actor::person("cli"), None)
+                .await?;
+            finish(app, outcome, delivery.no_deliver).await
+        }
+        JourneyCommand::Resend { id, delivery } => {
+            let id = journey_id(&id)?;
+            let outcome = app
+                .engine
+                .submit(id, Input::Resend, Actor::person("cli"), None)
+                .await?;
+            finish(app, outcome, delivery.no_deliver).await
+        }
+        JourneyCommand::Cancel {
+            id,
+            reason,
+            operator,
+        } => {
+            let id = journey_id(&id)?;
+            let outcome = app
+                .engine
+                .submit(
+                    id,
+                    Input::Cancel { reason },
+                    Actor::support(&operator, "cli"),
+                    None,
+                )
+                .await?;
+            finish(app, outcome, true).await
+        }
+        JourneyCommand::Show { id, json } => {
+            let id = journey_id(&id)?;
+            if json {
+                for e in app.store.read_stream(id).await? {
+                    println!(
+                        "{{\"position\":{},\"version\":{},\"recorded_at\":\"{}\",\"type\":\"{}\",\"event\":{},\"metadata\":{},\"hash\":\"{}\"}}",
+                        e.position,
+                        e.stream_version,
+                        e.recorded_at,
+                        e.event_type,
+                        e.payload,
+                        e.metadata,
+                        chain::to_hex(&e.hash)
+                    );
+                }
+                return Ok(());
+            }
+            let entries = app.engine.timeline(id).await?;
+            print!("{}", render::timeline(&entries));
+            let (_, _, view) = app.engine.load(id).await?;
+            print!("{}", render::view(&id.to_string(), &view));
+            Ok(())
+        }
+        JourneyCommand::Replay { id, at } => {
+            let id = journey_id(&id)?;
+            if at == 0 {
+                bail!("--at counts events from 1 (1 = the journey just started)");
+            }
+            let (state, view, total) = app.engine.replay(id, at).await?;
+            if at > total {
+                bail!("journey {id} has {total} events; --at must be between 1 and {total}");
+            }
+            let entries = app.engine.timeline(id).await?;
+            print!("{}", render::timeline(&entries[..at]));
+            println!("--- state after event {at} of {total} ---");
+            println!("{}", serde_json::to_string_pretty(&state)?);
+            print!("{}", render::view(&id.to_string(), &view));
+            Ok(())
+        }
+    }
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Input> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("read the password from standard input")?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+        return Ok(Input::Password {
+            new: pw.clone(),
+            confirm: pw,
+        });
+    }
+    let new = rpassword::prompt_password("New password: ").context("read the new password")?;
+    let confirm =
+        rpassword::prompt_password("Confirm new password: ").context("read the confirmation")?;
+    Ok(Input::Password { new, confirm })
+}
+
+async fn audit_verify(app: &App) -> anyhow::Result<()> {
+    const PAGE: usize = 2_000;
+    let mut verifier = Verifier::new();
+    let mut after = 0;
+    let show_progress = std::io::stderr().is_terminal();
+    loop {
+        let page = app.store.read_all(after, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        for e in &page {
+            if let Err(bad) = verifier.check(e) {
+                if show_progress {
+                    eprintln!();
+                }
+                return Err(Refused(format!(
+                    "audit verify FAILED at position {}: {}\n{} events before it verified",
+                    bad.position,
+                    bad.fault,
+                    verifier.checked()
+                ))
+                .into());
+            }
+            after = e.position;
+        }
+        if show_progress {
+            eprint!("\rverified {} events", verifier.checked());
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if show_progress {
+        eprintln!();
+    }
+    println!(
+        "audit verify ok: {} events, positions 1..={} gap-free, head hash {}",
+        verifier.checked(),
+        verifier.checked(),
+        chain::to_hex(&verifier.head())
+    );
+    Ok(())
+}

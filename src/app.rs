@@ -1,0 +1,179 @@
+//! The composition root: opens the store, the outbox and the secret key, loads the workflow
+//! definitions and wires the engine and worker together.
+
+use crate::cli::Global;
+use crate::seed::demo_accounts;
+use anyhow::{Context as _, bail};
+use passage_channels::DevOutbox;
+use passage_core::definition::{self, Definition, DefinitionErrors};
+use passage_core::ports::AccountDirectory;
+use passage_core::secrets::{Argon2id, Entropy, Keys, PasswordHasher, hex};
+use passage_runtime::{Engine, EngineOptions, OsEntropy, SystemClock, Worker, WorkerOptions};
+use passage_store::SqliteStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub type AppEngine = Engine<SqliteStore, SqliteStore>;
+pub type AppWorker = Worker<SqliteStore, SqliteStore, DevOutbox>;
+
+/// Built into the binary so `passage` works from any directory; `--workflows` wins.
+const BUILTIN: [(&str, &str); 3] = [
+    (
+        "password-reset.toml",
+        include_str!("../workflows/password-reset.toml"),
+    ),
+    (
+        "email-sms.toml",
+        include_str!("../workflows/email-sms.toml"),
+    ),
+    (
+        "email-voice-code.toml",
+        include_str!("../workflows/email-voice-code.toml"),
+    ),
+];
+
+pub struct App {
+    pub store: SqliteStore,
+    pub engine: AppEngine,
+    pub outbox: DevOutbox,
+    pub worker: AppWorker,
+}
+
+fn beside(db: &Path, name: &str) -> PathBuf {
+    db.parent()
+        .map(|p| p.join(name))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+pub async fn open(global: &Global) -> anyhow::Result<App> {
+    let store = SqliteStore::open(&global.db)
+        .await
+        .with_context(|| format!("open the event store {}", global.db.display()))?;
+    seed_directory(&store).await?;
+    let keys = load_keys(global)?;
+    let engine = Engine::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(SystemClock),
+        EngineOptions {
+            keys,
+            hasher: Argon2id::default(),
+        },
+    );
+    for def in load_definitions(&global.workflows)? {
+        engine
+            .register(def)
+            .await
+            .context("register a workflow definition")?;
+    }
+    let outbox_path = global
+        .outbox
+        .clone()
+        .unwrap_or_else(|| beside(&global.db, "passage-outbox.db"));
+    let outbox = DevOutbox::open(&outbox_path)
+        .await
+        .with_context(|| format!("open the dev outbox {}", outbox_path.display()))?;
+    let worker = Worker::new(engine.clone(), outbox.clone(), WorkerOptions::default());
+    Ok(App {
+        store,
+        engine,
+        outbox,
+        worker,
+    })
+}
+
+/// Loads every `*.toml` in `dir`, or the built-in definitions when `dir` does not exist.
+/// Any malformed file stops start-up with its precise errors.
+pub fn load_definitions(dir: &Path) -> anyhow::Result<Vec<Definition>> {
+    if !dir.is_dir() {
+        return BUILTIN
+            .iter()
+            .map(|(name, src)| definition::load(name, src).map_err(anyhow::Error::from))
+            .collect();
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("read the workflows directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no workflow definitions (*.toml) in {}", dir.display());
+    }
+    let mut defs = Vec::new();
+    let mut problems: Vec<DefinitionErrors> = Vec::new();
+    for f in files {
+        let src = std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?;
+        match definition::load(&f.display().to_string(), &src) {
+            Ok(d) => defs.push(d),
+            Err(e) => problems.push(e),
+        }
+    }
+    if let Some(first) = problems.into_iter().next() {
+        return Err(first.into());
+    }
+    Ok(defs)
+}
+
+/// The master secret: `PASSAGE_SECRET`, else a key file created on first use with mode 0600.
+fn load_keys(global: &Global) -> anyhow::Result<Keys> {
+    if let Ok(secret) = std::env::var("PASSAGE_SECRET") {
+        if secret.len() < 32 {
+            bail!("PASSAGE_SECRET must be at least 32 characters (e.g. 64 hex digits)");
+        }
+        return Ok(Keys::derive(secret.as_bytes()));
+    }
+    let path = global
+        .secret_file
+        .clone()
+        .unwrap_or_else(|| beside(&global.db, "passage.key"));
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let secret = existing.trim();
+        if secret.len() < 32 {
+            bail!(
+                "the secret key file {} holds fewer than 32 characters",
+                path.display()
+            );
+        }
+        return Ok(Keys::derive(secret.as_bytes()));
+    }
+    let mut bytes = [0u8; 32];
+    OsEntropy.fill(&mut bytes);
+    let secret = hex(&bytes);
+    write_private(&path, &secret)
+        .with_context(|| format!("create the secret key file {}", path.display()))?;
+    Ok(Keys::derive(secret.as_bytes()))
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// Adds the demo accounts that are missing, each with a random password nobody knows.
+async fn seed_directory(store: &SqliteStore) -> anyhow::Result<()> {
+    for account in demo_accounts() {
+        if store.get(&account.account_id).await?.is_some() {
+            continue;
+        }
+        let mut pw = [0u8; 24];
+        let mut salt = [0u8; 16];
+        OsEntropy.fill(&mut pw);
+        OsEntropy.fill(&mut salt);
+        let phc = Argon2id::default()
+            .hash(&hex(&pw), &salt)
+            .map_err(|e| anyhow::anyhow!("hash a demo password: {e}"))?;
+        store
+            .insert_account_if_missing(&account, &phc)
+            .await
+            .context("seed the demo directory")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! Command-line interface: what `passage --help` teaches.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passage",
+    version,
+    about = "Password-reset journeys on an event-sourced workflow engine",
+    long_about = "Passage runs password-reset journeys for the Enterprise Customer Portal. Each \
+journey follows a workflow definition (workflows/*.toml) and every step is stored as an event \
+in an append-only, hash-chained log.\n\n\
+Start with `passage demo`: it resets a demo account twice (SMS and voice call) on a local \
+SQLite file and prints the timeline. Then drive a journey by hand:\n\n  \
+passage journey start --email alice@example.com\n  \
+passage outbox                      # read the code the dev outbox received\n  \
+passage journey input <ID> <CODE>   # answer whatever the current step asks\n  \
+passage journey show <ID>           # the timeline\n\n\
+Everything runs on the embedded store (./passage.db) with development outboxes \
+(./passage-outbox.db): nothing is sent anywhere.",
+    after_help = "Exit status: 0 success, 1 a refused input or a failed verification, 2 bad usage or a \
+malformed definition."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Event store file (SQLite; created if missing).
+    #[arg(
+        long,
+        global = true,
+        env = "PASSAGE_DB",
+        default_value = "passage.db",
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+
+    /// Directory of workflow definitions (*.toml). When it does not exist, the definitions
+    /// built into this binary are used.
+    #[arg(
+        long,
+        global = true,
+        env = "PASSAGE_WORKFLOWS",
+        default_value = "workflows",
+        value_name = "DIR"
+    )]
+    pub workflows: PathBuf,
+
+    /// Development outbox file (default: beside the event store, `passage-outbox.db`).
+    #[arg(long, global = true, env = "PASSAGE_OUTBOX", value_name = "PATH")]
+    pub outbox: Option<PathBuf>,
+
+    /// File holding the deployment's secret key (created with mode 0600 if missing; default:
+    /// beside the event store, `passage.key`). `PASSAGE_SECRET` overrides it.
+    #[arg(long, global = true, env = "PASSAGE_SECRET_FILE", value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the seed journey end to end on the embedded store: once with an SMS code, once
+    /// with a voice call, printing each step and the final timeline.
+    Demo(DemoArgs),
+    /// Start and drive one journey by hand.
+    #[command(subcommand)]
+    Journey(JourneyCommand),
+    /// List journeys.
+    #[command(subcommand)]
+    Journeys(JourneysCommand),
+    /// Show what the development outboxes received (emails, SMS, calls), codes included.
+    Outbox(OutboxArgs),
+    /// Act as the phone of a journey's pending voice call.
+    #[command(subcommand)]
+    Call(CallCommand),
+    /// Verify the event log's hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check or list workflow definitions.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// Deliver outbox entries and fire timers until interrupted (Ctrl-C stops it cleanly).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// How long a claimed outbox entry or timer stays with this worker. If the worker dies,
+    /// another one (or this one, restarted) takes the work over once the lease lapses.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub lease: std::time::Duration,
+    /// Entries claimed per pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    passage_core::time::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration: write e.g. 500ms, 30s or 5m"))
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DemoChannel {
+    Sms,
+    Voice,
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which second factor(s) to demonstrate.
+    #[arg(long, value_enum, default_value_t = DemoChannel::Both)]
+    pub second_factor: DemoChannel,
+    /// The demo account to reset.
+    #[arg(long, default_value = "alice@example.com")]
+    pub email: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JourneyCommand {
+    /// Start a journey and submit the email address ("Forgot Password?" then "Send
+    /// verification code").
+    Start {
+        /// The registered email address.
+        #[arg(long)]
+        email: String,
+        /// Workflow definition id.
+        #[arg(long, default_value = "password-reset")]
+        workflow: String,
+        #[command(flatten)]
+        delivery: Delivery,
+    },
+    /// Answer what the journey's current step asks: a code, an option id (`sms`, `call`), or
+    /// for the Reset Password step nothing (you are prompted twice, input hidden).
+    Input {
+        /// Journey id.
+        id: String,
+        /// The code or option. Omit it at the Reset Password step.
+        value: Option<String>,
+        /// Read the new password from standard input (one line, used for both fields)
+        /// instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        delivery: Delivery,
+    },
+    /// "Re-send code" (or, at a voice step, "call me again").
+    Resend {
+        id: String,
+        #[command(flatten)]
+        delivery: Delivery,
+    },
+    /// Cancel a journey, with a reason (recorded with you as the actor).
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// Operator id recorded as the actor.
+        #[arg(long, default_value = "cli-operator")]
+        operator: String,
+    },
+    /// Print the journey's timeline: time, event, masked details, actor.
+    Show {
+        id: String,
+        /// Print the events as JSON lines instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the journey's state rebuilt from its first N events.
+    Replay {
+        id: String,
+        /// Number of events to replay (1 = just the start).
+        #[arg(long)]
+        at: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Delivery {
+    /// Leave outbox entries for a running `passage worker` instead of delivering them now.
+    #[arg(long)]
+    pub no_deliver: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JourneysCommand {
+    /// Journeys, newest first.
+    List {
+        /// Only journeys in this status.
+        #[arg(long, value_parser = ["active", "completed", "failed", "expired", "cancelled"])]
+        status: Option<String>,
+        /// Only journeys of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct OutboxArgs {
+    /// Only messages of this journey.
+    #[arg(long)]
+    pub journey: Option<String>,
+    /// Only this channel.
+    #[arg(long, value_parser = ["email", "sms", "voice"])]
+    pub channel: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallCommand {
+    /// Answer the journey's pending call and press keys, or let it fail.
+    Answer {
+        /// Journey id.
+        journey: String,
+        /// Keys to press, e.g. '#'.
+        #[arg(long, conflicts_with = "outcome")]
+        press: Option<String>,
+        /// Instead of pressing keys: how the call ends.
+        #[arg(long, value_enum)]
+        outcome: Option<CallOutcome>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CallOutcome {
+    NoAnswer,
+    Busy,
+    Voicemail,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain over the whole log and report the first position that was
+    /// modified, removed or reordered.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Validate definition files; prints every problem with file, line and what to change.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the definitions journeys can start on.
+    List,
+}
