@@ -32,6 +32,15 @@ const BUILTIN: [(&str, &str); 3] = [
     ),
 ];
 
+impl App {
+    /// Closes the databases so SQLite checkpoints its write-ahead log into the main file:
+    /// a copy of `passage.db` alone is then a complete backup.
+    pub async fn close(self) {
+        self.outbox.close().await;
+        self.store.close().await;
+    }
+}
+
 pub struct App {
     pub store: SqliteStore,
     pub engine: AppEngine,
@@ -46,6 +55,8 @@ fn beside(db: &Path, name: &str) -> PathBuf {
 }
 
 pub async fn open(global: &Global) -> anyhow::Result<App> {
+    // Definitions first: a malformed file must stop us before anything is created on disk.
+    let definitions = load_definitions(&global.workflows)?;
     let store = SqliteStore::open(&global.db)
         .await
         .with_context(|| format!("open the event store {}", global.db.display()))?;
@@ -60,7 +71,7 @@ pub async fn open(global: &Global) -> anyhow::Result<App> {
             hasher: Argon2id::default(),
         },
     );
-    for def in load_definitions(&global.workflows)? {
+    for def in definitions {
         engine
             .register(def)
             .await

@@ -7,7 +7,7 @@ mod demo;
 mod render;
 mod seed;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use app::App;
 use clap::Parser;
 use cli::{
@@ -29,6 +29,15 @@ use std::process::ExitCode;
 #[error("{0}")]
 struct Refused(String);
 
+/// The command line asked for something impossible: exit status 2, like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+macro_rules! usage {
+    ($($arg:tt)*) => { return Err(Usage(format!($($arg)*)).into()) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
@@ -47,6 +56,10 @@ fn main() -> ExitCode {
         Err(e) => {
             if let Some(d) = e.downcast_ref::<DefinitionErrors>() {
                 eprintln!("{d}");
+                return ExitCode::from(2);
+            }
+            if let Some(u) = e.downcast_ref::<Usage>() {
+                eprintln!("error: {u}");
                 return ExitCode::from(2);
             }
             if let Some(r) = e.downcast_ref::<Refused>() {
@@ -87,9 +100,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return check_workflows(files);
     }
     let app = app::open(&cli.global).await?;
+    let result = dispatch(&app, cli).await;
+    app.close().await;
+    result
+}
+
+async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo(args) => demo::run(&app, &args).await,
-        Command::Journey(cmd) => journey(&app, cmd).await,
+        Command::Demo(args) => demo::run(app, &args).await,
+        Command::Journey(cmd) => journey(app, cmd).await,
         Command::Journeys(JourneysCommand::List {
             status,
             workflow,
@@ -175,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         CallOutcome::Voicemail => CallFailure::Voicemail,
                     },
                 },
-                (None, None) => bail!(
+                (None, None) => usage!(
                     "say what the phone does: --press '#' or --outcome no-answer|busy|voicemail"
                 ),
             };
@@ -183,9 +202,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .engine
                 .submit(id, input, Actor::person("phone"), None)
                 .await?;
-            finish(&app, outcome, false).await
+            finish(app, outcome, false).await
         }
-        Command::Audit(AuditCommand::Verify) => audit_verify(&app).await,
+        Command::Audit(AuditCommand::Verify) => audit_verify(app).await,
         Command::Workflows(WorkflowsCommand::List) => {
             for d in app.engine.definitions() {
                 println!(
@@ -298,6 +317,8 @@ async fn journey(app: &App, cmd: JourneyCommand) -> anyhow::Result<()> {
             let id = journey_id(&id)?;
             let (_, _, view) = app.engine.load(id).await?;
             let input = match (&view.step, value) {
+                // Asked for explicitly: let the journey's rules judge it, even at another step.
+                (Some(_), None) if password_stdin => read_password(true)?,
                 (Some(StepView::Complete { .. }), _) | (None, _) => {
                     return Err(Refused(format!(
                         "journey {id} is {}: nothing to answer",
@@ -311,9 +332,9 @@ async fn journey(app: &App, cmd: JourneyCommand) -> anyhow::Result<()> {
                 (Some(StepView::Choose { .. }), Some(v)) => Input::Choose(v),
                 (Some(StepView::SetPassword { .. }), None) => read_password(password_stdin)?,
                 (Some(_), None) => {
-                    bail!("this step needs a value: passage journey input {id} <value>")
+                    usage!("this step needs a value: passage journey input {id} <value>")
                 }
-                (Some(StepView::SetPassword { .. }), Some(_)) => bail!(
+                (Some(StepView::SetPassword { .. }), Some(_)) => usage!(
                     "a password is never taken from the command line (it would stay in your shell history): \
                      run `passage journey input {id}` and type it at the prompt, or use --password-stdin"
                 ),
@@ -375,11 +396,11 @@ async fn journey(app: &App, cmd: JourneyCommand) -> anyhow::Result<()> {
         JourneyCommand::Replay { id, at } => {
             let id = journey_id(&id)?;
             if at == 0 {
-                bail!("--at counts events from 1 (1 = the journey just started)");
+                usage!("--at counts events from 1 (1 = the journey just started)");
             }
             let (state, view, total) = app.engine.replay(id, at).await?;
             if at > total {
-                bail!("journey {id} has {total} events; --at must be between 1 and {total}");
+                usage!("journey {id} has {total} events; --at must be between 1 and {total}");
             }
             let entries = app.engine.timeline(id).await?;
             print!("{}", render::timeline(&entries[..at]));

@@ -46,7 +46,7 @@ pub fn view(id: &str, v: &JourneyView) -> String {
                 "  sent to {}, valid until {}; {attempts_left} attempt(s) left; \"{resend_label}\": {} left\n",
                 sent_to.as_deref().unwrap_or("-"),
                 expires_at.map(hms).unwrap_or_else(|| "-".into()),
-                resends_left.saturating_sub(1)
+                resends_left
             ));
             out.push_str(&format!(
                 "  answer: passage journey input {id} <code>   (read it: passage outbox --journey {id})\n"

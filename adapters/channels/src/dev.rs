@@ -189,6 +189,11 @@ impl DevOutbox {
         Ok(out)
     }
 
+    /// Waits for queries in flight and closes the file (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// The newest message of a journey on a channel.
     pub async fn latest(
         &self,

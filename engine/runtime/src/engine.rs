@@ -270,7 +270,15 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         let def = read(&self.inner.latest)
             .get(workflow)
             .cloned()
-            .ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
+            .ok_or_else(|| Error::UnknownWorkflow {
+                name: workflow.to_owned(),
+                available: self
+                    .definitions()
+                    .iter()
+                    .map(|d| d.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         let journey_id = JourneyId(Uuid::now_v7());
         let origin = actor.channel.clone();
         self.execute(

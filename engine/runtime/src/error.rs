@@ -5,8 +5,8 @@ use passage_core::ports::{DirectoryError, JourneyId, StoreError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("no workflow definition named `{0}` is loaded")]
-    UnknownWorkflow(String),
+    #[error("no workflow definition named `{name}` is loaded (available: {available})")]
+    UnknownWorkflow { name: String, available: String },
     #[error("journey {0} does not exist")]
     UnknownJourney(JourneyId),
     #[error("journey {journey} runs on definition {hash}, which the store does not hold")]

@@ -117,6 +117,7 @@ impl JourneyView {
                         expires_at: state.code.as_ref().map(|a| a.expires_at),
                         attempts_left: c.max_attempts.saturating_sub(state.step_failures),
                         resend_label: c.resend.label.clone(),
+                        // Sends allowed in the step (the first included) minus sends made.
                         resends_left: (1 + c.resend.max).saturating_sub(state.step_sends),
                         resend_available_at: state.last_send_at.map(|t| t.plus(c.resend.cooldown)),
                     },

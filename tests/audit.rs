@@ -1,0 +1,202 @@
+//! `passage audit verify` finds a modified, removed or reordered event: the log of
+//! `passage demo --second-factor sms` is tampered with through SQLite directly, each time on a
+//! fresh copy of the database.
+
+mod common;
+
+use common::{Passage, Run, TestDir};
+use sqlx::Row as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use std::path::{Path, PathBuf};
+
+/// A demo log, made once per test.
+struct Log {
+    dir: TestDir,
+    passage: Passage,
+}
+
+impl Log {
+    fn new(tag: &str) -> Self {
+        let dir = TestDir::new(tag);
+        let passage = Passage::new(&dir);
+        passage
+            .run(&["demo", "--second-factor", "sms"])
+            .expect_ok()
+            .stdout_has("[password-reset v1, completed]");
+        Self { dir, passage }
+    }
+
+    /// A copy of the event store (with its -wal and -shm files, since the binary leaves its
+    /// last writes in the WAL) in a new subdirectory; returns the copy's path.
+    fn copy(&self, name: &str) -> PathBuf {
+        let to = self.dir.join(name);
+        std::fs::create_dir_all(&to).expect("create the copy's directory");
+        for suffix in ["", "-wal", "-shm"] {
+            let from = self.dir.join(&format!("passage.db{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, to.join(format!("passage.db{suffix}")))
+                    .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+            }
+        }
+        to.join("passage.db")
+    }
+
+    fn verify(&self, db: &Path) -> Run {
+        let run = self.passage.clone().with_db(db).run(&["audit", "verify"]);
+        run.no_panic();
+        run
+    }
+}
+
+/// Opens a copy with one connection and folds the WAL into the main file first.
+async fn open(db: &Path) -> SqlitePool {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(SqliteConnectOptions::new().filename(db))
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&pool)
+        .await
+        .expect("checkpoint the WAL");
+    assert_eq!(row.get::<i64, _>(0), 0, "the checkpoint was blocked");
+    pool
+}
+
+async fn count(pool: &SqlitePool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .expect("count the events")
+}
+
+async fn payload(pool: &SqlitePool, position: i64) -> (String, String) {
+    let row = sqlx::query("SELECT event_type, payload FROM events WHERE position = $1")
+        .bind(position)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("read position {position}: {e}"));
+    (row.get("event_type"), row.get("payload"))
+}
+
+async fn set_payload(pool: &SqlitePool, position: i64, event_type: &str, payload: &str) {
+    let done = sqlx::query("UPDATE events SET event_type = $1, payload = $2 WHERE position = $3")
+        .bind(event_type)
+        .bind(payload)
+        .bind(position)
+        .execute(pool)
+        .await
+        .expect("update the event");
+    assert_eq!(done.rows_affected(), 1);
+}
+
+/// Panics unless `run` is a failed verification naming `position` as the first bad one.
+#[track_caller]
+fn assert_fails_at(run: &Run, position: u64, fault: &str) {
+    run.expect_code(1)
+        .stderr_has(&format!("audit verify FAILED at position {position}:"))
+        .stderr_has(fault)
+        .stderr_has(&format!("{} events before it verified", position - 1));
+    assert!(!run.stdout.contains("audit verify ok"), "{run}");
+}
+
+#[tokio::test]
+async fn an_untouched_copy_verifies() {
+    let log = Log::new("audit-clean");
+    let original = log.verify(&log.dir.db());
+    original.expect_ok();
+
+    let db = log.copy("clean");
+    let pool = open(&db).await;
+    let n = count(&pool).await;
+    assert!(n >= 10, "the demo wrote {n} events");
+    let max: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("the last position");
+    assert_eq!(max, n, "positions are gap-free from 1");
+    pool.close().await;
+
+    let run = log.verify(&db);
+    run.expect_ok().stdout_has(&format!(
+        "audit verify ok: {n} events, positions 1..={n} gap-free, head hash "
+    ));
+    assert_eq!(
+        run.stdout, original.stdout,
+        "the copy verifies to the same head hash"
+    );
+}
+
+#[tokio::test]
+async fn a_modified_payload_is_named_by_its_position() {
+    let log = Log::new("audit-modified");
+    let db = log.copy("modified");
+    let pool = open(&db).await;
+    let (event_type, before) = payload(&pool, 2).await;
+    assert_eq!(event_type, "EmailSubmitted");
+    assert!(
+        before.contains("\"email_masked\":\"a•••e@e•••.com\""),
+        "{before}"
+    );
+    // One character of the masked email.
+    let after = before.replacen("a•••e@", "b•••e@", 1);
+    assert_ne!(after, before);
+    set_payload(&pool, 2, &event_type, &after).await;
+    pool.close().await;
+
+    assert_fails_at(&log.verify(&db), 2, "(modified)");
+    // The original is untouched.
+    log.verify(&log.dir.db()).expect_ok();
+}
+
+#[tokio::test]
+async fn a_modified_actor_is_named_by_its_position() {
+    let log = Log::new("audit-actor");
+    let db = log.copy("actor");
+    let pool = open(&db).await;
+    let done = sqlx::query(
+        "UPDATE events SET metadata = replace(metadata, 'person', 'support') WHERE position = 5",
+    )
+    .execute(&pool)
+    .await
+    .expect("edit the metadata");
+    assert_eq!(done.rows_affected(), 1);
+    pool.close().await;
+
+    assert_fails_at(&log.verify(&db), 5, "(modified)");
+}
+
+#[tokio::test]
+async fn a_removed_event_is_named_by_its_position() {
+    let log = Log::new("audit-removed");
+    let db = log.copy("removed");
+    let pool = open(&db).await;
+    let n = count(&pool).await;
+    let done = sqlx::query("DELETE FROM events WHERE position = 4")
+        .execute(&pool)
+        .await
+        .expect("delete position 4");
+    assert_eq!(done.rows_affected(), 1);
+    assert_eq!(count(&pool).await, n - 1);
+    pool.close().await;
+
+    let run = log.verify(&db);
+    assert_fails_at(&run, 4, "(removed)");
+    run.stderr_has("the next stored event is at 5");
+}
+
+#[tokio::test]
+async fn swapped_events_are_named_by_the_first_position() {
+    let log = Log::new("audit-swapped");
+    let db = log.copy("swapped");
+    let pool = open(&db).await;
+    let (type5, payload5) = payload(&pool, 5).await;
+    let (type6, payload6) = payload(&pool, 6).await;
+    assert_ne!(type5, type6, "positions 5 and 6 hold different events");
+    set_payload(&pool, 5, &type6, &payload6).await;
+    set_payload(&pool, 6, &type5, &payload5).await;
+    assert_eq!(payload(&pool, 5).await, (type6, payload6));
+    pool.close().await;
+
+    assert_fails_at(&log.verify(&db), 5, "does not match its stored hash");
+}

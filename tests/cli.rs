@@ -1,0 +1,556 @@
+//! End to end through the real `passage` binary: the demo, a journey driven by hand, what an
+//! unknown account sees, the refusals, and the help.
+
+mod common;
+
+use common::{
+    Passage, STRONG_PASSWORD, TestDir, copy_files, journey_id, looks_like_uuid, mask_times,
+    outbox_code, rfc3339_ms, timeline,
+};
+
+const TILE_CONNECTIONS: &str =
+    "▣ Manage a Network Application  → Connections Portal (/portal/connections)";
+const TILE_CONTRACTOR: &str = "▣ Engagement of Contracted Services and Equipment  → Contractor Booking System (/portal/contractor-booking)";
+
+/// The event types of a journey, in log order, from `journey show --json`.
+fn event_types(p: &Passage, id: &str) -> Vec<String> {
+    p.events(id)
+        .iter()
+        .map(|e| {
+            e["type"]
+                .as_str()
+                .expect("each event has a type")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Panics unless `wanted` occurs in `all` in this order (other items may come between).
+#[track_caller]
+fn assert_in_order(all: &[String], wanted: &[&str]) {
+    let mut rest = all.iter();
+    for w in wanted {
+        assert!(
+            rest.any(|x| x == w),
+            "`{w}` missing or out of order in {all:?} (wanted the order {wanted:?})"
+        );
+    }
+}
+
+/// Runs a journey up to the Reset Password step with the SMS factor.
+fn to_password_step(p: &Passage) -> String {
+    let (id, _) = p.start("alice@example.com");
+    let email_code = p.code(&id, "email");
+    p.run(&["journey", "input", &id, &email_code]).expect_ok();
+    p.run(&["journey", "input", &id, "sms"]).expect_ok();
+    let sms_code = p.code(&id, "sms");
+    p.run(&["journey", "input", &id, &sms_code])
+        .expect_ok()
+        .stdout_has("Reset Password: enter a new password");
+    id
+}
+
+#[test]
+fn helpers_parse_what_the_binary_prints() {
+    assert_eq!(rfc3339_ms("1970-01-01T00:00:00.000Z"), 0);
+    assert_eq!(rfc3339_ms("2026-11-27T07:19:18.503Z"), 1_795_763_958_503);
+    assert_eq!(rfc3339_ms("2000-02-29T12:00:00.001Z"), 951_825_600_001);
+    assert_eq!(
+        mask_times("at 2026-11-27T07:19:18.503Z, expires 07:33:25] to a•••e@e•••.com"),
+        "at <time>, expires <time>] to a•••e@e•••.com"
+    );
+    assert_eq!(
+        outbox_code("#1 2026 email to a (journey x)  code 667400\n    667400\n").as_deref(),
+        Some("667400")
+    );
+    assert_eq!(
+        journey_id("journey 01a21bde-92be-766e-a296-3785963ababb  [password-reset v1, active]\n"),
+        "01a21bde-92be-766e-a296-3785963ababb"
+    );
+    assert!(looks_like_uuid("01a21bde-92be-766e-a296-3785963ababb"));
+    assert!(!looks_like_uuid("nonsense"));
+}
+
+#[test]
+fn demo_completes_both_journeys_and_a_second_run_reuses_the_database() {
+    let dir = TestDir::new("demo");
+    let p = Passage::new(&dir);
+
+    let first = p.run(&["demo"]);
+    first.expect_ok().no_panic();
+    let out = &first.stdout;
+    first
+        .stdout_has("== Password reset for alice@example.com with SMS ==")
+        .stdout_has("== Password reset for alice@example.com with voice call ==")
+        .stdout_has("SMS code entered")
+        .stdout_has("# pressed")
+        .stdout_has("Weak password refused")
+        .stdout_has("Update Password");
+    assert_eq!(
+        out.matches("[password-reset v1, completed]").count(),
+        2,
+        "{first}"
+    );
+    assert_eq!(
+        out.matches("✓ Your password is reset and you are signed in")
+            .count(),
+        2,
+        "{first}"
+    );
+    assert_eq!(out.matches(TILE_CONNECTIONS).count(), 2, "{first}");
+    assert_eq!(out.matches(TILE_CONTRACTOR).count(), 2, "{first}");
+    assert_eq!(out.matches("Timeline:").count(), 2, "{first}");
+
+    // Each journey's timeline: numbered from 1, SMS for the first, a confirmed call for the second.
+    let (sms_part, voice_part) = out
+        .split_once("== Password reset for alice@example.com with voice call ==")
+        .expect("two sections");
+    for (part, factor_events) in [
+        (
+            sms_part,
+            &["OptionChosen", "CodeIssued", "CodeVerified"][..],
+        ),
+        (
+            voice_part,
+            &["OptionChosen", "CallPlaced", "CallConfirmed"][..],
+        ),
+    ] {
+        let lines = timeline(part);
+        let versions: Vec<u64> = lines.iter().map(|(v, _, _)| *v).collect();
+        let expected: Vec<u64> = (1..=lines.len() as u64).collect();
+        assert_eq!(versions, expected, "timeline not numbered 1..N:\n{part}");
+        let types: Vec<String> = lines.iter().map(|(_, t, _)| t.clone()).collect();
+        assert_eq!(
+            types.first().map(String::as_str),
+            Some("JourneyStarted"),
+            "{part}"
+        );
+        let mut wanted = vec![
+            "JourneyStarted",
+            "EmailSubmitted",
+            "CodeIssued",
+            "CodeVerified",
+        ];
+        wanted.extend_from_slice(factor_events);
+        wanted.extend_from_slice(&["PasswordRejected", "PasswordChanged", "JourneyCompleted"]);
+        assert_in_order(&types, &wanted);
+    }
+
+    // Acceptance: a second run reuses the same database without error.
+    let second = p.run(&["demo"]);
+    second.expect_ok().no_panic();
+    assert_eq!(
+        second
+            .stdout
+            .matches("[password-reset v1, completed]")
+            .count(),
+        2,
+        "{second}"
+    );
+
+    let completed = p.run(&["journeys", "list", "--status", "completed"]);
+    completed.expect_ok();
+    let rows: Vec<&str> = completed
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(rows.len(), 4, "four completed journeys: {completed}");
+    let mut ids = Vec::new();
+    for row in &rows {
+        let id = row.split_whitespace().next().expect("an id column");
+        assert!(looks_like_uuid(id), "row {row:?}");
+        assert!(
+            row.contains("completed") && row.contains("password-reset v1"),
+            "row {row:?}"
+        );
+        assert!(row.contains("a•••e@e•••.com"), "masked email in {row:?}");
+        ids.push(id.to_owned());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "four distinct journeys: {completed}");
+    let all = p.run(&["journeys", "list"]);
+    assert_eq!(
+        all.stdout.lines().filter(|l| !l.trim().is_empty()).count(),
+        4,
+        "{all}"
+    );
+
+    // The log holds exactly the events of these four journeys, and its chain verifies.
+    let total: usize = ids.iter().map(|id| p.events(id).len()).sum();
+    let audit = p.run(&["audit", "verify"]);
+    audit.expect_ok().stdout_has(&format!(
+        "audit verify ok: {total} events, positions 1..={total} gap-free"
+    ));
+}
+
+#[test]
+fn a_journey_driven_by_hand_with_a_voice_call() {
+    let dir = TestDir::new("by-hand");
+    let p = Passage::new(&dir);
+
+    let (id, start) = p.start("alice@example.com");
+    start
+        .stdout_has(&format!("journey {id}  [password-reset v1, active"))
+        .stdout_has("→ Enter the 6-digit code provided in the email")
+        .stdout_has("sent to a•••e@e•••.com")
+        .stdout_has("5 attempt(s) left");
+
+    let outbox = p.run(&["outbox", "--journey", &id, "--channel", "email"]);
+    outbox.expect_ok().stdout_has(&format!("(journey {id})"));
+    let code = outbox_code(&outbox.stdout).unwrap_or_else(|| panic!("no code in {outbox}"));
+    assert_eq!(code.len(), 6, "a 6-digit code: {outbox}");
+    assert!(
+        outbox.stdout.contains(&format!("\n        {code}\n")),
+        "the body carries the code: {outbox}"
+    );
+
+    // A wrong code is refused, costs one attempt and leaves the step as it was.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    p.run(&["journey", "input", &id, wrong])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("refused (invalid-code)")
+        .stdout_has("→ Enter the 6-digit code provided in the email")
+        .stdout_has("4 attempt(s) left");
+
+    p.run(&["journey", "input", &id, &code])
+        .expect_ok()
+        .stdout_has("→ Select your preferred Multi-factor authentication method")
+        .stdout_has("[sms] Send SMS to my mobile")
+        .stdout_has("[call] Call me on my landline or mobile");
+    p.run(&["journey", "input", &id, "call"])
+        .expect_ok()
+        .stdout_has("→ Answer the call and press # when prompted")
+        .stdout_has("ringing");
+    p.run(&["call", "answer", &id, "--press", "#"])
+        .expect_ok()
+        .stdout_has("→ Reset Password: enter a new password");
+    let done = p.run_stdin(
+        &["journey", "input", &id, "--password-stdin"],
+        &format!("{STRONG_PASSWORD}\n"),
+    );
+    done.expect_ok()
+        .stdout_has("signed in")
+        .stdout_has(&format!("journey {id}  [password-reset v1, completed]"))
+        .stdout_has(TILE_CONNECTIONS)
+        .stdout_has(TILE_CONTRACTOR);
+    assert!(
+        !done.stdout.contains(STRONG_PASSWORD),
+        "the password is echoed: {done}"
+    );
+
+    // The timeline, in order, agrees with the log.
+    let show = p.run(&["journey", "show", &id]);
+    show.expect_ok();
+    assert!(
+        !show.stdout.contains(STRONG_PASSWORD),
+        "the password is shown: {show}"
+    );
+    assert!(
+        !show.stdout.contains(&code),
+        "the code is shown in the timeline: {show}"
+    );
+    let lines = timeline(&show.stdout);
+    let n = lines.len();
+    assert!(n >= 10, "{show}");
+    let versions: Vec<u64> = lines.iter().map(|(v, _, _)| *v).collect();
+    assert_eq!(versions, (1..=n as u64).collect::<Vec<_>>(), "{show}");
+    let types: Vec<String> = lines.iter().map(|(_, t, _)| t.clone()).collect();
+    assert_eq!(
+        types,
+        event_types(&p, &id),
+        "the timeline and the JSON events differ"
+    );
+    assert_eq!(types[0], "JourneyStarted");
+    assert_in_order(
+        &types,
+        &[
+            "JourneyStarted",
+            "EmailSubmitted",
+            "CodeIssued",
+            "CodeAttemptFailed",
+            "CodeVerified",
+            "OptionChosen",
+            "CallPlaced",
+            "CallConfirmed",
+            "PasswordChanged",
+            "JourneyCompleted",
+        ],
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(_, t, l)| t == "CallConfirmed" && l.contains("[person via phone]"))
+    );
+
+    // Replay: the state after event 3 is the email code step.
+    let replay = p.run(&["journey", "replay", &id, "--at", "3"]);
+    replay
+        .expect_ok()
+        .stdout_has(&format!("--- state after event 3 of {n} ---"))
+        .stdout_has("\"current_step\": \"email-code\"")
+        .stdout_has("→ Enter the 6-digit code provided in the email");
+    let replayed: Vec<String> = timeline(&replay.stdout)
+        .into_iter()
+        .map(|(_, t, _)| t)
+        .collect();
+    assert_eq!(replayed, types[..3], "{replay}");
+
+    for (at, mentions) in [
+        ("0", "from 1".to_owned()),
+        ("999", format!("between 1 and {n}")),
+    ] {
+        let r = p.run(&["journey", "replay", &id, "--at", at]);
+        r.no_panic().stderr_has(&mentions);
+        assert!(r.code.is_some_and(|c| c != 0), "--at {at} must fail: {r}");
+        assert!(
+            !r.stdout.contains("state after"),
+            "--at {at} printed a state: {r}"
+        );
+    }
+}
+
+/// R1: the answer to "Send verification code" does not tell whether the address has an account.
+#[test]
+fn an_unknown_account_gets_the_same_answer_as_a_known_one() {
+    let dir = TestDir::new("r1");
+    let p = Passage::new(&dir);
+
+    let normalise = |id: &str, stdout: &str, masked: Option<&str>| {
+        let mut s = mask_times(&stdout.replace(id, "<id>"));
+        if let Some(m) = masked {
+            s = s.replace(m, "<email>");
+        }
+        s
+    };
+    let sent_to = |stdout: &str| {
+        let at = stdout.find("sent to ").expect("a `sent to` line") + "sent to ".len();
+        stdout[at..]
+            .split(',')
+            .next()
+            .expect("the address")
+            .to_owned()
+    };
+
+    let (alice, a) = p.start("alice@example.com");
+    let (nobody, b) = p.start("nobody@example.com");
+    assert_ne!(alice, nobody);
+    assert_eq!((a.code, a.stderr.as_str()), (b.code, b.stderr.as_str()));
+    // The address shown is the one typed (masked), so it differs; nothing else may.
+    assert_eq!(sent_to(&a.stdout), "a•••e@e•••.com");
+    assert_eq!(sent_to(&b.stdout), "n•••y@e•••.com");
+    assert_eq!(
+        normalise(&alice, &a.stdout, Some("a•••e@e•••.com")),
+        normalise(&nobody, &b.stdout, Some("n•••y@e•••.com")),
+        "alice:\n{a}\nnobody:\n{b}"
+    );
+
+    // An unknown address that masks like alice's: byte for byte the same but for id and times.
+    let (annie, c) = p.start("annie@example.com");
+    assert_eq!((a.code, a.stderr.as_str()), (c.code, c.stderr.as_str()));
+    assert_eq!(
+        normalise(&alice, &a.stdout, None),
+        normalise(&annie, &c.stdout, None),
+        "alice:\n{a}\nannie:\n{c}"
+    );
+
+    // The listing shows both as ordinary active journeys.
+    let list = p.run(&["journeys", "list", "--status", "active"]);
+    list.expect_ok();
+    for id in [&alice, &nobody, &annie] {
+        assert!(
+            list.stdout.contains(id.as_str()),
+            "{id} missing from {list}"
+        );
+    }
+}
+
+#[test]
+fn bad_journey_ids_are_clear_errors() {
+    let dir = TestDir::new("bad-id");
+    let p = Passage::new(&dir);
+    // A well-formed id of a journey that does not exist.
+    let missing = "01a21bde-92be-766e-a296-3785963ababb";
+    let cases: [&[&str]; 6] = [
+        &["journey", "show", "nonsense"],
+        &["journey", "input", "nonsense", "123456"],
+        &["journey", "replay", "not-a-uuid", "--at", "1"],
+        &["call", "answer", "nonsense", "--press", "#"],
+        &["journey", "show", missing],
+        &["journey", "input", missing, "123456"],
+    ];
+    for args in cases {
+        let r = p.run(args);
+        r.expect_code(1).no_panic().stderr_has("error: ");
+        let bad = args[2];
+        r.stderr_has(bad);
+        if bad == missing {
+            r.stderr_has("does not exist");
+        } else {
+            r.stderr_has("is not a journey id");
+        }
+        assert!(r.stdout.trim().is_empty(), "nothing on stdout: {r}");
+    }
+}
+
+#[test]
+fn skipping_to_the_password_step_is_refused_as_step_not_allowed() {
+    let dir = TestDir::new("skip");
+    let p = Passage::new(&dir);
+    let (id, _) = p.start("alice@example.com");
+    let before = event_types(&p, &id);
+
+    let r = p.run_stdin(
+        &["journey", "input", &id, "--password-stdin"],
+        &format!("{STRONG_PASSWORD}\n"),
+    );
+    r.expect_code(1).no_panic();
+    assert!(!r.stdout.contains("signed in"), "{r}");
+    // The refusal is recorded for support and audit (R28, R49); nothing else changed.
+    let mut expected = before.clone();
+    expected.push("InputRejected".to_owned());
+    assert_eq!(
+        event_types(&p, &id),
+        expected,
+        "the refused input was not recorded as exactly one InputRejected: {r}"
+    );
+    p.run(&["journey", "show", &id])
+        .expect_ok()
+        .stdout_has("→ Enter the 6-digit code provided in the email");
+    r.stderr_has("step-not-allowed");
+}
+
+#[test]
+fn a_password_given_on_the_command_line_is_refused() {
+    let dir = TestDir::new("pw-argv");
+    let p = Passage::new(&dir);
+    let id = to_password_step(&p);
+    let before = event_types(&p, &id);
+
+    let r = p.run(&["journey", "input", &id, STRONG_PASSWORD]);
+    r.no_panic()
+        .stderr_has("shell history")
+        .stderr_has("--password-stdin");
+    assert!(matches!(r.code, Some(1 | 2)), "refused with 1 or 2: {r}");
+    assert!(!r.stdout.contains("signed in"), "{r}");
+    assert_eq!(
+        event_types(&p, &id),
+        before,
+        "the refused password changed the log"
+    );
+
+    // The journey is still waiting for the password, and takes it from stdin.
+    p.run_stdin(
+        &["journey", "input", &id, "--password-stdin"],
+        &format!("{STRONG_PASSWORD}\n"),
+    )
+    .expect_ok()
+    .stdout_has("signed in")
+    .stdout_has("[password-reset v1, completed]");
+}
+
+#[test]
+fn help_exits_zero_and_names_the_commands() {
+    let dir = TestDir::new("help");
+    let p = Passage::new(&dir);
+
+    let top = p.run(&["--help"]);
+    top.expect_ok().stdout_has("Usage: passage");
+    for cmd in [
+        "demo",
+        "journey",
+        "journeys",
+        "outbox",
+        "call",
+        "audit",
+        "workflows",
+        "worker",
+    ] {
+        assert!(
+            top.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "`{cmd}` not listed in {top}"
+        );
+    }
+    top.stdout_has("--db")
+        .stdout_has("--workflows")
+        .stdout_has("Exit status");
+
+    let journey = p.run(&["journey", "--help"]);
+    journey.expect_ok().stdout_has("Usage: passage journey");
+    for cmd in ["start", "input", "resend", "cancel", "show", "replay"] {
+        assert!(
+            journey
+                .stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "`{cmd}` not listed in {journey}"
+        );
+    }
+    assert!(!dir.db().exists(), "--help must not create the event store");
+}
+
+/// The count of "Re-send code" left that the view prints is the number of resends the engine
+/// then accepts.
+#[test]
+fn the_resends_left_shown_are_the_resends_accepted() {
+    let dir = TestDir::new("resend");
+    let workflows = dir.join("workflows");
+    copy_files(
+        std::path::Path::new(common::REPO_WORKFLOWS),
+        &workflows,
+        Some("toml"),
+    );
+    let file = workflows.join("password-reset.toml");
+    let original = std::fs::read_to_string(&file).expect("read password-reset.toml");
+    let line = r#"resend = { label = "Re-send code", max = 3, cooldown = "30s" }"#;
+    assert!(
+        original.contains(line),
+        "the shipped file changed; update this test"
+    );
+    // Same journey, but a resend is possible 200 ms after the last send.
+    let quick = original.replace(
+        line,
+        r#"resend = { label = "Re-send code", max = 2, cooldown = "200ms" }"#,
+    );
+    std::fs::write(&file, quick).expect("write the edited definition");
+    let p = Passage::new(&dir).with_workflows(&workflows);
+
+    let left_in = |stdout: &str| -> u32 {
+        let marker = "\"Re-send code\": ";
+        let at = stdout
+            .find(marker)
+            .unwrap_or_else(|| panic!("no resend count in {stdout}"))
+            + marker.len();
+        let n: String = stdout[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        n.parse().expect("a count")
+    };
+    let (id, start) = p.start("alice@example.com");
+    let shown = left_in(&start.stdout);
+
+    let mut accepted = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let r = p.run(&["journey", "resend", &id]);
+        r.no_panic();
+        if r.code == Some(0) {
+            accepted += 1;
+            assert!(accepted <= 10, "resends never stop: {r}");
+            continue;
+        }
+        r.expect_code(1).stderr_has("refused (resend-limit)");
+        break;
+    }
+    assert_eq!(accepted, 2, "`max = 2` allows two resends");
+    assert_eq!(
+        shown, accepted,
+        "the view said {shown} resend(s) left but the engine accepted {accepted}:\n{}",
+        start.stdout
+    );
+}
