@@ -5,7 +5,7 @@
 //! positions are asserted from 1) on a multi-threaded tokio runtime (several functions race
 //! appends from spawned tasks), e.g.:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 //! async fn global_order() {
 //!     let store = fresh_store().await; // an empty database of the backend under test
