@@ -90,6 +90,18 @@ pub enum Command {
     Workflows(WorkflowsCommand),
     /// Deliver outbox entries and fire timers until interrupted (Ctrl-C stops it cleanly).
     Worker(WorkerArgs),
+    /// Serve the JSON API (/api/journeys) and run a worker in the same process, until Ctrl-C
+    /// or SIGTERM. Several `serve` nodes can share one database.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "PASSAGE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -218,6 +218,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Workflows(WorkflowsCommand::Check { .. }) => Ok(()),
+        Command::Serve(args) => serve(app, args).await,
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let options = passage_runtime::WorkerOptions {
@@ -232,12 +233,69 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
                 "worker running on {}; Ctrl-C stops it",
                 cli.global.db.display()
             );
-            tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
+            shutdown_signal().await;
             let _ = tx.send(true);
             handle.await.context("stop the worker")?;
             Ok(())
         }
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what a service manager or a container runtime sends).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn worker_options(args: &cli::WorkerArgs) -> passage_runtime::WorkerOptions {
+    passage_runtime::WorkerOptions {
+        lease: args.lease,
+        batch: args.batch.max(1),
+        ..Default::default()
+    }
+}
+
+async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("read the listening address")?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let worker = passage_runtime::Worker::new(
+        app.engine.clone(),
+        app.outbox.clone(),
+        worker_options(&args.worker),
+    );
+    let worker = tokio::spawn(worker.run(rx));
+    let router = passage_web::router(passage_web::AppState::new(app.engine.clone()));
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve HTTP")?;
+    let _ = tx.send(true);
+    worker.await.context("stop the worker")?;
+    Ok(())
 }
 
 fn check_workflows(files: &[std::path::PathBuf]) -> anyhow::Result<()> {

@@ -20,10 +20,18 @@ pub struct Requirement {
 }
 
 /// What the password may not contain, taken from the account (never from the request, R29).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct PasswordContext {
     pub email: String,
     pub display_name: String,
+}
+
+impl std::fmt::Debug for PasswordContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordContext")
+            .field("email", &crate::mask::mask_email(&self.email))
+            .finish_non_exhaustive()
+    }
 }
 
 /// NFC, the form applied at set time and at sign-in alike (R39; see docs/security.md).
@@ -163,6 +171,29 @@ mod tests {
         assert!(unmet(&emoji, &emoji).is_empty());
         let long = "x".repeat(129);
         assert!(unmet(&long, &long).contains(&"length"));
+    }
+
+    #[test]
+    fn upper_bound_is_explicit_and_nothing_is_truncated() {
+        // R36: 64 and 128 accepted; 129 and 10 000 refused with a reason, never truncated.
+        let words = "harbour lantern meadow copper violet glacier pebble saffron thimble orchard ";
+        let of_len = |n: usize| words.chars().cycle().take(n).collect::<String>();
+        for ok in [64, 128] {
+            let pw = of_len(ok);
+            assert!(
+                unmet(&pw, &pw).is_empty(),
+                "{ok} characters must be accepted"
+            );
+        }
+        for too_long in [129, 10_000] {
+            let pw = of_len(too_long);
+            assert_eq!(unmet(&pw, &pw), vec!["length"], "{too_long} characters");
+        }
+        // Confirmation differing only after character 72 (bcrypt's limit) is a mismatch.
+        let a = of_len(100);
+        let mut b = of_len(99);
+        b.push('#');
+        assert_eq!(unmet(&a, &b), vec!["match"]);
     }
 
     #[test]

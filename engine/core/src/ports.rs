@@ -131,6 +131,10 @@ pub struct OutboxEntry {
     pub payload: String,
     /// Delivery attempts before this claim.
     pub attempts: u32,
+    /// The claim's fencing token: the `leased_until` it set. Completing or rescheduling
+    /// the entry must present it, so a worker whose lease lapsed (and was taken over)
+    /// cannot act on the entry any more.
+    pub lease: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +143,8 @@ pub struct TimerEntry {
     pub stream: JourneyId,
     pub fire_at: Timestamp,
     pub payload: String,
+    /// The claim's fencing token, as in [`OutboxEntry::lease`].
+    pub lease: Timestamp,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -159,6 +165,10 @@ pub enum StoreError {
     },
     #[error("event store unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The request can never succeed as sent (its own data breaks a constraint, e.g. an
+    /// effect id that is already used): retrying it is pointless, unlike `Unavailable`.
+    #[error("event store refused the request: {0}")]
+    Rejected(String),
     #[error("event store data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -208,7 +218,8 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<JourneySummary>, StoreError>> + Send;
 
     /// Leases up to `limit` outbox entries that are due at `now` and not leased by anyone
-    /// else; the lease lapses after `lease` so a dead worker's entries are taken over.
+    /// else; the lease lapses after `lease` so a dead worker's entries are taken over. Each
+    /// entry carries its fencing token ([`OutboxEntry::lease`]).
     fn claim_effects(
         &self,
         now: Timestamp,
@@ -216,20 +227,27 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
 
+    /// Marks the entry delivered, if it is still pending and leased with `lease` (the token
+    /// of the claim that returned it). `Ok(false)`: the lease was lost (it lapsed and
+    /// another worker claimed the entry, or the entry is no longer pending); nothing changed.
     fn complete_effect(
         &self,
         effect_id: Uuid,
+        lease: Timestamp,
         now: Timestamp,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Releases the lease and makes the entry due again at `retry_at`; `None` gives up.
+    /// Fenced like [`EventStore::complete_effect`]: `Ok(false)` means the lease was lost.
     fn reschedule_effect(
         &self,
         effect_id: Uuid,
+        lease: Timestamp,
         retry_at: Option<Timestamp>,
         error: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Leases due timers, as [`EventStore::claim_effects`] leases effects.
     fn claim_timers(
         &self,
         now: Timestamp,
@@ -237,24 +255,44 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<TimerEntry>, StoreError>> + Send;
 
+    /// Marks the timer fired, fenced by its claim's `lease` token like
+    /// [`EventStore::complete_effect`].
     fn complete_timer(
         &self,
         timer_id: Uuid,
+        lease: Timestamp,
         now: Timestamp,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The earliest time at which a pending effect or timer becomes due, if any.
     fn next_due(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// Resolves when new outbox or timer work may be available, or after `timeout` at the
+    /// latest. Spurious wake-ups are allowed (the caller claims and finds nothing); missed
+    /// ones are bounded by `timeout`, which is the polling fallback.
+    fn wait_for_work(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
 }
 
 /// An account as the directory knows it. Full addresses live only here (never in events).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     pub account_id: String,
     pub email: String,
     pub display_name: String,
     pub phone: Option<String>,
     pub enabled: bool,
+}
+
+impl fmt::Debug for Account {
+    // Masked, so that an account printed by accident leaks no address (R50).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("account_id", &self.account_id)
+            .field("email", &crate::mask::mask_email(&self.email))
+            .field("phone", &self.phone.as_deref().map(crate::mask::mask_phone))
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -144,18 +144,40 @@ fn keystream(keys: &Keys, effect_id: Uuid, len: usize) -> Vec<u8> {
     out
 }
 
-/// Seals a secret for one effect (see the module docs).
+/// Length of the tag that authenticates a sealed value.
+const SEAL_TAG: usize = 16;
+
+fn seal_tag(keys: &Keys, effect_id: Uuid, ciphertext: &[u8]) -> [u8; 32] {
+    hmac(&keys.seal_key, &[b"tag", effect_id.as_bytes(), ciphertext])
+}
+
+/// Seals a secret for one effect (see the module docs): ciphertext, then a 16-byte tag so
+/// that opening with the wrong key or a damaged value fails instead of yielding garbage.
 pub fn seal(keys: &Keys, effect_id: Uuid, secret: &str) -> String {
     let ks = keystream(keys, effect_id, secret.len());
-    let sealed: Vec<u8> = secret.bytes().zip(ks).map(|(a, b)| a ^ b).collect();
+    let mut sealed: Vec<u8> = secret.bytes().zip(ks).map(|(a, b)| a ^ b).collect();
+    let tag = seal_tag(keys, effect_id, &sealed);
+    sealed.extend_from_slice(&tag[..SEAL_TAG]);
     hex(&sealed)
 }
 
-/// Opens what [`seal`] produced; `None` if it is not valid hex or not UTF-8.
+/// Opens what [`seal`] produced; `None` if it was sealed under another key or effect, or
+/// was altered.
 pub fn unseal(keys: &Keys, effect_id: Uuid, sealed: &str) -> Option<String> {
     let bytes = unhex(sealed)?;
-    let ks = keystream(keys, effect_id, bytes.len());
-    String::from_utf8(bytes.into_iter().zip(ks).map(|(a, b)| a ^ b).collect()).ok()
+    let split = bytes.len().checked_sub(SEAL_TAG)?;
+    let (ciphertext, tag) = bytes.split_at(split);
+    let expected = seal_tag(keys, effect_id, ciphertext);
+    // Constant time: the tag is a MAC.
+    let diff = expected[..SEAL_TAG]
+        .iter()
+        .zip(tag)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if diff != 0 {
+        return None;
+    }
+    let ks = keystream(keys, effect_id, ciphertext.len());
+    String::from_utf8(ciphertext.iter().zip(ks).map(|(a, b)| a ^ b).collect()).ok()
 }
 
 /// A fresh session token (returned once) and the hash that events keep.
@@ -310,6 +332,19 @@ pub(crate) mod tests {
             Some("654321")
         );
         assert_eq!(unseal(&k, id, "zz"), None);
+    }
+
+    #[test]
+    fn verification_normalizes_like_setting_does() {
+        // R39: set with NFC (decide normalizes before hashing); verify any form of it.
+        let composed = "caf\u{e9} au lait tous les jours";
+        let decomposed = "cafe\u{301} au lait tous les jours";
+        let h = Argon2id::new(256, 1, 1)
+            .hash(&crate::password::normalize(decomposed), &[3; 16])
+            .unwrap();
+        assert!(verify_password(composed, &h));
+        assert!(verify_password(decomposed, &h));
+        assert!(!verify_password("cafe au lait tous les jours", &h));
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub(crate) fn password_changed_email(portal: &str, at: Timestamp) -> (String, St
     let text = format!(
         "The password of your {portal} account was changed at {at}.\n\n\
          If this was you, there is nothing more to do.\n\
-         If it was not you, contact the service desk at once: your other sessions have been \
-         signed out, and the desk can lock the account.\n"
+         If it was not you, contact the service desk at once: the desk can lock the account \
+         and show what happened.\n"
     );
     (subject, text)
 }

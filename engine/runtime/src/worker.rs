@@ -112,6 +112,8 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.engine.wake().notified() => {}
+                // Work committed by other processes or nodes (LISTEN/NOTIFY on PostgreSQL).
+                _ = self.engine.store().wait_for_work(self.options.idle_poll) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -177,10 +179,16 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             Ok(_) | Err(Error::UnknownJourney(_)) => {}
             Err(e) => return Err(e),
         }
-        self.engine
+        let held = self
+            .engine
             .store()
-            .complete_timer(timer.timer_id, self.engine.now())
+            .complete_timer(timer.timer_id, timer.lease, self.engine.now())
             .await?;
+        if !held {
+            // Another worker took the timer over; its firing is the same command id.
+            debug!(timer = %timer.timer_id, journey = %timer.stream, "timer lease lost before completion");
+            return Ok(());
+        }
         debug!(timer = %timer.timer_id, journey = %timer.stream, "timer fired");
         Ok(())
     }
@@ -191,9 +199,12 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             Ok(e) => e,
             Err(e) => {
                 error!(effect = %entry.effect_id, "failed to decode outbox entry: {e}");
-                store
-                    .reschedule_effect(entry.effect_id, None, "undecodable payload")
-                    .await?;
+                if !store
+                    .reschedule_effect(entry.effect_id, entry.lease, None, "undecodable payload")
+                    .await?
+                {
+                    debug!(effect = %entry.effect_id, "effect lease lost before giving up");
+                }
                 return Ok(Delivery::Failed);
             }
         };
@@ -217,9 +228,14 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                         .submit(journey, input, Actor::system(), Some(id))
                         .await?;
                 }
-                store
-                    .complete_effect(entry.effect_id, self.engine.now())
-                    .await?;
+                if !store
+                    .complete_effect(entry.effect_id, entry.lease, self.engine.now())
+                    .await?
+                {
+                    // Our lease lapsed and another worker holds the entry: it delivers again
+                    // under the same idempotency key, so there is nothing more to do here.
+                    debug!(effect = %entry.effect_id, %journey, "effect lease lost before completion");
+                }
                 debug!(effect = %entry.effect_id, %journey, channel, "effect delivered");
                 Ok(Delivery::Delivered)
             }
@@ -251,9 +267,12 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                     .submit(journey, input, Actor::system(), Some(id))
                     .await?;
                 let at = retry_after.map(|d| self.engine.now().plus(d));
-                store
-                    .reschedule_effect(entry.effect_id, at, &message)
-                    .await?;
+                if !store
+                    .reschedule_effect(entry.effect_id, entry.lease, at, &message)
+                    .await?
+                {
+                    debug!(effect = %entry.effect_id, %journey, "effect lease lost before rescheduling");
+                }
                 Ok(if permanent {
                     Delivery::Failed
                 } else {

@@ -465,3 +465,151 @@ async fn two_engines_on_one_database_settle_races_by_optimistic_concurrency() {
         "no lost or duplicated event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_account_is_answered_exactly_like_a_missing_one() {
+    // R1: same reply, same view, nothing sent.
+    let f = fixture("disabled").await;
+    let dave = Account {
+        account_id: "acct-dave".into(),
+        email: "dave@example.com".into(),
+        display_name: "Dave".into(),
+        phone: Some("+61400000004".into()),
+        enabled: false,
+    };
+    f.engine
+        .store()
+        .insert_account_if_missing(&dave, "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
+        .await
+        .unwrap();
+    let mut views = Vec::new();
+    for email in ["dave@example.com", "dora@example.com"] {
+        let o = f
+            .engine
+            .start("password-reset", Actor::person("t"), None)
+            .await
+            .unwrap();
+        let o = f
+            .engine
+            .submit(
+                o.journey_id,
+                Input::Email(email.into()),
+                Actor::person("t"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(o.reply, Reply::Accepted { .. }));
+        views.push(serde_json::to_value(&o.view).unwrap());
+    }
+    // The masked address differs (it is the address typed); everything else is identical.
+    for v in &mut views {
+        v["step"]["sent_to"] = serde_json::Value::Null;
+        v["expires_at"] = serde_json::Value::Null;
+        v["step"]["expires_at"] = serde_json::Value::Null;
+        v["step"]["resend_available_at"] = serde_json::Value::Null;
+    }
+    assert_eq!(views[0], views[1]);
+    let r = worker(&f, f.outbox.clone()).drain().await.unwrap();
+    assert_eq!(r.delivered, 0, "nothing is sent to a disabled account");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_setting_the_password_change_it_once() {
+    // R31 / attack case 14: concurrent set-password in one journey gives one change, and a
+    // replay of the completing command mints no second session.
+    let f = fixture("two-tabs").await;
+    let id = started(&f).await;
+    let w = worker(&f, f.outbox.clone());
+    w.drain().await.unwrap();
+    let code = f
+        .outbox
+        .latest(id, "email")
+        .await
+        .unwrap()
+        .unwrap()
+        .code()
+        .unwrap();
+    f.engine
+        .submit(id, Input::Code(code), Actor::person("t"), None)
+        .await
+        .unwrap();
+    f.engine
+        .submit(id, Input::Choose("sms".into()), Actor::person("t"), None)
+        .await
+        .unwrap();
+    w.drain().await.unwrap();
+    let sms = f
+        .outbox
+        .latest(id, "sms")
+        .await
+        .unwrap()
+        .unwrap()
+        .code()
+        .unwrap();
+    f.engine
+        .submit(id, Input::Code(sms), Actor::person("t"), None)
+        .await
+        .unwrap();
+    let pw = |p: &str| Input::Password {
+        new: p.into(),
+        confirm: p.into(),
+    };
+    let cmd = uuid::Uuid::new_v4();
+    let a = f.engine.submit(
+        id,
+        pw("lantern harbour velvet comet"),
+        Actor::person("tab-1"),
+        Some(cmd),
+    );
+    let b = f.engine.submit(
+        id,
+        pw("meadow copper violet glacier"),
+        Actor::person("tab-2"),
+        None,
+    );
+    let (a, b) = tokio::join!(a, b);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let tokens = [&a.reply, &b.reply]
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Reply::Accepted {
+                    session_token: Some(_)
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        tokens, 1,
+        "exactly one tab succeeds: {:?} / {:?}",
+        a.reply, b.reply
+    );
+    let changes = events(&f, id)
+        .await
+        .iter()
+        .filter(|e| matches!(e, JourneyEvent::PasswordChanged { .. }))
+        .count();
+    assert_eq!(changes, 1);
+    let replay = f
+        .engine
+        .submit(
+            id,
+            pw("lantern harbour velvet comet"),
+            Actor::person("tab-1"),
+            Some(cmd),
+        )
+        .await
+        .unwrap();
+    assert!(!replay.fresh);
+    assert!(
+        !matches!(
+            replay.reply,
+            Reply::Accepted {
+                session_token: Some(_)
+            }
+        ),
+        "a replayed command never hands out a session"
+    );
+}

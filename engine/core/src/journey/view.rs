@@ -45,6 +45,8 @@ pub enum StepView {
         options: Vec<OptionView>,
         /// Shown only now, after the email code was verified (R19).
         phone_masked: Option<String>,
+        /// Meaningful notice of the risks of SMS and calls, when an option uses them (R25).
+        risk_notice: Option<String>,
     },
     Voice {
         id: String,
@@ -67,6 +69,22 @@ pub enum StepView {
         prompt: String,
         tiles: Vec<TileView>,
     },
+}
+
+/// R25: SMS and voice are restricted authenticators; people are told why.
+pub const PHONE_RISK_NOTICE: &str = "Text messages and calls are less secure than other \
+methods: they can be intercepted, or redirected if someone takes over your phone number. \
+Never share the code, and tell the service desk if you get one you did not ask for.";
+
+fn uses_phone(def: &Definition, step: &crate::definition::StepId) -> bool {
+    matches!(
+        def.step(step).map(|s| &s.kind),
+        Some(StepKind::Voice(_))
+            | Some(StepKind::Code(crate::definition::CodeStep {
+                channel: CodeChannel::Sms,
+                ..
+            }))
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,6 +150,10 @@ impl JourneyView {
                             })
                             .collect(),
                         phone_masked: state.phone_masked.clone(),
+                        risk_notice: options
+                            .iter()
+                            .any(|o| uses_phone(def, &o.next))
+                            .then(|| PHONE_RISK_NOTICE.to_owned()),
                     },
                     StepKind::Voice(v) => StepView::Voice {
                         id,

@@ -1,0 +1,277 @@
+//! `/api/journeys`: start a journey and answer its steps.
+//!
+//! Every answer carries the journey's view (what to show next), so a client never keeps
+//! its own idea of the state. A refusal by the journey's rules is `422` with a stable
+//! `error.code` (`invalid-code`, `step-not-allowed`, ...) and the view.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use passage_core::journey::Reply;
+use passage_core::journey::view::JourneyView;
+use passage_core::ports::{AccountDirectory, EventStore, JourneyId};
+use passage_core::secrets::derived_id;
+use passage_runtime::{Actor, Input, Outcome};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use uuid::Uuid;
+
+type Shared<S, D> = State<Arc<AppState<S, D>>>;
+
+pub fn router<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) -> Router {
+    Router::new()
+        .route("/api/journeys", post(start::<S, D>))
+        .route("/api/journeys/{id}", get(show::<S, D>))
+        .route("/api/journeys/{id}/email", post(email::<S, D>))
+        .route("/api/journeys/{id}/code", post(code::<S, D>))
+        .route("/api/journeys/{id}/resend", post(resend::<S, D>))
+        .route("/api/journeys/{id}/choice", post(choice::<S, D>))
+        .route("/api/journeys/{id}/call", post(call::<S, D>))
+        .route("/api/journeys/{id}/password", post(password::<S, D>))
+        .route("/api/health", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize)]
+struct JourneyResponse {
+    journey_id: String,
+    /// `accepted` or `rejected`.
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody>,
+    /// Handed out once, when the journey completes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<String>,
+    journey: JourneyView,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+fn respond(outcome: Outcome, created: bool) -> Response {
+    let journey_id = outcome.journey_id.to_string();
+    match outcome.reply {
+        Reply::Accepted { session_token } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let body = JourneyResponse {
+                journey_id,
+                result: "accepted",
+                error: None,
+                session_token,
+                journey: outcome.view,
+            };
+            (status, Json(body)).into_response()
+        }
+        Reply::Rejected(r) => {
+            let body = JourneyResponse {
+                journey_id,
+                result: "rejected",
+                error: Some(ErrorBody {
+                    code: r.code,
+                    message: r.message,
+                }),
+                session_token: None,
+                journey: outcome.view,
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+    }
+}
+
+fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found())
+}
+
+/// `Idempotency-Key`: a retried request with the same key returns the first outcome. Keys
+/// are scoped to the journey so one client's key cannot collide with another journey's.
+fn command_id(headers: &HeaderMap, scope: &[u8]) -> Result<Option<Uuid>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 200 visible characters.")
+        })?;
+    Ok(Some(derived_id(&[b"api", scope, key.as_bytes()])))
+}
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload.map(|Json(t)| t).map_err(|e| {
+        ApiError::bad_request(format!("The request body is not valid: {}", e.body_text()))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    workflow: Option<String>,
+    /// Convenience: start and submit the email in one call.
+    email: Option<String>,
+}
+
+async fn start<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    headers: HeaderMap,
+    payload: Result<Json<StartRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let workflow = req.workflow.unwrap_or_else(|| app.default_workflow.clone());
+    let cmd = command_id(&headers, b"start")?;
+    let started = app
+        .engine
+        .start(&workflow, Actor::person("api"), cmd)
+        .await?;
+    let Some(email) = req.email else {
+        return Ok(respond(started, true));
+    };
+    let cmd = cmd.map(|c| derived_id(&[c.as_bytes(), b"email"]));
+    let outcome = app
+        .engine
+        .submit(
+            started.journey_id,
+            Input::Email(email),
+            Actor::person("api"),
+            cmd,
+        )
+        .await?;
+    Ok(respond(outcome, true))
+}
+
+async fn show<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = journey_id(&id)?;
+    let (_, _, view) = app.engine.load(id).await?;
+    Ok(Json(serde_json::json!({ "journey_id": id.to_string(), "journey": view })).into_response())
+}
+
+async fn submit<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    id: &str,
+    headers: &HeaderMap,
+    input: Input,
+) -> Result<Response, ApiError> {
+    let id = journey_id(id)?;
+    let cmd = command_id(headers, id.0.as_bytes())?;
+    let outcome = app
+        .engine
+        .submit(id, input, Actor::person("api"), cmd)
+        .await?;
+    Ok(respond(outcome, false))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailRequest {
+    email: String,
+}
+
+async fn email<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<EmailRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    submit(&app, &id, &headers, Input::Email(req.email)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeRequest {
+    code: String,
+}
+
+async fn code<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<CodeRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    submit(&app, &id, &headers, Input::Code(req.code)).await
+}
+
+async fn resend<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    submit(&app, &id, &headers, Input::Resend).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChoiceRequest {
+    option: String,
+}
+
+async fn choice<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<ChoiceRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    submit(&app, &id, &headers, Input::Choose(req.option)).await
+}
+
+/// Keys pressed on the journey's ringing call. Stands in for the voice provider's gather
+/// webhook until the real channel adapters mount theirs (they check the provider's signature).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallRequest {
+    call_id: Uuid,
+    digits: String,
+}
+
+async fn call<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<CallRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let input = Input::CallKeys {
+        call_id: req.call_id,
+        digits: req.digits,
+    };
+    submit(&app, &id, &headers, input).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordRequest {
+    new_password: String,
+    confirm_password: String,
+}
+
+async fn password<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<PasswordRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let input = Input::Password {
+        new: req.new_password,
+        confirm: req.confirm_password,
+    };
+    submit(&app, &id, &headers, input).await
+}
