@@ -13,8 +13,8 @@
 //! }
 //! ```
 //!
-//! `tests/sqlite_contract.rs` is the SQLite instance of this; a PostgreSQL backend copies it
-//! with its own `fresh_store`.
+//! `tests/sqlite_contract.rs` (a file and in memory) and `tests/postgres_contract.rs` (a
+//! fresh schema per function) are the two instances of this.
 //!
 //! Times are fixed instants, never the clock: a store must take `now` from its caller.
 
@@ -527,8 +527,11 @@ pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
     failing.timers.push(timer(T0));
     let failing_id = failing.command_id;
     match store.append(failing).await {
-        Err(StoreError::Unavailable(_) | StoreError::Corrupt(_)) => {}
-        other => panic!("an append reusing an existing effect id must fail, got {other:?}"),
+        Err(StoreError::Rejected(_)) => {}
+        other => panic!(
+            "an append reusing an existing effect id must be rejected (it can never succeed), \
+             got {other:?}"
+        ),
     }
     assert_eq!(
         stream_of(&store, stream).await.len(),
@@ -581,13 +584,23 @@ pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
             kind: kept_effect.kind.clone(),
             payload: kept_effect.payload.clone(),
             attempts: 0,
+            lease: at(secs(60)),
         }],
-        "an effect whose lease lapsed is claimable again, with its fields intact"
+        "an effect whose lease lapsed is claimable again, with its fields intact and the \
+         new claim's token (now + lease)"
     );
-    store
-        .reschedule_effect(kept_effect.effect_id, Some(at(secs(120))), "smtp 451")
-        .await
-        .expect("reschedule_effect failed");
+    assert!(
+        store
+            .reschedule_effect(
+                kept_effect.effect_id,
+                again[0].lease,
+                Some(at(secs(120))),
+                "smtp 451"
+            )
+            .await
+            .expect("reschedule_effect failed"),
+        "the lease holder can reschedule"
+    );
     assert!(
         claim(&store, at(secs(119)), lease).await.is_empty(),
         "a rescheduled effect is not due before retry_at, even with its lease released"
@@ -601,10 +614,13 @@ pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
         vec![(kept_effect.effect_id, 1)],
         "a rescheduled effect is due at retry_at with one more attempt"
     );
-    store
-        .complete_effect(kept_effect.effect_id, at(secs(121)))
-        .await
-        .expect("complete_effect failed");
+    assert!(
+        store
+            .complete_effect(kept_effect.effect_id, retried[0].lease, at(secs(121)))
+            .await
+            .expect("complete_effect failed"),
+        "the lease holder can complete"
+    );
     assert!(
         claim(&store, at(secs(86_400)), lease).await.is_empty(),
         "a completed effect is never claimed again"
@@ -621,10 +637,18 @@ pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
         vec![doomed_effect.effect_id],
         "an effect appended without events is still written"
     );
-    store
-        .reschedule_effect(doomed_effect.effect_id, None, "mailbox does not exist")
-        .await
-        .expect("reschedule_effect(None) failed");
+    assert!(
+        store
+            .reschedule_effect(
+                doomed_effect.effect_id,
+                claimed[0].lease,
+                None,
+                "mailbox does not exist"
+            )
+            .await
+            .expect("reschedule_effect(None) failed"),
+        "the lease holder can give up"
+    );
     assert!(
         claim(&store, at(secs(86_400)), lease).await.is_empty(),
         "an effect given up on (retry_at None) is never claimed again"
@@ -661,11 +685,14 @@ pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
     let mut want: Vec<Uuid> = three.effects.iter().map(|e| e.effect_id).collect();
     want.sort();
     assert_eq!(ids, want, "the two claims together return each effect once");
-    for id in ids {
-        store
-            .complete_effect(id, at(secs(301)))
-            .await
-            .expect("complete_effect failed");
+    for entry in first_two.iter().chain(&last_one) {
+        assert!(
+            store
+                .complete_effect(entry.effect_id, entry.lease, at(secs(301)))
+                .await
+                .expect("complete_effect failed"),
+            "each claim's holder completes its entry"
+        );
     }
 
     // Timers: due time, lease, lapse, completion.
@@ -694,6 +721,11 @@ pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
         ),
         "a claimed timer carries its fields"
     );
+    assert_eq!(
+        fired[0].lease,
+        at(secs(70)),
+        "the claim's token is now + lease"
+    );
     assert!(
         timers_at(at(secs(69)))
             .await
@@ -701,18 +733,19 @@ pub async fn outbox_timer_atomicity<S: EventStore>(store: S) {
             .is_empty(),
         "a leased timer is not claimed again before the lease lapses"
     );
+    let retaken = timers_at(at(secs(70))).await.expect("claim_timers failed");
     assert_eq!(
-        timers_at(at(secs(70)))
-            .await
-            .expect("claim_timers failed")
-            .len(),
-        1,
-        "a timer whose lease lapsed is claimable again"
+        retaken.iter().map(|t| t.lease).collect::<Vec<_>>(),
+        vec![at(secs(80))],
+        "a timer whose lease lapsed is claimable again, with the new claim's token"
     );
-    store
-        .complete_timer(kept_timer.timer_id, at(secs(71)))
-        .await
-        .expect("complete_timer failed");
+    assert!(
+        store
+            .complete_timer(kept_timer.timer_id, retaken[0].lease, at(secs(71)))
+            .await
+            .expect("complete_timer failed"),
+        "the lease holder can complete the timer"
+    );
     assert!(
         timers_at(at(secs(86_400)))
             .await
@@ -930,4 +963,204 @@ pub async fn journeys_summary<S: EventStore>(store: S) {
         vec![sb2, sa2, sc],
         "summaries follow committed appends (also zero-event ones) and ignore conflicting ones"
     );
+}
+
+/// Lease fencing: a worker whose lease lapsed, and whose entry another worker claimed,
+/// can neither complete nor reschedule it (the store answers `false` and changes nothing);
+/// the current holder can. The same for timers.
+pub async fn lease_fencing<S: EventStore>(store: S) {
+    let stream = new_stream();
+    let lease = secs(30);
+    let mut req = request(stream, 0, 1);
+    let fx = effect(T0);
+    let tm = timer(T0);
+    req.effects.push(fx.clone());
+    req.timers.push(tm.clone());
+    append_ok(&store, req, "an append with an effect and a timer").await;
+
+    // Worker A claims, then stalls past its lease; worker B takes the entry over.
+    let a = claim(&store, T0, lease).await;
+    assert_eq!(a.len(), 1, "worker A claims the effect");
+    assert_eq!(a[0].lease, at(secs(30)), "A's token is its leased_until");
+    let b = claim(&store, at(secs(31)), lease).await;
+    assert_eq!(b.len(), 1, "worker B takes the lapsed effect over");
+    assert!(b[0].lease > a[0].lease, "a later claim gets a later token");
+
+    let lost = |what: &str| format!("{what} with a lost lease must answer false");
+    assert!(
+        !store
+            .complete_effect(fx.effect_id, a[0].lease, at(secs(32)))
+            .await
+            .expect("complete_effect failed"),
+        "{}",
+        lost("complete_effect")
+    );
+    assert!(
+        !store
+            .reschedule_effect(fx.effect_id, a[0].lease, Some(at(secs(40))), "late")
+            .await
+            .expect("reschedule_effect failed"),
+        "{}",
+        lost("reschedule_effect")
+    );
+    assert!(
+        !store
+            .reschedule_effect(fx.effect_id, a[0].lease, None, "late")
+            .await
+            .expect("reschedule_effect failed"),
+        "{}",
+        lost("giving up")
+    );
+    // A's attempts changed nothing: B's lease still holds (not claimable before it lapses)
+    // and B can finish.
+    assert!(
+        claim(&store, at(secs(60)), lease).await.is_empty(),
+        "B's lease is intact after A's fenced-off calls"
+    );
+    assert!(
+        store
+            .complete_effect(fx.effect_id, b[0].lease, at(secs(33)))
+            .await
+            .expect("complete_effect failed"),
+        "the current holder completes"
+    );
+    assert!(
+        !store
+            .complete_effect(fx.effect_id, b[0].lease, at(secs(34)))
+            .await
+            .expect("complete_effect failed"),
+        "completing twice answers false the second time"
+    );
+    assert!(
+        !store
+            .complete_effect(Uuid::new_v4(), b[0].lease, at(secs(34)))
+            .await
+            .expect("complete_effect failed"),
+        "an unknown effect answers false"
+    );
+
+    // A reschedule by the holder releases the lease: its token is spent.
+    let mut req = request(stream, 1, 0);
+    let fx2 = effect(at(secs(100)));
+    req.effects.push(fx2.clone());
+    append_ok(&store, req, "a second effect").await;
+    let c = claim(&store, at(secs(100)), lease).await;
+    assert!(
+        store
+            .reschedule_effect(fx2.effect_id, c[0].lease, Some(at(secs(200))), "retry")
+            .await
+            .expect("reschedule_effect failed"),
+        "the holder reschedules"
+    );
+    assert!(
+        !store
+            .complete_effect(fx2.effect_id, c[0].lease, at(secs(101)))
+            .await
+            .expect("complete_effect failed"),
+        "after rescheduling, the old token completes nothing"
+    );
+
+    // Timers.
+    let ta = store
+        .claim_timers(T0, lease, 10)
+        .await
+        .expect("claim_timers failed");
+    assert_eq!(ta.len(), 1, "worker A claims the timer");
+    let tb = store
+        .claim_timers(at(secs(30)), lease, 10)
+        .await
+        .expect("claim_timers failed");
+    assert_eq!(tb.len(), 1, "worker B takes the lapsed timer over");
+    assert!(
+        !store
+            .complete_timer(tm.timer_id, ta[0].lease, at(secs(31)))
+            .await
+            .expect("complete_timer failed"),
+        "{}",
+        lost("complete_timer")
+    );
+    assert!(
+        store
+            .claim_timers(at(secs(59)), lease, 10)
+            .await
+            .expect("claim_timers failed")
+            .is_empty(),
+        "B's timer lease is intact"
+    );
+    assert!(
+        store
+            .complete_timer(tm.timer_id, tb[0].lease, at(secs(32)))
+            .await
+            .expect("complete_timer failed"),
+        "the current holder fires the timer"
+    );
+    assert!(
+        store
+            .claim_timers(at(secs(86_400)), lease, 10)
+            .await
+            .expect("claim_timers failed")
+            .is_empty(),
+        "a fired timer is never claimed again"
+    );
+}
+
+/// Waits until one whole short `wait_for_work` passes quietly. Backends may wake once
+/// spuriously (when they start listening, or from the permit a signal leaves for a waiter
+/// that was busy), which the contract allows; the wake-up test must start after that.
+async fn settle<S: EventStore>(store: &S) {
+    use std::time::Instant;
+    let quiet = Duration::from_millis(300);
+    for _ in 0..20 {
+        let started = Instant::now();
+        store.wait_for_work(quiet).await;
+        let took = started.elapsed();
+        assert!(
+            took < quiet + secs(5),
+            "wait_for_work({quiet:?}) took {took:?}: the timeout must bound it"
+        );
+        if took >= quiet - Duration::from_millis(50) {
+            return;
+        }
+    }
+    panic!("wait_for_work never waited out its timeout with nothing to do");
+}
+
+/// `wait_for_work` ends at its timeout when nothing happens, and promptly when this handle
+/// appends an effect or a timer.
+pub async fn wait_for_work_wakes_on_append<S: EventStore>(store: S) {
+    use std::time::Instant;
+    for (what, with_timer) in [("an effect", false), ("a timer", true)] {
+        settle(&store).await;
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                store.wait_for_work(secs(30)).await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !waiter.is_finished(),
+            "wait_for_work returned with nothing appended"
+        );
+        let mut req = request(new_stream(), 0, 1);
+        if with_timer {
+            req.timers.push(timer(at(secs(5))));
+        } else {
+            req.effects.push(effect(T0));
+        }
+        let appended = Instant::now();
+        append_ok(&store, req, "an append adding work").await;
+        let waited = tokio::time::timeout(secs(10), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("wait_for_work did not wake after {what} was appended"))
+            .expect("waiter task panicked");
+        let latency = appended.elapsed();
+        assert!(
+            latency < Duration::from_millis(500),
+            "wait_for_work woke {latency:?} after appending {what} (waited {waited:?}); \
+             expected well under 500 ms"
+        );
+    }
 }

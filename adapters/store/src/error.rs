@@ -8,7 +8,7 @@ use std::path::PathBuf;
 ///
 /// Callers of the ports never see this type directly: it becomes a [`StoreError`] or a
 /// [`DirectoryError`] at the boundary (see the `From` impls below). Inherent methods of
-/// [`crate::SqliteStore`] (open, seeding) return it as is.
+/// the stores (open, connect, seeding) return it as is.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -18,6 +18,30 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// `target` is the connection URL with any password removed.
+    #[error("failed to connect to PostgreSQL at {target}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Schema names are plain identifiers so they can be quoted, used in a NOTIFY channel
+    /// name and told apart in logs without surprises.
+    #[error(
+        "invalid PostgreSQL schema name {0:?}: use 1 to 48 ASCII letters, digits or \
+         underscores, not starting with a digit"
+    )]
+    InvalidSchema(String),
+    /// [`crate::PgStore::drop_schema`] on a store that was not given a schema of its own:
+    /// dropping whatever the search path points at is never what a test meant.
+    #[error("this store has no schema of its own (Options::schema is None); nothing dropped")]
+    NoOwnSchema,
+    /// No schema was configured and the connection's search_path names no existing one.
+    #[error(
+        "the PostgreSQL search_path names no existing schema: set one in the options or \
+         in the connection URL"
+    )]
+    NoSchema,
     #[error("failed to apply migration {version:04}_{name}")]
     Migration {
         version: i64,
@@ -38,17 +62,21 @@ pub enum Error {
          {known}; upgrade passage"
     )]
     SchemaTooNew { found: i64, known: i64 },
-    /// SQLITE_BUSY that outlasted the busy timeout and the writer's retries: another process
-    /// held the write lock for too long.
+    /// SQLITE_BUSY that outlasted the busy timeout and the writer's retries, or a PostgreSQL
+    /// lock timeout: another connection held the write lock for too long.
     #[error(
-        "the database is busy: another connection held the write lock past the busy \
+        "the database is busy: another connection held the write lock past the lock \
          timeout ({attempts} attempt(s)): {message}"
     )]
     Busy { attempts: u32, message: String },
     /// Any other driver error. Never holds a busy error: [`From<sqlx::Error>`] turns those
     /// into [`Error::Busy`] so the message says what happened.
-    #[error("SQLite error")]
+    #[error("database error")]
     Sql(#[source] sqlx::Error),
+    /// The append can never succeed as sent: its own data breaks a constraint (an effect or
+    /// timer id already in use). Becomes [`StoreError::Rejected`].
+    #[error("{0}")]
+    Rejected(String),
     /// A stored value that cannot be what this crate wrote (bad UUID, wrong hash length,
     /// negative version...).
     #[error("corrupt data: {0}")]
@@ -61,7 +89,7 @@ pub enum Error {
     #[error("the store's writer task has stopped")]
     WriterStopped,
     /// The store spawns its append writer on the current tokio runtime.
-    #[error("SqliteStore must be opened inside a tokio runtime")]
+    #[error("the store must be opened inside a tokio runtime")]
     NoRuntime,
     #[error("no account with id {0:?}")]
     UnknownAccount(String),
@@ -75,6 +103,8 @@ pub enum Error {
 /// extended code (e.g. 517 = SQLITE_BUSY_SNAPSHOT); the primary code is its low byte.
 const SQLITE_BUSY: i64 = 5;
 const SQLITE_LOCKED: i64 = 6;
+/// PostgreSQL's `lock_not_available`: `lock_timeout` expired.
+const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
@@ -93,6 +123,11 @@ fn is_busy(e: &sqlx::Error) -> bool {
     let Some(db) = e.as_database_error() else {
         return false;
     };
+    // By backend: a PostgreSQL SQLSTATE can be all digits and must not be read as a SQLite
+    // result code.
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return pg.code() == PG_LOCK_NOT_AVAILABLE;
+    }
     db.code()
         .and_then(|c| c.parse::<i64>().ok())
         .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
@@ -102,6 +137,7 @@ impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
         match e {
             Error::Corrupt(msg) => StoreError::Corrupt(msg),
+            Error::Rejected(msg) => StoreError::Rejected(msg),
             other => StoreError::Unavailable(Box::new(other)),
         }
     }

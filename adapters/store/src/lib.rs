@@ -6,6 +6,12 @@
 //! - [`SqliteStore`]: the embedded default. One file, WAL mode, fsync at every commit,
 //!   appends grouped into shared transactions (see the `sqlite::writer` module docs), schema
 //!   managed by a small embedded migration runner (`migrations/sqlite/`).
+//! - [`PgStore`]: PostgreSQL, for several engine nodes on one database: commit-ordered
+//!   global positions, group commit, leased claims with `FOR UPDATE SKIP LOCKED`,
+//!   LISTEN/NOTIFY wake-ups, its own migrations (`migrations/postgres/`). See the
+//!   [`postgres`] module and docs/adr/0004-postgres-global-order.md.
+//! - [`AnyStore`]: whichever of the two a configuration string names
+//!   ([`AnyStore::open`]: a `postgres://` URL or a file path).
 //! - [`contract`] (feature `contract-tests`): the behaviour every [`EventStore`] must have,
 //!   as generic async functions, so each backend runs the same suite.
 //!
@@ -13,11 +19,38 @@
 //!
 //! [`EventStore`]: passage_core::ports::EventStore
 
+mod any;
+mod batch;
 mod error;
+mod migrations;
+pub mod postgres;
 mod sqlite;
 
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 
+pub use any::{AnyStore, is_postgres_url};
+pub use batch::StoreStats;
 pub use error::Error;
-pub use sqlite::{Options, Seeded, SqliteDirectory, SqliteStore, StoreStats};
+pub use postgres::{Options as PgOptions, PgStore};
+pub use sqlite::{Options, Seeded, SqliteDirectory, SqliteStore};
+
+use passage_core::time::Timestamp;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The `leased_until` a claim at `now` sets, which is also its fencing token. At least 1 ms
+/// past `now`: a later claim (possible only once `now >= leased_until`) then always sets a
+/// strictly larger token, so two claims never share one.
+pub(crate) fn lease_token(now: Timestamp, lease: Duration) -> Timestamp {
+    now.plus(lease.max(Duration::from_millis(1)))
+}
+
+/// Wall-clock time for bookkeeping columns the ports give no time for (`saved_at`,
+/// `applied_at`, accounts' `updated_at`). Nothing is decided on these values.
+pub(crate) fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0)
+}

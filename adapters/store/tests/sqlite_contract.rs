@@ -43,4 +43,6 @@ contract!(
     read_all_paging,
     definitions_roundtrip,
     journeys_summary,
+    lease_fencing,
+    wait_for_work_wakes_on_append,
 );

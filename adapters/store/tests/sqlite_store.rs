@@ -403,8 +403,8 @@ async fn a_failing_request_does_not_fail_its_batch() {
         let (i, result) = joined.expect("task panicked");
         if i == 25 {
             assert!(
-                matches!(result, Err(StoreError::Unavailable(_))),
-                "the poison request must fail: {result:?}"
+                matches!(result, Err(StoreError::Rejected(_))),
+                "the poison request must be rejected: {result:?}"
             );
         } else {
             assert!(
@@ -573,4 +573,56 @@ async fn clones_share_one_writer() {
     let wins = results.lock().await.iter().filter(|(_, ok)| *ok).count();
     assert_eq!(wins, 1, "ten clones racing for version 1: one wins");
     store.close().await;
+}
+
+/// `wait_for_work` on SQLite: this handle's appends of effects or timers wake it at once;
+/// another handle (another process, to SQLite) cannot signal it, so its work is found when
+/// the timeout ends the wait: the polling fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_work_wakes_on_own_appends_and_times_out_for_others() {
+    let db = TempDb::new();
+    let (store, other) = (db.open().await, db.open().await);
+    let with_effect = || {
+        let mut req = request(new_stream(), 0, 1);
+        req.effects.push(NewEffect {
+            effect_id: Uuid::new_v4(),
+            kind: "send_email".into(),
+            payload: "{}".into(),
+            available_at: T0,
+        });
+        req
+    };
+
+    // Own append: woken well within 500 ms although the timeout is 30 s.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.wait_for_work(Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "nothing appended yet");
+    let appended = Instant::now();
+    store.append(with_effect()).await.expect("append");
+    tokio::time::timeout(Duration::from_millis(500), waiter)
+        .await
+        .expect("woken within 500 ms by this handle's append")
+        .expect("waiter");
+    println!("own append woke the waiter after {:?}", appended.elapsed());
+    // Consume the permit the signal leaves for a busy waiter.
+    store.wait_for_work(Duration::from_millis(10)).await;
+
+    // Another handle's append: no signal crosses handles; the timeout ends the wait.
+    let started = Instant::now();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.wait_for_work(Duration::from_millis(400)).await })
+    };
+    other.append(with_effect()).await.expect("append");
+    waiter.await.expect("waiter");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
+        "another handle's append is found by the polling fallback: waited {waited:?}"
+    );
+    store.close().await;
+    other.close().await;
 }

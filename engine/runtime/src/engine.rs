@@ -167,6 +167,36 @@ struct Inner<S, D> {
     /// to one journey queue instead of racing, so optimistic concurrency only has to settle
     /// races between processes (several nodes on one database).
     in_flight: std::sync::Mutex<HashMap<JourneyId, Weak<tokio::sync::Mutex<()>>>>,
+    /// Recently used journey states, so a command need not re-read and re-fold its stream.
+    /// Safe across nodes: every append names the version it was decided on, and a conflict
+    /// drops the entry and reloads from the store.
+    states: std::sync::Mutex<StateCache>,
+}
+
+/// A bounded map of journey states; when full, it is cleared (simple, and a miss only costs
+/// one read of the stream).
+#[derive(Default)]
+struct StateCache {
+    map: HashMap<JourneyId, JourneyState>,
+}
+
+const STATE_CACHE_CAPACITY: usize = 50_000;
+
+impl StateCache {
+    fn get(&self, id: &JourneyId) -> Option<JourneyState> {
+        self.map.get(id).cloned()
+    }
+
+    fn put(&mut self, id: JourneyId, state: JourneyState) {
+        if self.map.len() >= STATE_CACHE_CAPACITY && !self.map.contains_key(&id) {
+            self.map.clear();
+        }
+        self.map.insert(id, state);
+    }
+
+    fn forget(&mut self, id: &JourneyId) {
+        self.map.remove(id);
+    }
 }
 
 /// A cloneable handle to the executor.
@@ -205,6 +235,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 by_hash: RwLock::default(),
                 wake: Notify::new(),
                 in_flight: std::sync::Mutex::default(),
+                states: std::sync::Mutex::default(),
             }),
         }
     }
@@ -306,7 +337,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             Some(def),
             Pending::Start { origin },
             actor,
-            command_id.unwrap_or_else(Uuid::new_v4),
+            command_id,
         )
         .await
     }
@@ -319,14 +350,8 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         actor: Actor,
         command_id: Option<Uuid>,
     ) -> Result<Outcome, Error> {
-        self.execute(
-            journey_id,
-            None,
-            Pending::Input(input),
-            actor,
-            command_id.unwrap_or_else(Uuid::new_v4),
-        )
-        .await
+        self.execute(journey_id, None, Pending::Input(input), actor, command_id)
+            .await
     }
 
     /// Current state, definition and view of a journey.
@@ -477,8 +502,11 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         start_def: Option<Arc<Definition>>,
         pending: Pending,
         actor: Actor,
-        command_id: Uuid,
+        command_id: Option<Uuid>,
     ) -> Result<Outcome, Error> {
+        // Only a caller-supplied id can have been seen before; a fresh one needs no lookup.
+        let given_id = command_id.is_some();
+        let command_id = command_id.unwrap_or_else(Uuid::new_v4);
         let store = &self.inner.store;
         let lock = self.journey_lock(journey_id);
         let _serialized = lock.lock().await;
@@ -489,14 +517,25 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 let ms = rand::random_range(1..=(2u64 << attempt.min(6)));
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            if let Some(stored) = store.command_outcome(command_id).await? {
+            if (given_id || attempt > 0)
+                && let Some(stored) = store.command_outcome(command_id).await?
+            {
                 return self.replayed_outcome(journey_id, &stored).await;
             }
-            let events = store.read_stream(journey_id).await?;
-            let mut state = JourneyState::default();
-            for e in &events {
-                state.apply(&decode(e)?);
-            }
+            let cached = match attempt {
+                0 => self.cache().get(&journey_id),
+                _ => None,
+            };
+            let state = match cached {
+                Some(state) => state,
+                None => {
+                    let mut state = JourneyState::default();
+                    for e in &store.read_stream(journey_id).await? {
+                        state.apply(&decode(e)?);
+                    }
+                    state
+                }
+            };
             let def = match (&start_def, &state.definition) {
                 (_, Some(d)) => self.definition_by_hash(journey_id, &d.hash).await?,
                 (Some(d), None) => Arc::clone(d),
@@ -547,6 +586,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                         self.inner.wake.notify_waiters();
                         self.inner.wake.notify_one();
                     }
+                    self.cache().put(journey_id, next.clone());
                     let view = JourneyView::build(&next, &def);
                     return Ok(Outcome {
                         journey_id,
@@ -557,13 +597,25 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     });
                 }
                 Ok(AppendResult::Duplicate { outcome }) => {
+                    self.cache().forget(&journey_id);
                     return self.replayed_outcome(journey_id, &outcome).await;
                 }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(StoreError::Conflict { .. }) => {
+                    self.cache().forget(&journey_id);
+                    continue;
+                }
+                Err(e) => {
+                    // The append may or may not have committed: trust only the store.
+                    self.cache().forget(&journey_id);
+                    return Err(e.into());
+                }
             }
         }
         Err(Error::TooMuchContention(journey_id))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, StateCache> {
+        self.inner.states.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn journey_lock(&self, journey_id: JourneyId) -> Arc<tokio::sync::Mutex<()>> {

@@ -145,21 +145,46 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         let entries = store
             .claim_effects(now, self.options.lease, self.options.batch)
             .await?;
+        // Deliveries of one pass run concurrently: a slow provider call does not hold up
+        // the others, and the outcomes they record share the store's group commits.
+        let mut running = tokio::task::JoinSet::new();
         for entry in entries {
-            match self.deliver(&entry).await? {
-                Delivery::Delivered => report.delivered += 1,
-                Delivery::Retried => report.retried += 1,
-                Delivery::Failed => report.failed += 1,
+            let worker = self.clone();
+            running.spawn(async move { worker.deliver(&entry).await });
+        }
+        let mut first_error = None;
+        while let Some(joined) = running.join_next().await {
+            match joined {
+                Ok(Ok(Delivery::Delivered)) => report.delivered += 1,
+                Ok(Ok(Delivery::Retried)) => report.retried += 1,
+                Ok(Ok(Delivery::Failed)) => report.failed += 1,
+                // The entry stays leased and is retried when the lease lapses.
+                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Err(e) => error!("a delivery task failed: {e}"),
             }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         let timers = store
             .claim_timers(now, self.options.lease, self.options.batch)
             .await?;
+        let mut running = tokio::task::JoinSet::new();
         for timer in timers {
-            self.fire(&timer).await?;
-            report.timers_fired += 1;
+            let worker = self.clone();
+            running.spawn(async move { worker.fire(&timer).await });
         }
-        Ok(report)
+        while let Some(joined) = running.join_next().await {
+            match joined {
+                Ok(Ok(())) => report.timers_fired += 1,
+                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Err(e) => error!("a timer task failed: {e}"),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     async fn fire(&self, timer: &TimerEntry) -> Result<(), Error> {

@@ -1,7 +1,8 @@
 //! The account directory in the same file: [`AccountDirectory`] plus seeding helpers.
 
-use super::{SqliteStore, rows, wall_clock_ms};
+use super::{SqliteStore, rows};
 use crate::error::Error;
+use crate::wall_clock_ms;
 use passage_core::mask::normalize_email;
 use passage_core::ports::{Account, AccountDirectory, DirectoryError};
 

@@ -1,19 +1,8 @@
-//! A tiny embedded migration runner.
-//!
-//! sqlx's `migrate` feature is not enabled in this workspace (it pulls the macros and a
-//! second host SQLite build), and the schema is small, so the runner is a few lines: the SQL
-//! files under `migrations/sqlite/NNNN_name.sql` are compiled in with `include_str!` and
-//! applied in order, each recorded in `schema_migrations` with a checksum of its text.
+//! The SQLite migration runner (see [`crate::migrations`] for the shared part).
 
 use crate::error::Error;
-use sha2::{Digest, Sha256};
+use crate::migrations::{Migration, checksum, pending};
 use sqlx::{Connection, Row, SqliteConnection};
-
-pub(crate) struct Migration {
-    pub(crate) version: i64,
-    pub(crate) name: &'static str,
-    pub(crate) sql: &'static str,
-}
 
 /// Every migration this build knows, in order. Never edit an applied one: add a new file
 /// (open refuses a database whose applied migration text changed).
@@ -29,10 +18,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0002_accounts.sql"),
     },
 ];
-
-fn checksum(sql: &str) -> Vec<u8> {
-    Sha256::digest(sql.as_bytes()).to_vec()
-}
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.
 ///
@@ -63,31 +48,7 @@ pub(crate) async fn run(conn: &mut SqliteConnection, now_ms: i64) -> Result<(), 
         let sum: Vec<u8> = row.try_get("checksum")?;
         applied.push((version, name, sum));
     }
-    // A newer build's schema is reported first: it explains any other difference too.
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    if let Some(found) = applied
-        .iter()
-        .map(|(v, ..)| *v)
-        .filter(|v| *v > known)
-        .max()
-    {
-        return Err(Error::SchemaTooNew { found, known });
-    }
-    for (version, name, sum) in &applied {
-        let edited = MIGRATIONS
-            .iter()
-            .find(|m| m.version == *version)
-            .is_none_or(|m| checksum(m.sql) != *sum);
-        if edited {
-            return Err(Error::MigrationChanged {
-                version: *version,
-                name: name.clone(),
-            });
-        }
-    }
-    let applied: Vec<i64> = applied.into_iter().map(|(v, ..)| v).collect();
-
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    for m in pending(&applied, MIGRATIONS)? {
         let wrap = |source| Error::Migration {
             version: m.version,
             name: m.name,
@@ -113,17 +74,8 @@ pub(crate) async fn run(conn: &mut SqliteConnection, now_ms: i64) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn versions_are_contiguous_from_one() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(
-                m.version,
-                i as i64 + 1,
-                "migration {} is out of order",
-                m.name
-            );
-        }
+        crate::migrations::assert_contiguous(super::MIGRATIONS);
     }
 }

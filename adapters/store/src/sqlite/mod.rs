@@ -11,7 +11,9 @@ mod migrate;
 mod rows;
 mod writer;
 
+use crate::batch::{Job, Stats, StoreStats};
 use crate::error::Error;
+use crate::{lease_token, wall_clock_ms};
 use passage_core::ports::{
     AppendRequest, AppendResult, EventStore, JourneyFilter, JourneyId, JourneySummary, OutboxEntry,
     StoreError, StoredEvent, TimerEntry,
@@ -23,11 +25,10 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
-use writer::{Job, Stats, Writer};
+use writer::Writer;
 
 pub use directory::Seeded;
 
@@ -64,21 +65,6 @@ impl Default for Options {
     }
 }
 
-/// What the append writer has done since open; for tests and benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    /// Append transactions committed (one per batch).
-    pub transactions: u64,
-    /// Append requests answered by those transactions (committed, duplicate or conflict).
-    pub requests: u64,
-    /// Most requests in one transaction.
-    pub largest_batch: usize,
-    /// Batches retried because the write lock stayed busy.
-    pub busy_retries: u64,
-    /// Batches rolled back by an SQL error and rewritten one request at a time.
-    pub split_batches: u64,
-}
-
 /// The SQLite event store and account directory. Cloning is cheap: clones share one pool
 /// and one append writer.
 #[derive(Debug, Clone)]
@@ -91,16 +77,9 @@ struct Inner {
     pool: SqlitePool,
     appends: mpsc::Sender<Job>,
     stats: Arc<Stats>,
-}
-
-/// Wall-clock time for bookkeeping columns the ports give no time for (`saved_at`,
-/// `applied_at`, accounts' `updated_at`). Nothing is decided on these values.
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .unwrap_or(0)
+    /// Signalled by this handle's writer after commits that add effects or timers. Other
+    /// processes' appends are not seen here: `wait_for_work`'s timeout covers them.
+    work: Arc<Notify>,
 }
 
 impl SqliteStore {
@@ -172,6 +151,7 @@ impl SqliteStore {
         // Bounded, so a burst of appends waits in `append` instead of growing memory.
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4).max(64));
         let stats = Arc::new(Stats::default());
+        let work = Arc::new(Notify::new());
         runtime.spawn(
             Writer {
                 pool: pool.clone(),
@@ -179,6 +159,7 @@ impl SqliteStore {
                 max_batch,
                 busy_retries: options.busy_retries,
                 stats: Arc::clone(&stats),
+                work: Arc::clone(&work),
             }
             .run(),
         );
@@ -187,20 +168,14 @@ impl SqliteStore {
                 pool,
                 appends: tx,
                 stats,
+                work,
             }),
         })
     }
 
     /// Counters of the append writer since open.
     pub fn stats(&self) -> StoreStats {
-        let s = &self.inner.stats;
-        StoreStats {
-            transactions: s.transactions.load(Ordering::Relaxed),
-            requests: s.requests.load(Ordering::Relaxed),
-            largest_batch: s.largest_batch.load(Ordering::Relaxed),
-            busy_retries: s.busy_retries.load(Ordering::Relaxed),
-            split_batches: s.split_batches.load(Ordering::Relaxed),
-        }
+        self.inner.stats.snapshot()
     }
 
     /// Closes the pool, waiting for checked-out connections to come back. Appends already
@@ -348,14 +323,14 @@ impl SqliteStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
+        let token = lease_token(now, lease);
         let entries = rows
             .iter()
-            .map(rows::outbox_entry)
+            .map(|row| rows::outbox_entry(row, token))
             .collect::<Result<Vec<_>, _>>()?;
-        let until = now.plus(lease).as_millis();
         for entry in &entries {
             sqlx::query("UPDATE outbox SET leased_until = ?1 WHERE effect_id = ?2")
-                .bind(until)
+                .bind(token.as_millis())
                 .bind(entry.effect_id.to_string())
                 .execute(&mut *tx)
                 .await?;
@@ -364,54 +339,56 @@ impl SqliteStore {
         Ok(entries)
     }
 
-    async fn complete_effect_inner(&self, effect_id: Uuid, now: Timestamp) -> Result<(), Error> {
-        let mut tx = self.write_tx().await?;
+    // The three fenced updates below need no write transaction of their own: a single
+    // UPDATE is atomic, and its WHERE clause (still pending, still leased with this token)
+    // is the whole check.
+
+    async fn complete_effect_inner(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
         let done = sqlx::query(
-            "UPDATE outbox SET status = 'done', done_at = ?2, leased_until = NULL \
-             WHERE effect_id = ?1 AND status = 'pending'",
+            "UPDATE outbox SET status = 'done', done_at = ?3, leased_until = NULL \
+             WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
         )
         .bind(effect_id.to_string())
+        .bind(lease.as_millis())
         .bind(now.as_millis())
-        .execute(&mut *tx)
+        .execute(&self.inner.pool)
         .await?;
-        tx.commit().await?;
-        if done.rows_affected() == 0 {
-            // Already done (a retried completion) or unknown: nothing to change either way.
-            tracing::debug!(%effect_id, "complete_effect found no pending entry");
-        }
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn reschedule_effect_inner(
         &self,
         effect_id: Uuid,
+        lease: Timestamp,
         retry_at: Option<Timestamp>,
         error: &str,
-    ) -> Result<(), Error> {
-        let mut tx = self.write_tx().await?;
+    ) -> Result<bool, Error> {
         let query = match retry_at {
             Some(at) => sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, available_at = ?2, \
-                 leased_until = NULL, last_error = ?3 \
-                 WHERE effect_id = ?1 AND status = 'pending'",
+                "UPDATE outbox SET attempts = attempts + 1, available_at = ?3, \
+                 leased_until = NULL, last_error = ?4 \
+                 WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
             )
             .bind(effect_id.to_string())
+            .bind(lease.as_millis())
             .bind(at.as_millis())
             .bind(error),
             None => sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, status = 'dead', \
-                 leased_until = NULL, last_error = ?2 \
-                 WHERE effect_id = ?1 AND status = 'pending'",
+                 leased_until = NULL, last_error = ?3 \
+                 WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
             )
             .bind(effect_id.to_string())
+            .bind(lease.as_millis())
             .bind(error),
         };
-        let changed = query.execute(&mut *tx).await?;
-        tx.commit().await?;
-        if changed.rows_affected() == 0 {
-            tracing::debug!(%effect_id, "reschedule_effect found no pending entry");
-        }
-        Ok(())
+        let changed = query.execute(&self.inner.pool).await?;
+        Ok(changed.rows_affected() == 1)
     }
 
     async fn claim_timers_inner(
@@ -434,14 +411,14 @@ impl SqliteStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
+        let token = lease_token(now, lease);
         let entries = rows
             .iter()
-            .map(rows::timer_entry)
+            .map(|row| rows::timer_entry(row, token))
             .collect::<Result<Vec<_>, _>>()?;
-        let until = now.plus(lease).as_millis();
         for entry in &entries {
             sqlx::query("UPDATE timers SET leased_until = ?1 WHERE timer_id = ?2")
-                .bind(until)
+                .bind(token.as_millis())
                 .bind(entry.timer_id.to_string())
                 .execute(&mut *tx)
                 .await?;
@@ -450,21 +427,22 @@ impl SqliteStore {
         Ok(entries)
     }
 
-    async fn complete_timer_inner(&self, timer_id: Uuid, now: Timestamp) -> Result<(), Error> {
-        let mut tx = self.write_tx().await?;
+    async fn complete_timer_inner(
+        &self,
+        timer_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
         let fired = sqlx::query(
-            "UPDATE timers SET status = 'fired', fired_at = ?2, leased_until = NULL \
-             WHERE timer_id = ?1 AND status = 'pending'",
+            "UPDATE timers SET status = 'fired', fired_at = ?3, leased_until = NULL \
+             WHERE timer_id = ?1 AND status = 'pending' AND leased_until = ?2",
         )
         .bind(timer_id.to_string())
+        .bind(lease.as_millis())
         .bind(now.as_millis())
-        .execute(&mut *tx)
+        .execute(&self.inner.pool)
         .await?;
-        tx.commit().await?;
-        if fired.rows_affected() == 0 {
-            tracing::debug!(%timer_id, "complete_timer found no pending timer");
-        }
-        Ok(())
+        Ok(fired.rows_affected() == 1)
     }
 
     async fn next_due_inner(&self) -> Result<Option<Timestamp>, Error> {
@@ -531,18 +509,24 @@ impl EventStore for SqliteStore {
         Ok(self.claim_effects_inner(now, lease, limit).await?)
     }
 
-    async fn complete_effect(&self, effect_id: Uuid, now: Timestamp) -> Result<(), StoreError> {
-        Ok(self.complete_effect_inner(effect_id, now).await?)
+    async fn complete_effect(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.complete_effect_inner(effect_id, lease, now).await?)
     }
 
     async fn reschedule_effect(
         &self,
         effect_id: Uuid,
+        lease: Timestamp,
         retry_at: Option<Timestamp>,
         error: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         Ok(self
-            .reschedule_effect_inner(effect_id, retry_at, error)
+            .reschedule_effect_inner(effect_id, lease, retry_at, error)
             .await?)
     }
 
@@ -555,11 +539,22 @@ impl EventStore for SqliteStore {
         Ok(self.claim_timers_inner(now, lease, limit).await?)
     }
 
-    async fn complete_timer(&self, timer_id: Uuid, now: Timestamp) -> Result<(), StoreError> {
-        Ok(self.complete_timer_inner(timer_id, now).await?)
+    async fn complete_timer(
+        &self,
+        timer_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.complete_timer_inner(timer_id, lease, now).await?)
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         Ok(self.next_due_inner().await?)
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        // SQLite has no cross-process notification: this handle's own appends wake the
+        // wait at once, another process's are found when the timeout ends it.
+        let _ = tokio::time::timeout(timeout, self.inner.work.notified()).await;
     }
 }

@@ -87,7 +87,8 @@ pub(crate) fn head(row: &SqliteRow) -> Result<(u64, Hash), Error> {
     ))
 }
 
-pub(crate) fn outbox_entry(row: &SqliteRow) -> Result<OutboxEntry, Error> {
+/// An outbox row just leased until `lease` (the claim's fencing token).
+pub(crate) fn outbox_entry(row: &SqliteRow, lease: Timestamp) -> Result<OutboxEntry, Error> {
     const T: &str = "outbox";
     Ok(OutboxEntry {
         effect_id: uuid(row, T, "effect_id")?,
@@ -95,16 +96,19 @@ pub(crate) fn outbox_entry(row: &SqliteRow) -> Result<OutboxEntry, Error> {
         kind: col(row, T, "kind")?,
         payload: col(row, T, "payload")?,
         attempts: narrow(unsigned(row, T, "attempts")?, T, "attempts")?,
+        lease,
     })
 }
 
-pub(crate) fn timer_entry(row: &SqliteRow) -> Result<TimerEntry, Error> {
+/// A timer row just leased until `lease` (the claim's fencing token).
+pub(crate) fn timer_entry(row: &SqliteRow, lease: Timestamp) -> Result<TimerEntry, Error> {
     const T: &str = "timers";
     Ok(TimerEntry {
         timer_id: uuid(row, T, "timer_id")?,
         stream: JourneyId(uuid(row, T, "stream")?),
         fire_at: timestamp(row, T, "fire_at")?,
         payload: col(row, T, "payload")?,
+        lease,
     })
 }
 

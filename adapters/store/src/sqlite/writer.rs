@@ -22,40 +22,25 @@
 //! `expected_version` gets a conflict, and neither writes anything or affects its
 //! neighbours. An SQL error (a constraint violated by one request's data, a full disk) rolls
 //! the whole batch back, so nothing is ever half-written; the requests are then written again
-//! one per transaction, so only the request that causes the error receives it. Idempotency
-//! makes that second pass safe whatever the first one did.
+//! one per transaction, so only the request that causes the error receives it (as
+//! `StoreError::Rejected` when its own data breaks a constraint: retrying cannot help).
+//! Idempotency makes that second pass safe whatever the first one did.
 //!
 //! A caller that stops waiting (its future dropped) does not cancel its append: the request
 //! is already queued. That is harmless for the same reason: a retry is a duplicate.
 
 use super::rows;
+use crate::batch::{DisplayChain, Job, Stats, Verdict, single_failure};
 use crate::error::Error;
 use passage_core::chain::{ChainFields, GENESIS, event_hash};
-use passage_core::ports::{AppendRequest, AppendResult, JourneyId, StoreError};
+use passage_core::ports::{AppendRequest, JourneyId};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
-
-/// One queued append and where its answer goes.
-#[derive(Debug)]
-pub(crate) struct Job {
-    pub(crate) request: AppendRequest,
-    pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
-}
-
-/// Counters the writer keeps; see [`super::StoreStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub(crate) transactions: AtomicU64,
-    pub(crate) requests: AtomicU64,
-    pub(crate) largest_batch: AtomicUsize,
-    pub(crate) busy_retries: AtomicU64,
-    pub(crate) split_batches: AtomicU64,
-}
 
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -65,47 +50,8 @@ pub(crate) struct Writer {
     pub(crate) max_batch: usize,
     pub(crate) busy_retries: u32,
     pub(crate) stats: Arc<Stats>,
-}
-
-/// How one request of a batch was judged.
-#[derive(Debug)]
-enum Verdict {
-    Committed {
-        first_position: Option<u64>,
-        stream_version: u64,
-    },
-    Duplicate {
-        outcome: String,
-    },
-    Conflict {
-        stream: JourneyId,
-        expected: u64,
-        actual: u64,
-    },
-}
-
-impl From<Verdict> for Result<AppendResult, StoreError> {
-    fn from(v: Verdict) -> Self {
-        match v {
-            Verdict::Committed {
-                first_position,
-                stream_version,
-            } => Ok(AppendResult::Committed {
-                first_position,
-                stream_version,
-            }),
-            Verdict::Duplicate { outcome } => Ok(AppendResult::Duplicate { outcome }),
-            Verdict::Conflict {
-                stream,
-                expected,
-                actual,
-            } => Err(StoreError::Conflict {
-                stream,
-                expected,
-                actual,
-            }),
-        }
-    }
+    /// Signalled after a commit that added outbox rows or timers (`wait_for_work`).
+    pub(crate) work: Arc<Notify>,
 }
 
 impl Writer {
@@ -124,6 +70,7 @@ impl Writer {
         let requests: Vec<&AppendRequest> = jobs.iter().map(|j| &j.request).collect();
         match self.write_with_retry(&requests).await {
             Ok(verdicts) => {
+                self.signal_work(jobs.iter().zip(&verdicts));
                 for (job, verdict) in jobs.into_iter().zip(verdicts) {
                     // The caller may have stopped waiting; its append stands regardless.
                     let _ = job.reply.send(verdict.into());
@@ -142,7 +89,7 @@ impl Writer {
             }
             Err(e) if jobs.len() == 1 => {
                 if let Some(job) = jobs.into_iter().next() {
-                    let _ = job.reply.send(Err(e.into()));
+                    let _ = job.reply.send(Err(single_failure(e).into()));
                 }
             }
             Err(e) => {
@@ -155,17 +102,34 @@ impl Writer {
                 for job in jobs {
                     let result = match self.write_with_retry(&[&job.request]).await {
                         Ok(mut verdicts) => match verdicts.pop() {
-                            Some(v) => v.into(),
+                            Some(v) => {
+                                self.signal_work(std::iter::once((&job, &v)));
+                                v.into()
+                            }
                             None => Err(Error::Corrupt(
                                 "the writer produced no verdict for a request".into(),
                             )
                             .into()),
                         },
-                        Err(e) => Err(e.into()),
+                        Err(e) => Err(single_failure(e).into()),
                     };
                     let _ = job.reply.send(result);
                 }
             }
+        }
+    }
+
+    /// Wakes `wait_for_work` callers when a committed request added effects or timers.
+    /// `notify_one` after `notify_waiters` leaves a permit for a worker that is between two
+    /// waits, so the signal is not lost while it is busy claiming.
+    fn signal_work<'a>(&self, mut judged: impl Iterator<Item = (&'a Job, &'a Verdict)>) {
+        let added = judged.any(|(job, verdict)| {
+            matches!(verdict, Verdict::Committed { .. })
+                && !(job.request.effects.is_empty() && job.request.timers.is_empty())
+        });
+        if added {
+            self.work.notify_waiters();
+            self.work.notify_one();
         }
     }
 
@@ -184,13 +148,7 @@ impl Writer {
             .await;
             match result {
                 Ok(verdicts) => {
-                    self.stats.transactions.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .requests
-                        .fetch_add(requests.len() as u64, Ordering::Relaxed);
-                    self.stats
-                        .largest_batch
-                        .fetch_max(requests.len(), Ordering::Relaxed);
+                    self.stats.committed(requests.len());
                     return Ok(verdicts);
                 }
                 Err(Error::Busy { message, .. }) if attempt > self.busy_retries => {
@@ -208,21 +166,6 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-    }
-}
-
-/// Formats an error with its sources, `a: b: c`, for one log line.
-struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,218 @@
+//! [`AnyStore`]: the backend chosen by configuration, behind the same ports.
+
+use crate::error::Error;
+use crate::{PgStore, Seeded, SqliteStore, StoreStats};
+use passage_core::ports::{
+    Account, AccountDirectory, AppendRequest, AppendResult, DirectoryError, EventStore,
+    JourneyFilter, JourneyId, JourneySummary, OutboxEntry, StoreError, StoredEvent, TimerEntry,
+};
+use passage_core::time::Timestamp;
+use std::path::Path;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Either backend. Every port method delegates to the one inside; the enum exists so the
+/// binary and the runtime stay monomorphic (no `dyn` over the ports' `impl Future` methods).
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Whether `target` names a PostgreSQL server (`postgres://` or `postgresql://`, any case)
+/// rather than a SQLite file.
+pub fn is_postgres_url(target: &str) -> bool {
+    let lower = target.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// Delegates one call to the backend inside.
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $call,
+            AnyStore::Postgres($s) => $call,
+        }
+    };
+}
+
+impl AnyStore {
+    /// A `postgres://` or `postgresql://` URL connects to PostgreSQL (default options, the
+    /// URL's search_path schema); anything else is the path of a SQLite file, created if
+    /// missing. Either way the schema is brought up to date.
+    pub async fn open(target: &str) -> Result<Self, Error> {
+        if is_postgres_url(target) {
+            PgStore::connect(target.trim()).await.map(Self::Postgres)
+        } else {
+            SqliteStore::open(Path::new(target)).await.map(Self::Sqlite)
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`, for logs and diagnostics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            AnyStore::Sqlite(_) => "sqlite",
+            AnyStore::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn insert_account_if_missing(
+        &self,
+        account: &Account,
+        phc: &str,
+    ) -> Result<bool, Error> {
+        delegate!(self, s => s.insert_account_if_missing(account, phc).await)
+    }
+
+    pub async fn upsert_account(&self, account: &Account, phc: &str) -> Result<Seeded, Error> {
+        delegate!(self, s => s.upsert_account(account, phc).await)
+    }
+
+    pub async fn password_hash(&self, account_id: &str) -> Result<Option<String>, Error> {
+        delegate!(self, s => s.password_hash(account_id).await)
+    }
+
+    pub async fn close(&self) {
+        delegate!(self, s => s.close().await)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        delegate!(self, s => s.stats())
+    }
+}
+
+impl EventStore for AnyStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        delegate!(self, s => s.append(request).await)
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<String>, StoreError> {
+        delegate!(self, s => s.command_outcome(command_id).await)
+    }
+
+    async fn read_stream(&self, stream: JourneyId) -> Result<Vec<StoredEvent>, StoreError> {
+        delegate!(self, s => s.read_stream(stream).await)
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        delegate!(self, s => s.read_all(after, limit).await)
+    }
+
+    async fn save_definition(
+        &self,
+        content_hash: &str,
+        definition_id: &str,
+        version: u32,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_definition(content_hash, definition_id, version, source).await)
+    }
+
+    async fn load_definition(&self, content_hash: &str) -> Result<Option<String>, StoreError> {
+        delegate!(self, s => s.load_definition(content_hash).await)
+    }
+
+    async fn list_journeys(
+        &self,
+        filter: JourneyFilter,
+    ) -> Result<Vec<JourneySummary>, StoreError> {
+        delegate!(self, s => s.list_journeys(filter).await)
+    }
+
+    async fn claim_effects(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        delegate!(self, s => s.claim_effects(now, lease, limit).await)
+    }
+
+    async fn complete_effect(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.complete_effect(effect_id, lease, now).await)
+    }
+
+    async fn reschedule_effect(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        retry_at: Option<Timestamp>,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.reschedule_effect(effect_id, lease, retry_at, error).await)
+    }
+
+    async fn claim_timers(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
+        delegate!(self, s => s.claim_timers(now, lease, limit).await)
+    }
+
+    async fn complete_timer(
+        &self,
+        timer_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.complete_timer(timer_id, lease, now).await)
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        delegate!(self, s => s.next_due().await)
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        delegate!(self, s => s.wait_for_work(timeout).await)
+    }
+}
+
+impl AccountDirectory for AnyStore {
+    async fn find_by_email(
+        &self,
+        normalized_email: &str,
+    ) -> Result<Option<Account>, DirectoryError> {
+        delegate!(self, s => s.find_by_email(normalized_email).await)
+    }
+
+    async fn get(&self, account_id: &str) -> Result<Option<Account>, DirectoryError> {
+        delegate!(self, s => s.get(account_id).await)
+    }
+
+    async fn set_password_hash(&self, account_id: &str, phc: &str) -> Result<(), DirectoryError> {
+        delegate!(self, s => s.set_password_hash(account_id, phc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_postgres_url;
+
+    #[test]
+    fn urls_pick_postgres_and_everything_else_is_a_file() {
+        for pg in [
+            "postgres://root@127.0.0.1/test",
+            "postgresql://h/db",
+            "PostgreSQL://h/db",
+            " postgres://h",
+        ] {
+            assert!(is_postgres_url(pg), "{pg}");
+        }
+        for file in [
+            "passage.db",
+            "/tmp/postgres.db",
+            "postgres",
+            "./postgres://x",
+            "",
+        ] {
+            assert!(!is_postgres_url(file), "{file}");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The account directory in the same database: [`AccountDirectory`] plus seeding helpers,
+//! with the same behaviour as the SQLite one.
+
+use super::{PgStore, rows};
+use crate::Seeded;
+use crate::error::Error;
+use crate::wall_clock_ms;
+use passage_core::mask::normalize_email;
+use passage_core::ports::{Account, AccountDirectory, DirectoryError};
+use sqlx::PgConnection;
+
+/// Unique-email violations get their own error; everything else stays an SQL error.
+fn email_taken(e: sqlx::Error) -> Error {
+    match e.as_database_error() {
+        Some(db) if db.constraint() == Some("accounts_email_key") => Error::EmailTaken,
+        _ => Error::from(e),
+    }
+}
+
+/// Inserts the account unless its id exists (another node may be seeding the same one at
+/// the same moment: ON CONFLICT makes that a no-op instead of an error). Returns whether
+/// it was inserted.
+async fn insert(
+    conn: &mut PgConnection,
+    account: &Account,
+    email: &str,
+    phc: &str,
+) -> Result<bool, Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO accounts (account_id, email, display_name, phone, password_phc, enabled, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id) DO NOTHING",
+    )
+    .bind(&account.account_id)
+    .bind(email)
+    .bind(&account.display_name)
+    .bind(account.phone.as_deref())
+    .bind(phc)
+    .bind(account.enabled)
+    .bind(wall_clock_ms())
+    .execute(&mut *conn)
+    .await
+    .map_err(email_taken)?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+impl PgStore {
+    /// Creates the account with password hash `phc`, or, when `account_id` exists, refreshes
+    /// its profile (email, name, phone, enabled) and keeps its password hash: re-running a
+    /// seed must not undo a reset the person made since. Idempotent.
+    pub async fn upsert_account(&self, account: &Account, phc: &str) -> Result<Seeded, Error> {
+        let email = normalize_email(&account.email)?;
+        let mut tx = self.inner.pool.begin().await?;
+        if insert(&mut tx, account, &email, phc).await? {
+            tx.commit().await?;
+            return Ok(Seeded::Inserted);
+        }
+        sqlx::query(
+            "UPDATE accounts SET email = $2, display_name = $3, phone = $4, enabled = $5, \
+             updated_at = $6 WHERE account_id = $1",
+        )
+        .bind(&account.account_id)
+        .bind(&email)
+        .bind(&account.display_name)
+        .bind(account.phone.as_deref())
+        .bind(account.enabled)
+        .bind(wall_clock_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(email_taken)?;
+        tx.commit().await?;
+        Ok(Seeded::Updated)
+    }
+
+    /// Creates the account unless `account_id` exists; an existing account is left exactly
+    /// as it is. Returns whether it was created.
+    pub async fn insert_account_if_missing(
+        &self,
+        account: &Account,
+        phc: &str,
+    ) -> Result<bool, Error> {
+        let email = normalize_email(&account.email)?;
+        let mut conn = self.inner.pool.acquire().await?;
+        insert(&mut conn, account, &email, phc).await
+    }
+
+    /// The stored PHC string, to verify a password (tests, the demo login).
+    pub async fn password_hash(&self, account_id: &str) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT password_phc FROM accounts WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    async fn find_by_email_inner(&self, normalized_email: &str) -> Result<Option<Account>, Error> {
+        let row = sqlx::query(
+            "SELECT account_id, email, display_name, phone, enabled FROM accounts \
+             WHERE email = $1",
+        )
+        .bind(normalized_email)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(rows::account).transpose()
+    }
+
+    async fn get_inner(&self, account_id: &str) -> Result<Option<Account>, Error> {
+        let row = sqlx::query(
+            "SELECT account_id, email, display_name, phone, enabled FROM accounts \
+             WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(rows::account).transpose()
+    }
+
+    async fn set_password_hash_inner(&self, account_id: &str, phc: &str) -> Result<(), Error> {
+        let changed = sqlx::query(
+            "UPDATE accounts SET password_phc = $2, updated_at = $3 WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .bind(phc)
+        .bind(wall_clock_ms())
+        .execute(&self.inner.pool)
+        .await?;
+        // A reset that changed nothing must not look applied: the effect would be marked
+        // done and the person told their password changed.
+        if changed.rows_affected() == 0 {
+            return Err(Error::UnknownAccount(account_id.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+impl AccountDirectory for PgStore {
+    async fn find_by_email(
+        &self,
+        normalized_email: &str,
+    ) -> Result<Option<Account>, DirectoryError> {
+        Ok(self.find_by_email_inner(normalized_email).await?)
+    }
+
+    async fn get(&self, account_id: &str) -> Result<Option<Account>, DirectoryError> {
+        Ok(self.get_inner(account_id).await?)
+    }
+
+    async fn set_password_hash(&self, account_id: &str, phc: &str) -> Result<(), DirectoryError> {
+        Ok(self.set_password_hash_inner(account_id, phc).await?)
+    }
+}

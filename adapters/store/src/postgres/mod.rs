@@ -1,0 +1,688 @@
+//! The PostgreSQL backend: [`PgStore`], for several engine nodes sharing one database.
+//!
+//! Same tables and semantics as the SQLite backend, plus what several nodes need:
+//!
+//! - **Global order readers can trust**: appends serialize on the single `log_head` row, so
+//!   positions are assigned in commit order and `read_all(after)` never skips an event that
+//!   commits late (docs/adr/0004-postgres-global-order.md; the [`writer`] module).
+//! - **Group commit**: one writer task per handle puts all waiting appends in one
+//!   transaction with bulk `UNNEST` inserts.
+//! - **Leases**: outbox entries and timers are claimed with `FOR UPDATE SKIP LOCKED`, and
+//!   only the holder of the claim's token can complete or reschedule them; a dead node's
+//!   claims lapse after the lease.
+//! - **No busy polling**: `wait_for_work` is woken by LISTEN/NOTIFY ([`listener`]).
+//! - **Isolation**: [`Options::schema`] puts every table in a schema of its own (created if
+//!   missing, set as the search_path of every pooled connection), which is how tests get a
+//!   fresh store each.
+
+mod directory;
+mod listener;
+mod migrate;
+mod rows;
+mod writer;
+
+use crate::batch::{Job, Stats, StoreStats};
+use crate::error::Error;
+use crate::{lease_token, wall_clock_ms};
+use passage_core::ports::{
+    AppendRequest, AppendResult, EventStore, JourneyFilter, JourneyId, JourneySummary, OutboxEntry,
+    StoreError, StoredEvent, TimerEntry,
+};
+use passage_core::time::Timestamp;
+use rows::event_columns;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+use writer::Writer;
+
+/// How to connect a [`PgStore`]. Build with struct update syntax:
+/// `Options { schema: Some("t_1".into()), ..Options::default() }`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Commit concurrent appends of this handle together, one transaction per batch. Turn
+    /// off only to measure what grouping buys.
+    pub group_commit: bool,
+    /// Most appends in one group transaction.
+    pub max_batch: usize,
+    /// Pooled connections (the append writer takes one per batch; reads and claims share
+    /// the rest). The LISTEN connection is extra, opened by the first `wait_for_work`.
+    pub max_connections: u32,
+    /// The schema holding every table, created if missing and set as the search_path of
+    /// every pooled connection. `None` uses whatever the connection's search_path resolves
+    /// to (usually `public`). 1 to 48 ASCII letters, digits or underscores.
+    pub schema: Option<String>,
+    /// How long a statement waits for a lock (chiefly the append lock on `log_head`)
+    /// before the append fails as busy: a node that hangs inside a transaction must not
+    /// stall every other node forever.
+    pub lock_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            group_commit: true,
+            max_batch: 512,
+            max_connections: 8,
+            schema: None,
+            lock_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The PostgreSQL event store and account directory. Cloning is cheap: clones share one
+/// pool, one append writer and one listener.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    appends: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+    /// The schema the tables live in, and whether it is this store's own (droppable).
+    schema: String,
+    own_schema: bool,
+    /// Wakes `wait_for_work`; signalled by the listener task.
+    work: Arc<Notify>,
+    channel: String,
+    /// The listener's own one-connection pool, created lazily (no connection until the
+    /// first `wait_for_work`).
+    listen_pool: PgPool,
+    /// Set when the listener task is started; dropping it (with the last handle) stops it.
+    listener: OnceLock<oneshot::Sender<()>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let mut out = url[..scheme_end].to_owned();
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    // A password may also travel as a query parameter.
+    let tail = &rest[authority_end..];
+    match tail.find("password=") {
+        Some(p) => {
+            let value_start = p + "password=".len();
+            let value_end = tail[value_start..]
+                .find('&')
+                .map_or(tail.len(), |e| value_start + e);
+            out.push_str(&tail[..value_start]);
+            out.push_str("***");
+            out.push_str(&tail[value_end..]);
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+fn validate_schema(name: &str) -> Result<(), Error> {
+    let ok = (1..=48).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSchema(name.to_owned()))
+    }
+}
+
+impl PgStore {
+    /// Connects with default [`Options`] and brings the schema up to date. Must be called
+    /// inside a tokio runtime: it spawns the append writer.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, Options::default()).await
+    }
+
+    pub async fn connect_with(url: &str, options: Options) -> Result<Self, Error> {
+        // Checked, not assumed: `tokio::spawn` would panic under another executor.
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        if let Some(schema) = &options.schema {
+            validate_schema(schema)?;
+        }
+        let target = redact(url);
+        let connect_err = |source| Error::Connect {
+            target: target.clone(),
+            source,
+        };
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .application_name("passage");
+
+        // Every pooled connection gets the same session settings before first use.
+        let mut setup = format!("SET lock_timeout = {}", options.lock_timeout.as_millis());
+        if let Some(schema) = &options.schema {
+            // Validated above: a plain identifier, safe inside double quotes.
+            setup.push_str(&format!("; SET search_path TO \"{schema}\""));
+        }
+        let setup: Arc<str> = setup.into();
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .after_connect(move |conn, _meta| {
+                let setup = Arc::clone(&setup);
+                Box::pin(async move {
+                    sqlx::raw_sql(AssertSqlSafe(setup.to_string()))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(connect.clone())
+            .await
+            .map_err(connect_err)?;
+
+        let schema = {
+            let mut conn = pool.acquire().await?;
+            migrate::run(&mut conn, options.schema.as_deref(), wall_clock_ms()).await?
+        };
+        let channel = listener::channel_name(&schema);
+        // LISTEN needs no search_path, and must not wait behind appends for a connection.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(connect);
+
+        let max_batch = if options.group_commit {
+            options.max_batch.max(1)
+        } else {
+            1
+        };
+        // Bounded, so a burst of appends waits in `append` instead of growing memory.
+        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4).max(64));
+        let stats = Arc::new(Stats::default());
+        runtime.spawn(
+            Writer {
+                pool: pool.clone(),
+                rx,
+                max_batch,
+                retries: 3,
+                stats: Arc::clone(&stats),
+                channel: channel.clone(),
+            }
+            .run(),
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                appends: tx,
+                stats,
+                schema,
+                own_schema: options.schema.is_some(),
+                work: Arc::new(Notify::new()),
+                channel,
+                listen_pool,
+                listener: OnceLock::new(),
+                runtime,
+            }),
+        })
+    }
+
+    /// Counters of this handle's append writer since connect.
+    pub fn stats(&self) -> StoreStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Closes the pools (the listener's too), waiting for checked-out connections to come
+    /// back. Committed appends are durable without this. Later calls on any clone fail with
+    /// [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.inner.listen_pool.close().await;
+        self.inner.pool.close().await;
+    }
+
+    /// Drops this store's schema with everything in it: cleanup for tests that connected
+    /// with [`Options::schema`]. Refuses ([`Error::NoOwnSchema`]) when the store uses the
+    /// search_path's schema. Other handles on the schema fail afterwards.
+    pub async fn drop_schema(&self) -> Result<(), Error> {
+        if !self.inner.own_schema {
+            return Err(Error::NoOwnSchema);
+        }
+        // Validated at connect: a plain identifier.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.inner.schema
+        )))
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn ensure_listener(&self) {
+        let inner = &self.inner;
+        inner.listener.get_or_init(|| {
+            let (stop, stopped) = oneshot::channel();
+            inner.runtime.spawn(listener::run(
+                inner.listen_pool.clone(),
+                inner.channel.clone(),
+                Arc::clone(&inner.work),
+                stopped,
+            ));
+            stop
+        });
+    }
+
+    async fn append_inner(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .appends
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        // A dropped reply means the writer died with the request in hand: whether it
+        // committed is unknown, which a retry with the same command id resolves.
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    async fn command_outcome_inner(&self, command_id: Uuid) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT outcome FROM commands WHERE command_id = $1")
+                .bind(command_id)
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    async fn read_stream_inner(&self, stream: JourneyId) -> Result<Vec<StoredEvent>, Error> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream = $1 ORDER BY stream_version"
+        ))
+        .bind(stream.0)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn read_all_inner(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Safe to page by position: positions are assigned under the `log_head` lock and
+        // that lock is held until COMMIT, so the transaction that wrote position n committed
+        // before the one writing n+1 could even start. A snapshot that shows n+1 therefore
+        // shows n: a reader can never see past a gap that a slower commit fills later.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn save_definition_inner(
+        &self,
+        content_hash: &str,
+        definition_id: &str,
+        version: u32,
+        source: &str,
+    ) -> Result<(), Error> {
+        // Content-addressed: the first row for a hash stays, so saving is idempotent (also
+        // when two nodes save the same definition at once).
+        sqlx::query(
+            "INSERT INTO definitions (content_hash, definition_id, version, source, saved_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (content_hash) DO NOTHING",
+        )
+        .bind(content_hash)
+        .bind(definition_id)
+        .bind(i64::from(version))
+        .bind(source)
+        .bind(wall_clock_ms())
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_definition_inner(&self, content_hash: &str) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT source FROM definitions WHERE content_hash = $1")
+                .bind(content_hash)
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    async fn list_journeys_inner(
+        &self,
+        filter: JourneyFilter,
+    ) -> Result<Vec<JourneySummary>, Error> {
+        const DEFAULT_LIMIT: usize = 100;
+        let limit = if filter.limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            filter.limit
+        };
+        // One static statement for every filter combination: a NULL parameter disables its
+        // condition. journey_id breaks ties so pages are stable.
+        let rows = sqlx::query(
+            "SELECT journey_id, definition_id, definition_version, status, current_step, \
+             email_masked, started_at, updated_at, version FROM journeys \
+             WHERE ($1::text IS NULL OR status = $1) \
+             AND ($2::text IS NULL OR definition_id = $2) \
+             ORDER BY updated_at DESC, journey_id LIMIT $3",
+        )
+        .bind(filter.status.as_deref())
+        .bind(filter.definition_id.as_deref())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::journey).collect()
+    }
+
+    async fn claim_effects_inner(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // One statement: pick due, unleased rows, skipping rows another node is claiming
+        // right now (SKIP LOCKED) instead of waiting for it, and lease them. FOR UPDATE
+        // re-checks each picked row against the WHERE clause after locking it, so a row
+        // leased by a claim that committed meanwhile is not taken twice.
+        let token = lease_token(now, lease);
+        let rows = sqlx::query(
+            "WITH picked AS ( \
+               SELECT effect_id FROM outbox \
+               WHERE status = 'pending' AND available_at <= $1 \
+               AND (leased_until IS NULL OR leased_until <= $1) \
+               ORDER BY available_at, created_at, effect_id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox o SET leased_until = $2 FROM picked \
+             WHERE o.effect_id = picked.effect_id \
+             RETURNING o.effect_id, o.stream, o.kind, o.payload, o.attempts, o.leased_until, \
+             o.available_at, o.created_at",
+        )
+        .bind(now.as_millis())
+        .bind(token.as_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        // RETURNING has no order: restore the due order the claim picked in.
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let entry = rows::outbox_entry(row)?;
+            let available: i64 = sqlx::Row::try_get(row, "available_at")?;
+            let created: i64 = sqlx::Row::try_get(row, "created_at")?;
+            keyed.push(((available, created, entry.effect_id), entry));
+        }
+        keyed.sort_by_key(|k| k.0);
+        Ok(keyed.into_iter().map(|(_, e)| e).collect())
+    }
+
+    async fn complete_effect_inner(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        // Fenced: only the claim holding this token may finish the entry.
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'done', done_at = $3, leased_until = NULL \
+             WHERE effect_id = $1 AND status = 'pending' AND leased_until = $2",
+        )
+        .bind(effect_id)
+        .bind(lease.as_millis())
+        .bind(now.as_millis())
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn reschedule_effect_inner(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        retry_at: Option<Timestamp>,
+        error: &str,
+    ) -> Result<bool, Error> {
+        // One statement for both cases: no retry time gives up (status 'dead').
+        let changed = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, \
+             status = CASE WHEN $3::bigint IS NULL THEN 'dead' ELSE status END, \
+             available_at = COALESCE($3, available_at), \
+             leased_until = NULL, last_error = $4 \
+             WHERE effect_id = $1 AND status = 'pending' AND leased_until = $2",
+        )
+        .bind(effect_id)
+        .bind(lease.as_millis())
+        .bind(retry_at.map(Timestamp::as_millis))
+        .bind(error)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(changed.rows_affected() == 1)
+    }
+
+    async fn claim_timers_inner(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let token = lease_token(now, lease);
+        let rows = sqlx::query(
+            "WITH picked AS ( \
+               SELECT timer_id FROM timers \
+               WHERE status = 'pending' AND fire_at <= $1 \
+               AND (leased_until IS NULL OR leased_until <= $1) \
+               ORDER BY fire_at, created_at, timer_id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE timers t SET leased_until = $2 FROM picked \
+             WHERE t.timer_id = picked.timer_id \
+             RETURNING t.timer_id, t.stream, t.fire_at, t.payload, t.leased_until, t.created_at",
+        )
+        .bind(now.as_millis())
+        .bind(token.as_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let entry = rows::timer_entry(row)?;
+            let created: i64 = sqlx::Row::try_get(row, "created_at")?;
+            keyed.push(((entry.fire_at, created, entry.timer_id), entry));
+        }
+        keyed.sort_by_key(|k| k.0);
+        Ok(keyed.into_iter().map(|(_, e)| e).collect())
+    }
+
+    async fn complete_timer_inner(
+        &self,
+        timer_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        let fired = sqlx::query(
+            "UPDATE timers SET status = 'fired', fired_at = $3, leased_until = NULL \
+             WHERE timer_id = $1 AND status = 'pending' AND leased_until = $2",
+        )
+        .bind(timer_id)
+        .bind(lease.as_millis())
+        .bind(now.as_millis())
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(fired.rows_affected() == 1)
+    }
+
+    async fn next_due_inner(&self) -> Result<Option<Timestamp>, Error> {
+        // Leases are ignored on purpose (as in SQLite): the caller polls again anyway, so
+        // "earliest due" never oversleeps. LEAST ignores NULLs.
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT LEAST( \
+               (SELECT MIN(available_at) FROM outbox WHERE status = 'pending'), \
+               (SELECT MIN(fire_at) FROM timers WHERE status = 'pending'))",
+        )
+        .fetch_one(&self.inner.pool)
+        .await?;
+        Ok(next.map(Timestamp))
+    }
+}
+
+impl EventStore for PgStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        self.append_inner(request).await
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<String>, StoreError> {
+        Ok(self.command_outcome_inner(command_id).await?)
+    }
+
+    async fn read_stream(&self, stream: JourneyId) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self.read_stream_inner(stream).await?)
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self.read_all_inner(after, limit).await?)
+    }
+
+    async fn save_definition(
+        &self,
+        content_hash: &str,
+        definition_id: &str,
+        version: u32,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .save_definition_inner(content_hash, definition_id, version, source)
+            .await?)
+    }
+
+    async fn load_definition(&self, content_hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.load_definition_inner(content_hash).await?)
+    }
+
+    async fn list_journeys(
+        &self,
+        filter: JourneyFilter,
+    ) -> Result<Vec<JourneySummary>, StoreError> {
+        Ok(self.list_journeys_inner(filter).await?)
+    }
+
+    async fn claim_effects(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self.claim_effects_inner(now, lease, limit).await?)
+    }
+
+    async fn complete_effect(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.complete_effect_inner(effect_id, lease, now).await?)
+    }
+
+    async fn reschedule_effect(
+        &self,
+        effect_id: Uuid,
+        lease: Timestamp,
+        retry_at: Option<Timestamp>,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .reschedule_effect_inner(effect_id, lease, retry_at, error)
+            .await?)
+    }
+
+    async fn claim_timers(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
+        Ok(self.claim_timers_inner(now, lease, limit).await?)
+    }
+
+    async fn complete_timer(
+        &self,
+        timer_id: Uuid,
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.complete_timer_inner(timer_id, lease, now).await?)
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.next_due_inner().await?)
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        // Register interest before (possibly) starting the listener, whose first act is a
+        // wake-up; the permit `signal` leaves covers the rest.
+        let notified = self.inner.work.notified();
+        self.ensure_listener();
+        let _ = tokio::time::timeout(timeout, notified).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact, validate_schema};
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact("postgres://u:s3cret@db:5432/x?sslmode=require"),
+            "postgres://u:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(redact("postgres://root@h/test"), "postgres://root@h/test");
+        assert_eq!(
+            redact("postgresql://h/db?user=u&password=p&x=1"),
+            "postgresql://h/db?user=u&password=***&x=1"
+        );
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["t_0123", "passage", "A_b9"] {
+            assert!(validate_schema(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "9t", "a-b", "a\"b", "pub lic", &"x".repeat(49)] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+}
