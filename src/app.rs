@@ -4,17 +4,17 @@
 use crate::cli::Global;
 use crate::seed::demo_accounts;
 use anyhow::{Context as _, bail};
-use passage_channels::DevOutbox;
+use passage_channels::{Channels, ChannelsConfig, DevOutbox, build_channels};
 use passage_core::definition::{self, Definition, DefinitionErrors};
 use passage_core::ports::AccountDirectory;
 use passage_core::secrets::{Argon2id, Entropy, Keys, PasswordHasher, hex};
 use passage_runtime::{Engine, EngineOptions, OsEntropy, SystemClock, Worker, WorkerOptions};
-use passage_store::SqliteStore;
+use passage_store::AnyStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub type AppEngine = Engine<SqliteStore, SqliteStore>;
-pub type AppWorker = Worker<SqliteStore, SqliteStore, DevOutbox>;
+pub type AppEngine = Engine<AnyStore, AnyStore>;
+pub type AppWorker = Worker<AnyStore, AnyStore, Channels>;
 
 /// Built into the binary so `passage` works from any directory; `--workflows` wins.
 const BUILTIN: [(&str, &str); 3] = [
@@ -42,12 +42,16 @@ impl App {
 }
 
 pub struct App {
-    pub store: SqliteStore,
+    pub store: AnyStore,
     pub engine: AppEngine,
     pub outbox: DevOutbox,
+    /// The configured channels (dev outbox unless SMTP or Twilio are configured).
+    pub channels: Channels,
     pub worker: AppWorker,
 }
 
+/// Files that live beside the store: beside the SQLite file, or in the current directory
+/// when the store is PostgreSQL.
 fn beside(db: &Path, name: &str) -> PathBuf {
     db.parent()
         .map(|p| p.join(name))
@@ -57,9 +61,17 @@ fn beside(db: &Path, name: &str) -> PathBuf {
 pub async fn open(global: &Global) -> anyhow::Result<App> {
     // Definitions first: a malformed file must stop us before anything is created on disk.
     let definitions = load_definitions(&global.workflows)?;
-    let store = SqliteStore::open(&global.db)
+    let target = match &global.database_url {
+        Some(url) => url.clone(),
+        None => global.db.display().to_string(),
+    };
+    let store = AnyStore::open(&target)
         .await
-        .with_context(|| format!("open the event store {}", global.db.display()))?;
+        .with_context(|| match &global.database_url {
+            // Never print a URL: it may carry a password.
+            Some(_) => "connect to the PostgreSQL database (--database-url)".to_owned(),
+            None => format!("open the event store {}", global.db.display()),
+        })?;
     seed_directory(&store).await?;
     let keys = load_keys(global)?;
     let engine = Engine::new(
@@ -80,17 +92,34 @@ pub async fn open(global: &Global) -> anyhow::Result<App> {
     let outbox_path = global
         .outbox
         .clone()
-        .unwrap_or_else(|| beside(&global.db, "passage-outbox.db"));
+        .unwrap_or_else(|| beside(&local_base(global), "passage-outbox.db"));
     let outbox = DevOutbox::open(&outbox_path)
         .await
         .with_context(|| format!("open the dev outbox {}", outbox_path.display()))?;
-    let worker = Worker::new(engine.clone(), outbox.clone(), WorkerOptions::default());
+    let config = ChannelsConfig::from_env().context("read the channel configuration")?;
+    let clock = SystemClock;
+    let channels = build_channels(
+        &config,
+        Some(outbox.clone()),
+        Arc::new(move || passage_runtime::Clock::now(&clock)),
+    )
+    .context("set up the channels")?;
+    tracing::info!(channels = %channels.inner().describe(), "channels ready");
+    let worker = Worker::new(engine.clone(), channels.clone(), WorkerOptions::default());
     Ok(App {
         store,
         engine,
         outbox,
+        channels,
         worker,
     })
+}
+
+fn local_base(global: &Global) -> PathBuf {
+    match global.database_url {
+        Some(_) => PathBuf::from("passage.db"),
+        None => global.db.clone(),
+    }
 }
 
 /// Loads every `*.toml` in `dir`, or the built-in definitions when `dir` does not exist.
@@ -137,7 +166,7 @@ fn load_keys(global: &Global) -> anyhow::Result<Keys> {
     let path = global
         .secret_file
         .clone()
-        .unwrap_or_else(|| beside(&global.db, "passage.key"));
+        .unwrap_or_else(|| beside(&local_base(global), "passage.key"));
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let secret = existing.trim();
         if secret.len() < 32 {
@@ -169,7 +198,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 }
 
 /// Adds the demo accounts that are missing, each with a random password nobody knows.
-async fn seed_directory(store: &SqliteStore) -> anyhow::Result<()> {
+async fn seed_directory(store: &AnyStore) -> anyhow::Result<()> {
     for account in demo_accounts() {
         if store.get(&account.account_id).await?.is_some() {
             continue;

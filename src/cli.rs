@@ -41,6 +41,11 @@ pub struct Global {
     )]
     pub db: PathBuf,
 
+    /// PostgreSQL database shared by several nodes, e.g. postgres://user@host:5432/passage.
+    /// Overrides --db.
+    #[arg(long, global = true, env = "PASSAGE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
     /// Directory of workflow definitions (*.toml). When it does not exist, the definitions
     /// built into this binary are used.
     #[arg(
@@ -90,9 +95,45 @@ pub enum Command {
     Workflows(WorkflowsCommand),
     /// Deliver outbox entries and fire timers until interrupted (Ctrl-C stops it cleanly).
     Worker(WorkerArgs),
+    /// Measure the engine's throughput and latency against a raw-insert baseline on the
+    /// same database, in the same run (see docs/benchmarks.md). Uses fresh scratch stores.
+    Bench(BenchArgs),
     /// Serve the JSON API (/api/journeys) and run a worker in the same process, until Ctrl-C
     /// or SIGTERM. Several `serve` nodes can share one database.
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BenchBackend {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which store(s) to measure. PostgreSQL uses a scratch database created on the server
+    /// named by --bench-postgres and dropped afterwards.
+    #[arg(long, value_enum, default_value_t = BenchBackend::Sqlite)]
+    pub backend: BenchBackend,
+    /// A PostgreSQL server to create the scratch database on.
+    #[arg(
+        long,
+        env = "PASSAGE_BENCH_POSTGRES",
+        default_value = "postgres://root@127.0.0.1:5432/postgres"
+    )]
+    pub bench_postgres: String,
+    /// Concurrent journeys per level.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 256])]
+    pub levels: Vec<usize>,
+    /// Journeys per level (default: 40 at level 1, otherwise 3 x the level, at least 160).
+    #[arg(long)]
+    pub journeys: Option<usize>,
+    /// Hash new passwords with the production Argon2id cost (19 MiB, 2 passes) instead of a
+    /// light one. The light one measures the engine; the production one is dominated by
+    /// password hashing (about 2 per core per ... see docs/benchmarks.md).
+    #[arg(long)]
+    pub production_hashing: bool,
 }
 
 #[derive(Debug, Args)]

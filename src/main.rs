@@ -2,6 +2,8 @@
 //! rule is in `passage-core`.
 
 mod app;
+mod bench;
+mod callbacks;
 mod cli;
 mod demo;
 mod render;
@@ -39,6 +41,8 @@ macro_rules! usage {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every client (SMTP, HTTP), chosen before any is built.
+    passage_channels::install_crypto_provider();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -98,6 +102,10 @@ fn journey_id(s: &str) -> anyhow::Result<JourneyId> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Workflows(WorkflowsCommand::Check { files }) = &cli.command {
         return check_workflows(files);
+    }
+    if let Command::Bench(args) = &cli.command {
+        // Scratch stores only: a benchmark never touches the configured database.
+        return bench::run(args, app::load_definitions(&cli.global.workflows)?).await;
     }
     let app = app::open(&cli.global).await?;
     let result = dispatch(&app, cli).await;
@@ -219,19 +227,18 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         }
         Command::Workflows(WorkflowsCommand::Check { .. }) => Ok(()),
         Command::Serve(args) => serve(app, args).await,
+        Command::Bench(_) => Ok(()),
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let options = passage_runtime::WorkerOptions {
-                lease: args.lease,
-                batch: args.batch.max(1),
-                ..Default::default()
-            };
-            let worker =
-                passage_runtime::Worker::new(app.engine.clone(), app.outbox.clone(), options);
+            let worker = passage_runtime::Worker::new(
+                app.engine.clone(),
+                app.channels.clone(),
+                worker_options(&args),
+            );
             let handle = tokio::spawn(worker.run(rx));
             eprintln!(
-                "worker running on {}; Ctrl-C stops it",
-                cli.global.db.display()
+                "worker running on the {} store; Ctrl-C stops it",
+                app.store.backend()
             );
             shutdown_signal().await;
             let _ = tx.send(true);
@@ -282,11 +289,17 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let worker = passage_runtime::Worker::new(
         app.engine.clone(),
-        app.outbox.clone(),
+        app.channels.clone(),
         worker_options(&args.worker),
     );
     let worker = tokio::spawn(worker.run(rx));
-    let router = passage_web::router(passage_web::AppState::new(app.engine.clone()));
+    let mut router = passage_web::router(passage_web::AppState::new(app.engine.clone()));
+    if let Some(settings) = app.channels.inner().webhook_settings() {
+        let sink = callbacks::EngineSink::new(app.engine.clone());
+        router = router.merge(passage_channels::twilio_webhooks(
+            passage_channels::WebhookState::new(settings, sink),
+        ));
+    }
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
     axum::serve(listener, router)

@@ -1,0 +1,639 @@
+//! `passage bench`: throughput and latency of the engine on a real store, against a raw
+//! baseline measured in the same run (docs/benchmarks.md explains how to read it).
+
+use anyhow::{Context as _, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use passage_channels::DevOutbox;
+use passage_core::journey::{JourneyEvent, JourneyState, Reply};
+use passage_core::ports::{
+    AccountDirectory, Channel, EventStore, JourneyId, MessageKind, OutboundMessage, Receipt,
+    SendError,
+};
+use passage_runtime::{Actor, Clock as _, Engine, Input, Worker, WorkerOptions};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Delivers to the dev outbox, and hands each code to the simulated person waiting for it.
+#[derive(Clone)]
+pub struct Inbox {
+    outbox: DevOutbox,
+    slots: Arc<Mutex<HashMap<(JourneyId, &'static str), Slot>>>,
+}
+
+enum Slot {
+    Code(String),
+    Waiting(oneshot::Sender<String>),
+}
+
+impl Inbox {
+    pub fn new(outbox: DevOutbox) -> Self {
+        Self {
+            outbox,
+            slots: Arc::default(),
+        }
+    }
+
+    async fn code(&self, journey: JourneyId, channel: &'static str) -> anyhow::Result<String> {
+        let rx = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match slots.remove(&(journey, channel)) {
+                Some(Slot::Code(c)) => return Ok(c),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    slots.insert((journey, channel), Slot::Waiting(tx));
+                    rx
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .map_err(|_| anyhow!("no {channel} code for journey {journey} within 60 s"))?
+            .map_err(|_| anyhow!("the inbox was dropped"))
+    }
+}
+
+fn code_in(text: &str) -> Option<String> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() == 6)
+        .map(str::to_owned)
+}
+
+impl Channel for Inbox {
+    async fn deliver(&self, m: &OutboundMessage) -> Result<Receipt, SendError> {
+        let receipt = self.outbox.deliver(m).await?;
+        let found = match &m.kind {
+            MessageKind::Email { text, subject, .. } if !subject.contains("changed") => {
+                code_in(text).map(|c| ("email", c))
+            }
+            MessageKind::Sms { text, .. } => code_in(text).map(|c| ("sms", c)),
+            _ => None,
+        };
+        if let Some((channel, code)) = found {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match slots.remove(&(m.journey_id, channel)) {
+                Some(Slot::Waiting(tx)) => {
+                    let _ = tx.send(code);
+                }
+                _ => {
+                    slots.insert((m.journey_id, channel), Slot::Code(code));
+                }
+            }
+        }
+        Ok(receipt)
+    }
+}
+
+/// What one concurrency level measured.
+#[derive(Debug, Clone)]
+pub struct LevelResult {
+    pub concurrency: usize,
+    pub journeys: usize,
+    pub events: u64,
+    pub elapsed: Duration,
+    pub step_latencies: Vec<Duration>,
+}
+
+impl LevelResult {
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn journeys_per_sec(&self) -> f64 {
+        self.journeys as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.step_latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut v = self.step_latencies.clone();
+        v.sort();
+        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[idx.min(v.len() - 1)]
+    }
+}
+
+fn accepted(o: &passage_runtime::Outcome, what: &str) -> anyhow::Result<()> {
+    match &o.reply {
+        Reply::Accepted { .. } => Ok(()),
+        Reply::Rejected(r) => bail!("{what} refused ({}): {}", r.code, r.message),
+    }
+}
+
+/// One person walking the seed journey: email code, SMS code, new password.
+async fn walk<S: EventStore, D: AccountDirectory>(
+    engine: &Engine<S, D>,
+    inbox: &Inbox,
+    email: &str,
+    latencies: &mut Vec<Duration>,
+) -> anyhow::Result<()> {
+    let person = || Actor::person("bench");
+    let mut timed = async |id: Option<JourneyId>, input: Option<Input>, what: &str| {
+        let t = Instant::now();
+        let o = match (id, input) {
+            (Some(id), Some(input)) => engine.submit(id, input, person(), None).await?,
+            _ => engine.start("password-reset", person(), None).await?,
+        };
+        latencies.push(t.elapsed());
+        accepted(&o, what)?;
+        anyhow::Ok(o.journey_id)
+    };
+    let id = timed(None, None, "start").await?;
+    timed(Some(id), Some(Input::Email(email.into())), "email").await?;
+    let code = inbox.code(id, "email").await?;
+    timed(Some(id), Some(Input::Code(code)), "email code").await?;
+    timed(Some(id), Some(Input::Choose("sms".into())), "choice").await?;
+    let sms = inbox.code(id, "sms").await?;
+    timed(Some(id), Some(Input::Code(sms)), "sms code").await?;
+    let pw = "harbour lantern meadow copper violet";
+    let input = Input::Password {
+        new: pw.into(),
+        confirm: pw.into(),
+    };
+    timed(Some(id), Some(input), "password").await?;
+    Ok(())
+}
+
+pub fn progress(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style =
+        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// Runs `journeys` seed journeys, `concurrency` at a time, with a worker delivering.
+pub async fn engine_level<S: EventStore, D: AccountDirectory>(
+    engine: &Engine<S, D>,
+    inbox: &Inbox,
+    emails: &[String],
+    concurrency: usize,
+    journeys: usize,
+    label: &str,
+) -> anyhow::Result<LevelResult> {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = Worker::new(
+        engine.clone(),
+        inbox.clone(),
+        WorkerOptions {
+            batch: 512,
+            idle_poll: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    let worker = tokio::spawn(worker.run(rx));
+    let head_before = head(engine.store()).await?;
+    let bar = progress(journeys as u64, label);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.min(journeys) {
+        let (engine, inbox, next, bar) = (
+            engine.clone(),
+            inbox.clone(),
+            Arc::clone(&next),
+            bar.clone(),
+        );
+        let emails = emails.to_vec();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= journeys {
+                    break;
+                }
+                walk(&engine, &inbox, &emails[n % emails.len()], &mut latencies).await?;
+                bar.inc(1);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        latencies.extend(r.context("a journey task panicked")??);
+    }
+    // The run ends when the last notification is delivered, not when the last person leaves.
+    wait_idle(engine.store()).await?;
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    let _ = stop.send(true);
+    worker.await.context("stop the bench worker")?;
+    let events = head(engine.store()).await? - head_before;
+    Ok(LevelResult {
+        concurrency,
+        journeys,
+        events,
+        elapsed,
+        step_latencies: latencies,
+    })
+}
+
+async fn head<S: EventStore>(store: &S) -> anyhow::Result<u64> {
+    // The global log is gap-free, so its head position is its length.
+    let mut after = 0;
+    loop {
+        let page = store.read_all(after, 10_000).await?;
+        match page.last() {
+            Some(e) => after = e.position,
+            None => return Ok(after),
+        }
+    }
+}
+
+async fn wait_idle<S: EventStore>(store: &S) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match store.next_due().await? {
+            // Due now: deliveries still to make. Timers due minutes from now do not count.
+            Some(t)
+                if t <= passage_runtime::SystemClock
+                    .now()
+                    .plus(Duration::from_secs(1)) => {}
+            _ => return Ok(()),
+        }
+        if Instant::now() > deadline {
+            bail!("outbox entries still pending after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Rebuilds every journey's state from the store, then from events already in memory.
+pub async fn replay<S: EventStore>(store: &S) -> anyhow::Result<(u64, Duration, Duration)> {
+    let t = Instant::now();
+    let mut states: HashMap<JourneyId, JourneyState> = HashMap::new();
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.read_all(after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for e in page {
+            let ev: JourneyEvent = serde_json::from_str(&e.payload).context("decode an event")?;
+            states.entry(e.stream).or_default().apply(&ev);
+            all.push((e.stream, ev));
+        }
+    }
+    let from_store = t.elapsed();
+    let t = Instant::now();
+    let mut states: HashMap<JourneyId, JourneyState> = HashMap::new();
+    for (stream, ev) in &all {
+        states.entry(*stream).or_default().apply(ev);
+    }
+    let from_memory = t.elapsed();
+    std::hint::black_box(&states);
+    Ok((all.len() as u64, from_store, from_memory))
+}
+
+pub fn table_row(backend: &str, mode: &str, r: &LevelResult, baseline: Option<f64>) -> String {
+    let ratio = baseline
+        .map(|b| format!("{:.0} %", 100.0 * r.events_per_sec() / b))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "| {backend} | {mode} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {ratio} |",
+        r.concurrency,
+        r.journeys,
+        r.events_per_sec(),
+        r.journeys_per_sec(),
+        r.percentile(0.5).as_secs_f64() * 1000.0,
+        r.percentile(0.99).as_secs_f64() * 1000.0,
+    )
+}
+
+/// A scratch store for one backend, removed afterwards.
+struct Scratch {
+    backend: &'static str,
+    dir: std::path::PathBuf,
+    /// For PostgreSQL: the scratch database's URL and the admin URL that created it.
+    pg: Option<(String, String)>,
+}
+
+impl Scratch {
+    async fn new(backend: &'static str, admin_url: &str) -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("passage-bench-{}-{backend}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).context("create the scratch directory")?;
+        let pg = if backend == "postgres" {
+            let name = format!("passage_bench_{}", std::process::id());
+            let admin = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(admin_url)
+                .await
+                .context("connect to the PostgreSQL server given by --bench-postgres")?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .context("create the scratch database")?;
+            admin.close().await;
+            let (base, _) = admin_url
+                .rsplit_once('/')
+                .ok_or_else(|| anyhow!("--bench-postgres must end with /database"))?;
+            Some((format!("{base}/{name}"), admin_url.to_owned()))
+        } else {
+            None
+        };
+        Ok(Self { backend, dir, pg })
+    }
+
+    async fn store(
+        &self,
+        group_commit: bool,
+        fresh: &str,
+    ) -> anyhow::Result<passage_store::AnyStore> {
+        Ok(match &self.pg {
+            Some((url, _)) => passage_store::AnyStore::Postgres(
+                passage_store::PgStore::connect_with(
+                    url,
+                    passage_store::PgOptions {
+                        group_commit,
+                        schema: Some(fresh.replace('-', "_")),
+                        ..Default::default()
+                    },
+                )
+                .await?,
+            ),
+            None => passage_store::AnyStore::Sqlite(
+                passage_store::SqliteStore::open_with(
+                    &self.dir.join(format!("{fresh}.db")),
+                    passage_store::Options {
+                        group_commit,
+                        ..Default::default()
+                    },
+                )
+                .await?,
+            ),
+        })
+    }
+
+    async fn cleanup(self) {
+        if let Some((_, admin_url)) = &self.pg
+            && let Ok(admin) = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(admin_url)
+                .await
+        {
+            let name = format!("passage_bench_{}", std::process::id());
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&admin)
+                .await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An event-sized row: the size of a typical stored `CodeIssued` with its metadata.
+const RAW_PAYLOAD: &str = r#"{"type":"CodeIssued","step":"email-code","channel":"email","issue":1,"code_hash":"4f1c2a9e0b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a29180f7e6d5c4b3a2918f0e1","destination_masked":"a•••e@e•••.com","issued_at":1795765081390,"expires_at":1795765381390,"effect_id":"0193b7c2-8f1e-7c3a-9d2b-5e4f6a7b8c9d"}"#;
+const RAW_METADATA: &str =
+    r#"{"actor":{"kind":"person","channel":"api"},"command":"submit-email"}"#;
+
+/// The raw baseline: `concurrency` clients inserting event-sized rows with plain batched
+/// INSERTs, `batch` rows per transaction, into a scratch table of the same database. Best
+/// rows/s over the batch sizes tried.
+async fn raw_baseline(
+    scratch: &Scratch,
+    concurrency: usize,
+    rows: usize,
+) -> anyhow::Result<Vec<(usize, f64)>> {
+    let mut results = Vec::new();
+    for batch in [1usize, 8, 64] {
+        let bar = progress(
+            rows as u64,
+            &format!("{} raw insert x{batch}", scratch.backend),
+        );
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start;
+        match &scratch.pg {
+            Some((url, _)) => {
+                // As many connections as the engine's store pool: same database, same means.
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect(url)
+                    .await?;
+                sqlx::raw_sql("DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, stream UUID NOT NULL, version BIGINT NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, hash BYTEA NOT NULL)")
+                    .execute(&pool)
+                    .await?;
+                start = Instant::now();
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..concurrency {
+                    let (pool, next, bar) = (pool.clone(), Arc::clone(&next), bar.clone());
+                    tasks.spawn(async move {
+                        loop {
+                            let n = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                            if n >= rows {
+                                return anyhow::Ok(());
+                            }
+                            let k = batch.min(rows - n);
+                            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                                "INSERT INTO bench_raw (stream, version, event_type, payload, metadata, hash) ",
+                            );
+                            qb.push_values(0..k, |mut b, i| {
+                                b.push_bind(uuid::Uuid::new_v4())
+                                    .push_bind((n + i) as i64)
+                                    .push_bind("CodeIssued")
+                                    .push_bind(RAW_PAYLOAD)
+                                    .push_bind(RAW_METADATA)
+                                    .push_bind(vec![7u8; 32]);
+                            });
+                            let mut tx = pool.begin().await?;
+                            qb.build().execute(&mut *tx).await?;
+                            tx.commit().await?;
+                            bar.inc(k as u64);
+                        }
+                    });
+                }
+                while let Some(r) = tasks.join_next().await {
+                    r??;
+                }
+                pool.close().await;
+            }
+            None => {
+                let path = scratch.dir.join("raw.db");
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await?;
+                sqlx::raw_sql("DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (id INTEGER PRIMARY KEY, stream TEXT NOT NULL, version INTEGER NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, hash BLOB NOT NULL)")
+                    .execute(&pool)
+                    .await?;
+                start = Instant::now();
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..concurrency {
+                    let (pool, next, bar) = (pool.clone(), Arc::clone(&next), bar.clone());
+                    tasks.spawn(async move {
+                        loop {
+                            let n = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                            if n >= rows {
+                                return anyhow::Ok(());
+                            }
+                            let k = batch.min(rows - n);
+                            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                                "INSERT INTO bench_raw (stream, version, event_type, payload, metadata, hash) ",
+                            );
+                            qb.push_values(0..k, |mut b, i| {
+                                b.push_bind(uuid::Uuid::new_v4().to_string())
+                                    .push_bind((n + i) as i64)
+                                    .push_bind("CodeIssued")
+                                    .push_bind(RAW_PAYLOAD)
+                                    .push_bind(RAW_METADATA)
+                                    .push_bind(vec![7u8; 32]);
+                            });
+                            // Writers queue on SQLite's lock; IMMEDIATE avoids upgrade deadlocks.
+                            let mut conn = pool.acquire().await?;
+                            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                            qb.build().execute(&mut *conn).await?;
+                            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                            bar.inc(k as u64);
+                        }
+                    });
+                }
+                while let Some(r) = tasks.join_next().await {
+                    r??;
+                }
+                pool.close().await;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        results.push((batch, rows as f64 / secs));
+    }
+    Ok(results)
+}
+
+fn demo_people() -> Vec<passage_core::ports::Account> {
+    (0..64)
+        .map(|i| passage_core::ports::Account {
+            account_id: format!("bench-{i:03}"),
+            email: format!("person{i:03}@example.com"),
+            display_name: format!("Person {i:03}"),
+            phone: Some(format!("+614{:08}", 10_000_000 + i)),
+            enabled: true,
+        })
+        .collect()
+}
+
+async fn engine_for(
+    store: passage_store::AnyStore,
+    definitions: &[passage_core::definition::Definition],
+    production_hashing: bool,
+) -> anyhow::Result<Engine<passage_store::AnyStore, passage_store::AnyStore>> {
+    for a in demo_people() {
+        store
+            .insert_account_if_missing(&a, "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
+            .await?;
+    }
+    let hasher = if production_hashing {
+        passage_core::secrets::Argon2id::default()
+    } else {
+        passage_core::secrets::Argon2id::new(256, 1, 1)
+    };
+    let engine = Engine::new(
+        store.clone(),
+        store,
+        Arc::new(passage_runtime::SystemClock),
+        passage_runtime::EngineOptions {
+            keys: passage_core::secrets::Keys::derive(b"bench secret, not for production use"),
+            hasher,
+        },
+    );
+    for d in definitions {
+        engine.register(d.clone()).await?;
+    }
+    Ok(engine)
+}
+
+pub async fn run(
+    args: &crate::cli::BenchArgs,
+    definitions: Vec<passage_core::definition::Definition>,
+) -> anyhow::Result<()> {
+    use crate::cli::BenchBackend;
+    let backends: &[&'static str] = match args.backend {
+        BenchBackend::Sqlite => &["sqlite"],
+        BenchBackend::Postgres => &["postgres"],
+        BenchBackend::Both => &["sqlite", "postgres"],
+    };
+    let emails: Vec<String> = demo_people().into_iter().map(|a| a.email).collect();
+    let max_level = args.levels.iter().copied().max().unwrap_or(1);
+    let journeys_at = |level: usize| {
+        args.journeys
+            .unwrap_or(if level == 1 { 40 } else { (3 * level).max(160) })
+    };
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for backend in backends {
+        let scratch = Scratch::new(backend, &args.bench_postgres).await?;
+        let result = async {
+            let raw = raw_baseline(&scratch, max_level, 20_000).await?;
+            let best = raw.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+            for (batch, r) in &raw {
+                notes.push(format!("{backend}: raw batched INSERT, {max_level} clients, {batch} rows per transaction: {r:.0} rows/s"));
+            }
+            let inbox_outbox = DevOutbox::open(&scratch.dir.join("outbox.db")).await?;
+            let inbox = Inbox::new(inbox_outbox);
+            let mut replay_source = None;
+            for &level in &args.levels {
+                let store = scratch.store(true, &format!("grouped-{level}")).await?;
+                let engine = engine_for(store.clone(), &definitions, args.production_hashing).await?;
+                let before = store.stats();
+                let r = engine_level(&engine, &inbox, &emails, level, journeys_at(level), &format!("{backend} engine c={level}")).await?;
+                let after = store.stats();
+                let txs = after.transactions - before.transactions;
+                notes.push(format!(
+                    "{backend}: c={level}: {} append requests in {txs} transactions (largest {})",
+                    after.requests - before.requests,
+                    after.largest_batch
+                ));
+                rows.push(table_row(backend, "grouped", &r, (level == max_level).then_some(best)));
+                if level == max_level {
+                    replay_source = Some(store.clone());
+                }
+            }
+            let store = scratch.store(false, "ungrouped").await?;
+            let engine = engine_for(store.clone(), &definitions, args.production_hashing).await?;
+            let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), &format!("{backend} ungrouped c={max_level}")).await?;
+            rows.push(table_row(backend, "one event batch per transaction", &r, Some(best)));
+            if let Some(store) = replay_source {
+                let (events, from_store, from_memory) = replay(&store).await?;
+                notes.push(format!(
+                    "{backend}: replay of {events} events: {:.0} events/s from the store, {:.0} events/s from memory",
+                    events as f64 / from_store.as_secs_f64(),
+                    events as f64 / from_memory.as_secs_f64()
+                ));
+            }
+            anyhow::Ok(best)
+        }
+        .await;
+        scratch.cleanup().await;
+        let best = result?;
+        notes.push(format!("{backend}: raw baseline (best) {best:.0} rows/s"));
+    }
+    println!(
+        "| backend | mode | concurrent journeys | journeys | events/s | journeys/s | step p50 ms | step p99 ms | engine ÷ raw |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!();
+    for n in notes {
+        println!("- {n}");
+    }
+    Ok(())
+}
