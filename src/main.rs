@@ -293,7 +293,15 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         worker_options(&args.worker),
     );
     let worker = tokio::spawn(worker.run(rx));
-    let mut router = passage_web::router(passage_web::AppState::new(app.engine.clone()));
+    // The API may play the phone only while calls go to the development outbox.
+    let simulated_phone = matches!(
+        app.channels.inner().route("voice"),
+        Some(passage_channels::Route::Dev(_))
+    );
+    let mut router = passage_web::router(passage_web::AppState::with_phone(
+        app.engine.clone(),
+        simulated_phone,
+    ));
     if let Some(settings) = app.channels.inner().webhook_settings() {
         let sink = callbacks::EngineSink::new(app.engine.clone());
         router = router.merge(passage_channels::twilio_webhooks(

@@ -12,6 +12,20 @@ const JOURNEYS: usize = 30;
 
 /// A journey whose email code expires 3 s after issue, so its expiry timer is still pending
 /// when the worker is killed, and due soon after the restart.
+/// These tests drive many journeys for one account on purpose: lift the per-recipient
+/// budgets that would (rightly) stop that in production (docs/channels.md, Limits).
+const UNLIMITED_CHANNELS: &str = r#"
+email = "dev"
+sms = "dev"
+voice = "dev"
+[limits.email]
+global = { max = 1000000, window_secs = 3600 }
+[limits.sms]
+global = { max = 1000000, window_secs = 3600 }
+[limits.voice]
+global = { max = 1000000, window_secs = 3600 }
+"#;
+
 const DEFINITION: &str = r#"
 id = "crash-test"
 version = 1
@@ -67,6 +81,7 @@ fn passage(dir: &Path) -> Command {
         .arg("--workflows")
         .arg(dir.join("workflows"))
         .env_remove("PASSAGE_SECRET")
+        .env("PASSAGE_CHANNELS_CONFIG", dir.join("channels.toml"))
         .env("RUST_LOG", "warn");
     c
 }
@@ -107,13 +122,25 @@ async fn scalar(db: &Path, sql: &'static str) -> i64 {
     v
 }
 
-fn spawn_worker(dir: &Path) -> Child {
-    passage(dir)
-        .args(["worker", "--lease", "1s", "--batch", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the worker")
+/// A worker process that is killed when dropped, so a failing assertion leaves none behind.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(dir: &Path) -> Worker {
+    Worker(
+        passage(dir)
+            .args(["worker", "--lease", "1s", "--batch", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the worker"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,6 +149,7 @@ async fn sigkill_mid_journey_loses_nothing_and_pending_work_resumes() {
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(dir.0.join("workflows")).unwrap();
     std::fs::write(dir.0.join("workflows/crash-test.toml"), DEFINITION).unwrap();
+    std::fs::write(dir.0.join("channels.toml"), UNLIMITED_CHANNELS).unwrap();
     let db = dir.0.join("passage.db");
     let outbox = dir.0.join("passage-outbox.db");
 
@@ -162,8 +190,8 @@ async fn sigkill_mid_journey_loses_nothing_and_pending_work_resumes() {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    worker.kill().expect("SIGKILL the worker"); // Child::kill is SIGKILL on Unix.
-    worker.wait().unwrap();
+    worker.0.kill().expect("SIGKILL the worker"); // Child::kill is SIGKILL on Unix.
+    worker.0.wait().unwrap();
     let delivered_at_kill = scalar(&outbox, "SELECT COUNT(*) FROM messages").await;
     let timers_pending_at_kill =
         scalar(&db, "SELECT COUNT(*) FROM timers WHERE status = 'pending'").await;
@@ -194,8 +222,7 @@ async fn sigkill_mid_journey_loses_nothing_and_pending_work_resumes() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    worker.kill().unwrap();
-    worker.wait().unwrap();
+    drop(worker);
 
     let after = events(&db).await;
     for (pos, hash) in &before {

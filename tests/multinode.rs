@@ -18,6 +18,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
 const JOURNEYS: usize = 500;
+
+/// The test drives 500 journeys for one account on purpose: lift the per-recipient budgets
+/// that would (rightly) stop that in production (docs/channels.md, Limits).
+const UNLIMITED_CHANNELS: &str = r#"
+email = "dev"
+sms = "dev"
+voice = "dev"
+[limits.email]
+global = { max = 1000000, window_secs = 3600 }
+[limits.sms]
+global = { max = 1000000, window_secs = 3600 }
+[limits.voice]
+global = { max = 1000000, window_secs = 3600 }
+"#;
 const CONCURRENCY: usize = 48;
 const SECRET: &str = "multinode-test-secret-0123456789abcdef0123456789abcdef";
 const PASSWORD: &str = "harbour lantern meadow copper violet";
@@ -40,6 +54,14 @@ struct Node {
     addr: String,
 }
 
+impl Drop for Node {
+    // A failing assertion must not leave nodes running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_node(dir: &Path, db_url: &str) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_passage"))
         .args(["--database-url", db_url])
@@ -49,6 +71,7 @@ fn start_node(dir: &Path, db_url: &str) -> Node {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows"))
         .args(["serve", "--listen", "127.0.0.1:0", "--lease", "2s"])
         .env("PASSAGE_SECRET", SECRET)
+        .env("PASSAGE_CHANNELS_CONFIG", dir.join("channels.toml"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -301,6 +324,7 @@ async fn two_nodes_one_database_survive_a_sigkill() {
         std::env::temp_dir().join(format!("passage-multinode-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("channels.toml"), UNLIMITED_CHANNELS).unwrap();
 
     let a = start_node(&dir, &db_url);
     let mut b = start_node(&dir, &db_url);
@@ -338,6 +362,7 @@ async fn two_nodes_one_database_survive_a_sigkill() {
     }
     b.child.kill().expect("SIGKILL node B");
     b.child.wait().unwrap();
+    drop(b);
     eprintln!(
         "node B killed after {} journeys",
         done.load(Ordering::SeqCst)
@@ -451,10 +476,7 @@ async fn two_nodes_one_database_survive_a_sigkill() {
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
 
-    for mut node in [a, b] {
-        let _ = node.child.kill();
-        let _ = node.child.wait();
-    }
+    drop((a, b));
     pg.close().await;
     outbox.close().await;
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

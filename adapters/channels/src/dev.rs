@@ -115,7 +115,10 @@ impl DevOutbox {
             .map_err(open_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            // WAL + NORMAL survives a killed process (what the crash tests do), not a power
+            // cut; for a development inbox that is the right price for not paying an fsync
+            // per message.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

@@ -247,6 +247,13 @@ async fn call<S: EventStore, D: AccountDirectory>(
     headers: HeaderMap,
     payload: Result<Json<CallRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    if !app.simulated_phone {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Key presses arrive from the voice provider's signed callback.",
+        ));
+    }
     let req = body(payload)?;
     let input = Input::CallKeys {
         call_id: req.call_id,

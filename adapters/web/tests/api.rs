@@ -256,3 +256,66 @@ async fn an_idempotency_key_replays_the_first_outcome() {
         "the retry was not a second attempt"
     );
 }
+
+#[tokio::test]
+async fn a_repeated_start_with_the_same_key_is_the_same_journey() {
+    let api = api().await;
+    let start = || {
+        Request::post("/api/journeys")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "start-once")
+            .body(Body::from(r#"{"email":"alice@example.com"}"#))
+            .unwrap()
+    };
+    let (s1, first) = api.send(start()).await;
+    let (s2, again) = api.send(start()).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first["journey_id"], again["journey_id"]);
+    api.worker.drain().await.unwrap();
+    let id: JourneyId = first["journey_id"].as_str().unwrap().parse().unwrap();
+    let emails = api
+        .outbox
+        .list(&passage_channels::MessageFilter {
+            journey: Some(id),
+            channel: Some("email".into()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(emails.len(), 1, "one code sent, not two");
+}
+
+#[tokio::test]
+async fn the_simulated_phone_route_is_closed_with_a_real_voice_provider() {
+    let api = api().await;
+    let (_, body) = api
+        .call(
+            "POST",
+            "/api/journeys",
+            Some(json!({"email": "alice@example.com"})),
+        )
+        .await;
+    let id = body["journey_id"].as_str().unwrap().to_owned();
+    // Same engine, but configured as with a real provider: the route must refuse.
+    let store = SqliteStore::open(&api.dir.join("passage.db"))
+        .await
+        .unwrap();
+    let engine = Engine::new(
+        store.clone(),
+        store,
+        Arc::new(SystemClock),
+        EngineOptions {
+            keys: Keys::derive(b"web test secret"),
+            hasher: Argon2id::new(256, 1, 1),
+        },
+    );
+    let router = passage_web::router(passage_web::AppState::with_phone(engine, false));
+    let req = Request::post(format!("/api/journeys/{id}/call"))
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"call_id": uuid::Uuid::new_v4(), "digits": "#"}).to_string(),
+        ))
+        .unwrap();
+    let res = router.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}

@@ -330,7 +330,15 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let journey_id = JourneyId(Uuid::now_v7());
+        // A start with an idempotency key gets a journey id derived from it, so a repeated
+        // start lands on the same journey and returns its first outcome.
+        let journey_id = match command_id {
+            Some(c) => JourneyId(passage_core::secrets::derived_id(&[
+                b"journey",
+                c.as_bytes(),
+            ])),
+            None => JourneyId(Uuid::now_v7()),
+        };
         let origin = actor.channel.clone();
         self.execute(
             journey_id,
@@ -504,8 +512,9 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         actor: Actor,
         command_id: Option<Uuid>,
     ) -> Result<Outcome, Error> {
-        // Only a caller-supplied id can have been seen before; a fresh one needs no lookup.
-        let given_id = command_id.is_some();
+        // No lookup of the command id first: the append itself refuses an id it has seen
+        // and returns the first outcome (a repeated start finds its journey because the
+        // journey id is derived from the command id, see `start`).
         let command_id = command_id.unwrap_or_else(Uuid::new_v4);
         let store = &self.inner.store;
         let lock = self.journey_lock(journey_id);
@@ -516,11 +525,6 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 // several losers do not collide again in lockstep.
                 let ms = rand::random_range(1..=(2u64 << attempt.min(6)));
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-            }
-            if (given_id || attempt > 0)
-                && let Some(stored) = store.command_outcome(command_id).await?
-            {
-                return self.replayed_outcome(journey_id, &stored).await;
             }
             let cached = match attempt {
                 0 => self.cache().get(&journey_id),
