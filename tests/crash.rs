@@ -204,7 +204,7 @@ async fn sigkill_mid_journey_loses_nothing_and_pending_work_resumes() {
     );
 
     // Restart: everything pending is finished, nothing is lost or doubled.
-    let mut worker = spawn_worker(&dir.0);
+    let worker = spawn_worker(&dir.0);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let msgs = scalar(&outbox, "SELECT COUNT(*) FROM messages").await;
