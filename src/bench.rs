@@ -608,7 +608,7 @@ pub async fn run(
             let store = scratch.store(false, "ungrouped").await?;
             let engine = engine_for(store.clone(), &definitions, args.production_hashing).await?;
             let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), &format!("{backend} ungrouped c={max_level}")).await?;
-            rows.push(table_row(backend, "one event batch per transaction", &r, Some(best)));
+            rows.push(table_row(backend, "one append per transaction", &r, Some(best)));
             if let Some(store) = replay_source {
                 let (events, from_store, from_memory) = replay(&store).await?;
                 notes.push(format!(
