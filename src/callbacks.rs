@@ -88,6 +88,20 @@ impl<S: EventStore, D: AccountDirectory> CallbackSink for EngineSink<S, D> {
         effect_id: Uuid,
         status: MessageStatus,
     ) -> Result<(), ChannelError> {
+        if status.status == "delivered" {
+            // The carrier confirmed delivery to the handset: worth a line in the timeline.
+            let id = derived_id(&[effect_id.as_bytes(), b"status", b"delivered"]);
+            let input = Input::Delivered {
+                effect_id,
+                channel: "sms".into(),
+                provider_ref: format!("{} delivered to the handset", status.sid),
+            };
+            self.engine
+                .submit(journey, input, provider(), Some(id))
+                .await
+                .map_err(sink_error)?;
+            return Ok(());
+        }
         if !status.is_failure() {
             return Ok(());
         }

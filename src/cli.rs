@@ -130,8 +130,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub journeys: Option<usize>,
     /// Hash new passwords with the production Argon2id cost (19 MiB, 2 passes) instead of a
-    /// light one. The light one measures the engine; the production one is dominated by
-    /// password hashing (about 2 per core per ... see docs/benchmarks.md).
+    /// light one. The light one measures the engine; with the production one, password
+    /// hashing sets the pace (docs/benchmarks.md).
     #[arg(long)]
     pub production_hashing: bool,
 }
