@@ -397,10 +397,19 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                     expect,
                 }
             }
-            Effect::ApplyPassword { phc, .. } => {
+            Effect::ApplyPassword { phc, notify_at, .. } => {
+                // Applying is idempotent, so a retry after a failed notice applies again.
                 directory.set_password_hash(account_id, phc).await?;
                 info!(account = %account_id, "password applied to the account directory");
-                return Ok(Ok(None));
+                let Some(at) = notify_at else {
+                    return Ok(Ok(None));
+                };
+                let (subject, text) = messages::password_changed_email(portal, *at);
+                MessageKind::Email {
+                    to: account.email.clone(),
+                    subject,
+                    text,
+                }
             }
             Effect::NotifyPasswordChanged { changed_at, .. } => {
                 let (subject, text) = messages::password_changed_email(portal, *changed_at);
@@ -423,7 +432,12 @@ fn channel_name(effect: &Effect) -> &'static str {
     match effect {
         Effect::SendCode { channel, .. } => channel.as_str(),
         Effect::PlaceCall { .. } => "voice",
-        Effect::ApplyPassword { .. } => "directory",
+        Effect::ApplyPassword {
+            notify_at: Some(_), ..
+        } => "email",
+        Effect::ApplyPassword {
+            notify_at: None, ..
+        } => "directory",
         Effect::NotifyPasswordChanged { .. } => "email",
     }
 }

@@ -498,11 +498,7 @@ pub fn decide(
                 effect_id,
                 account_id: account_id.clone(),
                 phc,
-            });
-            out.effects.push(Effect::NotifyPasswordChanged {
-                effect_id: ctx.rng.uuid(),
-                account_id: account_id.clone(),
-                changed_at: ctx.now,
+                notify_at: Some(ctx.now),
             });
             out.events.push(JourneyEvent::PasswordChanged {
                 step: step.id.clone(),

@@ -138,13 +138,19 @@ pub enum Effect {
         /// `None` for press-#; the sealed code to read out for spoken-code.
         sealed_code: Option<String>,
     },
-    /// Store the new password hash in the account directory.
+    /// Store the new password hash in the account directory, then tell the account's
+    /// address that it changed (R46). One effect, so the notice can never go out before the
+    /// password is applied, nor when applying it failed.
     ApplyPassword {
         effect_id: Uuid,
         account_id: String,
         phc: String,
+        /// When set, the "password changed" email follows the change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_at: Option<Timestamp>,
     },
-    /// "Your password was changed" to the account's address (R46).
+    /// "Your password was changed" as a separate effect: only in outboxes written before
+    /// `ApplyPassword` carried the notice; still delivered when found.
     NotifyPasswordChanged {
         effect_id: Uuid,
         account_id: String,

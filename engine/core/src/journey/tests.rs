@@ -459,7 +459,7 @@ fn given_sms_branch_when_completed_then_password_applied_notified_and_session_is
     assert_eq!(token.len(), 64);
     assert!(matches!(
         d.effects.as_slice(),
-        [Effect::ApplyPassword { phc, .. }, Effect::NotifyPasswordChanged { .. }] if phc.starts_with("$argon2id$")
+        [Effect::ApplyPassword { phc, notify_at: Some(_), .. }] if phc.starts_with("$argon2id$")
     ));
     let s = j.state();
     assert_eq!(s.status, Status::Completed);
