@@ -519,7 +519,8 @@ async fn set_password(j: &Journey<'_>, mail: &MailDev, email: &str) -> Value {
         v["journey"]["step"]["tiles"][0]["portal"], "Connections Portal",
         "{v}"
     );
-    let effect = j.outbox_effect("notify-password-changed").await;
+    // The notice is sent by the effect that applies the password, right after it (F7).
+    let effect = j.outbox_effect("apply-password").await;
     let notice = mail
         .mail_of(j.http, &effect, email, "your password was changed")
         .await;
@@ -826,7 +827,14 @@ async fn seed_journey_over_smtp_and_twilio() {
             "email provider_ref {r:?} names the mail MailDev got ({message_id})"
         );
     }
-    assert_eq!(delivered(&sms_tl, "sms"), vec![sms_sid.clone()]);
+    // Accepted by the provider, then confirmed by the carrier's status callback.
+    assert_eq!(
+        delivered(&sms_tl, "sms"),
+        vec![
+            sms_sid.clone(),
+            format!("{sms_sid} delivered to the handset")
+        ]
+    );
     assert!(events(&sms_tl, "MessageFailed").is_empty(), "{sms_tl:?}");
     for kind in ["CodeVerified", "PasswordChanged", "JourneyCompleted"] {
         assert!(
