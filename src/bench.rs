@@ -398,6 +398,45 @@ const RAW_PAYLOAD: &str = r#"{"type":"CodeIssued","step":"email-code","channel":
 const RAW_METADATA: &str =
     r#"{"actor":{"kind":"person","channel":"api"},"command":"submit-email"}"#;
 
+/// Runs `concurrency` clients that together insert `rows` rows, `batch` at a time, each
+/// batch through `insert(first_row, count)`; returns the elapsed time.
+async fn clients<F, Fut>(
+    concurrency: usize,
+    rows: usize,
+    batch: usize,
+    bar: &ProgressBar,
+    insert: F,
+) -> anyhow::Result<Duration>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (next, bar, insert) = (Arc::clone(&next), bar.clone(), insert.clone());
+        tasks.spawn(async move {
+            loop {
+                let n = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                if n >= rows {
+                    return anyhow::Ok(());
+                }
+                let k = batch.min(rows - n);
+                insert(n, k).await?;
+                bar.inc(k as u64);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(start.elapsed())
+}
+
+const RAW_INSERT: &str =
+    "INSERT INTO bench_raw (stream, version, event_type, payload, metadata, hash) ";
+
 /// The raw baseline: `concurrency` clients inserting event-sized rows with plain batched
 /// INSERTs, `batch` rows per transaction, into a scratch table of the same database. Best
 /// rows/s over the batch sizes tried.
@@ -412,9 +451,7 @@ async fn raw_baseline(
             rows as u64,
             &format!("{} raw insert x{batch}", scratch.backend),
         );
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let start;
-        match &scratch.pg {
+        let elapsed = match &scratch.pg {
             Some((url, _)) => {
                 // As many connections as the engine's store pool: same database, same means.
                 let pool = sqlx::postgres::PgPoolOptions::new()
@@ -424,44 +461,32 @@ async fn raw_baseline(
                 sqlx::raw_sql("DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, stream UUID NOT NULL, version BIGINT NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, hash BYTEA NOT NULL)")
                     .execute(&pool)
                     .await?;
-                start = Instant::now();
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..concurrency {
-                    let (pool, next, bar) = (pool.clone(), Arc::clone(&next), bar.clone());
-                    tasks.spawn(async move {
-                        loop {
-                            let n = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
-                            if n >= rows {
-                                return anyhow::Ok(());
-                            }
-                            let k = batch.min(rows - n);
-                            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-                                "INSERT INTO bench_raw (stream, version, event_type, payload, metadata, hash) ",
-                            );
-                            qb.push_values(0..k, |mut b, i| {
-                                b.push_bind(uuid::Uuid::new_v4())
-                                    .push_bind((n + i) as i64)
-                                    .push_bind("CodeIssued")
-                                    .push_bind(RAW_PAYLOAD)
-                                    .push_bind(RAW_METADATA)
-                                    .push_bind(vec![7u8; 32]);
-                            });
-                            let mut tx = pool.begin().await?;
-                            qb.build().execute(&mut *tx).await?;
-                            tx.commit().await?;
-                            bar.inc(k as u64);
-                        }
-                    });
-                }
-                while let Some(r) = tasks.join_next().await {
-                    r??;
-                }
+                let p = pool.clone();
+                let elapsed = clients(concurrency, rows, batch, &bar, move |n, k| {
+                    let pool = p.clone();
+                    async move {
+                        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(RAW_INSERT);
+                        qb.push_values(0..k, |mut b, i| {
+                            b.push_bind(uuid::Uuid::new_v4())
+                                .push_bind((n + i) as i64)
+                                .push_bind("CodeIssued")
+                                .push_bind(RAW_PAYLOAD)
+                                .push_bind(RAW_METADATA)
+                                .push_bind(vec![7u8; 32]);
+                        });
+                        let mut tx = pool.begin().await?;
+                        qb.build().execute(&mut *tx).await?;
+                        tx.commit().await?;
+                        anyhow::Ok(())
+                    }
+                })
+                .await?;
                 pool.close().await;
+                elapsed
             }
             None => {
-                let path = scratch.dir.join("raw.db");
                 let options = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(&path)
+                    .filename(scratch.dir.join("raw.db"))
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
@@ -473,46 +498,34 @@ async fn raw_baseline(
                 sqlx::raw_sql("DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (id INTEGER PRIMARY KEY, stream TEXT NOT NULL, version INTEGER NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, hash BLOB NOT NULL)")
                     .execute(&pool)
                     .await?;
-                start = Instant::now();
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..concurrency {
-                    let (pool, next, bar) = (pool.clone(), Arc::clone(&next), bar.clone());
-                    tasks.spawn(async move {
-                        loop {
-                            let n = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
-                            if n >= rows {
-                                return anyhow::Ok(());
-                            }
-                            let k = batch.min(rows - n);
-                            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                                "INSERT INTO bench_raw (stream, version, event_type, payload, metadata, hash) ",
-                            );
-                            qb.push_values(0..k, |mut b, i| {
-                                b.push_bind(uuid::Uuid::new_v4().to_string())
-                                    .push_bind((n + i) as i64)
-                                    .push_bind("CodeIssued")
-                                    .push_bind(RAW_PAYLOAD)
-                                    .push_bind(RAW_METADATA)
-                                    .push_bind(vec![7u8; 32]);
-                            });
-                            // Writers queue on SQLite's lock; IMMEDIATE avoids upgrade deadlocks.
-                            let mut conn = pool.acquire().await?;
-                            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                            qb.build().execute(&mut *conn).await?;
-                            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-                            bar.inc(k as u64);
-                        }
-                    });
-                }
-                while let Some(r) = tasks.join_next().await {
-                    r??;
-                }
+                let p = pool.clone();
+                let elapsed = clients(concurrency, rows, batch, &bar, move |n, k| {
+                    let pool = p.clone();
+                    async move {
+                        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(RAW_INSERT);
+                        qb.push_values(0..k, |mut b, i| {
+                            b.push_bind(uuid::Uuid::new_v4().to_string())
+                                .push_bind((n + i) as i64)
+                                .push_bind("CodeIssued")
+                                .push_bind(RAW_PAYLOAD)
+                                .push_bind(RAW_METADATA)
+                                .push_bind(vec![7u8; 32]);
+                        });
+                        // Writers queue on SQLite's lock; IMMEDIATE avoids upgrade deadlocks.
+                        let mut conn = pool.acquire().await?;
+                        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                        qb.build().execute(&mut *conn).await?;
+                        sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                        anyhow::Ok(())
+                    }
+                })
+                .await?;
                 pool.close().await;
+                elapsed
             }
-        }
-        let secs = start.elapsed().as_secs_f64();
+        };
         bar.finish_and_clear();
-        results.push((batch, rows as f64 / secs));
+        results.push((batch, rows as f64 / elapsed.as_secs_f64()));
     }
     Ok(results)
 }

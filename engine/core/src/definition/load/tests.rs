@@ -10,52 +10,7 @@ const EMAIL_SMS: &str = include_str!("../../../../../workflows/email-sms.toml");
 const VOICE_CODE: &str = include_str!("../../../../../workflows/email-voice-code.toml");
 
 /// A small valid definition; the line numbers in the tests below refer to it.
-const MINI: &str = r#"id = "mini"
-version = 1
-title = "Mini"
-lifetime = "15m"
-start = "email"
-
-[[steps]]
-id = "email"
-kind = "identify"
-prompt = "Email address"
-action = "Send code"
-next = "email-code"
-
-[[steps]]
-id = "email-code"
-kind = "code"
-channel = "email"
-prompt = "Enter the code"
-lifetime = "5m"
-next = "sms-code"
-
-[[steps]]
-id = "sms-code"
-kind = "code"
-channel = "sms"
-prompt = "Enter the SMS code"
-lifetime = "5m"
-next = "new-password"
-
-[[steps]]
-id = "new-password"
-kind = "set-password"
-prompt = "Reset Password"
-policy = "portal"
-next = "done"
-
-[[steps]]
-id = "done"
-kind = "complete"
-prompt = "Done"
-tiles = [{ title = "Connections", portal = "Connections Portal", href = "/portal/connections" }]
-
-[policies.portal]
-min_length = 15
-max_length = 128
-"#;
+const MINI: &str = include_str!("../../../../../tests/fixtures/mini-definition.toml");
 
 /// `MINI` with each `(line, text)` replacing that 1-based line, so every other line keeps
 /// its number.
