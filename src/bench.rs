@@ -54,20 +54,14 @@ impl Inbox {
     }
 }
 
-fn code_in(text: &str) -> Option<String> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .find(|run| run.len() == 6)
-        .map(str::to_owned)
-}
-
 impl Channel for Inbox {
     async fn deliver(&self, m: &OutboundMessage) -> Result<Receipt, SendError> {
         let receipt = self.outbox.deliver(m).await?;
         let found = match &m.kind {
             MessageKind::Email { text, subject, .. } if !subject.contains("changed") => {
-                code_in(text).map(|c| ("email", c))
+                passage_channels::find_code(text).map(|c| ("email", c))
             }
-            MessageKind::Sms { text, .. } => code_in(text).map(|c| ("sms", c)),
+            MessageKind::Sms { text, .. } => passage_channels::find_code(text).map(|c| ("sms", c)),
             _ => None,
         };
         if let Some((channel, code)) = found {

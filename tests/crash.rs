@@ -10,22 +10,12 @@ use std::time::{Duration, Instant};
 
 const JOURNEYS: usize = 30;
 
+/// The test drives many journeys for one account on purpose: lift the per-recipient budgets
+/// that would (rightly) stop that in production (docs/channels.md, Limits).
+const UNLIMITED_CHANNELS: &str = include_str!("fixtures/unlimited-channels.toml");
+
 /// A journey whose email code expires 3 s after issue, so its expiry timer is still pending
 /// when the worker is killed, and due soon after the restart.
-/// These tests drive many journeys for one account on purpose: lift the per-recipient
-/// budgets that would (rightly) stop that in production (docs/channels.md, Limits).
-const UNLIMITED_CHANNELS: &str = r#"
-email = "dev"
-sms = "dev"
-voice = "dev"
-[limits.email]
-global = { max = 1000000, window_secs = 3600 }
-[limits.sms]
-global = { max = 1000000, window_secs = 3600 }
-[limits.voice]
-global = { max = 1000000, window_secs = 3600 }
-"#;
-
 const DEFINITION: &str = r#"
 id = "crash-test"
 version = 1

@@ -21,17 +21,7 @@ const JOURNEYS: usize = 500;
 
 /// The test drives 500 journeys for one account on purpose: lift the per-recipient budgets
 /// that would (rightly) stop that in production (docs/channels.md, Limits).
-const UNLIMITED_CHANNELS: &str = r#"
-email = "dev"
-sms = "dev"
-voice = "dev"
-[limits.email]
-global = { max = 1000000, window_secs = 3600 }
-[limits.sms]
-global = { max = 1000000, window_secs = 3600 }
-[limits.voice]
-global = { max = 1000000, window_secs = 3600 }
-"#;
+const UNLIMITED_CHANNELS: &str = include_str!("fixtures/unlimited-channels.toml");
 const CONCURRENCY: usize = 48;
 const SECRET: &str = "multinode-test-secret-0123456789abcdef0123456789abcdef";
 const PASSWORD: &str = "harbour lantern meadow copper violet";
@@ -189,11 +179,7 @@ async fn code(outbox: &sqlx::SqlitePool, journey: &str, channel: &str, nth: i64)
             && rows.len() as i64 >= nth
         {
             let body: String = rows[(nth - 1) as usize].get(0);
-            return body
-                .split(|c: char| !c.is_ascii_digit())
-                .find(|run| run.len() == 6)
-                .expect("a 6-digit code in the message")
-                .to_owned();
+            return passage_channels::find_code(&body).expect("a code in the message");
         }
         assert!(
             Instant::now() < deadline,

@@ -65,23 +65,29 @@ impl DevMessage {
     /// The code a person would read in this message, for the demo and tests: the first run
     /// of 6 to 10 digits, where a call speaks digits one by one ("1, 2, 3, ...").
     pub fn code(&self) -> Option<String> {
-        let mut runs = vec![String::new()];
-        let chars: Vec<char> = self.body.chars().collect();
-        for (i, c) in chars.iter().enumerate() {
-            let spoken_gap = (*c == ',' || *c == ' ')
-                && i > 0
-                && chars[i - 1].is_ascii_digit() | (chars[i - 1] == ',')
-                && chars
-                    .get(i + 1)
-                    .is_some_and(|n| n.is_ascii_digit() || *n == ' ');
-            if c.is_ascii_digit() {
-                runs.last_mut()?.push(*c);
-            } else if !spoken_gap {
-                runs.push(String::new());
-            }
-        }
-        runs.into_iter().find(|r| (6..=10).contains(&r.len()))
+        find_code(&self.body)
     }
+}
+
+/// The first run of 6 to 10 digits in a message text, where a call speaks digits one by one
+/// ("1, 2, 3, ..."): what a person reads as the code. For the dev inbox, the demo and tests.
+pub fn find_code(text: &str) -> Option<String> {
+    let mut runs = vec![String::new()];
+    let chars: Vec<char> = text.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        let spoken_gap = (*c == ',' || *c == ' ')
+            && i > 0
+            && chars[i - 1].is_ascii_digit() | (chars[i - 1] == ',')
+            && chars
+                .get(i + 1)
+                .is_some_and(|n| n.is_ascii_digit() || *n == ' ');
+        if c.is_ascii_digit() {
+            runs.last_mut()?.push(*c);
+        } else if !spoken_gap {
+            runs.push(String::new());
+        }
+    }
+    runs.into_iter().find(|r| (6..=10).contains(&r.len()))
 }
 
 #[derive(Debug, Clone, Default)]

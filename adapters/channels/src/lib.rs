@@ -36,7 +36,7 @@ pub use config::{
     ChannelsConfig, EmailProvider, PhoneProvider, Secret, SecretSource, SmtpConfig, SmtpSecurity,
     TwilioConfig,
 };
-pub use dev::{DevMessage, DevOutbox, MessageFilter};
+pub use dev::{DevMessage, DevOutbox, MessageFilter, find_code};
 pub use email::SmtpChannel;
 pub use limits::{
     Admission, Budget, BudgetKey, ChannelLimits, InMemoryLimitStore, LimitStore, LimitedChannel,
