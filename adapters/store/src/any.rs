@@ -4,7 +4,8 @@ use crate::error::Error;
 use crate::{PgStore, Seeded, SqliteStore, StoreStats};
 use passage_core::ports::{
     Account, AccountDirectory, AppendRequest, AppendResult, DirectoryError, EventStore,
-    JourneyFilter, JourneyId, JourneySummary, OutboxEntry, StoreError, StoredEvent, TimerEntry,
+    JourneyFilter, JourneyId, JourneySummary, OutboxEntry, Session, StoreError, StoredEvent,
+    TimerEntry,
 };
 use passage_core::time::Timestamp;
 use std::path::Path;
@@ -119,6 +120,14 @@ impl EventStore for AnyStore {
         delegate!(self, s => s.list_journeys(filter).await)
     }
 
+    async fn journeys_by_subject(
+        &self,
+        subject: &str,
+        since: Timestamp,
+    ) -> Result<Vec<JourneySummary>, StoreError> {
+        delegate!(self, s => s.journeys_by_subject(subject, since).await)
+    }
+
     async fn claim_effects(
         &self,
         now: Timestamp,
@@ -186,8 +195,44 @@ impl AccountDirectory for AnyStore {
         delegate!(self, s => s.get(account_id).await)
     }
 
-    async fn set_password_hash(&self, account_id: &str, phc: &str) -> Result<(), DirectoryError> {
-        delegate!(self, s => s.set_password_hash(account_id, phc).await)
+    async fn set_password_hash(
+        &self,
+        account_id: &str,
+        phc: &str,
+        changed_at: Timestamp,
+    ) -> Result<bool, DirectoryError> {
+        delegate!(self, s => s.set_password_hash(account_id, phc, changed_at).await)
+    }
+
+    async fn password_hash(&self, account_id: &str) -> Result<Option<String>, DirectoryError> {
+        delegate!(self, s => AccountDirectory::password_hash(s, account_id).await)
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), DirectoryError> {
+        delegate!(self, s => s.create_session(session).await)
+    }
+
+    async fn find_session(&self, session_hash: &str) -> Result<Option<Session>, DirectoryError> {
+        delegate!(self, s => s.find_session(session_hash).await)
+    }
+
+    async fn revoke_sessions(
+        &self,
+        account_id: &str,
+        keep_journey: Option<&str>,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<u64, DirectoryError> {
+        delegate!(self, s => s.revoke_sessions(account_id, keep_journey, now, reason).await)
+    }
+
+    async fn revoke_session(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), DirectoryError> {
+        delegate!(self, s => s.revoke_session(session_hash, now, reason).await)
     }
 }
 

@@ -55,6 +55,8 @@ fn summary(stream: JourneyId, version: u64) -> JourneySummary {
         started_at: T0,
         updated_at: T0,
         version,
+        subject: None,
+        failures: 0,
     }
 }
 
@@ -1163,4 +1165,159 @@ pub async fn wait_for_work_wakes_on_append<S: EventStore>(store: S) {
              expected well under 500 ms"
         );
     }
+}
+
+/// R16 and R44 read a subject's journeys: only that subject's, only those updated since the
+/// given time, newest first, with their failure counts.
+pub async fn journeys_by_subject<S: EventStore>(store: S) {
+    let (a, b, c, d) = (new_stream(), new_stream(), new_stream(), new_stream());
+    let rows = [
+        (a, Some("subject-1"), 1, 2),
+        (b, Some("subject-1"), 5, 3),
+        (c, Some("subject-2"), 6, 4),
+        (d, None, 7, 0),
+    ];
+    for (stream, subject, updated, failures) in rows {
+        let mut req = request(stream, 0, 1);
+        req.summary = JourneySummary {
+            updated_at: at(secs(updated)),
+            subject: subject.map(str::to_owned),
+            failures,
+            ..summary(stream, 1)
+        };
+        append_ok(&store, req, "a journey with a subject").await;
+    }
+    let found = store
+        .journeys_by_subject("subject-1", at(secs(0)))
+        .await
+        .expect("journeys_by_subject failed");
+    assert_eq!(
+        found
+            .iter()
+            .map(|s| (s.journey_id, s.failures))
+            .collect::<Vec<_>>(),
+        vec![(b, 3), (a, 2)],
+        "the subject's journeys, newest first, failures intact"
+    );
+    assert_eq!(found[0].subject.as_deref(), Some("subject-1"));
+    let recent = store
+        .journeys_by_subject("subject-1", at(secs(5)))
+        .await
+        .expect("journeys_by_subject failed");
+    assert_eq!(
+        recent.iter().map(|s| s.journey_id).collect::<Vec<_>>(),
+        vec![b],
+        "`since` is inclusive and excludes older updates"
+    );
+    assert!(
+        store
+            .journeys_by_subject("subject-3", at(secs(0)))
+            .await
+            .expect("journeys_by_subject failed")
+            .is_empty()
+    );
+}
+
+/// Sessions and password order for an existing account `account_id` whose password was
+/// never reset: a later reset wins whatever order resets are applied in (attack 15); R45
+/// revokes every session but the resetting journey's; sign-out revokes one.
+pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
+    dir: D,
+    account_id: &str,
+) {
+    use passage_core::ports::Session;
+    let session = |hash: &str, journey: Option<&str>| Session {
+        session_hash: hash.into(),
+        account_id: account_id.into(),
+        journey_id: journey.map(str::to_owned),
+        kind: if journey.is_some() {
+            "recovery"
+        } else {
+            "sign-in"
+        }
+        .into(),
+        amr: if journey.is_some() {
+            "email-otp sms-otp"
+        } else {
+            "pwd"
+        }
+        .into(),
+        created_at: T0,
+        expires_at: at(secs(3600)),
+        revoked_at: None,
+    };
+    for s in [
+        session("h-old", None),
+        session("h-other-tab", None),
+        session("h-reset", Some("j-1")),
+    ] {
+        dir.create_session(&s).await.expect("create_session failed");
+    }
+    let found = dir
+        .find_session("h-reset")
+        .await
+        .expect("find_session failed")
+        .expect("the session exists");
+    assert_eq!(found, session("h-reset", Some("j-1")));
+    assert!(found.is_live(at(secs(10))));
+    assert!(!found.is_live(at(secs(3600))), "expired at expires_at");
+    assert_eq!(dir.find_session("h-none").await.expect("find"), None);
+
+    assert!(
+        dir.set_password_hash(account_id, "$argon2id$later", at(secs(20)))
+            .await
+            .expect("set_password_hash failed")
+    );
+    assert!(
+        !dir.set_password_hash(account_id, "$argon2id$earlier", at(secs(10)))
+            .await
+            .expect("set_password_hash failed"),
+        "a reset completed earlier does not overwrite a later one"
+    );
+    assert_eq!(
+        dir.password_hash(account_id)
+            .await
+            .expect("password_hash")
+            .as_deref(),
+        Some("$argon2id$later")
+    );
+
+    let revoked = dir
+        .revoke_sessions(account_id, Some("j-1"), at(secs(30)), "password-reset")
+        .await
+        .expect("revoke_sessions failed");
+    assert_eq!(revoked, 2, "every session but the reset's own");
+    for h in ["h-old", "h-other-tab"] {
+        let s = dir
+            .find_session(h)
+            .await
+            .expect("find")
+            .expect("kept for audit");
+        assert_eq!(s.revoked_at, Some(at(secs(30))));
+        assert!(!s.is_live(at(secs(31))));
+    }
+    assert!(
+        dir.find_session("h-reset")
+            .await
+            .expect("find")
+            .expect("exists")
+            .is_live(at(secs(31)))
+    );
+    dir.revoke_session("h-reset", at(secs(40)), "sign-out")
+        .await
+        .expect("revoke_session failed");
+    assert!(
+        !dir.find_session("h-reset")
+            .await
+            .expect("find")
+            .expect("exists")
+            .is_live(at(secs(41)))
+    );
+    assert_eq!(
+        dir.revoke_sessions(account_id, None, at(secs(50)), "again")
+            .await
+            .expect("revoke"),
+        0,
+        "revoking is idempotent"
+    );
 }

@@ -28,6 +28,7 @@ contract!(
     read_all_paging,
     definitions_roundtrip,
     journeys_summary,
+    journeys_by_subject,
     lease_fencing,
     wait_for_work_wakes_on_append,
 );

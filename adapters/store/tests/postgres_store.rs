@@ -695,7 +695,7 @@ async fn concurrent_migrations_are_safe_and_edits_are_refused() {
             .fetch_all(&mut raw)
             .await
             .expect("schema_migrations");
-            assert_eq!(versions, vec![1, 2], "each migration applied once");
+            assert_eq!(versions, vec![1, 2, 3], "each migration applied once");
             let heads: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*) FROM {schema}.log_head"
             )))
@@ -819,6 +819,18 @@ fn account(id: &str, email: &str) -> Account {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_sessions_and_password_order() {
+    pg::with_store(PgOptions::default(), |store, _, _| async move {
+        store
+            .upsert_account(&account("u-9", "grace@example.com"), "$argon2id$first")
+            .await
+            .expect("seed");
+        passage_store::contract::directory_sessions(store.clone(), "u-9").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_seeds_finds_and_changes_passwords() {
     pg::with_store(PgOptions::default(), |store, _, _| async move {
         let ada = account("u-1", "  Ada@Example.COM ");
@@ -837,7 +849,7 @@ async fn directory_seeds_finds_and_changes_passwords() {
         assert_eq!(found.email, "ada@example.com");
         assert_eq!(store.get("u-1").await.expect("get"), Some(found));
         store
-            .set_password_hash("u-1", "$argon2id$v=19$reset")
+            .set_password_hash("u-1", "$argon2id$v=19$reset", T0)
             .await
             .expect("set password");
         let renamed = Account {
@@ -880,7 +892,7 @@ async fn directory_seeds_finds_and_changes_passwords() {
                 .await,
             Err(Error::EmailTaken)
         ));
-        assert!(store.set_password_hash("u-404", "x").await.is_err());
+        assert!(store.set_password_hash("u-404", "x", T0).await.is_err());
     })
     .await;
 }

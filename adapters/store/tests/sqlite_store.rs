@@ -234,7 +234,7 @@ async fn migrations_apply_once_and_refuse_edited_or_newer_schemas() {
         .fetch_all(&mut raw)
         .await
         .expect("read schema_migrations");
-    assert_eq!(versions, vec![1, 2], "each migration recorded once");
+    assert_eq!(versions, vec![1, 2, 3], "each migration recorded once");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw)
         .await
@@ -492,7 +492,7 @@ async fn directory_seeds_finds_and_changes_passwords() {
     assert_eq!(store.get("u-2").await.expect("get"), None);
 
     store
-        .set_password_hash("u-1", "$argon2id$v=19$reset")
+        .set_password_hash("u-1", "$argon2id$v=19$reset", T0)
         .await
         .expect("set password");
     // Re-seeding refreshes the profile but keeps the password the person chose.
@@ -547,9 +547,21 @@ async fn directory_seeds_finds_and_changes_passwords() {
         Err(Error::InvalidEmail(_))
     ));
     assert!(
-        store.set_password_hash("u-404", "x").await.is_err(),
+        store.set_password_hash("u-404", "x", T0).await.is_err(),
         "changing an unknown account's password must fail, not silently do nothing"
     );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_sessions_and_password_order() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    store
+        .upsert_account(&account("u-9", "grace@example.com"), "$argon2id$first")
+        .await
+        .expect("seed");
+    passage_store::contract::directory_sessions(store.clone(), "u-9").await;
     store.close().await;
 }
 

@@ -71,6 +71,11 @@ pub struct JourneySummary {
     pub started_at: Timestamp,
     pub updated_at: Timestamp,
     pub version: u64,
+    /// Pseudonym of the address ([`crate::secrets::Keys::subject`]), once the email step
+    /// was answered.
+    pub subject: Option<String>,
+    /// Failed code attempts over the journey so far (R16 sums them per subject).
+    pub failures: u32,
 }
 
 /// Everything one command produced, appended atomically or not at all.
@@ -217,6 +222,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         filter: JourneyFilter,
     ) -> impl Future<Output = Result<Vec<JourneySummary>, StoreError>> + Send;
 
+    /// The journeys of one subject updated at or after `since`, newest first: what R16's
+    /// failure cap sums and R44's revocation cancels. Served by an index on
+    /// `(subject, updated_at)`, so its cost does not grow with other addresses' journeys.
+    fn journeys_by_subject(
+        &self,
+        subject: &str,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<Vec<JourneySummary>, StoreError>> + Send;
+
     /// Leases up to `limit` outbox entries that are due at `now` and not leased by anyone
     /// else; the lease lapses after `lease` so a dead worker's entries are taken over. Each
     /// entry carries its fencing token ([`OutboxEntry::lease`]).
@@ -312,12 +326,74 @@ pub trait AccountDirectory: Clone + Send + Sync + 'static {
         account_id: &str,
     ) -> impl Future<Output = Result<Option<Account>, DirectoryError>> + Send;
 
-    /// Replaces the stored password hash (PHC string, argon2id).
+    /// Replaces the stored password hash (PHC string, argon2id) with one chosen at
+    /// `changed_at`, unless a newer one is already stored: two resets completed concurrently
+    /// end with the later one's password whatever order they are applied in (attack 15).
+    /// Returns whether this hash was applied.
     fn set_password_hash(
         &self,
         account_id: &str,
         phc: &str,
+        changed_at: Timestamp,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// The stored password hash, to verify a sign-in.
+    fn password_hash(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
+
+    fn create_session(
+        &self,
+        session: &Session,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// The session whose token hashes to `session_hash` ([`crate::secrets::session_hash`]),
+    /// revoked or not; callers check [`Session::is_live`].
+    fn find_session(
+        &self,
+        session_hash: &str,
+    ) -> impl Future<Output = Result<Option<Session>, DirectoryError>> + Send;
+
+    /// Revokes the account's live sessions except the one minted by `keep_journey` (R45);
+    /// returns how many were revoked.
+    fn revoke_sessions(
+        &self,
+        account_id: &str,
+        keep_journey: Option<&str>,
+        now: Timestamp,
+        reason: &str,
+    ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;
+
+    /// Revokes one session (sign-out).
+    fn revoke_session(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+}
+
+/// A portal session. Only the token's hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub session_hash: String,
+    pub account_id: String,
+    /// The journey that minted it, for a session handed out at the end of a reset.
+    pub journey_id: Option<String>,
+    /// `sign-in` (password) or `recovery` (after a reset: not a step-up, R47).
+    pub kind: String,
+    /// How the person proved who they are, e.g. `pwd` or `email-otp sms-otp` (R47's AMR).
+    pub amr: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Session {
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
 }
 
 /// A message for a person, ready for a channel. Carries the plain code: it exists only in

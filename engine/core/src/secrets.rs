@@ -33,6 +33,7 @@ pub trait Entropy {
 pub struct Keys {
     code_key: [u8; 32],
     seal_key: [u8; 32],
+    subject_key: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -47,7 +48,16 @@ impl Keys {
         Self {
             code_key: hmac(master, &[b"passage/code-hash/v1"]),
             seal_key: hmac(master, &[b"passage/outbox-seal/v1"]),
+            subject_key: hmac(master, &[b"passage/subject/v1"]),
         }
+    }
+
+    /// A pseudonym for a normalized address: the same for every journey that names it, known
+    /// or not, and useless without the deployment's secret. Account-level limits (R16) and
+    /// "revoke the account's other journeys" (R44) key on it, so they behave identically for
+    /// unknown addresses (R1) and no address is stored to do it (R50).
+    pub fn subject(&self, normalized_email: &str) -> String {
+        hex(&hmac(&self.subject_key, &[normalized_email.as_bytes()])[..16])
     }
 }
 
@@ -180,13 +190,19 @@ pub fn unseal(keys: &Keys, effect_id: Uuid, sealed: &str) -> Option<String> {
     String::from_utf8(ciphertext.iter().zip(ks).map(|(a, b)| a ^ b).collect()).ok()
 }
 
-/// A fresh session token (returned once) and the hash that events keep.
+/// A fresh session token (returned once) and the hash that events and the session table keep.
 pub fn session_token(rng: &mut dyn Entropy) -> (String, String) {
     let mut b = [0u8; 32];
     rng.fill(&mut b);
     let token = hex(&b);
-    let hash = hex(&Sha256::digest(token.as_bytes()));
+    let hash = session_hash(&token);
     (token, hash)
+}
+
+/// What a presented session token is looked up by: only this hash is stored, so a copy of
+/// the database cannot be replayed as sessions.
+pub fn session_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// A deterministic id derived from other ids, e.g. the command id under which the worker

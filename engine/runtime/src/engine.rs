@@ -25,6 +25,9 @@ use uuid::Uuid;
 /// How many times a command is decided again after losing a race for its journey.
 const MAX_CONFLICT_RETRIES: usize = 16;
 
+/// How long the session handed out after a reset lasts: a working day.
+pub const RECOVERY_SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
+
 /// Who issued a command and through which channel (recorded with every event, R49).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -446,6 +449,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     let found = self.inner.directory.find_by_email(&email).await?;
                     Command::SubmitEmail {
                         email_masked: mask_email(&email),
+                        subject: self.inner.options.keys.subject(&email),
                         // A disabled account is treated exactly like a missing one (R1).
                         account: found.filter(|a| a.enabled).map(|a| FoundAccount {
                             phone_masked: a.phone.as_deref().map(mask_phone),
@@ -553,6 +557,12 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 Pending::Input(input) => self.resolve(input.clone(), &state).await?,
             };
             let now = self.inner.clock.now();
+            let subject_failures = match (&cmd, &state.subject) {
+                (Command::SubmitCode { .. }, Some(subject)) => {
+                    self.subject_failures(subject, now).await?
+                }
+                _ => 0,
+            };
             let decision = {
                 let mut rng = OsEntropy;
                 let mut ctx = Context {
@@ -561,6 +571,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     rng: &mut rng,
                     keys: &self.inner.options.keys,
                     hasher: &self.inner.options.hasher,
+                    subject_failures,
                 };
                 journey::decide(&state, &def, &cmd, &mut ctx)
             };
@@ -591,6 +602,13 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                         self.inner.wake.notify_one();
                     }
                     self.cache().put(journey_id, next.clone());
+                    if let Reply::Accepted {
+                        session_token: Some(token),
+                    } = &decision.reply
+                    {
+                        self.record_session(journey_id, &next, token, &def, now)
+                            .await?;
+                    }
                     let view = JourneyView::build(&next, &def);
                     return Ok(Outcome {
                         journey_id,
@@ -616,6 +634,53 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             }
         }
         Err(Error::TooMuchContention(journey_id))
+    }
+
+    /// R16: failed code attempts for `subject` within the window, over all its journeys.
+    async fn subject_failures(&self, subject: &str, now: Timestamp) -> Result<u32, Error> {
+        let since = Timestamp(now.0 - journey::SUBJECT_FAILURE_WINDOW.as_millis() as i64);
+        let journeys = self.inner.store.journeys_by_subject(subject, since).await?;
+        Ok(journeys.iter().map(|j| j.failures).sum())
+    }
+
+    /// The session handed out when a reset completes (R45, R47): a `recovery` session whose
+    /// AMR names the factors the journey verified. Only the token's hash is stored.
+    async fn record_session(
+        &self,
+        journey_id: JourneyId,
+        state: &JourneyState,
+        token: &str,
+        def: &Definition,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let Some(account_id) = state.account_id.clone() else {
+            return Ok(());
+        };
+        let amr = state
+            .passed
+            .iter()
+            .filter_map(|s| match def.step(s).map(|s| &s.kind) {
+                Some(definition::StepKind::Code(c)) => Some(format!("{}-otp", c.channel.as_str())),
+                Some(definition::StepKind::Voice(_)) => Some("voice".to_owned()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let session = passage_core::ports::Session {
+            session_hash: passage_core::secrets::session_hash(token),
+            account_id,
+            journey_id: Some(journey_id.to_string()),
+            kind: "recovery".into(),
+            amr,
+            created_at: now,
+            expires_at: now.plus(RECOVERY_SESSION_LIFETIME),
+            revoked_at: None,
+        };
+        self.inner
+            .directory
+            .create_session(&session)
+            .await
+            .map_err(Error::from)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, StateCache> {
@@ -708,6 +773,8 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             started_at: after.started_at.unwrap_or(now),
             updated_at: now,
             version: after.version,
+            subject: after.subject.clone(),
+            failures: after.failures,
         };
         Ok(AppendRequest {
             stream: journey_id,

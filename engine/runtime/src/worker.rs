@@ -15,6 +15,7 @@ use passage_core::ports::{
     OutboxEntry, SendError, TimerEntry,
 };
 use passage_core::secrets::{derived_id, unseal};
+use passage_core::time::Timestamp;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -307,6 +308,55 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         }
     }
 
+    /// After a reset is applied: every other session of the account ends (R45) and every
+    /// other open journey for the same address is cancelled (R44). Both are idempotent, so a
+    /// retried effect repeats them harmlessly.
+    async fn revoke_after_reset(&self, entry: &OutboxEntry, account_id: &str) -> Result<(), Error> {
+        let journey = entry.stream;
+        let now = self.engine.now();
+        let revoked = self
+            .engine
+            .directory()
+            .revoke_sessions(
+                account_id,
+                Some(&journey.to_string()),
+                now,
+                "password-reset",
+            )
+            .await?;
+        let (state, ..) = self.engine.load(journey).await?;
+        let Some(subject) = state.subject else {
+            return Ok(());
+        };
+        // Journeys live minutes; a day back covers every one that can still be open.
+        let since = Timestamp(now.0 - 24 * 3600 * 1000);
+        let others = self
+            .engine
+            .store()
+            .journeys_by_subject(&subject, since)
+            .await?;
+        let mut cancelled = 0;
+        for other in others
+            .iter()
+            .filter(|j| j.journey_id != journey && j.status == "active")
+        {
+            let id = derived_id(&[
+                b"revoke-after-reset",
+                entry.effect_id.as_bytes(),
+                other.journey_id.0.as_bytes(),
+            ]);
+            let input = Input::Cancel {
+                reason: "the password was reset in another journey".into(),
+            };
+            self.engine
+                .submit(other.journey_id, input, Actor::system(), Some(id))
+                .await?;
+            cancelled += 1;
+        }
+        info!(%journey, sessions = revoked, journeys = cancelled, "revoked after the reset (R44, R45)");
+        Ok(())
+    }
+
     /// Builds the message for an effect. `Ok(Err(reason))` is a permanent failure;
     /// `Ok(Ok(None))` an effect that was applied without a channel.
     async fn message_for(
@@ -399,8 +449,18 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             }
             Effect::ApplyPassword { phc, notify_at, .. } => {
                 // Applying is idempotent, so a retry after a failed notice applies again.
-                directory.set_password_hash(account_id, phc).await?;
-                info!(account = %account_id, "password applied to the account directory");
+                let changed_at = notify_at.unwrap_or_else(|| self.engine.now());
+                if directory
+                    .set_password_hash(account_id, phc, changed_at)
+                    .await?
+                {
+                    info!(account = %account_id, "password applied to the account directory");
+                    self.revoke_after_reset(entry, account_id).await?;
+                } else {
+                    // A reset completed later already set the password: this one changes
+                    // nothing, revokes nothing, and its person is told so by the notice.
+                    info!(account = %account_id, "password superseded by a later reset; not applied");
+                }
                 let Some(at) = notify_at else {
                     return Ok(Ok(None));
                 };

@@ -6,7 +6,8 @@ use crate::Seeded;
 use crate::error::Error;
 use crate::wall_clock_ms;
 use passage_core::mask::normalize_email;
-use passage_core::ports::{Account, AccountDirectory, DirectoryError};
+use passage_core::ports::{Account, AccountDirectory, DirectoryError, Session};
+use passage_core::time::Timestamp;
 use sqlx::PgConnection;
 
 /// Unique-email violations get their own error; everything else stays an SQL error.
@@ -115,20 +116,105 @@ impl PgStore {
         row.as_ref().map(rows::account).transpose()
     }
 
-    async fn set_password_hash_inner(&self, account_id: &str, phc: &str) -> Result<(), Error> {
-        let changed = sqlx::query(
-            "UPDATE accounts SET password_phc = $2, updated_at = $3 WHERE account_id = $1",
+    async fn set_password_hash_inner(
+        &self,
+        account_id: &str,
+        phc: &str,
+        changed_at: Timestamp,
+    ) -> Result<bool, Error> {
+        let mut tx = self.inner.pool.begin().await?;
+        let exists: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT password_changed_at FROM accounts WHERE account_id = $1 FOR UPDATE",
         )
         .bind(account_id)
-        .bind(phc)
-        .bind(wall_clock_ms())
-        .execute(&self.inner.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         // A reset that changed nothing must not look applied: the effect would be marked
         // done and the person told their password changed.
-        if changed.rows_affected() == 0 {
+        let Some(previous) = exists else {
             return Err(Error::UnknownAccount(account_id.to_owned()));
+        };
+        if previous.is_some_and(|p| p > changed_at.as_millis()) {
+            return Ok(false);
         }
+        sqlx::query(
+            "UPDATE accounts SET password_phc = $2, password_changed_at = $3, updated_at = $4 \
+             WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .bind(phc)
+        .bind(changed_at.as_millis())
+        .bind(wall_clock_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn create_session_inner(&self, s: &Session) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&s.session_hash)
+        .bind(&s.account_id)
+        .bind(s.journey_id.as_deref())
+        .bind(&s.kind)
+        .bind(&s.amr)
+        .bind(s.created_at.as_millis())
+        .bind(s.expires_at.as_millis())
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_session_inner(&self, session_hash: &str) -> Result<Option<Session>, Error> {
+        let row = sqlx::query(
+            "SELECT session_hash, account_id, journey_id, kind, amr, created_at, expires_at, \
+             revoked_at FROM sessions WHERE session_hash = $1",
+        )
+        .bind(session_hash)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(rows::session).transpose()
+    }
+
+    async fn revoke_sessions_inner(
+        &self,
+        account_id: &str,
+        keep_journey: Option<&str>,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
+             WHERE account_id = $1 AND revoked_at IS NULL \
+             AND (journey_id IS NULL OR $2::text IS NULL OR journey_id <> $2)",
+        )
+        .bind(account_id)
+        .bind(keep_journey)
+        .bind(now.as_millis())
+        .bind(reason)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_session_inner(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+             WHERE session_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(session_hash)
+        .bind(now.as_millis())
+        .bind(reason)
+        .execute(&self.inner.pool)
+        .await?;
         Ok(())
     }
 }
@@ -145,7 +231,47 @@ impl AccountDirectory for PgStore {
         Ok(self.get_inner(account_id).await?)
     }
 
-    async fn set_password_hash(&self, account_id: &str, phc: &str) -> Result<(), DirectoryError> {
-        Ok(self.set_password_hash_inner(account_id, phc).await?)
+    async fn set_password_hash(
+        &self,
+        account_id: &str,
+        phc: &str,
+        changed_at: Timestamp,
+    ) -> Result<bool, DirectoryError> {
+        Ok(self
+            .set_password_hash_inner(account_id, phc, changed_at)
+            .await?)
+    }
+
+    async fn password_hash(&self, account_id: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(Self::password_hash(self, account_id).await?)
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), DirectoryError> {
+        Ok(self.create_session_inner(session).await?)
+    }
+
+    async fn find_session(&self, session_hash: &str) -> Result<Option<Session>, DirectoryError> {
+        Ok(self.find_session_inner(session_hash).await?)
+    }
+
+    async fn revoke_sessions(
+        &self,
+        account_id: &str,
+        keep_journey: Option<&str>,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<u64, DirectoryError> {
+        Ok(self
+            .revoke_sessions_inner(account_id, keep_journey, now, reason)
+            .await?)
+    }
+
+    async fn revoke_session(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), DirectoryError> {
+        Ok(self.revoke_session_inner(session_hash, now, reason).await?)
     }
 }

@@ -23,6 +23,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "accounts",
         sql: include_str!("../../migrations/postgres/0002_accounts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "subjects_sessions",
+        sql: include_str!("../../migrations/postgres/0003_subjects_sessions.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

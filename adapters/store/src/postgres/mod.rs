@@ -376,6 +376,23 @@ impl PgStore {
         )
     }
 
+    async fn journeys_by_subject_inner(
+        &self,
+        subject: &str,
+        since: Timestamp,
+    ) -> Result<Vec<JourneySummary>, Error> {
+        let rows = sqlx::query(
+            "SELECT journey_id, definition_id, definition_version, status, current_step, \
+             email_masked, started_at, updated_at, version, subject, failures FROM journeys \
+             WHERE subject = $1 AND updated_at >= $2 ORDER BY updated_at DESC, journey_id",
+        )
+        .bind(subject)
+        .bind(since.as_millis())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::journey).collect()
+    }
+
     async fn list_journeys_inner(
         &self,
         filter: JourneyFilter,
@@ -390,7 +407,7 @@ impl PgStore {
         // condition. journey_id breaks ties so pages are stable.
         let rows = sqlx::query(
             "SELECT journey_id, definition_id, definition_version, status, current_step, \
-             email_masked, started_at, updated_at, version FROM journeys \
+             email_masked, started_at, updated_at, version, subject, failures FROM journeys \
              WHERE ($1::text IS NULL OR status = $1) \
              AND ($2::text IS NULL OR definition_id = $2) \
              ORDER BY updated_at DESC, journey_id LIMIT $3",
@@ -595,6 +612,14 @@ impl EventStore for PgStore {
         filter: JourneyFilter,
     ) -> Result<Vec<JourneySummary>, StoreError> {
         Ok(self.list_journeys_inner(filter).await?)
+    }
+
+    async fn journeys_by_subject(
+        &self,
+        subject: &str,
+        since: Timestamp,
+    ) -> Result<Vec<JourneySummary>, StoreError> {
+        Ok(self.journeys_by_subject_inner(subject, since).await?)
     }
 
     async fn claim_effects(

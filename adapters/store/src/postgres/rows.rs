@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use passage_core::ports::{
-    Account, Hash, JourneyId, JourneySummary, OutboxEntry, StoredEvent, TimerEntry,
+    Account, Hash, JourneyId, JourneySummary, OutboxEntry, Session, StoredEvent, TimerEntry,
 };
 use passage_core::time::Timestamp;
 use sqlx::Row;
@@ -120,6 +120,22 @@ pub(crate) fn journey(row: &PgRow) -> Result<JourneySummary, Error> {
         started_at: timestamp(row, T, "started_at")?,
         updated_at: timestamp(row, T, "updated_at")?,
         version: unsigned(row, T, "version")?,
+        subject: col(row, T, "subject")?,
+        failures: narrow(col::<i64>(row, T, "failures")?, T, "failures")?,
+    })
+}
+
+pub(crate) fn session(row: &PgRow) -> Result<Session, Error> {
+    const T: &str = "sessions";
+    Ok(Session {
+        session_hash: col(row, T, "session_hash")?,
+        account_id: col(row, T, "account_id")?,
+        journey_id: col(row, T, "journey_id")?,
+        kind: col(row, T, "kind")?,
+        amr: col(row, T, "amr")?,
+        created_at: timestamp(row, T, "created_at")?,
+        expires_at: timestamp(row, T, "expires_at")?,
+        revoked_at: col::<Option<i64>>(row, T, "revoked_at")?.map(Timestamp),
     })
 }
 

@@ -539,6 +539,8 @@ async fn upsert_summaries(
     let mut started = Vec::with_capacity(n);
     let mut updated = Vec::with_capacity(n);
     let mut version = Vec::with_capacity(n);
+    let mut subject = Vec::with_capacity(n);
+    let mut failures = Vec::with_capacity(n);
     for (stream, req) in summaries {
         let s = &req.summary;
         id.push(*stream);
@@ -550,12 +552,14 @@ async fn upsert_summaries(
         started.push(s.started_at.as_millis());
         updated.push(s.updated_at.as_millis());
         version.push(rows::to_i64(s.version, "summary version")?);
+        subject.push(s.subject.as_deref());
+        failures.push(i64::from(s.failures));
     }
     sqlx::query(
         "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-         current_step, email_masked, started_at, updated_at, version) \
+         current_step, email_masked, started_at, updated_at, version, subject, failures) \
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-         $6::text[], $7::bigint[], $8::bigint[], $9::bigint[]) \
+         $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[]) \
          ON CONFLICT (journey_id) DO UPDATE SET \
          definition_id = excluded.definition_id, \
          definition_version = excluded.definition_version, \
@@ -564,7 +568,9 @@ async fn upsert_summaries(
          email_masked = excluded.email_masked, \
          started_at = excluded.started_at, \
          updated_at = excluded.updated_at, \
-         version = excluded.version",
+         version = excluded.version, \
+         subject = excluded.subject, \
+         failures = excluded.failures",
     )
     .bind(&id)
     .bind(&definition)
@@ -575,6 +581,8 @@ async fn upsert_summaries(
     .bind(&started)
     .bind(&updated)
     .bind(&version)
+    .bind(&subject)
+    .bind(&failures)
     .execute(&mut *conn)
     .await?;
     Ok(())

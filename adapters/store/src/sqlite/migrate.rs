@@ -17,6 +17,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "accounts",
         sql: include_str!("../../migrations/sqlite/0002_accounts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "subjects_sessions",
+        sql: include_str!("../../migrations/sqlite/0003_subjects_sessions.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.

@@ -350,8 +350,8 @@ async fn upsert_summary(
     }
     sqlx::query(
         "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-         current_step, email_masked, started_at, updated_at, version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         current_step, email_masked, started_at, updated_at, version, subject, failures) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
          ON CONFLICT (journey_id) DO UPDATE SET \
          definition_id = excluded.definition_id, \
          definition_version = excluded.definition_version, \
@@ -360,7 +360,9 @@ async fn upsert_summary(
          email_masked = excluded.email_masked, \
          started_at = excluded.started_at, \
          updated_at = excluded.updated_at, \
-         version = excluded.version",
+         version = excluded.version, \
+         subject = excluded.subject, \
+         failures = excluded.failures",
     )
     .bind(stream)
     .bind(&s.definition_id)
@@ -371,6 +373,8 @@ async fn upsert_summary(
     .bind(s.started_at.as_millis())
     .bind(s.updated_at.as_millis())
     .bind(rows::to_i64(s.version, "summary version")?)
+    .bind(s.subject.as_deref())
+    .bind(i64::from(s.failures))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -67,6 +67,8 @@ pub fn summary(stream: JourneyId, version: u64) -> JourneySummary {
         started_at: T0,
         updated_at: T0,
         version,
+        subject: None,
+        failures: 0,
     }
 }
 

@@ -199,6 +199,7 @@ pub fn decide(
         (
             Command::SubmitEmail {
                 email_masked,
+                subject,
                 account,
             },
             StepKind::Identify { next, .. },
@@ -210,6 +211,7 @@ pub fn decide(
                 account_id: account.map(|a| a.account_id.clone()),
                 phone_masked: account.and_then(|a| a.phone_masked.clone()),
                 next: next.clone(),
+                subject: Some(subject.clone()),
             });
             let who = Subject {
                 account_id: account.map(|a| a.account_id.as_str()),
@@ -566,6 +568,15 @@ fn verify_code(
             cmd,
             "malformed-code",
             format!("Enter the {digits}-digit code, digits only."),
+        );
+    }
+    // Keyed on the address, not the account, so unknown addresses are capped alike (R1, R16).
+    if ctx.subject_failures >= super::SUBJECT_FAILURE_CAP {
+        return out.refuse(
+            state,
+            cmd,
+            "too-many-attempts",
+            "Too many failed attempts for this address: wait an hour, or contact the service desk.",
         );
     }
     if state.step_failures >= max_attempts {

@@ -36,6 +36,10 @@ pub enum JourneyEvent {
         account_id: Option<String>,
         phone_masked: Option<String>,
         next: StepId,
+        /// Pseudonym of the address ([`crate::secrets::Keys::subject`]); absent in events
+        /// written before account-level limits existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
     },
     CodeIssued {
         step: StepId,

@@ -48,6 +48,8 @@ pub enum Command {
     /// The email as typed has been normalised and looked up by the runtime.
     SubmitEmail {
         email_masked: String,
+        /// [`Keys::subject`] of the normalized address.
+        subject: String,
         account: Option<FoundAccount>,
     },
     /// Email input that failed normalisation (R6): recorded, refused.
@@ -235,13 +237,23 @@ pub struct Context<'a> {
     pub rng: &'a mut dyn Entropy,
     pub keys: &'a Keys,
     pub hasher: &'a dyn PasswordHasher,
+    /// Failed code attempts for this journey's address in the last
+    /// [`SUBJECT_FAILURE_WINDOW`], across all its journeys, this one included (R16). The
+    /// runtime reads it from the journeys read model for code submissions; 0 otherwise.
+    pub subject_failures: u32,
 }
+
+/// R16: at most this many failed code attempts per address per window, whatever the number
+/// of journeys they are spread over (a new journey per 5 guesses gains nothing).
+pub const SUBJECT_FAILURE_CAP: u32 = 10;
+pub const SUBJECT_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("journey_id", &self.journey_id)
             .field("now", &self.now)
+            .field("subject_failures", &self.subject_failures)
             .finish_non_exhaustive()
     }
 }

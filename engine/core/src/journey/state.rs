@@ -83,6 +83,10 @@ pub struct JourneyState {
     pub email_masked: Option<String>,
     pub account_id: Option<String>,
     pub phone_masked: Option<String>,
+    /// Pseudonym of the address the journey is for (R16, R44).
+    pub subject: Option<String>,
+    /// Failed code attempts over the whole journey (the read model sums them per address).
+    pub failures: u32,
     /// Whether the email step was answered (distinct from an account being found).
     pub identified: bool,
     pub code: Option<ActiveCode>,
@@ -150,8 +154,10 @@ impl JourneyState {
                 account_id,
                 phone_masked,
                 next,
+                subject,
             } => {
                 self.identified = true;
+                self.subject = subject.clone();
                 self.email_masked = Some(email_masked.clone());
                 self.account_id = account_id.clone();
                 self.phone_masked = phone_masked.clone();
@@ -177,7 +183,10 @@ impl JourneyState {
                 self.step_sends += 1;
                 self.last_send_at = Some(*issued_at);
             }
-            JourneyEvent::CodeAttemptFailed { .. } => self.step_failures += 1,
+            JourneyEvent::CodeAttemptFailed { .. } => {
+                self.step_failures += 1;
+                self.failures += 1;
+            }
             JourneyEvent::CodeVerified { step, next, .. }
             | JourneyEvent::OptionChosen { step, next, .. }
             | JourneyEvent::CallConfirmed { step, next, .. } => {

@@ -29,6 +29,8 @@ pub(crate) struct Journey {
     pub rng: TestEntropy,
     pub keys: Keys,
     pub id: crate::ports::JourneyId,
+    /// What the runtime would read from the journeys read model (R16).
+    pub subject_failures: u32,
 }
 
 impl Journey {
@@ -42,6 +44,7 @@ impl Journey {
             rng: TestEntropy(42),
             keys: Keys::derive(b"test master secret"),
             id: crate::ports::JourneyId(Uuid::from_u128(0xabc)),
+            subject_failures: 0,
         };
         let id = j.id;
         let r = j.when(Command::Start {
@@ -70,6 +73,7 @@ impl Journey {
             rng: &mut self.rng,
             keys: &self.keys,
             hasher: &hasher,
+            subject_failures: self.subject_failures,
         };
         let d = decide(&state, &self.def, &cmd, &mut ctx);
         self.events.extend(d.events.iter().cloned());
@@ -107,6 +111,7 @@ impl Journey {
     pub fn email(&mut self, found: bool) -> Decision {
         self.when(Command::SubmitEmail {
             email_masked: "a•••e@e•••.com".into(),
+            subject: "subject-alice".into(),
             account: found.then(|| FoundAccount {
                 account_id: "acct-alice".into(),
                 phone_masked: Some("+61 ••• ••• 678".into()),
@@ -663,6 +668,7 @@ fn given_account_without_phone_when_choosing_sms_then_refused() {
     let mut j = Journey::given(seed_definition());
     j.when(Command::SubmitEmail {
         email_masked: "b•••b@e•••.com".into(),
+        subject: "subject-bob".into(),
         account: Some(FoundAccount {
             account_id: "acct-bob".into(),
             phone_masked: None,
@@ -771,6 +777,7 @@ fn given_not_started_journey_when_input_then_refused_without_events() {
         rng: &mut rng,
         keys: &keys,
         hasher: &hasher,
+        subject_failures: 0,
     };
     let d = decide(&JourneyState::default(), &def, &Command::Resend, &mut ctx);
     assert_eq!(rejected_with(&d), "not-started");
@@ -836,6 +843,7 @@ mod properties {
         Some(match s {
             Step::Email(found) => Command::SubmitEmail {
                 email_masked: "a•••e@e•••.com".into(),
+                subject: "subject-alice".into(),
                 account: found.then(|| FoundAccount {
                     account_id: "acct".into(),
                     phone_masked: Some("+61 ••• ••• 678".into()),
@@ -907,4 +915,53 @@ mod properties {
             prop_assert_eq!(JourneyState::from_events(&loaded), incremental);
         }
     }
+}
+
+/// R16 / attack 7 (flow rotation): once the address has used up its failures across
+/// journeys, a fresh journey's guesses are refused before any comparison, for a known and an
+/// unknown address alike (R1), and the refusal is recorded (R49).
+#[test]
+fn given_address_over_its_hourly_failure_cap_when_code_then_refused_for_known_and_unknown() {
+    for found in [true, false] {
+        let mut j = Journey::given(seed_definition());
+        j.email(found);
+        let code = if found {
+            j.last_code()
+        } else {
+            "000000".to_owned()
+        };
+        j.subject_failures = crate::journey::SUBJECT_FAILURE_CAP;
+        let d = j.code(&code);
+        assert_eq!(rejected_with(&d), "too-many-attempts", "found={found}");
+        assert!(
+            d.events
+                .iter()
+                .all(|e| !matches!(e, JourneyEvent::CodeVerified { .. })),
+            "found={found}"
+        );
+        assert!(
+            matches!(d.events.as_slice(), [JourneyEvent::InputRejected { .. }]),
+            "found={found}: {:?}",
+            d.events
+        );
+        // One below the cap, the right code still works.
+        j.subject_failures = crate::journey::SUBJECT_FAILURE_CAP - 1;
+        let d = j.code(&code);
+        if found {
+            assert!(matches!(d.reply, Reply::Accepted { .. }));
+        } else {
+            assert_eq!(rejected_with(&d), "invalid-code");
+        }
+    }
+}
+
+#[test]
+fn email_submitted_records_the_subject_and_failures_add_up_over_steps() {
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    let state = j.state();
+    assert_eq!(state.subject.as_deref(), Some("subject-alice"));
+    j.code("111111");
+    j.code("222222");
+    assert_eq!(j.state().failures, 2);
 }
