@@ -33,6 +33,8 @@ fn provider() -> Actor {
         kind: "system".into(),
         id: None,
         channel: "twilio".into(),
+        ip: None,
+        user_agent: None,
     }
 }
 

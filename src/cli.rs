@@ -141,8 +141,26 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "PASSAGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    /// Set when browsers reach Passage over HTTPS (directly or through a TLS proxy): cookies
+    /// then get `Secure` and the `__Host-` prefix, and HSTS is sent.
+    #[arg(long, env = "PASSAGE_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// Proxies whose X-Forwarded-For is believed, comma separated addresses or CIDR ranges
+    /// (e.g. `10.0.0.0/8,::1`). Without it the peer address is the client.
+    #[arg(long, env = "PASSAGE_TRUSTED_PROXIES", default_value = "", value_parser = parse_proxies)]
+    pub trusted_proxies: passage_web::TrustedProxies,
+    /// Journeys one client address (IPv6: its /64) may start per 10 minutes.
+    #[arg(long, env = "PASSAGE_LIMIT_STARTS", default_value_t = 30)]
+    pub limit_starts: u32,
+    /// Answers (codes, choices, passwords, sign-ins) one client address may send per 10 minutes.
+    #[arg(long, env = "PASSAGE_LIMIT_ANSWERS", default_value_t = 200)]
+    pub limit_answers: u32,
     #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+fn parse_proxies(s: &str) -> Result<passage_web::TrustedProxies, String> {
+    passage_web::TrustedProxies::parse(s)
 }
 
 #[derive(Debug, Args)]

@@ -298,9 +298,31 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         app.channels.inner().route("voice"),
         Some(passage_channels::Route::Dev(_))
     );
-    let mut router = passage_web::router(passage_web::AppState::with_phone(
-        app.engine.clone(),
+    // The dev inbox page exists only while some channel delivers to the dev outbox.
+    let dev_outbox = ["email", "sms", "voice"]
+        .iter()
+        .any(|c| {
+            matches!(
+                app.channels.inner().route(c),
+                Some(passage_channels::Route::Dev(_))
+            )
+        })
+        .then(|| app.outbox.clone());
+    let options = passage_web::WebOptions {
         simulated_phone,
+        dev_outbox,
+        secure: args.secure_cookies,
+        trusted_proxies: args.trusted_proxies.clone(),
+        limits: passage_web::Limits {
+            starts_per_client: args.limit_starts,
+            answers_per_client: args.limit_answers,
+            ..passage_web::Limits::default()
+        },
+        ..passage_web::WebOptions::default()
+    };
+    let mut router = passage_web::router(passage_web::AppState::configured(
+        app.engine.clone(),
+        options,
     ));
     if let Some(settings) = app.channels.inner().webhook_settings() {
         let sink = callbacks::EngineSink::new(app.engine.clone());
@@ -310,10 +332,13 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     }
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve HTTP")?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serve HTTP")?;
     let _ = tx.send(true);
     worker.await.context("stop the worker")?;
     Ok(())

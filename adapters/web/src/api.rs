@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 type Shared<S, D> = State<Arc<AppState<S, D>>>;
 
-pub fn router<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) -> Router {
+pub(crate) fn routes<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) -> Router {
     Router::new()
         .route("/api/journeys", post(start::<S, D>))
         .route("/api/journeys/{id}", get(show::<S, D>))
@@ -34,7 +34,20 @@ pub fn router<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) ->
         .route("/api/journeys/{id}/call", post(call::<S, D>))
         .route("/api/journeys/{id}/password", post(password::<S, D>))
         .route("/api/health", get(|| async { "ok" }))
+        .route("/api/openapi.json", get(openapi))
         .with_state(state)
+}
+
+/// The API's description (OpenAPI 3.1), kept beside the code and checked against the routes
+/// by `tests/openapi.rs`.
+const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 #[derive(Debug, Serialize)]
@@ -130,7 +143,9 @@ async fn start<S: EventStore, D: AccountDirectory>(
     payload: Result<Json<StartRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body(payload)?;
-    let workflow = req.workflow.unwrap_or_else(|| app.default_workflow.clone());
+    let workflow = req
+        .workflow
+        .unwrap_or_else(|| app.default_workflow().to_owned());
     let cmd = command_id(&headers, b"start")?;
     let started = app
         .engine
@@ -247,7 +262,7 @@ async fn call<S: EventStore, D: AccountDirectory>(
     headers: HeaderMap,
     payload: Result<Json<CallRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    if !app.simulated_phone {
+    if !app.options.simulated_phone {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",

@@ -1,29 +1,67 @@
 //! # passage-web
 //!
-//! The HTTP face of the engine. [`router`] serves the JSON API for journeys (used by the
-//! chat bot, integrators and the multi-node deployment); every handler is a thin
-//! translation between HTTP and [`passage_runtime::Engine`]: state lives in the engine's
-//! event log, never in the client.
+//! The HTTP face of the engine: the portal's reset pages ([`pages`]), sign-in and the tiles
+//! page ([`portal`]), the development inbox ([`dev`]) and the JSON API ([`api`]), all behind
+//! one layer of security headers and per-client rate limits ([`security`]).
+//!
+//! Every handler is a thin translation between HTTP and [`passage_runtime::Engine`]: a page
+//! is a view of the journey's state in the engine's event log, never of client-held state.
 
 mod api;
+mod dev;
 mod error;
+mod html;
+mod pages;
+mod portal;
+pub mod security;
 
-pub use api::router;
 pub use error::ApiError;
+pub use security::{Limits, TrustedProxies};
 
+use axum::Router;
+use passage_channels::DevOutbox;
+use passage_core::ports::{AccountDirectory, EventStore};
 use passage_runtime::Engine;
 use std::sync::Arc;
+
+/// How the web layer is set up; [`WebOptions::default`] is the embedded development setup.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Workflow started when a request names none.
+    pub default_workflow: String,
+    /// Whether `POST /api/journeys/{id}/call` and the dev inbox may stand in for the phone.
+    /// Only with the development voice outbox: with a real provider, key presses must
+    /// arrive through its signed webhook (R26), so those routes answer 404.
+    pub simulated_phone: bool,
+    /// The development outbox, shown at `/dev/inbox`; `None` hides the page (404).
+    pub dev_outbox: Option<DevOutbox>,
+    /// Served over TLS (directly or by the proxy in front): cookies get `Secure` and the
+    /// `__Host-` prefix, and HSTS is sent (R52).
+    pub secure: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (R17, attack 33).
+    pub trusted_proxies: TrustedProxies,
+    pub limits: Limits,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        Self {
+            default_workflow: "password-reset".into(),
+            simulated_phone: true,
+            dev_outbox: None,
+            secure: false,
+            trusted_proxies: TrustedProxies::default(),
+            limits: Limits::default(),
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct AppState<S, D> {
     pub engine: Engine<S, D>,
-    /// Workflow started when a request names none.
-    pub default_workflow: String,
-    /// Whether `POST /api/journeys/{id}/call` may stand in for the phone. Only with the
-    /// development voice outbox: with a real provider, key presses must arrive through its
-    /// signed webhook (R26), so the route answers 404.
-    pub simulated_phone: bool,
+    pub options: WebOptions,
+    pub limiter: security::RateLimiter,
 }
 
 impl<S, D> AppState<S, D> {
@@ -32,10 +70,36 @@ impl<S, D> AppState<S, D> {
     }
 
     pub fn with_phone(engine: Engine<S, D>, simulated_phone: bool) -> Arc<Self> {
+        Self::configured(
+            engine,
+            WebOptions {
+                simulated_phone,
+                ..WebOptions::default()
+            },
+        )
+    }
+
+    pub fn configured(engine: Engine<S, D>, options: WebOptions) -> Arc<Self> {
         Arc::new(Self {
             engine,
-            default_workflow: "password-reset".into(),
-            simulated_phone,
+            options,
+            limiter: security::RateLimiter::default(),
         })
     }
+
+    pub(crate) fn default_workflow(&self) -> &str {
+        &self.options.default_workflow
+    }
+}
+
+/// Every route: pages, portal, dev inbox (when configured), JSON API, assets, under the
+/// security layer.
+pub fn router<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) -> Router {
+    let routes = Router::new()
+        .merge(api::routes(Arc::clone(&state)))
+        .merge(pages::routes(Arc::clone(&state)))
+        .merge(portal::routes(Arc::clone(&state)))
+        .merge(dev::routes(Arc::clone(&state)))
+        .merge(html::asset_routes());
+    security::layer(routes, state)
 }

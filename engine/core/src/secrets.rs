@@ -34,6 +34,7 @@ pub struct Keys {
     code_key: [u8; 32],
     seal_key: [u8; 32],
     subject_key: [u8; 32],
+    web_key: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -49,7 +50,14 @@ impl Keys {
             code_key: hmac(master, &[b"passage/code-hash/v1"]),
             seal_key: hmac(master, &[b"passage/outbox-seal/v1"]),
             subject_key: hmac(master, &[b"passage/subject/v1"]),
+            web_key: hmac(master, &[b"passage/web/v1"]),
         }
+    }
+
+    /// A tag that binds `data` to `purpose` for the web layer (a browser's hold on a journey,
+    /// CSRF tokens): verifiable without storing anything, unforgeable without the secret.
+    pub fn web_tag(&self, purpose: &str, data: &[u8]) -> String {
+        hex(&hmac(&self.web_key, &[purpose.as_bytes(), data]))
     }
 
     /// A pseudonym for a normalized address: the same for every journey that names it, known

@@ -38,14 +38,31 @@ pub struct Actor {
     pub id: Option<String>,
     /// `cli`, `web`, `api`, `chat`, `worker`, ...
     pub channel: String,
+    /// The client's address as the web layer resolved it (behind trusted proxies), R49.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The client's User-Agent, cut to 200 characters with control characters removed
+    /// (log injection, attack 46).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 impl Actor {
+    /// The same actor, seen from a client address and user agent.
+    pub fn from_client(mut self, ip: Option<String>, user_agent: Option<&str>) -> Self {
+        self.ip = ip;
+        self.user_agent =
+            user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(200).collect());
+        self
+    }
+
     pub fn person(channel: &str) -> Self {
         Self {
             kind: "person".into(),
             id: None,
             channel: channel.into(),
+            ip: None,
+            user_agent: None,
         }
     }
 
@@ -54,6 +71,8 @@ impl Actor {
             kind: "system".into(),
             id: None,
             channel: "worker".into(),
+            ip: None,
+            user_agent: None,
         }
     }
 
@@ -62,6 +81,8 @@ impl Actor {
             kind: "support".into(),
             id: Some(id.into()),
             channel: channel.into(),
+            ip: None,
+            user_agent: None,
         }
     }
 }
@@ -334,12 +355,17 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     .join(", "),
             })?;
         // A start with an idempotency key gets a journey id derived from it, so a repeated
-        // start lands on the same journey and returns its first outcome.
+        // start lands on the same journey and returns its first outcome. Keyed with the
+        // deployment's secret: the id is an API client's capability, and knowing someone's
+        // idempotency key must not be enough to compute it.
         let journey_id = match command_id {
-            Some(c) => JourneyId(passage_core::secrets::derived_id(&[
-                b"journey",
-                c.as_bytes(),
-            ])),
+            Some(c) => {
+                let tag = self.inner.options.keys.web_tag("journey-id", c.as_bytes());
+                JourneyId(passage_core::secrets::derived_id(&[
+                    b"journey",
+                    tag.as_bytes(),
+                ]))
+            }
             None => JourneyId(Uuid::now_v7()),
         };
         let origin = actor.channel.clone();

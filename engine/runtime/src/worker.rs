@@ -311,7 +311,12 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
     /// After a reset is applied: every other session of the account ends (R45) and every
     /// other open journey for the same address is cancelled (R44). Both are idempotent, so a
     /// retried effect repeats them harmlessly.
-    async fn revoke_after_reset(&self, entry: &OutboxEntry, account_id: &str) -> Result<(), Error> {
+    async fn revoke_after_reset(
+        &self,
+        entry: &OutboxEntry,
+        account_id: &str,
+        changed_at: Timestamp,
+    ) -> Result<(), Error> {
         let journey = entry.stream;
         let now = self.engine.now();
         let revoked = self
@@ -338,7 +343,10 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         let mut cancelled = 0;
         for other in others
             .iter()
-            .filter(|j| j.journey_id != journey && j.status == "active")
+            // Journeys started after the reset completed are new requests, not leftovers.
+            .filter(|j| {
+                j.journey_id != journey && j.status == "active" && j.started_at <= changed_at
+            })
         {
             let id = derived_id(&[
                 b"revoke-after-reset",
@@ -455,7 +463,8 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                     .await?
                 {
                     info!(account = %account_id, "password applied to the account directory");
-                    self.revoke_after_reset(entry, account_id).await?;
+                    self.revoke_after_reset(entry, account_id, changed_at)
+                        .await?;
                 } else {
                     // A reset completed later already set the password: this one changes
                     // nothing, revokes nothing, and its person is told so by the notice.

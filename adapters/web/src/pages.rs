@@ -1,0 +1,911 @@
+//! The reset pages, following the portal's user guide screen by screen.
+//!
+//! `/reset/{id}` always renders the journey's current step from the engine; the POST routes
+//! answer it and redirect back (or re-render with the refusal next to the field). A browser
+//! holds a journey through the `passage-flow` cookie (`{id}.{tag}`, the tag an HMAC under the
+//! deployment's secret), so a journey id alone, pasted into another browser or guessed,
+//! opens nothing (attacks 18, 23), and every form carries a CSRF token bound to the journey
+//! (R32, attack 21).
+
+use crate::AppState;
+use crate::html::{Page, esc, message_page};
+use crate::security::{ClientIp, clear_cookie, get_cookie, parse_form, set_cookie, tags_equal};
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use passage_core::definition::{Definition, StepKind};
+use passage_core::journey::view::{JourneyView, StepView};
+use passage_core::journey::{JourneyState, Reply, Status};
+use passage_core::password::{PasswordContext, requirements};
+use passage_core::ports::{AccountDirectory, EventStore, JourneyId};
+use passage_runtime::{Actor, Input, Outcome};
+use serde::Deserialize;
+use std::sync::Arc;
+
+type Shared<S, D> = State<Arc<AppState<S, D>>>;
+
+pub(crate) const FLOW: &str = "passage-flow";
+pub(crate) const VISIT: &str = "passage-visit";
+pub(crate) const SESSION: &str = "passage-session";
+
+pub(crate) fn routes<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) -> Router {
+    Router::new()
+        .route("/reset", get(identify_page::<S, D>).post(start::<S, D>))
+        .route("/reset/{id}", get(show::<S, D>))
+        .route("/reset/{id}/email", post(email::<S, D>))
+        .route("/reset/{id}/code", post(code::<S, D>))
+        .route("/reset/{id}/resend", post(resend::<S, D>))
+        .route("/reset/{id}/choose", post(choose::<S, D>))
+        .route("/reset/{id}/password", post(password::<S, D>))
+        .route("/reset/{id}/check", post(check::<S, D>))
+        .route("/reset/{id}/status", get(status::<S, D>))
+        .with_state(state)
+}
+
+// ---- binding a browser to a journey -------------------------------------------------------
+
+fn flow_value<S: EventStore, D: AccountDirectory>(app: &AppState<S, D>, id: JourneyId) -> String {
+    let tag = app.engine.keys().web_tag("flow", id.0.as_bytes());
+    format!("{id}.{tag}")
+}
+
+pub(crate) fn csrf_for<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    id: JourneyId,
+) -> String {
+    app.engine.keys().web_tag("csrf", id.0.as_bytes())
+}
+
+/// A token for the forms that come before a journey exists (start, sign-in), bound to the
+/// browser's `passage-visit` cookie.
+pub(crate) fn visit_token<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    nonce: &str,
+) -> String {
+    app.engine.keys().web_tag("visit", nonce.as_bytes())
+}
+
+/// The visit nonce, and the cookie to set when the browser has none yet.
+pub(crate) fn visit<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+) -> (String, Option<header::HeaderValue>) {
+    match get_cookie(headers, app.options.secure, VISIT).filter(|v| v.len() == 32) {
+        Some(n) => (n, None),
+        None => {
+            let n = uuid::Uuid::new_v4().simple().to_string();
+            let c = set_cookie(app.options.secure, VISIT, &n, None);
+            (n, Some(c))
+        }
+    }
+}
+
+pub(crate) fn visit_ok<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+    token: &str,
+) -> bool {
+    get_cookie(headers, app.options.secure, VISIT)
+        .is_some_and(|n| tags_equal(&visit_token(app, &n), token))
+}
+
+fn bound<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+    id: JourneyId,
+) -> bool {
+    get_cookie(headers, app.options.secure, FLOW)
+        .is_some_and(|v| tags_equal(&v, &flow_value(app, id)))
+}
+
+fn not_yours() -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        "This reset is not open in this browser",
+        "Resets continue only in the browser that started them. Start again here if you need to.",
+        Some(("/reset", "Start again")),
+    )
+}
+
+fn bad_form(message: &str) -> Response {
+    message_page(
+        StatusCode::BAD_REQUEST,
+        "Something was wrong with the form",
+        message,
+        Some(("/reset", "Start again")),
+    )
+}
+
+fn forged() -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        "This form has expired",
+        "The form did not come from this reset. Reload the page and try again.",
+        None,
+    )
+}
+
+fn unavailable(e: passage_runtime::Error) -> Response {
+    match e {
+        passage_runtime::Error::UnknownJourney(_) => not_yours(),
+        other => {
+            tracing::error!("a reset page failed: {other}");
+            message_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "The service is busy or temporarily unavailable. Nothing was lost: try again in a moment.",
+                None,
+            )
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Option<JourneyId> {
+    raw.parse().ok()
+}
+
+fn actor(headers: &HeaderMap, client: &ClientIp) -> Actor {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    Actor::person("web").from_client(client.audit(), ua)
+}
+
+// ---- pages ------------------------------------------------------------------------------------
+
+/// Guide steps 1-3: "Forgot Password?" opens the email page.
+async fn identify_page<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    headers: HeaderMap,
+) -> Response {
+    let (nonce, cookie) = visit(&app, &headers);
+    let token = visit_token(&app, &nonce);
+    let mut resp = identify_form(&app, "/reset", &token, None, StatusCode::OK);
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn identify_form<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    action: &str,
+    csrf: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let (prompt, label) = app
+        .engine
+        .definitions()
+        .iter()
+        .find(|d| d.id == app.default_workflow())
+        .and_then(|d| {
+            d.steps.iter().find_map(|s| match &s.kind {
+                StepKind::Identify { action, .. } => Some((s.prompt.clone(), action.clone())),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| {
+            (
+                "Enter your registered Email address".into(),
+                "Send verification code".into(),
+            )
+        });
+    let body = format!(
+        "<section class=\"card\"><h1>Forgot your password?</h1><p>{prompt}. We will send a verification code to it.</p>\
+<form id=\"identify\" method=\"post\" action=\"{action}\" novalidate>\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+{field}\
+<button type=\"submit\" id=\"send-code\" class=\"primary\">{label}</button></form>\
+<p class=\"aside\"><a href=\"/\">Back to sign in</a></p></section>",
+        prompt = esc(&prompt),
+        action = esc(action),
+        csrf = esc(csrf),
+        field = field(
+            "email",
+            "email",
+            "Email address",
+            "<input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required autofocus maxlength=\"254\"",
+            error
+        ),
+        label = esc(&label),
+    );
+    Page {
+        title: "Forgot Password",
+        main_attrs: "data-kind=\"identify\" data-step=\"email\"".into(),
+        body,
+        refresh: None,
+        signed_in: false,
+    }
+    .render(status)
+}
+
+/// A labelled input with its error next to it (`aria-describedby`). `input` is the opening
+/// of the `<input` tag without its closing `>`.
+fn field(id: &str, _name: &str, label: &str, input: &str, error: Option<&str>) -> String {
+    let (err, described) = match error {
+        Some(e) => (
+            format!(
+                "<p class=\"field-error\" id=\"{id}-error\" role=\"alert\">{}</p>",
+                esc(e)
+            ),
+            format!(" aria-describedby=\"{id}-error\" aria-invalid=\"true\""),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "<div class=\"field\"><label for=\"{id}\">{}</label>{input}{described}>{err}</div>",
+        esc(label)
+    )
+}
+
+/// "Send verification code": starts the journey and answers its first step in one request.
+/// The response is the same for every address, registered or not (R1-R3): a redirect to the
+/// journey and its cookie; nothing is sent before the response (the outbox delivers later).
+async fn start<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body, &["email", "csrf"], &[]) {
+        Ok(f) => f,
+        Err(e) => return bad_form(&e),
+    };
+    if !visit_ok(&app, &headers, &form["csrf"]) {
+        return forged();
+    }
+    let who = actor(&headers, &client);
+    let started = match app
+        .engine
+        .start(app.default_workflow(), who.clone(), None)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return unavailable(e),
+    };
+    let id = started.journey_id;
+    let outcome = match app
+        .engine
+        .submit(id, Input::Email(form["email"].clone()), who, None)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return unavailable(e),
+    };
+    let mut resp = after(&app, &headers, outcome).await;
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(app.options.secure, FLOW, &flow_value(&app, id), None),
+    );
+    resp
+}
+
+/// After a command: on to the journey's page, or the same page with the refusal shown.
+async fn after<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+    outcome: Outcome,
+) -> Response {
+    let id = outcome.journey_id;
+    match outcome.reply {
+        Reply::Accepted {
+            session_token: Some(token),
+        } => {
+            // Signed in with a fresh session (R45, R47); the journey's cookie is done.
+            let mut resp = Redirect::to("/portal").into_response();
+            let h = resp.headers_mut();
+            h.append(
+                header::SET_COOKIE,
+                set_cookie(app.options.secure, SESSION, &token, None),
+            );
+            h.append(header::SET_COOKIE, clear_cookie(app.options.secure, FLOW));
+            resp
+        }
+        Reply::Accepted {
+            session_token: None,
+        } => Redirect::to(&format!("/reset/{id}")).into_response(),
+        Reply::Rejected(r) => match app.engine.load(id).await {
+            Ok((state, def, view)) => {
+                render(
+                    app,
+                    headers,
+                    id,
+                    &state,
+                    &def,
+                    &view,
+                    Some(&r.message),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await
+            }
+            Err(e) => unavailable(e),
+        },
+    }
+}
+
+async fn show<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(id) = parse_id(&raw).filter(|id| bound(&app, &headers, *id)) else {
+        return not_yours();
+    };
+    match app.engine.load(id).await {
+        Ok((state, def, view)) => {
+            render(
+                &app,
+                &headers,
+                id,
+                &state,
+                &def,
+                &view,
+                None,
+                StatusCode::OK,
+            )
+            .await
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn render<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+    id: JourneyId,
+    state: &JourneyState,
+    def: &Definition,
+    view: &JourneyView,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let csrf = csrf_for(app, id);
+    let now = app.engine.now();
+    match view.status {
+        Status::Active => {}
+        Status::Completed => {
+            let signed_in = get_cookie(headers, app.options.secure, SESSION).is_some();
+            if signed_in {
+                return Redirect::to("/portal").into_response();
+            }
+            return message_page(
+                StatusCode::OK,
+                "Your password is reset",
+                "Sign in with your new password.",
+                Some(("/", "Sign in")),
+            );
+        }
+        _ => {
+            let reason = view
+                .finish_reason
+                .clone()
+                .unwrap_or_else(|| "This reset has ended.".into());
+            let title = match view.status {
+                Status::Expired => "This reset has timed out",
+                Status::Cancelled => "This reset was cancelled",
+                _ => "This reset could not be completed",
+            };
+            return message_page(
+                StatusCode::OK,
+                title,
+                &format!(
+                    "{}. Start again to get a new code.",
+                    reason.trim_end_matches('.')
+                ),
+                Some(("/reset", "Start again")),
+            );
+        }
+    }
+    let Some(step) = &view.step else {
+        return not_yours();
+    };
+    let base = format!("/reset/{id}");
+    let hidden = format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(&csrf)
+    );
+    let (title, kind, step_id, body, refresh) = match step {
+        StepView::Identify { id: sid, .. } => {
+            let _ = sid;
+            return identify_form(app, &format!("{base}/email"), &csrf, error, status);
+        }
+        StepView::Code {
+            id: sid,
+            prompt,
+            channel,
+            digits,
+            sent_to,
+            expires_at,
+            attempts_left,
+            resend_label,
+            resends_left,
+            resend_available_at,
+        } => {
+            let heading = match channel {
+                passage_core::definition::CodeChannel::Email => "Check your email",
+                passage_core::definition::CodeChannel::Sms => "Check your phone",
+            };
+            let to = sent_to
+                .as_deref()
+                .map(|t| format!("<p>We sent a {digits}-digit code to <strong id=\"sent-to\">{}</strong>.</p>", esc(t)))
+                .unwrap_or_default();
+            let expired = expires_at.is_some_and(|e| e <= now);
+            let expiry = if expired {
+                format!(
+                    "<p class=\"notice warn\" id=\"code-expired\" role=\"alert\">The code has timed out. Select “{}” to get a new one.</p>",
+                    esc(resend_label)
+                )
+            } else {
+                expires_at
+                    .map(|e| {
+                        let mins = e.since(now).as_secs().div_ceil(60).max(1);
+                        format!(
+                            "<p class=\"aside\" id=\"code-expiry\" data-expires-at=\"{}\">The code is valid for {mins} more minute{}.</p>",
+                            e.as_millis(),
+                            if mins == 1 { "" } else { "s" }
+                        )
+                    })
+                    .unwrap_or_default()
+            };
+            let error = error.map(|e| {
+                if *attempts_left > 0 && e.contains("code") {
+                    format!(
+                        "{e} ({attempts_left} attempt{} left.)",
+                        if *attempts_left == 1 { "" } else { "s" }
+                    )
+                } else {
+                    e.to_owned()
+                }
+            });
+            let wait = resend_available_at
+                .filter(|t| *t > now)
+                .map(|t| {
+                    format!(
+                        "<p class=\"aside\">You can ask for a new code in {} seconds.</p>",
+                        t.since(now).as_secs().max(1)
+                    )
+                })
+                .unwrap_or_default();
+            let resend = if *resends_left > 0 {
+                format!(
+                    "<form id=\"resend-form\" method=\"post\" action=\"{base}/resend\">{hidden}\
+<button type=\"submit\" id=\"resend\" class=\"secondary\">{}</button></form>{wait}",
+                    esc(resend_label)
+                )
+            } else {
+                "<p class=\"aside\" id=\"resend-none\">No more codes can be sent for this reset.</p>".into()
+            };
+            let body = format!(
+                "<section class=\"card\"><h1>{heading}</h1><p>{}</p>{to}{expiry}\
+<form id=\"code-form\" method=\"post\" action=\"{base}/code\" novalidate>{hidden}{}\
+<button type=\"submit\" id=\"verify\" class=\"primary\">Verify</button></form>{resend}</section>",
+                esc(prompt),
+                field(
+                    "code",
+                    "code",
+                    &format!("{digits}-digit code"),
+                    &format!(
+                        "<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]*\" maxlength=\"{digits}\" required autofocus"
+                    ),
+                    error.as_deref()
+                ),
+            );
+            ("Verification code", "code", sid, body, None)
+        }
+        StepView::Choose {
+            id: sid,
+            prompt,
+            options,
+            phone_masked,
+            risk_notice,
+        } => {
+            let phone = phone_masked
+                .as_deref()
+                .map(|p| {
+                    format!(
+                        "<p>Your registered number: <strong id=\"phone-masked\">{}</strong></p>",
+                        esc(p)
+                    )
+                })
+                .unwrap_or_default();
+            let buttons: String = options
+                .iter()
+                .map(|o| {
+                    format!(
+                        "<button type=\"submit\" name=\"option\" value=\"{v}\" id=\"option-{v}\" class=\"choice\">{l}</button>",
+                        v = esc(&o.id),
+                        l = esc(&o.label)
+                    )
+                })
+                .collect();
+            let notice = risk_notice
+                .as_deref()
+                .map(|n| format!("<p class=\"notice\" id=\"risk-notice\">{}</p>", esc(n)))
+                .unwrap_or_default();
+            let err = error
+                .map(|e| {
+                    format!(
+                        "<p class=\"field-error\" role=\"alert\" id=\"choose-error\">{}</p>",
+                        esc(e)
+                    )
+                })
+                .unwrap_or_default();
+            let body = format!(
+                "<section class=\"card\"><h1>Verify it's you</h1><p>{}</p>{phone}{err}\
+<form id=\"choose-form\" method=\"post\" action=\"{base}/choose\">{hidden}<div class=\"choices\">{buttons}</div></form>{notice}</section>",
+                esc(prompt)
+            );
+            ("Choose a method", "choose", sid, body, None)
+        }
+        StepView::Voice {
+            id: sid,
+            prompt,
+            calling,
+            call_open,
+            calls_left,
+            call_again_available_at,
+            ..
+        } => {
+            let to = calling
+                .as_deref()
+                .map(esc)
+                .unwrap_or_else(|| "your phone".into());
+            let status_line = if *call_open {
+                format!(
+                    "Calling {to}… Answer, and press # when prompted. This page moves on by itself."
+                )
+            } else {
+                "The call ended without a confirmation. Ask for a new call below.".to_owned()
+            };
+            let err = error
+                .map(|e| {
+                    format!(
+                        "<p class=\"field-error\" role=\"alert\" id=\"call-error\">{}</p>",
+                        esc(e)
+                    )
+                })
+                .unwrap_or_default();
+            let wait = call_again_available_at
+                .filter(|t| *t > now)
+                .map(|t| {
+                    format!(
+                        "<p class=\"aside\">You can ask for another call in {} seconds.</p>",
+                        t.since(now).as_secs().max(1)
+                    )
+                })
+                .unwrap_or_default();
+            let again = if *calls_left > 0 {
+                format!(
+                    "<form id=\"call-again-form\" method=\"post\" action=\"{base}/resend\">{hidden}\
+<button type=\"submit\" id=\"call-again\" class=\"secondary\">Call me again</button></form>{wait}"
+                )
+            } else {
+                String::new()
+            };
+            let body = format!(
+                "<section class=\"card\"><h1>We're calling you</h1><p>{}</p>\
+<p id=\"call-status\" class=\"notice\" role=\"status\" aria-live=\"polite\">{status_line}</p>{err}{again}</section>",
+                esc(prompt)
+            );
+            ("Phone call", "voice", sid, body, Some(5))
+        }
+        StepView::SetPassword {
+            id: sid, prompt, ..
+        } => {
+            let ticks = ticks(app, state, def, sid).await;
+            let list: String = ticks
+                .iter()
+                .map(|r| {
+                    format!(
+                        "<li class=\"requirement\" id=\"req-{id}\" data-met=\"{met}\"><span class=\"tick\" aria-hidden=\"true\">✓</span> {label}<span class=\"sr-only\">{state}</span></li>",
+                        id = r.id,
+                        met = r.met,
+                        label = esc(&r.label),
+                        state = if r.met { " (met)" } else { " (not met yet)" }
+                    )
+                })
+                .collect();
+            let err = error
+                .map(|e| {
+                    format!(
+                        "<p class=\"field-error\" role=\"alert\" id=\"password-error\">{}</p>",
+                        esc(e)
+                    )
+                })
+                .unwrap_or_default();
+            let pw = |id: &str, name: &str, label: &str| {
+                format!(
+                    "<div class=\"field\"><label for=\"{id}\">{label}</label><div class=\"reveal\">\
+<input id=\"{id}\" name=\"{name}\" type=\"password\" autocomplete=\"new-password\" required aria-describedby=\"requirements\">\
+<button type=\"button\" class=\"eye\" id=\"toggle-{id}\" data-toggle=\"{id}\" aria-controls=\"{id}\" aria-pressed=\"false\" aria-label=\"Show {label_l}\">👁</button></div></div>",
+                    label_l = label.to_lowercase()
+                )
+            };
+            let body = format!(
+                "<section class=\"card\"><h1>{}</h1><p>Choose a new password. Long passphrases are best; there are no rules about symbols or capitals.</p>{err}\
+<form id=\"password-form\" method=\"post\" action=\"{base}/password\" data-check=\"{base}/check\">{hidden}\
+{}{}<ul id=\"requirements\" aria-live=\"polite\">{list}</ul>\
+<button type=\"submit\" id=\"update-password\" class=\"primary\">Update Password</button></form></section>",
+                esc(prompt),
+                pw("new-password", "new_password", "New password"),
+                pw(
+                    "confirm-password",
+                    "confirm_password",
+                    "Confirm new password"
+                ),
+            );
+            ("Reset Password", "set-password", sid, body, None)
+        }
+        StepView::Complete { .. } => return Redirect::to("/portal").into_response(),
+    };
+    Page {
+        title,
+        main_attrs: format!(
+            "data-kind=\"{kind}\" data-step=\"{}\" data-journey=\"{id}\" data-version=\"{}\" data-status-url=\"{base}/status\"",
+            esc(step_id),
+            state.version
+        ),
+        body,
+        refresh,
+        signed_in: false,
+    }
+    .render(status)
+}
+
+/// The requirement ticks for the journey's policy, evaluated on `new`/`confirm`.
+async fn ticks<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    state: &JourneyState,
+    def: &Definition,
+    step: &str,
+) -> Vec<passage_core::password::Requirement> {
+    evaluate(app, state, def, step, "", "")
+        .await
+        .unwrap_or_default()
+}
+
+async fn evaluate<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    state: &JourneyState,
+    def: &Definition,
+    step: &str,
+    new: &str,
+    confirm: &str,
+) -> Option<Vec<passage_core::password::Requirement>> {
+    let policy = def
+        .steps
+        .iter()
+        .find(|s| s.id.as_str() == step)
+        .and_then(|s| match &s.kind {
+            StepKind::SetPassword { policy, .. } => def.policies.get(policy),
+            _ => None,
+        })?;
+    // The words the password may not contain come from the account, never the request (R29).
+    let account = match &state.account_id {
+        Some(a) => app.engine.directory().get(a).await.ok().flatten(),
+        None => None,
+    };
+    let ctx = account
+        .map(|a| PasswordContext {
+            email: a.email,
+            display_name: a.display_name,
+        })
+        .unwrap_or_default();
+    Some(requirements(policy, new, confirm, &ctx))
+}
+
+// ---- answers ------------------------------------------------------------------------------------
+
+/// Checks the browser's hold on the journey and the form's token, then submits.
+async fn answer<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    raw: &str,
+    headers: &HeaderMap,
+    client: &ClientIp,
+    body: &[u8],
+    fields: &[&str],
+    input: impl FnOnce(&std::collections::HashMap<String, String>) -> Input,
+) -> Response {
+    let Some(id) = parse_id(raw).filter(|id| bound(app, headers, *id)) else {
+        return not_yours();
+    };
+    let mut all = vec!["csrf"];
+    all.extend_from_slice(fields);
+    let form = match parse_form(body, &all, &[]) {
+        Ok(f) => f,
+        Err(e) => return bad_form(&e),
+    };
+    if !tags_equal(&form["csrf"], &csrf_for(app, id)) {
+        return forged();
+    }
+    match app
+        .engine
+        .submit(id, input(&form), actor(headers, client), None)
+        .await
+    {
+        Ok(outcome) => after(app, headers, outcome).await,
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn email<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&app, &id, &headers, &client, &body, &["email"], |f| {
+        Input::Email(f["email"].clone())
+    })
+    .await
+}
+
+async fn code<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&app, &id, &headers, &client, &body, &["code"], |f| {
+        Input::Code(f["code"].clone())
+    })
+    .await
+}
+
+async fn resend<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&app, &id, &headers, &client, &body, &[], |_| Input::Resend).await
+}
+
+async fn choose<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&app, &id, &headers, &client, &body, &["option"], |f| {
+        Input::Choose(f["option"].clone())
+    })
+    .await
+}
+
+async fn password<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(id): Path<String>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(
+        &app,
+        &id,
+        &headers,
+        &client,
+        &body,
+        &["new_password", "confirm_password"],
+        |f| Input::Password {
+            new: f["new_password"].clone(),
+            confirm: f["confirm_password"].clone(),
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    new_password: String,
+    confirm_password: String,
+}
+
+/// The live ticks: the same requirement list the server decides with (R41, R42), so the
+/// page can never promise what the server refuses. Nothing is recorded or logged.
+async fn check<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(id) = parse_id(&raw).filter(|id| bound(&app, &headers, *id)) else {
+        return crate::ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not-your-journey",
+            "This reset is not open in this browser.",
+        )
+        .into_response();
+    };
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !tags_equal(token, &csrf_for(&app, id)) {
+        return crate::ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad-csrf-token",
+            "The request did not come from this reset's page.",
+        )
+        .into_response();
+    }
+    let Ok(req) = serde_json::from_slice::<CheckRequest>(&body) else {
+        return crate::ApiError::bad_request(
+            "Send {\"new_password\": \"…\", \"confirm_password\": \"…\"}.",
+        )
+        .into_response();
+    };
+    let (state, def, view) = match app.engine.load(id).await {
+        Ok(x) => x,
+        Err(e) => return crate::ApiError::from(e).into_response(),
+    };
+    let Some(StepView::SetPassword { id: step, .. }) = &view.step else {
+        return crate::ApiError::new(
+            StatusCode::CONFLICT,
+            "step-not-allowed",
+            "The reset is not at the password step.",
+        )
+        .into_response();
+    };
+    let reqs = evaluate(
+        &app,
+        &state,
+        &def,
+        step,
+        &req.new_password,
+        &req.confirm_password,
+    )
+    .await
+    .unwrap_or_default();
+    let all_met = reqs.iter().all(|r| r.met);
+    Json(serde_json::json!({ "requirements": reqs, "all_met": all_met })).into_response()
+}
+
+/// What the call page polls to move on by itself.
+async fn status<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(id) = parse_id(&raw).filter(|id| bound(&app, &headers, *id)) else {
+        return crate::ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not-your-journey",
+            "This reset is not open in this browser.",
+        )
+        .into_response();
+    };
+    match app.engine.load(id).await {
+        Ok((state, _, view)) => {
+            let step = view.step.as_ref().map(step_id);
+            Json(serde_json::json!({
+                "status": view.status,
+                "step": step,
+                "version": state.version,
+            }))
+            .into_response()
+        }
+        Err(e) => crate::ApiError::from(e).into_response(),
+    }
+}
+
+pub(crate) fn step_id(s: &StepView) -> &str {
+    match s {
+        StepView::Identify { id, .. }
+        | StepView::Code { id, .. }
+        | StepView::Choose { id, .. }
+        | StepView::Voice { id, .. }
+        | StepView::SetPassword { id, .. }
+        | StepView::Complete { id, .. } => id,
+    }
+}

@@ -1,0 +1,390 @@
+//! Sign-in, the tiles page the guide ends on, the tiles' destinations, sign-out.
+//!
+//! Sessions live in the account directory as hashes of their tokens. A reset revokes every
+//! other session of the account (R45), so an old cookie stops working here at once.
+
+use crate::AppState;
+use crate::html::{Page, esc, message_page};
+use crate::pages::{SESSION, visit, visit_ok, visit_token};
+use crate::security::{ClientIp, clear_cookie, get_cookie, parse_form, set_cookie};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use passage_core::definition::{StepKind, Tile};
+use passage_core::mask::normalize_email;
+use passage_core::ports::{Account, AccountDirectory, EventStore, Session};
+use passage_core::secrets::{PasswordHasher, session_hash, verify_password};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+type Shared<S, D> = State<Arc<AppState<S, D>>>;
+
+/// How long a password sign-in lasts.
+const SIGN_IN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
+
+pub(crate) fn routes<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) -> Router {
+    Router::new()
+        .route("/", get(sign_in_page::<S, D>))
+        .route("/sign-in", post(sign_in::<S, D>))
+        .route("/sign-out", post(sign_out::<S, D>))
+        .route("/portal", get(portal::<S, D>))
+        .route("/portal/go", get(go::<S, D>))
+        .route("/portal/{slug}", get(destination::<S, D>))
+        .with_state(state)
+}
+
+/// The portal's tiles: the default workflow's completion step lists them, and only their
+/// targets may be linked or redirected to (R48).
+fn tiles<S: EventStore, D: AccountDirectory>(app: &AppState<S, D>) -> Vec<Tile> {
+    app.engine
+        .definitions()
+        .iter()
+        .find(|d| d.id == app.default_workflow())
+        .and_then(|d| {
+            d.steps.iter().find_map(|s| match &s.kind {
+                StepKind::Complete { tiles } => Some(tiles.clone()),
+                _ => None,
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The live session the browser holds, with its account.
+pub(crate) async fn current<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+) -> Option<(Session, Account)> {
+    let token = get_cookie(headers, app.options.secure, SESSION)?;
+    let dir = app.engine.directory();
+    let session = match dir.find_session(&session_hash(&token)).await {
+        Ok(s) => s?,
+        Err(e) => {
+            tracing::error!("cannot read a session: {e}");
+            return None;
+        }
+    };
+    if !session.is_live(app.engine.now()) {
+        return None;
+    }
+    let account = dir.get(&session.account_id).await.ok().flatten()?;
+    account.enabled.then_some((session, account))
+}
+
+fn sign_in_form<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    token: &str,
+    return_to: Option<&str>,
+    error: Option<&str>,
+    notice: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let err = error
+        .map(|e| {
+            format!(
+                "<p class=\"field-error\" role=\"alert\" id=\"sign-in-error\">{}</p>",
+                esc(e)
+            )
+        })
+        .unwrap_or_default();
+    let notice = notice
+        .map(|n| format!("<p class=\"notice\" role=\"status\">{}</p>", esc(n)))
+        .unwrap_or_default();
+    let ret = return_to
+        .filter(|r| allowed(app, r))
+        .map(|r| {
+            format!(
+                "<input type=\"hidden\" name=\"return_to\" value=\"{}\">",
+                esc(r)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<section class=\"card\"><h1>Sign in</h1>{notice}{err}\
+<form id=\"sign-in\" method=\"post\" action=\"/sign-in\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{ret}\
+<div class=\"field\"><label for=\"email\">Email address</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus maxlength=\"254\"></div>\
+<div class=\"field\"><label for=\"password\">Password</label><div class=\"reveal\"><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+<button type=\"button\" class=\"eye\" id=\"toggle-password\" data-toggle=\"password\" aria-controls=\"password\" aria-pressed=\"false\" aria-label=\"Show password\">👁</button></div></div>\
+<button type=\"submit\" id=\"sign-in-button\" class=\"primary\">Sign in</button></form>\
+<p class=\"aside\"><a id=\"forgot-password\" href=\"/reset\">Forgot Password?</a></p></section>",
+        esc(token)
+    );
+    Page {
+        title: "Sign in",
+        main_attrs: "data-kind=\"sign-in\"".into(),
+        body,
+        refresh: None,
+        signed_in: false,
+    }
+    .render(status)
+}
+
+async fn sign_in_page<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if current(&app, &headers).await.is_some() {
+        return Redirect::to("/portal").into_response();
+    }
+    let (nonce, cookie) = visit(&app, &headers);
+    let token = visit_token(&app, &nonce);
+    let notice = q
+        .contains_key("signed-out")
+        .then_some("You are signed out.");
+    let mut resp = sign_in_form(
+        &app,
+        &token,
+        q.get("return_to").map(String::as_str),
+        None,
+        notice,
+        StatusCode::OK,
+    );
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// A hash to verify against when the address is unknown or disabled, so every failed
+/// sign-in costs the same argon2id work (no timing oracle, R1's spirit for sign-in).
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| {
+        passage_core::secrets::Argon2id::default()
+            .hash("decoy password that matches nothing", &[7u8; 16])
+            .unwrap_or_default()
+    })
+}
+
+async fn sign_in<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body, &["email", "password", "csrf"], &["return_to"]) {
+        Ok(f) => f,
+        Err(e) => {
+            return message_page(
+                StatusCode::BAD_REQUEST,
+                "Something was wrong with the form",
+                &e,
+                Some(("/", "Back to sign in")),
+            );
+        }
+    };
+    if !visit_ok(&app, &headers, &form["csrf"]) {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Reload the page and try again.",
+            Some(("/", "Sign in")),
+        );
+    }
+    let dir = app.engine.directory();
+    let account = match normalize_email(&form["email"]) {
+        Ok(email) => match dir.find_by_email(&email).await {
+            Ok(a) => a.filter(|a| a.enabled),
+            Err(e) => {
+                tracing::error!("sign-in lookup failed: {e}");
+                return message_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Please try again",
+                    "The service is temporarily unavailable.",
+                    None,
+                );
+            }
+        },
+        Err(_) => None,
+    };
+    let phc = match &account {
+        Some(a) => dir.password_hash(&a.account_id).await.ok().flatten(),
+        None => None,
+    };
+    let password = form["password"].clone();
+    let candidate = phc.clone().unwrap_or_else(|| decoy_hash().to_owned());
+    // argon2id takes tens of milliseconds: off the async workers.
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &candidate))
+        .await
+        .unwrap_or(false)
+        && phc.is_some();
+    let (Some(account), true) = (account, ok) else {
+        tracing::info!(client = %client.limit_key(), "sign-in refused");
+        let (nonce, _) = visit(&app, &headers);
+        return sign_in_form(
+            &app,
+            &visit_token(&app, &nonce),
+            form.get("return_to").map(String::as_str),
+            Some("The email address or password is incorrect."),
+            None,
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    let token =
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let now = app.engine.now();
+    let session = Session {
+        session_hash: session_hash(&token),
+        account_id: account.account_id.clone(),
+        journey_id: None,
+        kind: "sign-in".into(),
+        amr: "pwd".into(),
+        created_at: now,
+        expires_at: now.plus(SIGN_IN_LIFETIME),
+        revoked_at: None,
+    };
+    if let Err(e) = dir.create_session(&session).await {
+        tracing::error!("cannot create a session: {e}");
+        return message_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Please try again",
+            "The service is temporarily unavailable.",
+            None,
+        );
+    }
+    tracing::info!(account = %account.account_id, "signed in");
+    let target = form
+        .get("return_to")
+        .filter(|r| allowed(&app, r))
+        .cloned()
+        .unwrap_or_else(|| "/portal".into());
+    let mut resp = Redirect::to(&target).into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(app.options.secure, SESSION, &token, None),
+    );
+    resp
+}
+
+async fn sign_out<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    headers: HeaderMap,
+) -> Response {
+    // SameSite=Lax keeps the session cookie off cross-site POSTs, so a forged sign-out
+    // arrives without it and ends nothing.
+    if let Some(token) = get_cookie(&headers, app.options.secure, SESSION) {
+        let now = app.engine.now();
+        if let Err(e) = app
+            .engine
+            .directory()
+            .revoke_session(&session_hash(&token), now, "sign-out")
+            .await
+        {
+            tracing::error!("cannot revoke a session: {e}");
+        }
+    }
+    let mut resp = Redirect::to("/?signed-out=1").into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        clear_cookie(app.options.secure, SESSION),
+    );
+    resp
+}
+
+async fn portal<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((session, account)) = current(&app, &headers).await else {
+        return Redirect::to("/").into_response();
+    };
+    let recovery = if session.kind == "recovery" {
+        "<p class=\"notice\" id=\"recovery-notice\">Your password was reset and you are signed in. \
+To change your email address, phone number or sign-in methods, sign out and sign in again with your new password.</p>"
+    } else {
+        ""
+    };
+    let tiles: String = tiles(&app)
+        .iter()
+        .map(|t| {
+            format!(
+                "<a class=\"tile\" href=\"{}\"><span class=\"tile-title\">{}</span><span class=\"tile-portal\">{}</span></a>",
+                esc(&t.href),
+                esc(&t.title),
+                esc(&t.portal)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<section class=\"wide\"><h1>Welcome, {}</h1>{recovery}<p>Select where you would like to go.</p><nav class=\"tiles\" aria-label=\"Portals\">{tiles}</nav></section>",
+        esc(&account.display_name)
+    );
+    Page {
+        title: "Portal",
+        main_attrs: format!(
+            "data-kind=\"portal\" data-session=\"{}\"",
+            esc(&session.kind)
+        ),
+        body,
+        refresh: None,
+        signed_in: true,
+    }
+    .render(StatusCode::OK)
+}
+
+/// R48: only the tiles' own targets; `//evil.com`, `https:evil.com`, `/\evil.com` and
+/// anything else are not on the list.
+fn allowed<S: EventStore, D: AccountDirectory>(app: &AppState<S, D>, target: &str) -> bool {
+    target == "/portal" || tiles(app).iter().any(|t| t.href == target)
+}
+
+#[derive(Debug, Deserialize)]
+struct Go {
+    to: String,
+}
+
+async fn go<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    q: Result<Query<Go>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match q {
+        Ok(Query(Go { to })) if allowed(&app, &to) => Redirect::to(&to).into_response(),
+        _ => message_page(
+            StatusCode::BAD_REQUEST,
+            "That link does not lead to a portal",
+            "Only the portal's own destinations can be opened from here.",
+            Some(("/portal", "Back to the portal")),
+        ),
+    }
+}
+
+async fn destination<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let href = format!("/portal/{slug}");
+    let Some(tile) = tiles(&app).into_iter().find(|t| t.href == href) else {
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "Page not found",
+            "There is no such portal.",
+            Some(("/portal", "Back to the portal")),
+        );
+    };
+    let Some((_, account)) = current(&app, &headers).await else {
+        return Redirect::to(&format!(
+            "/?return_to={}",
+            form_urlencoded::byte_serialize(href.as_bytes()).collect::<String>()
+        ))
+        .into_response();
+    };
+    let body = format!(
+        "<section class=\"card\"><h1>{}</h1><p>{}: you are signed in as {}.</p><p><a href=\"/portal\">Back to the portal</a></p></section>",
+        esc(&tile.portal),
+        esc(&tile.title),
+        esc(&account.display_name)
+    );
+    Page {
+        title: &tile.portal,
+        main_attrs: "data-kind=\"destination\"".into(),
+        body,
+        refresh: None,
+        signed_in: true,
+    }
+    .render(StatusCode::OK)
+}

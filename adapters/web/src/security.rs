@@ -1,0 +1,411 @@
+//! Headers, client addresses, rate limits, cookies and form parsing: the parts every route
+//! shares (R5, R17, R32, R52).
+
+use crate::AppState;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use passage_core::ports::{AccountDirectory, EventStore};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A scripts-from-us-only policy with no framing (R23, R52). The pages carry no inline
+/// script or style, so neither needs `unsafe-inline`.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Per-client limits over a fixed window (R17). Per-address limits on sends are the
+/// channels' (adapters/channels, `LimitedChannel`), and per-address failed attempts the
+/// engine's (R16): both apply whatever address the request comes from.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub window: Duration,
+    /// Journeys started ("Send verification code", `POST /api/journeys`) per client.
+    pub starts_per_client: u32,
+    /// Answers (codes, choices, passwords, resends, sign-ins) per client.
+    pub answers_per_client: u32,
+    /// Live password checks (the ticks) per client.
+    pub checks_per_client: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(600),
+            starts_per_client: 30,
+            answers_per_client: 200,
+            checks_per_client: 1000,
+        }
+    }
+}
+
+/// Proxies whose `X-Forwarded-For` entries are believed, as addresses or CIDR ranges.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8, 127.0.0.1, ::1`.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (addr, bits) = match item.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (item, None),
+            };
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("`{item}` is not an IP address or CIDR range"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                Some(b) => b
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("`{item}`: the prefix length must be 0 to {max}"))?,
+                None => max,
+            };
+            out.push((ip, bits));
+        }
+        Ok(Self(out))
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|(net, bits)| in_prefix(ip, *net, *bits))
+    }
+}
+
+fn in_prefix(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The client as far as this server can tell: the peer, or, when the peer is a trusted
+/// proxy, the right-most address in `X-Forwarded-For` that is not one (the left part of the
+/// header is whatever the client wrote, attack 33).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl ClientIp {
+    fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        let Some(peer) = peer else {
+            return Self(None);
+        };
+        if !trusted.contains(peer) {
+            return Self(Some(peer));
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let client = forwarded
+            .iter()
+            .rev()
+            .find(|ip| !trusted.contains(**ip))
+            .copied()
+            .unwrap_or(peer);
+        Self(Some(client))
+    }
+
+    /// The limiter's key: the address, or its /64 for IPv6, since one host usually holds a
+    /// whole /64 and would otherwise rotate through it (attack 33).
+    pub fn limit_key(&self) -> String {
+        match self.0 {
+            Some(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            Some(ip) => ip.to_string(),
+            None => "unknown".into(),
+        }
+    }
+
+    pub fn audit(&self) -> Option<String> {
+        self.0.map(|ip| ip.to_string())
+    }
+}
+
+/// In-process fixed-window counters. Several nodes each keep their own, so a deployment's
+/// per-client budget is at most nodes × limit (docs/deployment.md).
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    /// Counts one request; `Err(retry_after)` when over `limit` in `window`.
+    pub fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let entry = map.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        if entry.1 >= limit {
+            return Err(window.saturating_sub(now.duration_since(entry.0)));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Start,
+    Answer,
+    Check,
+}
+
+fn classify(method: &Method, path: &str) -> Option<Class> {
+    if method != Method::POST {
+        return None;
+    }
+    if path == "/reset" || path == "/api/journeys" {
+        return Some(Class::Start);
+    }
+    if path.ends_with("/check") {
+        return Some(Class::Check);
+    }
+    let answer = path.starts_with("/reset/")
+        || path.starts_with("/api/journeys/")
+        || path == "/sign-in"
+        || path.starts_with("/dev/");
+    answer.then_some(Class::Answer)
+}
+
+/// Resolves the client, applies its limits, then adds the security headers to whatever the
+/// route answered (R52).
+async fn guard<S: EventStore, D: AccountDirectory>(
+    State(app): State<Arc<AppState<S, D>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = ClientIp::resolve(peer, req.headers(), &app.options.trusted_proxies);
+    let path = req.uri().path().to_owned();
+    let limits = &app.options.limits;
+    if let Some(class) = classify(req.method(), &path) {
+        let (limit, name) = match class {
+            Class::Start => (limits.starts_per_client, "start"),
+            Class::Answer => (limits.answers_per_client, "answer"),
+            Class::Check => (limits.checks_per_client, "check"),
+        };
+        let key = format!("{name}|{}", client.limit_key());
+        if let Err(retry) = app.limiter.hit(&key, limit, limits.window) {
+            tracing::warn!(client = %client.limit_key(), class = name, "rate limit reached");
+            let mut resp = too_many(&path, retry);
+            secure_headers(resp.headers_mut(), &path, app.options.secure);
+            return resp;
+        }
+    }
+    req.extensions_mut().insert(client);
+    let mut resp = next.run(req).await;
+    secure_headers(resp.headers_mut(), &path, app.options.secure);
+    resp
+}
+
+/// The same answer for every account: limits here are per client, never per account, so
+/// they say nothing about whether an address is registered (attack 3).
+fn too_many(path: &str, retry: Duration) -> Response {
+    let secs = retry.as_secs().max(1);
+    let minutes = secs.div_ceil(60);
+    let message = format!(
+        "Too many requests from your network. Try again in {minutes} minute{}.",
+        if minutes == 1 { "" } else { "s" }
+    );
+    let mut resp = if path.starts_with("/api/") {
+        crate::ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", message).into_response()
+    } else {
+        crate::html::message_page(StatusCode::TOO_MANY_REQUESTS, "Please wait", &message, None)
+    };
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn secure_headers(h: &mut HeaderMap, path: &str, secure: bool) {
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "x-frame-options", "DENY");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    set(h, "content-security-policy", CSP);
+    if path.starts_with("/assets/") {
+        set(h, "cache-control", "public, max-age=3600");
+    } else {
+        // Codes, passwords, masked numbers and session state: never cached (R52).
+        set(h, "cache-control", "no-store");
+    }
+    if secure {
+        set(h, "strict-transport-security", "max-age=31536000");
+    }
+}
+
+pub(crate) fn layer<S: EventStore, D: AccountDirectory>(
+    routes: Router,
+    state: Arc<AppState<S, D>>,
+) -> Router {
+    routes.layer(axum::middleware::from_fn_with_state(state, guard::<S, D>))
+}
+
+/// Cookie names: `__Host-` and `Secure` only over TLS, where browsers accept them (R52).
+pub(crate) fn cookie_name(secure: bool, base: &str) -> String {
+    if secure {
+        format!("__Host-{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
+pub(crate) fn set_cookie(
+    secure: bool,
+    base: &str,
+    value: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
+    let mut c = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+        cookie_name(secure, base)
+    );
+    if secure {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+pub(crate) fn clear_cookie(secure: bool, base: &str) -> HeaderValue {
+    set_cookie(secure, base, "", Some(0))
+}
+
+pub(crate) fn get_cookie(headers: &HeaderMap, secure: bool, base: &str) -> Option<String> {
+    let name = cookie_name(secure, base);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Constant-time comparison of two tags.
+pub(crate) fn tags_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A form body with exactly the named fields, each once (R5): duplicates, unknown fields and
+/// bodies over 64 KiB are refused, so `email=victim&email=attacker` never reaches a lookup.
+pub(crate) fn parse_form(
+    body: &[u8],
+    required: &[&str],
+    optional: &[&str],
+) -> Result<HashMap<String, String>, String> {
+    if body.len() > 64 * 1024 {
+        return Err("The form is too large.".into());
+    }
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if !required.contains(&k.as_ref()) && !optional.contains(&k.as_ref()) {
+            return Err(format!(
+                "The form has an unexpected field `{}`.",
+                crate::html::clip(&k, 40)
+            ));
+        }
+        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+            return Err(format!("The field `{k}` was sent more than once."));
+        }
+    }
+    if let Some(missing) = required.iter().find(|f| !out.contains_key(**f)) {
+        return Err(format!("The form is missing the field `{missing}`."));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, ::1").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.1.2.3"),
+        );
+        let direct = ClientIp::resolve(Some("198.51.100.7".parse().unwrap()), &h, &trusted);
+        assert_eq!(
+            direct.audit().as_deref(),
+            Some("198.51.100.7"),
+            "untrusted peer: header ignored"
+        );
+        let proxied = ClientIp::resolve(Some("10.0.0.1".parse().unwrap()), &h, &trusted);
+        assert_eq!(
+            proxied.audit().as_deref(),
+            Some("203.0.113.9"),
+            "right-most untrusted entry"
+        );
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("proxy.local").is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let a = ClientIp(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        let b = ClientIp(Some("2001:db8:1:2:ffff::9".parse().unwrap()));
+        assert_eq!(a.limit_key(), b.limit_key());
+    }
+
+    #[test]
+    fn limiter_counts_per_key_and_window() {
+        let l = RateLimiter::default();
+        let w = Duration::from_secs(60);
+        assert!(l.hit("a", 2, w).is_ok());
+        assert!(l.hit("a", 2, w).is_ok());
+        assert!(l.hit("a", 2, w).is_err());
+        assert!(l.hit("b", 2, w).is_ok());
+        assert!(l.hit("c", 1, Duration::ZERO).is_ok());
+        assert!(l.hit("c", 1, Duration::ZERO).is_ok(), "a new window starts");
+    }
+
+    #[test]
+    fn forms_are_single_valued_and_closed() {
+        assert!(parse_form(b"email=a%40b.c&csrf=x", &["email", "csrf"], &[]).is_ok());
+        assert!(parse_form(b"email=a&email=b&csrf=x", &["email", "csrf"], &[]).is_err());
+        assert!(parse_form(b"email[]=a&csrf=x", &["email", "csrf"], &[]).is_err());
+        assert!(parse_form(b"csrf=x", &["email", "csrf"], &[]).is_err());
+        assert!(parse_form(b"email=a&csrf=x&user_id=7", &["email", "csrf"], &[]).is_err());
+    }
+}

@@ -1,0 +1,662 @@
+//! Router-level tests of the portal pages: every page and form route, with its error paths.
+
+mod support;
+
+use axum::http::StatusCode;
+use support::{Browser, Portal, STRONG, portal, portal_with};
+
+/// Walks alice's journey through the pages up to the Reset Password page, by SMS.
+async fn to_password_page(p: &Portal, b: &Browser) -> String {
+    let (id, res) = b.start("alice@example.com").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let code = p.code(&id, "email").await;
+    let res = b.answer(&id, "code", &[("code", &code)]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let res = b.answer(&id, "choose", &[("option", "sms")]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let sms = p.code(&id, "sms").await;
+    let res = b.answer(&id, "code", &[("code", &sms)]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    id
+}
+
+#[tokio::test]
+async fn the_seed_journey_completes_through_the_pages_by_sms() {
+    let p = portal().await;
+    let b = p.browser();
+    let home = b.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.has("id=\"forgot-password\" href=\"/reset\">Forgot Password?</a>"));
+
+    let (id, res) = b.start("  Alice@Example.com ").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert!(b.cookie("passage-flow").unwrap().starts_with(&id));
+
+    let page = b.page(&id).await;
+    assert!(
+        page.has("data-kind=\"code\" data-step=\"email-code\""),
+        "{}",
+        page.body
+    );
+    assert!(page.has("Enter the 6-digit code provided in the email"));
+    assert!(page.has("a•••e@e•••.com"), "the address as typed, masked");
+    assert!(page.has(">Re-send code</button>"));
+    assert!(
+        !page.has("678"),
+        "no phone before the email code is verified (R19)"
+    );
+
+    let wrong = b.answer(&id, "code", &[("code", "000000")]).await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(wrong.has("id=\"code-error\""), "{}", wrong.body);
+    assert!(wrong.has("4 attempts left"), "{}", wrong.body);
+    assert!(wrong.has("aria-invalid=\"true\""));
+
+    let code = p.code(&id, "email").await;
+    let res = b.answer(&id, "code", &[("code", &code)]).await;
+    assert_eq!(res.location(), Some(format!("/reset/{id}").as_str()));
+
+    let choose = b.page(&id).await;
+    assert!(choose.has("data-kind=\"choose\""));
+    assert!(
+        choose.has("id=\"phone-masked\">+61 ••• ••• 678</strong>"),
+        "{}",
+        choose.body
+    );
+    assert!(choose.has("id=\"option-sms\" class=\"choice\">Send SMS to my mobile</button>"));
+    assert!(
+        choose.has("id=\"option-call\" class=\"choice\">Call me on my landline or mobile</button>")
+    );
+    assert!(choose.has("id=\"risk-notice\""), "R25 notice");
+
+    let res = b.answer(&id, "choose", &[("option", "sms")]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    let sms_page = b.page(&id).await;
+    assert!(sms_page.has("data-step=\"sms-code\""));
+    assert!(sms_page.has("Enter the 6-digit verification code you received via SMS"));
+    let sms = p.code(&id, "sms").await;
+    let res = b.answer(&id, "code", &[("code", &sms)]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+
+    let pw = b.page(&id).await;
+    assert!(pw.has("data-kind=\"set-password\""));
+    for req in ["length", "not-common", "no-personal-words", "match"] {
+        assert!(
+            pw.has(&format!("id=\"req-{req}\" data-met=\"false\"")),
+            "grey tick {req}: {}",
+            pw.body
+        );
+    }
+    assert!(pw.has("autocomplete=\"new-password\""), "R40");
+    assert!(pw.has("id=\"toggle-new-password\""));
+    assert!(pw.has("id=\"toggle-confirm-password\""));
+    assert!(pw.has(">Update Password</button>"));
+
+    let csrf = pw.input("csrf");
+    let check = |new: &'static str, confirm: &'static str| {
+        let b = b.clone();
+        let id = id.clone();
+        let csrf = csrf.clone();
+        async move {
+            let body =
+                serde_json::json!({"new_password": new, "confirm_password": confirm}).to_string();
+            let res = b
+                .send(
+                    "POST",
+                    &format!("/reset/{id}/check"),
+                    Some(body),
+                    &[
+                        ("content-type", "application/json"),
+                        ("x-csrf-token", &csrf),
+                    ],
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+            serde_json::from_str::<serde_json::Value>(&res.body).unwrap()
+        }
+    };
+    let short = check("short", "short").await;
+    assert_eq!(short["all_met"], false);
+    assert_eq!(short["requirements"][0]["id"], "length");
+    assert_eq!(short["requirements"][0]["met"], false);
+    let personal = check(
+        "Alice Nguyen harbour lantern",
+        "Alice Nguyen harbour lantern",
+    )
+    .await;
+    assert_eq!(personal["requirements"][2]["met"], false, "{personal}");
+    let good = check(STRONG, STRONG).await;
+    assert_eq!(good["all_met"], true, "{good}");
+
+    let mismatch = b
+        .answer(
+            &id,
+            "password",
+            &[
+                ("new_password", STRONG),
+                ("confirm_password", "something else entirely"),
+            ],
+        )
+        .await;
+    assert_eq!(mismatch.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(mismatch.has("id=\"password-error\""), "{}", mismatch.body);
+
+    let done = b
+        .answer(
+            &id,
+            "password",
+            &[("new_password", STRONG), ("confirm_password", STRONG)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), Some("/portal"));
+    assert!(b.cookie("passage-session").is_some(), "signed in (R47)");
+    assert!(
+        b.cookie("passage-flow").is_none(),
+        "the journey's cookie is cleared"
+    );
+
+    let portal = b.get("/portal").await;
+    assert_eq!(portal.status, StatusCode::OK, "{}", portal.body);
+    assert!(portal.has("Welcome, Alice Nguyen"));
+    assert!(portal.has("data-session=\"recovery\""));
+    assert!(portal.has("id=\"recovery-notice\""), "R47: not a step-up");
+    assert!(portal.has("class=\"tile\" href=\"/portal/connections\""));
+    assert!(portal.has("Manage a Network Application"));
+    assert!(portal.has("Engagement of Contracted Services and Equipment"));
+    let dest = b.get("/portal/contractor-booking").await;
+    assert_eq!(dest.status, StatusCode::OK);
+    assert!(dest.has("Contractor Booking System"));
+
+    // The worker applies the password and sends the notice (R46); then it signs in.
+    p.worker.drain().await.unwrap();
+    let notice = p
+        .outbox
+        .latest(id.parse().unwrap(), "email")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(notice.body.contains("password"), "{}", notice.body);
+    assert!(
+        !notice.body.contains(STRONG),
+        "R46: no password in the notice"
+    );
+
+    let fresh = p.browser();
+    let sign_in = fresh.get("/").await;
+    let res = fresh
+        .post(
+            "/sign-in",
+            &[
+                ("email", "alice@example.com"),
+                ("password", STRONG),
+                ("csrf", &sign_in.input("csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(res.location(), Some("/portal"), "{}", res.body);
+    let portal = fresh.get("/portal").await;
+    assert!(portal.has("data-session=\"sign-in\""));
+
+    let types = p.event_types(&id).await;
+    assert_eq!(types.first().map(String::as_str), Some("JourneyStarted"));
+    assert!(types.contains(&"JourneyCompleted".to_owned()), "{types:?}");
+    let timeline = p.timeline_json(&id).await;
+    assert!(
+        timeline.contains("198.51.100.10"),
+        "R49: the client address is recorded:\n{timeline}"
+    );
+}
+
+#[tokio::test]
+async fn the_voice_branch_moves_on_when_hash_is_pressed_on_the_dev_phone() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    let code = p.code(&id, "email").await;
+    b.answer(&id, "code", &[("code", &code)]).await;
+    let res = b.answer(&id, "choose", &[("option", "call")]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    let call = b.page(&id).await;
+    assert!(call.has("data-kind=\"voice\""), "{}", call.body);
+    assert!(call.has("id=\"call-status\""));
+    assert!(
+        call.has("http-equiv=\"refresh\""),
+        "moves on without JavaScript too"
+    );
+    let status = b.get(&format!("/reset/{id}/status")).await;
+    let s: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(s["step"], "voice-call");
+
+    p.worker.drain().await.unwrap();
+    let inbox = b.get("/dev/inbox").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(
+        inbox.has("class=\"message\" data-channel=\"voice\""),
+        "{}",
+        inbox.body
+    );
+    let call_id = {
+        let at = inbox.body.find("name=\"call\" value=\"").unwrap() + 19;
+        inbox.body[at..at + 36].to_owned()
+    };
+    let res = b
+        .post(
+            "/dev/phone",
+            &[
+                ("csrf", &inbox.input("csrf")),
+                ("journey", &id),
+                ("call", &call_id),
+            ],
+        )
+        .await;
+    assert_eq!(res.location(), Some("/dev/inbox"), "{}", res.body);
+    let s: serde_json::Value =
+        serde_json::from_str(&b.get(&format!("/reset/{id}/status")).await.body).unwrap();
+    assert_eq!(s["step"], "new-password", "{s}");
+    assert!(b.page(&id).await.has("data-kind=\"set-password\""));
+}
+
+#[tokio::test]
+async fn pages_carry_the_security_headers_and_assets_are_served() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    for uri in [
+        "/",
+        "/reset".to_owned().as_str(),
+        &format!("/reset/{id}"),
+        "/dev/inbox",
+    ] {
+        let res = b.get(uri).await;
+        let h = |k: &str| {
+            res.headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert_eq!(h("cache-control"), "no-store", "{uri}");
+        assert_eq!(h("referrer-policy"), "no-referrer", "{uri}");
+        assert_eq!(h("x-frame-options"), "DENY", "{uri}");
+        assert!(
+            h("content-security-policy").contains("frame-ancestors 'none'"),
+            "{uri}"
+        );
+        assert!(
+            h("content-security-policy").contains("script-src 'self'"),
+            "{uri}"
+        );
+        assert!(!res.body.contains("<script>"), "no inline script on {uri}");
+        assert!(
+            !res.body.contains("http://") && !res.body.contains("https://"),
+            "no external asset on {uri}"
+        );
+    }
+    let css = b.get("/assets/portal.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(
+        css.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    assert!(css.has("--navy"));
+    let js = b.get("/assets/portal.js").await;
+    assert!(
+        js.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    // Cookies: HttpOnly and SameSite; `__Host-` and Secure once served over TLS.
+    let set = b.post("/reset", &[("email", "a@b.c"), ("csrf", "x")]).await;
+    assert_eq!(set.status, StatusCode::FORBIDDEN);
+    let tls = portal_with(support::options_secure()).await;
+    let tb = tls.browser();
+    let page = tb.get("/reset").await;
+    let cookie = page.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-passage-visit="), "{cookie}");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax")
+    );
+    assert_eq!(
+        page.headers["strict-transport-security"],
+        "max-age=31536000"
+    );
+}
+
+#[tokio::test]
+async fn a_journey_opens_only_in_the_browser_that_started_it() {
+    let p = portal().await;
+    let owner = p.browser();
+    let (id, _) = owner.start("alice@example.com").await;
+    let other = p.browser_at("203.0.113.5:1000");
+    // Forced browsing with someone else's journey id (attacks 18, 23).
+    let res = other.page(&id).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert!(res.has("not open in this browser"));
+    // A cookie for another journey does not open this one.
+    let (mine, _) = other.start("bob@example.com").await;
+    assert_ne!(mine, id);
+    assert_eq!(other.page(&id).await.status, StatusCode::FORBIDDEN);
+    let res = other
+        .post(
+            &format!("/reset/{id}/code"),
+            &[("code", "123456"), ("csrf", "x")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    // A forged tag.
+    other.set_cookie("passage-flow", &format!("{id}.{}", "0".repeat(64)));
+    assert_eq!(other.page(&id).await.status, StatusCode::FORBIDDEN);
+    // Not a journey id at all, and a journey that does not exist.
+    assert_eq!(
+        owner.get("/reset/not-a-uuid").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        owner
+            .get(&format!("/reset/{}", uuid::Uuid::new_v4()))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // Status and check are bound the same way.
+    assert_eq!(
+        other.get(&format!("/reset/{id}/status")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Nothing reached the owner's journey.
+    let types = p.event_types(&id).await;
+    assert!(!types.iter().any(|t| t == "CodeAttemptFailed"), "{types:?}");
+}
+
+#[tokio::test]
+async fn forms_need_their_journeys_csrf_token_and_single_values() {
+    let p = portal().await;
+    let b = p.browser();
+    let (a, _) = b.start("alice@example.com").await;
+    let page = b.page(&a).await;
+    let token_a = page.input("csrf");
+    // No token, a wrong token (attack 21).
+    let res = b
+        .post(&format!("/reset/{a}/code"), &[("code", "123456")])
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.has("missing the field `csrf`"), "{}", res.body);
+    let res = b
+        .post(
+            &format!("/reset/{a}/code"),
+            &[("code", "123456"), ("csrf", &"f".repeat(64))],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    // Another journey's token, in a browser holding both journeys' ids.
+    let c = p.browser_at("198.51.100.20:1");
+    let (other, _) = c.start("bob@example.com").await;
+    let other_token = c.page(&other).await.input("csrf");
+    assert_ne!(other_token, token_a);
+    let res = b
+        .post(
+            &format!("/reset/{a}/code"),
+            &[("code", "123456"), ("csrf", &other_token)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    // R5: duplicated and array parameters, unknown fields (user_id tampering, attack 20).
+    let res = b
+        .post_raw(
+            &format!("/reset/{a}/code"),
+            &format!("code=1&code=2&csrf={token_a}"),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.has("more than once"));
+    let res = b
+        .post_raw(
+            &format!("/reset/{a}/code"),
+            &format!("code[]=1&csrf={token_a}"),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    let res = b
+        .post_raw(
+            &format!("/reset/{a}/password"),
+            &format!("new_password=x&confirm_password=x&user_id=acct-bob&csrf={token_a}"),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.has("unexpected field"));
+    let start = b.get("/reset").await;
+    let res = b
+        .post_raw(
+            "/reset",
+            &format!(
+                "email=alice%40example.com&email=evil%40example.com&csrf={}",
+                start.input("csrf")
+            ),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "R5");
+    // Without the visit cookie the start form is refused.
+    let fresh = p.browser();
+    let res = fresh
+        .post(
+            "/reset",
+            &[
+                ("email", "alice@example.com"),
+                ("csrf", &start.input("csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    // None of it reached the journey as an answer.
+    assert!(
+        !p.event_types(&a)
+            .await
+            .iter()
+            .any(|t| t == "CodeAttemptFailed")
+    );
+}
+
+#[tokio::test]
+async fn refused_answers_show_the_reason_next_to_the_field() {
+    let p = portal().await;
+    let b = p.browser();
+    // An invalid address: recorded, refused, shown on the identify page.
+    let (id, res) = b.start("not an address").await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
+    assert!(res.has("id=\"email-error\""), "{}", res.body);
+    assert!(
+        res.has(&format!(
+            "action=\"/reset/{}/email\"",
+            res.attr("data-journey").unwrap_or_default()
+        )) || res.has("/email\"")
+    );
+    let _ = id;
+    // Answering the identify step again on the same journey works.
+    let journey = b.cookie("passage-flow").unwrap();
+    let jid = journey.split('.').next().unwrap().to_owned();
+    let res = b
+        .answer(&jid, "email", &[("email", "alice@example.com")])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    // Malformed code, unknown option, resend too soon.
+    let res = b.answer(&jid, "code", &[("code", "12ab56")]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.has("digits only"), "{}", res.body);
+    let res = b.answer(&jid, "resend", &[]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let code = p.code(&jid, "email").await;
+    b.answer(&jid, "code", &[("code", &code)]).await;
+    let res = b.answer(&jid, "choose", &[("option", "pigeon")]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.has("id=\"choose-error\""), "{}", res.body);
+    let types = p.event_types(&jid).await;
+    assert!(
+        types.iter().filter(|t| *t == "InputRejected").count() >= 3,
+        "R49: refusals are recorded: {types:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_code_page_says_when_the_code_timed_out_and_resend_issues_a_new_one() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    let first = p.code(&id, "email").await;
+    p.clock.advance(std::time::Duration::from_secs(301));
+    let page = b.page(&id).await;
+    assert!(page.has("id=\"code-expired\""), "{}", page.body);
+    assert!(page.has("The code has timed out"));
+    let res = b.answer(&id, "code", &[("code", &first)]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let res = b.answer(&id, "resend", &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let second = p.code(&id, "email").await;
+    let res = b.answer(&id, "code", &[("code", &second)]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert!(b.page(&id).await.has("data-kind=\"choose\""));
+}
+
+#[tokio::test]
+async fn a_finished_journey_says_so_and_offers_a_new_start() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    for _ in 0..5 {
+        b.answer(&id, "code", &[("code", "000000")]).await;
+    }
+    let page = b.page(&id).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.has("could not be completed"), "{}", page.body);
+    assert!(page.has("href=\"/reset\""));
+    // Journey lifetime (R30).
+    let (id2, _) = b.start("alice@example.com").await;
+    p.clock.advance(std::time::Duration::from_secs(16 * 60));
+    p.worker.drain().await.unwrap();
+    let page = b.page(&id2).await;
+    assert!(page.has("timed out"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn sign_in_refuses_wrong_passwords_alike_and_sign_out_ends_the_session() {
+    let p = portal().await;
+    let b = p.browser();
+    let id = to_password_page(&p, &b).await;
+    b.answer(
+        &id,
+        "password",
+        &[("new_password", STRONG), ("confirm_password", STRONG)],
+    )
+    .await;
+    p.worker.drain().await.unwrap();
+    let c = p.browser_at("198.51.100.30:2");
+    let mut bodies = Vec::new();
+    for (email, pw) in [
+        ("alice@example.com", "wrong password here"),
+        ("nobody@example.com", STRONG),
+        ("dave@example.com", STRONG),
+    ] {
+        let page = c.get("/").await;
+        let res = c
+            .post(
+                "/sign-in",
+                &[
+                    ("email", email),
+                    ("password", pw),
+                    ("csrf", &page.input("csrf")),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{email}");
+        assert!(res.has("The email address or password is incorrect."));
+        bodies.push(res.body);
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "same page for a wrong password, an unknown and a disabled account"
+    );
+    assert_eq!(c.get("/portal").await.location(), Some("/"));
+    let page = c.get("/").await;
+    let res = c
+        .post(
+            "/sign-in",
+            &[
+                ("email", "alice@example.com"),
+                ("password", STRONG),
+                ("csrf", &page.input("csrf")),
+                ("return_to", "/portal/connections"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.location(),
+        Some("/portal/connections"),
+        "allow-listed return (R48)"
+    );
+    let page = c.get("/").await;
+    assert_eq!(page.location(), Some("/portal"), "signed in already");
+    let res = c.post("/sign-out", &[]).await;
+    assert_eq!(res.location(), Some("/?signed-out=1"));
+    assert_eq!(c.get("/portal").await.location(), Some("/"));
+    // Unknown destination, and destination without a session.
+    assert_eq!(c.get("/portal/nowhere").await.status, StatusCode::NOT_FOUND);
+    let res = c.get("/portal/connections").await;
+    assert_eq!(res.location(), Some("/?return_to=%2Fportal%2Fconnections"));
+}
+
+#[tokio::test]
+async fn tile_redirects_accept_only_the_portals_own_targets() {
+    let p = portal().await;
+    let b = p.browser();
+    let ok = b.get("/portal/go?to=/portal/connections").await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert_eq!(ok.location(), Some("/portal/connections"));
+    for evil in [
+        "//evil.com",
+        "https:evil.com",
+        "/\\evil.com",
+        "https://evil.com/portal/connections",
+        "/portal/connections/../../evil",
+        "",
+    ] {
+        let enc: String = form_urlencoded::byte_serialize(evil.as_bytes()).collect();
+        let res = b.get(&format!("/portal/go?to={enc}")).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{evil}");
+        assert!(res.location().is_none(), "{evil}");
+    }
+    assert_eq!(b.get("/portal/go").await.status, StatusCode::BAD_REQUEST);
+    // A return_to outside the list is dropped from the sign-in form (attack 43).
+    let page = b.get("/?return_to=//evil.com").await;
+    assert!(!page.has("evil.com"));
+}
+
+#[tokio::test]
+async fn the_dev_inbox_exists_only_with_the_dev_outbox() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    let code = p.code(&id, "email").await;
+    let inbox = b.get("/dev/inbox").await;
+    assert!(
+        inbox.has(&format!("<strong class=\"code\">{code}</strong>")),
+        "{}",
+        inbox.body
+    );
+    let mut opts = support::options();
+    opts.dev_outbox = None;
+    let real = support::portal_without_dev(opts).await;
+    let rb = real.browser();
+    assert_eq!(rb.get("/dev/inbox").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        rb.post(
+            "/dev/phone",
+            &[("csrf", "x"), ("journey", &id), ("call", "y")]
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+}
