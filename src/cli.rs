@@ -98,8 +98,10 @@ pub enum Command {
     /// Measure the engine's throughput and latency against a raw-insert baseline on the
     /// same database, in the same run (see docs/benchmarks.md). Uses fresh scratch stores.
     Bench(BenchArgs),
-    /// Serve the JSON API (/api/journeys) and run a worker in the same process, until Ctrl-C
-    /// or SIGTERM. Several `serve` nodes can share one database.
+    /// Serve the portal (sign-in, the reset pages, the tiles page, /dev/inbox with the dev
+    /// channels) and the JSON API (/api/journeys, described at /api/openapi.json), and run a
+    /// worker in the same process, until Ctrl-C or SIGTERM. Open http://127.0.0.1:8080/ and
+    /// select "Forgot Password?". Several `serve` nodes can share one database.
     Serve(ServeArgs),
 }
 

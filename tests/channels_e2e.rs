@@ -108,6 +108,8 @@ impl Node {
             let log = std::fs::File::create(dir.join("node.log")).unwrap();
             let mut child = passage(dir)
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                // One test client plays hundreds of people: per-client limits are not under test.
+                .args(["--limit-starts", "100000", "--limit-answers", "100000"])
                 .env(
                     "RUST_LOG",
                     "warn,passage_channels=info,passage_runtime=info,passage=info",

@@ -60,6 +60,8 @@ fn start_node(dir: &Path, db_url: &str) -> Node {
         .arg("--workflows")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows"))
         .args(["serve", "--listen", "127.0.0.1:0", "--lease", "2s"])
+        // One test client plays 500 people: per-client limits are not under test.
+        .args(["--limit-starts", "100000", "--limit-answers", "100000"])
         .env("PASSAGE_SECRET", SECRET)
         .env("PASSAGE_CHANNELS_CONFIG", dir.join("channels.toml"))
         .env("RUST_LOG", "warn")

@@ -6,8 +6,9 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::security::ClientIp;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -137,8 +138,16 @@ struct StartRequest {
     email: Option<String>,
 }
 
+fn person(headers: &HeaderMap, client: Option<&ClientIp>) -> Actor {
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    Actor::person("api").from_client(client.and_then(ClientIp::audit), ua)
+}
+
 async fn start<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<StartRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -147,22 +156,15 @@ async fn start<S: EventStore, D: AccountDirectory>(
         .workflow
         .unwrap_or_else(|| app.default_workflow().to_owned());
     let cmd = command_id(&headers, b"start")?;
-    let started = app
-        .engine
-        .start(&workflow, Actor::person("api"), cmd)
-        .await?;
+    let who = person(&headers, client.as_deref());
+    let started = app.engine.start(&workflow, who.clone(), cmd).await?;
     let Some(email) = req.email else {
         return Ok(respond(started, true));
     };
     let cmd = cmd.map(|c| derived_id(&[c.as_bytes(), b"email"]));
     let outcome = app
         .engine
-        .submit(
-            started.journey_id,
-            Input::Email(email),
-            Actor::person("api"),
-            cmd,
-        )
+        .submit(started.journey_id, Input::Email(email), who, cmd)
         .await?;
     Ok(respond(outcome, true))
 }
@@ -180,13 +182,14 @@ async fn submit<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
     id: &str,
     headers: &HeaderMap,
+    client: Option<&ClientIp>,
     input: Input,
 ) -> Result<Response, ApiError> {
     let id = journey_id(id)?;
     let cmd = command_id(headers, id.0.as_bytes())?;
     let outcome = app
         .engine
-        .submit(id, input, Actor::person("api"), cmd)
+        .submit(id, input, person(headers, client), cmd)
         .await?;
     Ok(respond(outcome, false))
 }
@@ -200,11 +203,19 @@ struct EmailRequest {
 async fn email<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Path(id): Path<String>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<EmailRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body(payload)?;
-    submit(&app, &id, &headers, Input::Email(req.email)).await
+    submit(
+        &app,
+        &id,
+        &headers,
+        client.as_deref(),
+        Input::Email(req.email),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,19 +227,28 @@ struct CodeRequest {
 async fn code<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Path(id): Path<String>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<CodeRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body(payload)?;
-    submit(&app, &id, &headers, Input::Code(req.code)).await
+    submit(
+        &app,
+        &id,
+        &headers,
+        client.as_deref(),
+        Input::Code(req.code),
+    )
+    .await
 }
 
 async fn resend<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Path(id): Path<String>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    submit(&app, &id, &headers, Input::Resend).await
+    submit(&app, &id, &headers, client.as_deref(), Input::Resend).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,11 +260,19 @@ struct ChoiceRequest {
 async fn choice<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Path(id): Path<String>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<ChoiceRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body(payload)?;
-    submit(&app, &id, &headers, Input::Choose(req.option)).await
+    submit(
+        &app,
+        &id,
+        &headers,
+        client.as_deref(),
+        Input::Choose(req.option),
+    )
+    .await
 }
 
 /// Keys pressed on the journey's ringing call. Stands in for the voice provider's gather
@@ -259,6 +287,7 @@ struct CallRequest {
 async fn call<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Path(id): Path<String>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<CallRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -274,7 +303,7 @@ async fn call<S: EventStore, D: AccountDirectory>(
         call_id: req.call_id,
         digits: req.digits,
     };
-    submit(&app, &id, &headers, input).await
+    submit(&app, &id, &headers, client.as_deref(), input).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +316,7 @@ struct PasswordRequest {
 async fn password<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Path(id): Path<String>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<PasswordRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -295,5 +325,5 @@ async fn password<S: EventStore, D: AccountDirectory>(
         new: req.new_password,
         confirm: req.confirm_password,
     };
-    submit(&app, &id, &headers, input).await
+    submit(&app, &id, &headers, client.as_deref(), input).await
 }
