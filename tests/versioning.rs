@@ -143,7 +143,8 @@ fn a_changed_code_lifetime_applies_only_to_journeys_started_afterwards() {
         .expect_ok()
         .stdout_has(&format!("password-reset     v2   {v2_hash}"));
 
-    let (j2, start2) = p.start("alice@example.com");
+    // Another person: alice's own open journeys end when her reset is applied (R44).
+    let (j2, start2) = p.start("bob.smith@example.com");
     start2.stdout_has(&format!("journey {j2}  [password-reset v2, active"));
 
     // Each journey records the definition it started on.
@@ -252,7 +253,8 @@ fn a_stricter_password_policy_does_not_apply_to_a_journey_already_started() {
         "min_length = 15                # R35",
         "min_length = 40",
     );
-    let (j2, _) = p.start("alice@example.com");
+    // Another person: alice's own open journeys end when her reset is applied (R44).
+    let (j2, _) = p.start("bob.smith@example.com");
 
     let done = complete_with_sms(&p, &j1);
     assert!(done.contains("[password-reset v1, completed]"), "{done}");

@@ -220,10 +220,11 @@ impl AccountDirectory for AnyStore {
         &self,
         account_id: &str,
         keep_journey: Option<&str>,
+        recovery_until: Timestamp,
         now: Timestamp,
         reason: &str,
     ) -> Result<u64, DirectoryError> {
-        delegate!(self, s => s.revoke_sessions(account_id, keep_journey, now, reason).await)
+        delegate!(self, s => s.revoke_sessions(account_id, keep_journey, recovery_until, now, reason).await)
     }
 
     async fn revoke_session(

@@ -1246,10 +1246,16 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
         expires_at: at(secs(3600)),
         revoked_at: None,
     };
+    // A later reset's recovery session, created after this reset completed (at 20 s).
+    let later = Session {
+        created_at: at(secs(25)),
+        ..session("h-later-reset", Some("j-2"))
+    };
     for s in [
         session("h-old", None),
         session("h-other-tab", None),
         session("h-reset", Some("j-1")),
+        later,
     ] {
         dir.create_session(&s).await.expect("create_session failed");
     }
@@ -1283,7 +1289,13 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
     );
 
     let revoked = dir
-        .revoke_sessions(account_id, Some("j-1"), at(secs(30)), "password-reset")
+        .revoke_sessions(
+            account_id,
+            Some("j-1"),
+            at(secs(20)),
+            at(secs(30)),
+            "password-reset",
+        )
         .await
         .expect("revoke_sessions failed");
     assert_eq!(revoked, 2, "every session but the reset's own");
@@ -1303,6 +1315,14 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
             .expect("exists")
             .is_live(at(secs(31)))
     );
+    assert!(
+        dir.find_session("h-later-reset")
+            .await
+            .expect("find")
+            .expect("exists")
+            .is_live(at(secs(31))),
+        "a recovery session created after this reset completed is a later reset's: kept"
+    );
     dir.revoke_session("h-reset", at(secs(40)), "sign-out")
         .await
         .expect("revoke_session failed");
@@ -1314,10 +1334,10 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
             .is_live(at(secs(41)))
     );
     assert_eq!(
-        dir.revoke_sessions(account_id, None, at(secs(50)), "again")
+        dir.revoke_sessions(account_id, None, at(secs(50)), at(secs(50)), "again")
             .await
             .expect("revoke"),
-        0,
-        "revoking is idempotent"
+        1,
+        "then only the later reset's session was left to revoke"
     );
 }

@@ -10,6 +10,7 @@
       var show = input.type === "password";
       input.type = show ? "text" : "password";
       button.setAttribute("aria-pressed", show ? "true" : "false");
+      button.textContent = show ? "Hide" : "Show";
       button.setAttribute("aria-label", (show ? "Hide " : "Show ") + input.labels[0].textContent.toLowerCase());
     });
   });
@@ -67,10 +68,10 @@
   if (main && main.getAttribute("data-kind") === "voice") {
     var url = main.getAttribute("data-status-url");
     var step = main.getAttribute("data-step");
-    var version = main.getAttribute("data-version");
+    var view = main.getAttribute("data-view");
     setInterval(function () {
       fetch(url, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (s) {
-        if (s && (s.step !== step || s.status !== "active" || String(s.version) !== version)) {
+        if (s && (s.step !== step || s.status !== "active" || s.view !== view)) {
           window.location.replace(window.location.pathname);
         }
       }).catch(function () {});

@@ -163,7 +163,7 @@ async fn identify_page<S: EventStore, D: AccountDirectory>(
 ) -> Response {
     let (nonce, cookie) = visit(&app, &headers);
     let token = visit_token(&app, &nonce);
-    let mut resp = identify_form(&app, "/reset", &token, None, StatusCode::OK);
+    let mut resp = identify_form(&app, "email", "/reset", &token, None, StatusCode::OK);
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -172,6 +172,7 @@ async fn identify_page<S: EventStore, D: AccountDirectory>(
 
 fn identify_form<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
+    step: &str,
     action: &str,
     csrf: &str,
     error: Option<&str>,
@@ -215,7 +216,7 @@ fn identify_form<S: EventStore, D: AccountDirectory>(
     );
     Page {
         title: "Forgot Password",
-        main_attrs: "data-kind=\"identify\" data-step=\"email\"".into(),
+        main_attrs: format!("data-kind=\"identify\" data-step=\"{}\"", esc(step)),
         body,
         refresh: None,
         signed_in: false,
@@ -391,7 +392,7 @@ async fn render<S: EventStore, D: AccountDirectory>(
                 _ => "This reset could not be completed",
             };
             return message_page(
-                StatusCode::OK,
+                status,
                 title,
                 &format!(
                     "{}. Start again to get a new code.",
@@ -405,14 +406,20 @@ async fn render<S: EventStore, D: AccountDirectory>(
         return not_yours();
     };
     let base = format!("/reset/{id}");
+    // With the development channels nothing leaves the machine: say where the code is.
+    let dev_hint = if app.options.dev_outbox.is_some() {
+        "<p class=\"aside dev\" id=\"dev-hint\">Development mode: nothing is really sent. Read the message in the \
+<a href=\"/dev/inbox\" target=\"_blank\" rel=\"noopener\">dev inbox</a>.</p>"
+    } else {
+        ""
+    };
     let hidden = format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(&csrf)
     );
     let (title, kind, step_id, body, refresh) = match step {
         StepView::Identify { id: sid, .. } => {
-            let _ = sid;
-            return identify_form(app, &format!("{base}/email"), &csrf, error, status);
+            return identify_form(app, sid, &format!("{base}/email"), &csrf, error, status);
         }
         StepView::Code {
             id: sid,
@@ -452,16 +459,9 @@ async fn render<S: EventStore, D: AccountDirectory>(
                     })
                     .unwrap_or_default()
             };
-            let error = error.map(|e| {
-                if *attempts_left > 0 && e.contains("code") {
-                    format!(
-                        "{e} ({attempts_left} attempt{} left.)",
-                        if *attempts_left == 1 { "" } else { "s" }
-                    )
-                } else {
-                    e.to_owned()
-                }
-            });
+            // The refusal already says how many attempts are left.
+            let _ = attempts_left;
+            let error = error.map(str::to_owned);
             let wait = resend_available_at
                 .filter(|t| *t > now)
                 .map(|t| {
@@ -483,7 +483,7 @@ async fn render<S: EventStore, D: AccountDirectory>(
             let body = format!(
                 "<section class=\"card\"><h1>{heading}</h1><p>{}</p>{to}{expiry}\
 <form id=\"code-form\" method=\"post\" action=\"{base}/code\" novalidate>{hidden}{}\
-<button type=\"submit\" id=\"verify\" class=\"primary\">Verify</button></form>{resend}</section>",
+<button type=\"submit\" id=\"verify\" class=\"primary\">Verify</button></form>{resend}{dev_hint}</section>",
                 esc(prompt),
                 field(
                     "code",
@@ -589,7 +589,7 @@ async fn render<S: EventStore, D: AccountDirectory>(
             };
             let body = format!(
                 "<section class=\"card\"><h1>We're calling you</h1><p>{}</p>\
-<p id=\"call-status\" class=\"notice\" role=\"status\" aria-live=\"polite\">{status_line}</p>{err}{again}</section>",
+<p id=\"call-status\" class=\"notice\" role=\"status\" aria-live=\"polite\">{status_line}</p>{err}{again}{dev_hint}</section>",
                 esc(prompt)
             );
             ("Phone call", "voice", sid, body, Some(5))
@@ -622,7 +622,7 @@ async fn render<S: EventStore, D: AccountDirectory>(
                 format!(
                     "<div class=\"field\"><label for=\"{id}\">{label}</label><div class=\"reveal\">\
 <input id=\"{id}\" name=\"{name}\" type=\"password\" autocomplete=\"new-password\" required aria-describedby=\"requirements\">\
-<button type=\"button\" class=\"eye\" id=\"toggle-{id}\" data-toggle=\"{id}\" aria-controls=\"{id}\" aria-pressed=\"false\" aria-label=\"Show {label_l}\">👁</button></div></div>",
+<button type=\"button\" class=\"eye\" id=\"toggle-{id}\" data-toggle=\"{id}\" aria-controls=\"{id}\" aria-pressed=\"false\" aria-label=\"Show {label_l}\">Show</button></div></div>",
                     label_l = label.to_lowercase()
                 )
             };
@@ -646,9 +646,9 @@ async fn render<S: EventStore, D: AccountDirectory>(
     Page {
         title,
         main_attrs: format!(
-            "data-kind=\"{kind}\" data-step=\"{}\" data-journey=\"{id}\" data-version=\"{}\" data-status-url=\"{base}/status\"",
+            "data-kind=\"{kind}\" data-step=\"{}\" data-journey=\"{id}\" data-view=\"{}\" data-status-url=\"{base}/status\"",
             esc(step_id),
-            state.version
+            fingerprint(app, view)
         ),
         body,
         refresh,
@@ -886,17 +886,40 @@ async fn status<S: EventStore, D: AccountDirectory>(
         .into_response();
     };
     match app.engine.load(id).await {
-        Ok((state, _, view)) => {
+        Ok((_, _, view)) => {
             let step = view.step.as_ref().map(step_id);
             Json(serde_json::json!({
                 "status": view.status,
                 "step": step,
-                "version": state.version,
+                "view": fingerprint(&app, &view),
             }))
             .into_response()
         }
         Err(e) => crate::ApiError::from(e).into_response(),
     }
+}
+
+/// What the call page compares to notice a change: the parts of the view that move while
+/// a person waits (the step, the journey's status, the call). Not the stream version, nor
+/// anything that differs with the address typed: delivery events exist only for real
+/// accounts, so a version would tell a known address from an unknown one (R1, R3).
+fn fingerprint<S: EventStore, D: AccountDirectory>(
+    _app: &AppState<S, D>,
+    view: &JourneyView,
+) -> String {
+    let call = match &view.step {
+        Some(StepView::Voice {
+            call_open,
+            calls_left,
+            ..
+        }) => format!(
+            "{}-{calls_left}",
+            if *call_open { "open" } else { "closed" }
+        ),
+        _ => "none".into(),
+    };
+    let step = view.step.as_ref().map(step_id).unwrap_or("none");
+    format!("{}.{step}.{call}", view.status.as_str())
 }
 
 pub(crate) fn step_id(s: &StepView) -> &str {

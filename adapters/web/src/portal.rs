@@ -107,7 +107,7 @@ fn sign_in_form<S: EventStore, D: AccountDirectory>(
 <form id=\"sign-in\" method=\"post\" action=\"/sign-in\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{ret}\
 <div class=\"field\"><label for=\"email\">Email address</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus maxlength=\"254\"></div>\
 <div class=\"field\"><label for=\"password\">Password</label><div class=\"reveal\"><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"button\" class=\"eye\" id=\"toggle-password\" data-toggle=\"password\" aria-controls=\"password\" aria-pressed=\"false\" aria-label=\"Show password\">👁</button></div></div>\
+<button type=\"button\" class=\"eye\" id=\"toggle-password\" data-toggle=\"password\" aria-controls=\"password\" aria-pressed=\"false\" aria-label=\"Show password\">Show</button></div></div>\
 <button type=\"submit\" id=\"sign-in-button\" class=\"primary\">Sign in</button></form>\
 <p class=\"aside\"><a id=\"forgot-password\" href=\"/reset\">Forgot Password?</a></p></section>",
         esc(token)

@@ -660,3 +660,85 @@ async fn the_dev_inbox_exists_only_with_the_dev_outbox() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn the_live_check_and_the_status_poll_refuse_what_is_not_theirs() {
+    let p = portal().await;
+    let b = p.browser();
+    let id = to_password_page(&p, &b).await;
+    let csrf = b.page(&id).await.input("csrf");
+    let body = serde_json::json!({"new_password": STRONG, "confirm_password": STRONG}).to_string();
+    let post = |b: &Browser, token: &str, body: &str| {
+        let (b, id, token, body) = (b.clone(), id.clone(), token.to_owned(), body.to_owned());
+        async move {
+            b.send(
+                "POST",
+                &format!("/reset/{id}/check"),
+                Some(body),
+                &[
+                    ("content-type", "application/json"),
+                    ("x-csrf-token", &token),
+                ],
+            )
+            .await
+        }
+    };
+    let ok = post(&b, &csrf, &body).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let bad_token = post(&b, "nope", &body).await;
+    assert_eq!(bad_token.status, StatusCode::FORBIDDEN);
+    assert!(bad_token.has("bad-csrf-token"));
+    let other = p.browser_at("203.0.113.9:1");
+    let not_bound = post(&other, &csrf, &body).await;
+    assert_eq!(not_bound.status, StatusCode::FORBIDDEN);
+    assert!(not_bound.has("not-your-journey"));
+    let bad_body = post(&b, &csrf, "{\"new_password\": 1}").await;
+    assert_eq!(bad_body.status, StatusCode::BAD_REQUEST);
+    let extra = post(
+        &b,
+        &csrf,
+        "{\"new_password\":\"a\",\"confirm_password\":\"a\",\"user\":\"x\"}",
+    )
+    .await;
+    assert_eq!(extra.status, StatusCode::BAD_REQUEST);
+    // The check never records anything: the journey is where it was.
+    let before = p.event_types(&id).await.len();
+    post(&b, &csrf, &body).await;
+    assert_eq!(p.event_types(&id).await.len(), before);
+    // The status poll: bound, and identical in shape for every step.
+    let status = other.get(&format!("/reset/{id}/status")).await;
+    assert_eq!(status.status, StatusCode::FORBIDDEN);
+    let mine: serde_json::Value =
+        serde_json::from_str(&b.get(&format!("/reset/{id}/status")).await.body).unwrap();
+    assert_eq!(mine["status"], "active");
+    assert_eq!(mine["step"], "new-password");
+    assert_eq!(mine["view"], "active.new-password.none");
+    assert!(
+        mine.get("version").is_none(),
+        "no stream version: it differs for unknown accounts"
+    );
+    // The dev phone refuses a forged form and an unknown call.
+    // (The inbox's forms carry the browser's visit token, as the start form does.)
+    let visit_token = b.get("/reset").await.input("csrf");
+    let res = b
+        .post(
+            "/dev/phone",
+            &[("csrf", "x"), ("journey", &id), ("call", "y")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    let res = b
+        .post(
+            "/dev/phone",
+            &[
+                ("csrf", &visit_token),
+                ("journey", &id),
+                ("call", "not-a-uuid"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    // Code pages point at the dev inbox while the dev channels are on.
+    let (j2, _) = b.start("bob@example.com").await;
+    assert!(b.page(&j2).await.has("id=\"dev-hint\""));
+}

@@ -355,12 +355,15 @@ pub trait AccountDirectory: Clone + Send + Sync + 'static {
         session_hash: &str,
     ) -> impl Future<Output = Result<Option<Session>, DirectoryError>> + Send;
 
-    /// Revokes the account's live sessions except the one minted by `keep_journey` (R45);
-    /// returns how many were revoked.
+    /// Revokes the account's live sessions except the one minted by `keep_journey` (R45):
+    /// every sign-in session, and the recovery sessions created up to `recovery_until` (a
+    /// later reset's own session outlives an earlier reset applied after it completed).
+    /// Returns how many were revoked.
     fn revoke_sessions(
         &self,
         account_id: &str,
         keep_journey: Option<&str>,
+        recovery_until: Timestamp,
         now: Timestamp,
         reason: &str,
     ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;

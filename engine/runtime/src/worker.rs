@@ -325,6 +325,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             .revoke_sessions(
                 account_id,
                 Some(&journey.to_string()),
+                changed_at,
                 now,
                 "password-reset",
             )

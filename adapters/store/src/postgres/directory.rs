@@ -183,18 +183,21 @@ impl PgStore {
         &self,
         account_id: &str,
         keep_journey: Option<&str>,
+        recovery_until: Timestamp,
         now: Timestamp,
         reason: &str,
     ) -> Result<u64, Error> {
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
              WHERE account_id = $1 AND revoked_at IS NULL \
-             AND (journey_id IS NULL OR $2::text IS NULL OR journey_id <> $2)",
+             AND (journey_id IS NULL OR $2::text IS NULL OR journey_id <> $2) \
+             AND (kind = 'sign-in' OR created_at <= $5)",
         )
         .bind(account_id)
         .bind(keep_journey)
         .bind(now.as_millis())
         .bind(reason)
+        .bind(recovery_until.as_millis())
         .execute(&self.inner.pool)
         .await?;
         Ok(done.rows_affected())
@@ -258,11 +261,12 @@ impl AccountDirectory for PgStore {
         &self,
         account_id: &str,
         keep_journey: Option<&str>,
+        recovery_until: Timestamp,
         now: Timestamp,
         reason: &str,
     ) -> Result<u64, DirectoryError> {
         Ok(self
-            .revoke_sessions_inner(account_id, keep_journey, now, reason)
+            .revoke_sessions_inner(account_id, keep_journey, recovery_until, now, reason)
             .await?)
     }
 

@@ -634,7 +634,10 @@ fn verify_code(
     if in_time {
         out.reject(
             "invalid-code",
-            format!("That code is not right. {left} attempt(s) left."),
+            format!(
+                "That code is not right. {left} attempt{} left.",
+                if left == 1 { "" } else { "s" }
+            ),
         )
     } else {
         out.reject(
