@@ -308,6 +308,7 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
             )
         })
         .then(|| app.outbox.clone());
+    let dev_inbox = dev_outbox.is_some();
     let options = passage_web::WebOptions {
         simulated_phone,
         dev_outbox,
@@ -332,6 +333,20 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     }
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
+    // Hints for a person; whoever started us may have stopped reading after the first line
+    // (tests do), so a closed stdout is not an error here.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "portal: http://{addr}/ (select \"Forgot Password?\"); API: http://{addr}/api/openapi.json"
+    );
+    if dev_inbox {
+        let _ = writeln!(
+            out,
+            "dev inbox (codes and the simulated phone): http://{addr}/dev/inbox"
+        );
+    }
+    let _ = out.flush();
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
