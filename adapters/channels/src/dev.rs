@@ -157,6 +157,9 @@ impl DevOutbox {
                 Some(call_id.to_string()),
                 Some(serde_json::to_string(expect).unwrap_or_default()),
             ),
+            MessageKind::Alert {
+                dedup_key, text, ..
+            } => ("support", dedup_key, None, text, None, None),
         };
         let inserted = sqlx::query(
             "INSERT INTO messages (idempotency_key, journey_id, channel, recipient, subject, body, call_id, expect, created_at)
@@ -257,6 +260,7 @@ impl Channel for DevOutbox {
         let masked = match &message.kind {
             MessageKind::Email { to, .. } => mask_email(to),
             MessageKind::Sms { to, .. } | MessageKind::Call { to, .. } => mask_phone(to),
+            MessageKind::Alert { .. } => "support".to_owned(),
         };
         info!(
             channel = message.kind.channel(),

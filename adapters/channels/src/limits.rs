@@ -320,6 +320,8 @@ impl<C, S> LimitedChannel<C, S> {
     /// allowed, malformed number).
     fn keys_for(&self, message: &OutboundMessage) -> Result<Vec<(BudgetKey, Budget)>, SendError> {
         let (channel, limits, recipient, prefix) = match &message.kind {
+            // Alerts go to the deployment's own support channel: no person, no budget.
+            MessageKind::Alert { .. } => return Ok(Vec::new()),
             MessageKind::Email { to, .. } => {
                 ("email", &self.config.email, to.trim().to_lowercase(), None)
             }

@@ -63,6 +63,8 @@ pub struct ChannelSet {
     email: Route,
     sms: Route,
     voice: Route,
+    /// Where support alerts go (chat-ops); `None` refuses them permanently.
+    support: Option<Route>,
     webhooks: Option<WebhookSettings>,
 }
 
@@ -79,8 +81,15 @@ impl ChannelSet {
             email,
             sms,
             voice,
+            support: None,
             webhooks,
         }
+    }
+
+    /// Support alerts go to `route`.
+    pub fn with_support(mut self, route: Route) -> Self {
+        self.support = Some(route);
+        self
     }
 
     /// Builds the routes. `dev` is required when any channel is `dev`.
@@ -150,11 +159,16 @@ impl ChannelSet {
                 ))),
             }
         };
-        let set = Self::new(
+        let mut set = Self::new(
             email,
             phone(config.sms, "sms")?,
             phone(config.voice, "voice")?,
         );
+        // Alerts land in the dev outbox whenever it is open (the chat bot and webhook
+        // transports read or replace it).
+        if let Some(dev) = dev.clone() {
+            set = set.with_support(Route::Dev(dev));
+        }
         info!(
             email = set.email.provider(),
             sms = set.sms.provider(),
@@ -184,6 +198,7 @@ impl ChannelSet {
             "email" => Some(&self.email),
             "sms" => Some(&self.sms),
             "voice" => Some(&self.voice),
+            "support" => self.support.as_ref(),
             _ => None,
         }
     }
@@ -195,6 +210,12 @@ impl Channel for ChannelSet {
             MessageKind::Email { .. } => self.email.deliver(message).await,
             MessageKind::Sms { .. } => self.sms.deliver(message).await,
             MessageKind::Call { .. } => self.voice.deliver(message).await,
+            MessageKind::Alert { .. } => match &self.support {
+                Some(route) => route.deliver(message).await,
+                None => Err(SendError::Permanent(
+                    "no support alert channel is configured".into(),
+                )),
+            },
         }
     }
 }

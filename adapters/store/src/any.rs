@@ -120,6 +120,14 @@ impl EventStore for AnyStore {
         delegate!(self, s => s.list_journeys(filter).await)
     }
 
+    async fn due_stalls(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JourneySummary>, StoreError> {
+        delegate!(self, s => s.due_stalls(now, limit).await)
+    }
+
     async fn journeys_by_subject(
         &self,
         subject: &str,

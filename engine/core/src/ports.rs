@@ -76,6 +76,11 @@ pub struct JourneySummary {
     pub subject: Option<String>,
     /// Failed code attempts over the journey so far (R16 sums them per subject).
     pub failures: u32,
+    /// When the stall scanner should look at the journey next (chat-ops); `None`: never.
+    pub stall_at: Option<Timestamp>,
+    /// Keep the stored `stall_at` instead of this one: system events (deliveries, timers)
+    /// are not progress by the person.
+    pub stall_keep: bool,
 }
 
 /// Everything one command produced, appended atomically or not at all.
@@ -225,6 +230,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// The journeys of one subject updated at or after `since`, newest first: what R16's
     /// failure cap sums and R44's revocation cancels. Served by an index on
     /// `(subject, updated_at)`, so its cost does not grow with other addresses' journeys.
+    /// Active or failed journeys whose `stall_at` is due at `now`, most overdue first:
+    /// served by an index on `stall_at`, so the cost follows the due journeys, not the
+    /// healthy ones.
+    fn due_stalls(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JourneySummary>, StoreError>> + Send;
+
     fn journeys_by_subject(
         &self,
         subject: &str,
@@ -438,6 +452,15 @@ pub enum MessageKind {
         say: String,
         expect: CallExpectation,
     },
+    /// A support alert (chat-ops): raised once per `dedup_key`, then updated in place.
+    /// Carries masked data only.
+    Alert {
+        dedup_key: String,
+        text: String,
+        update: bool,
+        /// Mention the support role (escalation).
+        mention: bool,
+    },
 }
 
 impl fmt::Debug for MessageKind {
@@ -453,6 +476,7 @@ impl MessageKind {
             MessageKind::Email { .. } => "email",
             MessageKind::Sms { .. } => "sms",
             MessageKind::Call { .. } => "voice",
+            MessageKind::Alert { .. } => "support",
         }
     }
 }

@@ -121,6 +121,14 @@ pub enum Input {
     Cancel {
         reason: String,
     },
+    /// From the stall scanner.
+    Stalled {
+        escalate_after: std::time::Duration,
+    },
+    /// Support reminds the person.
+    Nudge,
+    /// Support takes the journey's alert.
+    AcknowledgeAlert,
 }
 
 impl std::fmt::Debug for Input {
@@ -138,6 +146,9 @@ impl std::fmt::Debug for Input {
             Input::Delivered { .. } => "Delivered",
             Input::DeliveryFailed { .. } => "DeliveryFailed",
             Input::Cancel { .. } => "Cancel",
+            Input::Stalled { .. } => "Stalled",
+            Input::Nudge => "Nudge",
+            Input::AcknowledgeAlert => "AcknowledgeAlert",
         };
         f.write_str(name)
     }
@@ -147,6 +158,15 @@ impl std::fmt::Debug for Input {
 pub struct EngineOptions {
     pub keys: Keys,
     pub hasher: Argon2id,
+}
+
+/// What one stall scan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Journeys whose deadline was due.
+    pub due: usize,
+    pub handled: usize,
+    pub failed: usize,
 }
 
 /// The result of one command.
@@ -440,6 +460,47 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         Ok((state, def))
     }
 
+    /// One pass of the stall scanner (chat-ops): every journey whose stall deadline is due
+    /// at `now` gets the `Stalled` command, which nudges, alerts, refreshes or escalates
+    /// (see `passage_core::journey::decide`). Cost: one indexed range query over the due
+    /// journeys plus one command each; healthy journeys are never read. Two nodes scanning
+    /// at once issue the same command ids (journey + deadline), so each stall is handled once.
+    pub async fn scan_stalls(
+        &self,
+        now: Timestamp,
+        escalate_after: std::time::Duration,
+        limit: usize,
+    ) -> Result<ScanReport, Error> {
+        let due = self.inner.store.due_stalls(now, limit).await?;
+        let mut report = ScanReport {
+            due: due.len(),
+            ..ScanReport::default()
+        };
+        for j in due {
+            let id = passage_core::secrets::derived_id(&[
+                b"stall",
+                j.journey_id.0.as_bytes(),
+                &j.stall_at.map_or(0, |t| t.as_millis()).to_be_bytes(),
+            ]);
+            let outcome = self
+                .submit(
+                    j.journey_id,
+                    Input::Stalled { escalate_after },
+                    Actor::system(),
+                    Some(id),
+                )
+                .await;
+            match outcome {
+                Ok(_) => report.handled += 1,
+                Err(e) => {
+                    tracing::warn!(journey = %j.journey_id, "stall scan: {e}");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
     pub async fn timeline(&self, journey_id: JourneyId) -> Result<Vec<TimelineEntry>, Error> {
         let stored = self.inner.store.read_stream(journey_id).await?;
         if stored.is_empty() {
@@ -531,6 +592,9 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 permanent,
             },
             Input::Cancel { reason } => Command::Cancel { reason },
+            Input::Stalled { escalate_after } => Command::Stalled { escalate_after },
+            Input::Nudge => Command::Nudge,
+            Input::AcknowledgeAlert => Command::AcknowledgeAlert,
         })
     }
 
@@ -801,6 +865,14 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             version: after.version,
             subject: after.subject.clone(),
             failures: after.failures,
+            stall_at: None,
+            stall_keep: false,
+        };
+        let (stall_at, stall_keep) = stall_deadline(before, after, def, cmd, actor, now, decision);
+        let summary = JourneySummary {
+            stall_at,
+            stall_keep,
+            ..summary
         };
         Ok(AppendRequest {
             stream: journey_id,
@@ -847,4 +919,57 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// When the stall scanner should look at the journey next, or `(None, true)` to keep what
+/// the store has. Only progress by the person (or a new step) restarts the clock; a
+/// delivery or a timer does not. Unknown addresses are never nudged or alerted on: there is
+/// nobody to remind and nothing for support to do (and nothing may differ for them, R1).
+fn stall_deadline(
+    before: &JourneyState,
+    after: &JourneyState,
+    def: &Definition,
+    cmd: &Command,
+    actor: &Actor,
+    now: Timestamp,
+    decision: &Decision,
+) -> (Option<Timestamp>, bool) {
+    let stall_after = after
+        .current_step
+        .as_ref()
+        .and_then(|s| def.step(s))
+        .and_then(|s| s.stall_after);
+    if after.account_id.is_none() {
+        return (None, false);
+    }
+    match cmd {
+        Command::Stalled { .. } | Command::AcknowledgeAlert | Command::Nudge => {
+            let done = after.status != journey::Status::Active
+                || after
+                    .alert
+                    .as_ref()
+                    .is_some_and(|a| a.acknowledged || a.escalated);
+            return if done {
+                (None, false)
+            } else {
+                (stall_after.map(|d| now.plus(d)), false)
+            };
+        }
+        _ => {}
+    }
+    if after.status == journey::Status::Failed && before.status == journey::Status::Active {
+        // A lockout after wrong guesses is a security event, not a stuck person.
+        let lockout = decision
+            .events
+            .iter()
+            .any(|e| matches!(e, JourneyEvent::CodeAttemptFailed { .. }));
+        return (if lockout { None } else { Some(now) }, false);
+    }
+    if after.status != journey::Status::Active {
+        return (None, false);
+    }
+    if actor.kind == "person" || before.current_step != after.current_step {
+        return (stall_after.map(|d| now.plus(d)), false);
+    }
+    (None, true)
 }

@@ -12,6 +12,6 @@ mod messages;
 mod worker;
 
 pub use clock::{Clock, ManualClock, OsEntropy, SystemClock};
-pub use engine::{Actor, Engine, EngineOptions, Input, Outcome, TimelineEntry};
+pub use engine::{Actor, Engine, EngineOptions, Input, Outcome, ScanReport, TimelineEntry};
 pub use error::Error;
 pub use worker::{DrainReport, Worker, WorkerOptions};

@@ -46,3 +46,16 @@ pub(crate) fn password_changed_email(portal: &str, at: Timestamp) -> (String, St
     );
     (subject, text)
 }
+
+/// "Still there?": the stall scanner's reminder. No link and no code (R22, R23): the person
+/// returns to the page or the chat they were using.
+pub(crate) fn nudge_email(portal: &str) -> (String, String) {
+    let subject = format!("{portal}: still resetting your password?");
+    let text = format!(
+        "You started resetting your {portal} password a few minutes ago and have not \
+         finished.\n\nIf you are still there, go back to the page where you started: if your \
+         code has timed out, select \"Re-send code\" for a new one.\n\
+         If you did not start this, you can ignore this message.\n"
+    );
+    (subject, text)
+}

@@ -380,7 +380,26 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             Effect::SendCode { account_id, .. }
             | Effect::PlaceCall { account_id, .. }
             | Effect::ApplyPassword { account_id, .. }
+            | Effect::SendNudge { account_id, .. }
             | Effect::NotifyPasswordChanged { account_id, .. } => account_id,
+            Effect::RaiseAlert {
+                dedup_key,
+                text,
+                update,
+                mention,
+                ..
+            } => {
+                return Ok(Ok(Some(OutboundMessage {
+                    idempotency_key: entry.effect_id,
+                    journey_id: entry.stream,
+                    kind: MessageKind::Alert {
+                        dedup_key: dedup_key.clone(),
+                        text: text.clone(),
+                        update: *update,
+                        mention: *mention,
+                    },
+                })));
+            }
         };
         let Some(account) = directory.get(account_id).await? else {
             return Ok(Err(format!("account {account_id} no longer exists")));
@@ -481,6 +500,16 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                     text,
                 }
             }
+            Effect::SendNudge { .. } => {
+                let (subject, text) = messages::nudge_email(portal);
+                MessageKind::Email {
+                    to: account.email.clone(),
+                    subject,
+                    text,
+                }
+            }
+            // Handled before the account lookup; never reached.
+            Effect::RaiseAlert { .. } => return Ok(Err("an alert has no account".into())),
             Effect::NotifyPasswordChanged { changed_at, .. } => {
                 let (subject, text) = messages::password_changed_email(portal, *changed_at);
                 MessageKind::Email {
@@ -508,7 +537,8 @@ fn channel_name(effect: &Effect) -> &'static str {
         Effect::ApplyPassword {
             notify_at: None, ..
         } => "directory",
-        Effect::NotifyPasswordChanged { .. } => "email",
+        Effect::NotifyPasswordChanged { .. } | Effect::SendNudge { .. } => "email",
+        Effect::RaiseAlert { .. } => "support",
     }
 }
 

@@ -613,3 +613,216 @@ async fn two_tabs_setting_the_password_change_it_once() {
         "a replayed command never hands out a session"
     );
 }
+
+/// Chat-ops stall detection with an injected clock: a journey idle past its step's
+/// `stall_after` is nudged, then alerted once, the alert is refreshed (same dedup key, not a
+/// second alert) on the next scan, an acknowledgement stops escalation, and scans cost
+/// nothing for healthy journeys.
+#[tokio::test]
+async fn a_stalled_journey_is_nudged_then_alerted_once_then_updated_and_ack_stops_it() {
+    let f = fixture("stall").await;
+    let w = worker(&f, f.outbox.clone());
+    let escalate = Duration::from_secs(600);
+    // `started` answers the email step for alice.
+    let id = started(&f).await;
+    w.drain().await.unwrap();
+    let types = |id| {
+        let f = &f;
+        async move {
+            f.engine
+                .timeline(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_type)
+                .collect::<Vec<_>>()
+        }
+    };
+    let scan = || f.engine.scan_stalls(f.engine.now(), escalate, 100);
+
+    f.clock.advance(Duration::from_secs(179));
+    assert_eq!(scan().await.unwrap().due, 0, "not stalled before 3 minutes");
+    f.clock.advance(Duration::from_secs(1));
+    let r = scan().await.unwrap();
+    assert_eq!((r.due, r.handled), (1, 1));
+    assert!(types(id).await.contains(&"PersonNudged".to_owned()));
+    w.drain().await.unwrap();
+    let nudge = f.outbox.latest(id, "email").await.unwrap().unwrap();
+    assert!(
+        nudge
+            .subject
+            .as_deref()
+            .unwrap_or("")
+            .contains("still resetting"),
+        "{nudge:?}"
+    );
+    assert_eq!(
+        scan().await.unwrap().due,
+        0,
+        "the next look is one stall_after later"
+    );
+
+    f.clock.advance(Duration::from_secs(180));
+    assert_eq!(scan().await.unwrap().handled, 1);
+    w.drain().await.unwrap();
+    let alerts = |id| {
+        let f = &f;
+        async move {
+            f.outbox
+                .list(&passage_channels::MessageFilter {
+                    journey: Some(id),
+                    channel: Some("support".into()),
+                    limit: 0,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = alerts(id).await;
+    assert_eq!(first.len(), 1, "one alert");
+    let key = first[0].recipient.clone();
+    assert_eq!(
+        key,
+        format!("{id}:email-code"),
+        "dedup key: journey and step"
+    );
+    assert!(
+        first[0].body.contains("a•••e@e•••.com"),
+        "masked only: {}",
+        first[0].body
+    );
+    assert!(!first[0].body.contains("alice@example.com"));
+
+    f.clock.advance(Duration::from_secs(180));
+    assert_eq!(scan().await.unwrap().handled, 1);
+    w.drain().await.unwrap();
+    let t = types(id).await;
+    assert_eq!(
+        t.iter().filter(|e| *e == "SupportAlerted").count(),
+        1,
+        "{t:?}"
+    );
+    assert_eq!(
+        t.iter().filter(|e| *e == "SupportAlertUpdated").count(),
+        1,
+        "{t:?}"
+    );
+    let after_update = alerts(id).await;
+    assert_eq!(after_update.len(), 2);
+    assert!(
+        after_update.iter().all(|m| m.recipient == key),
+        "updates reuse the key"
+    );
+
+    // Support acknowledges: recorded with the actor, and no escalation follows.
+    f.engine
+        .submit(
+            id,
+            Input::AcknowledgeAlert,
+            Actor::support("discord:42", "discord"),
+            None,
+        )
+        .await
+        .unwrap();
+    let ack = f
+        .engine
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event_type == "SupportAlertAcknowledged")
+        .expect("ack recorded");
+    assert_eq!(ack.actor.and_then(|a| a.id).as_deref(), Some("discord:42"));
+    f.clock.advance(Duration::from_secs(900));
+    assert_eq!(scan().await.unwrap().due, 0, "acknowledged: no more scans");
+    assert!(
+        !types(id)
+            .await
+            .contains(&"SupportAlertEscalated".to_owned())
+    );
+    // A second acknowledgement is refused, not recorded twice.
+    let again = f
+        .engine
+        .submit(
+            id,
+            Input::AcknowledgeAlert,
+            Actor::support("discord:43", "discord"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again.reply, Reply::Rejected(_)));
+}
+
+#[tokio::test]
+async fn an_unacknowledged_alert_escalates_once_and_person_activity_restarts_the_clock() {
+    let f = fixture("escalate").await;
+    let w = worker(&f, f.outbox.clone());
+    let escalate = Duration::from_secs(300);
+    let id = started(&f).await;
+    w.drain().await.unwrap();
+    // Deliveries are not progress; a wrong code is.
+    f.clock.advance(Duration::from_secs(170));
+    f.engine
+        .submit(id, Input::Code("000000".into()), Actor::person("web"), None)
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(170));
+    let scan = || f.engine.scan_stalls(f.engine.now(), escalate, 100);
+    assert_eq!(
+        scan().await.unwrap().due,
+        0,
+        "the wrong code restarted the clock"
+    );
+    f.clock.advance(Duration::from_secs(10));
+    assert_eq!(scan().await.unwrap().handled, 1, "nudge");
+    f.clock.advance(Duration::from_secs(180));
+    assert_eq!(scan().await.unwrap().handled, 1, "alert");
+    f.clock.advance(Duration::from_secs(180));
+    assert_eq!(
+        scan().await.unwrap().handled,
+        1,
+        "update (3 min < 5 min escalation)"
+    );
+    f.clock.advance(Duration::from_secs(180));
+    assert_eq!(scan().await.unwrap().handled, 1, "escalation");
+    w.drain().await.unwrap();
+    let t: Vec<String> = f
+        .engine
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        t.iter().filter(|e| *e == "SupportAlertEscalated").count(),
+        1,
+        "{t:?}"
+    );
+    f.clock.advance(Duration::from_secs(180));
+    assert_eq!(
+        scan().await.unwrap().due,
+        0,
+        "escalated: nothing more to do"
+    );
+
+    // An unknown address is never nudged or alerted on (R1).
+    let unknown = f
+        .engine
+        .start("password-reset", Actor::person("web"), None)
+        .await
+        .unwrap()
+        .journey_id;
+    f.engine
+        .submit(
+            unknown,
+            Input::Email("nobody@example.com".into()),
+            Actor::person("web"),
+            None,
+        )
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(3600));
+    assert_eq!(scan().await.unwrap().due, 0);
+}

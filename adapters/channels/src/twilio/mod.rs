@@ -407,10 +407,11 @@ impl Channel for TwilioChannel {
                 ("Messages", self.sms_form(message), &["SM", "MM"][..], to)
             }
             MessageKind::Call { to, .. } => ("Calls", self.call_form(message), &["CA"][..], to),
-            MessageKind::Email { .. } => {
-                return Err(SendError::Permanent(
-                    "the Twilio channel does not carry email".into(),
-                ));
+            MessageKind::Email { .. } | MessageKind::Alert { .. } => {
+                return Err(SendError::Permanent(format!(
+                    "the Twilio channel does not carry {}",
+                    message.kind.channel()
+                )));
             }
         };
         let form = form.map_err(|e| {

@@ -28,6 +28,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "subjects_sessions",
         sql: include_str!("../../migrations/postgres/0003_subjects_sessions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "stalls",
+        sql: include_str!("../../migrations/postgres/0004_stalls.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

@@ -376,6 +376,24 @@ impl PgStore {
         )
     }
 
+    async fn due_stalls_inner(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JourneySummary>, Error> {
+        let rows = sqlx::query(
+            "SELECT journey_id, definition_id, definition_version, status, current_step, \
+             email_masked, started_at, updated_at, version, subject, failures, stall_at \
+             FROM journeys WHERE stall_at IS NOT NULL AND stall_at <= $1 \
+             ORDER BY stall_at, journey_id LIMIT $2",
+        )
+        .bind(now.as_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::journey).collect()
+    }
+
     async fn journeys_by_subject_inner(
         &self,
         subject: &str,
@@ -383,7 +401,7 @@ impl PgStore {
     ) -> Result<Vec<JourneySummary>, Error> {
         let rows = sqlx::query(
             "SELECT journey_id, definition_id, definition_version, status, current_step, \
-             email_masked, started_at, updated_at, version, subject, failures FROM journeys \
+             email_masked, started_at, updated_at, version, subject, failures, stall_at FROM journeys \
              WHERE subject = $1 AND updated_at >= $2 ORDER BY updated_at DESC, journey_id",
         )
         .bind(subject)
@@ -407,7 +425,7 @@ impl PgStore {
         // condition. journey_id breaks ties so pages are stable.
         let rows = sqlx::query(
             "SELECT journey_id, definition_id, definition_version, status, current_step, \
-             email_masked, started_at, updated_at, version, subject, failures FROM journeys \
+             email_masked, started_at, updated_at, version, subject, failures, stall_at FROM journeys \
              WHERE ($1::text IS NULL OR status = $1) \
              AND ($2::text IS NULL OR definition_id = $2) \
              ORDER BY updated_at DESC, journey_id LIMIT $3",
@@ -612,6 +630,14 @@ impl EventStore for PgStore {
         filter: JourneyFilter,
     ) -> Result<Vec<JourneySummary>, StoreError> {
         Ok(self.list_journeys_inner(filter).await?)
+    }
+
+    async fn due_stalls(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JourneySummary>, StoreError> {
+        Ok(self.due_stalls_inner(now, limit).await?)
     }
 
     async fn journeys_by_subject(

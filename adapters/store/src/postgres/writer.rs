@@ -541,6 +541,8 @@ async fn upsert_summaries(
     let mut version = Vec::with_capacity(n);
     let mut subject = Vec::with_capacity(n);
     let mut failures = Vec::with_capacity(n);
+    let mut stall_at = Vec::with_capacity(n);
+    let mut stall_keep = Vec::with_capacity(n);
     for (stream, req) in summaries {
         let s = &req.summary;
         id.push(*stream);
@@ -554,12 +556,16 @@ async fn upsert_summaries(
         version.push(rows::to_i64(s.version, "summary version")?);
         subject.push(s.subject.as_deref());
         failures.push(i64::from(s.failures));
+        stall_at.push(s.stall_at.map(|t| t.as_millis()));
+        stall_keep.push(s.stall_keep);
     }
     sqlx::query(
         "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-         current_step, email_masked, started_at, updated_at, version, subject, failures) \
+         current_step, email_masked, started_at, updated_at, version, subject, failures, \
+         stall_at, stall_keep) \
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-         $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[]) \
+         $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], \
+         $12::bigint[], $13::bool[]) \
          ON CONFLICT (journey_id) DO UPDATE SET \
          definition_id = excluded.definition_id, \
          definition_version = excluded.definition_version, \
@@ -570,7 +576,10 @@ async fn upsert_summaries(
          updated_at = excluded.updated_at, \
          version = excluded.version, \
          subject = excluded.subject, \
-         failures = excluded.failures",
+         failures = excluded.failures, \
+         stall_at = CASE WHEN excluded.stall_keep THEN journeys.stall_at \
+                    ELSE excluded.stall_at END, \
+         stall_keep = excluded.stall_keep",
     )
     .bind(&id)
     .bind(&definition)
@@ -583,6 +592,8 @@ async fn upsert_summaries(
     .bind(&version)
     .bind(&subject)
     .bind(&failures)
+    .bind(&stall_at)
+    .bind(&stall_keep)
     .execute(&mut *conn)
     .await?;
     Ok(())

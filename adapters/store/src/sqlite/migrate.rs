@@ -22,6 +22,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "subjects_sessions",
         sql: include_str!("../../migrations/sqlite/0003_subjects_sessions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "stalls",
+        sql: include_str!("../../migrations/sqlite/0004_stalls.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.

@@ -130,6 +130,8 @@ pub(crate) fn journey(row: &SqliteRow) -> Result<JourneySummary, Error> {
         version: unsigned(row, T, "version")?,
         subject: col(row, T, "subject")?,
         failures: narrow(unsigned(row, T, "failures")?, T, "failures")?,
+        stall_at: col::<Option<i64>>(row, T, "stall_at")?.map(Timestamp),
+        stall_keep: false,
     })
 }
 

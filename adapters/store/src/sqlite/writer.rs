@@ -350,8 +350,9 @@ async fn upsert_summary(
     }
     sqlx::query(
         "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-         current_step, email_masked, started_at, updated_at, version, subject, failures) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         current_step, email_masked, started_at, updated_at, version, subject, failures, \
+         stall_at, stall_keep) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
          ON CONFLICT (journey_id) DO UPDATE SET \
          definition_id = excluded.definition_id, \
          definition_version = excluded.definition_version, \
@@ -362,7 +363,10 @@ async fn upsert_summary(
          updated_at = excluded.updated_at, \
          version = excluded.version, \
          subject = excluded.subject, \
-         failures = excluded.failures",
+         failures = excluded.failures, \
+         stall_at = CASE WHEN excluded.stall_keep = 1 THEN journeys.stall_at \
+                    ELSE excluded.stall_at END, \
+         stall_keep = excluded.stall_keep",
     )
     .bind(stream)
     .bind(&s.definition_id)
@@ -375,6 +379,8 @@ async fn upsert_summary(
     .bind(rows::to_i64(s.version, "summary version")?)
     .bind(s.subject.as_deref())
     .bind(i64::from(s.failures))
+    .bind(s.stall_at.map(|t| t.as_millis()))
+    .bind(i64::from(s.stall_keep))
     .execute(&mut *conn)
     .await?;
     Ok(())

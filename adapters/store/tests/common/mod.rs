@@ -69,6 +69,8 @@ pub fn summary(stream: JourneyId, version: u64) -> JourneySummary {
         version,
         subject: None,
         failures: 0,
+        stall_at: None,
+        stall_keep: false,
     }
 }
 

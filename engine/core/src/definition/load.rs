@@ -669,12 +669,26 @@ impl Check<'_> {
             Kind::SetPassword => self.set_password(s, &t, names),
             Kind::Complete => self.complete(s, &t),
         };
+        let stall_after = match &s.stall_after {
+            None => Some(None),
+            Some(_) => self
+                .duration_in(
+                    &s.stall_after,
+                    &t,
+                    "stall_after",
+                    "\"3m\"",
+                    Duration::from_secs(10)..=Duration::from_secs(24 * 3600),
+                    "a nudge sooner than 10 seconds is noise, later than a day is never",
+                )
+                .map(Some),
+        };
         let node = Node::of(raw, kind, names.steps);
-        let step = match (id, prompt, step_kind) {
-            (Some(id), Some(prompt), Some(kind)) => Some(Step {
+        let step = match (id, prompt, step_kind, stall_after) {
+            (Some(id), Some(prompt), Some(kind), Some(stall_after)) => Some(Step {
                 id: StepId(id),
                 prompt,
                 kind,
+                stall_after,
             }),
             _ => None,
         };

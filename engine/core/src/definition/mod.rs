@@ -73,6 +73,10 @@ pub struct Step {
     /// What the person is asked to do, in the seed guide's words.
     pub prompt: String,
     pub kind: StepKind,
+    /// How long a person may stay on this step without doing anything before the journey
+    /// counts as stalled: first a nudge, then a support alert (chat-ops). `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

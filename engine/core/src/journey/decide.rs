@@ -148,6 +148,30 @@ pub fn decide(
         _ => {}
     }
 
+    // Chat-ops: decided on finished journeys too (a failed journey is worth an alert).
+    match cmd {
+        Command::Stalled { escalate_after } => {
+            return stalled(out, state, def, ctx, *escalate_after);
+        }
+        Command::AcknowledgeAlert => {
+            let Some(alert) = state.alert.as_ref().filter(|a| !a.acknowledged) else {
+                return out.refuse(state, cmd, "no-alert", "This journey has no open alert.");
+            };
+            out.events.push(JourneyEvent::SupportAlertAcknowledged {
+                dedup_key: alert.dedup_key.clone(),
+            });
+            out.effects.push(Effect::RaiseAlert {
+                effect_id: ctx.rng.uuid(),
+                dedup_key: alert.dedup_key.clone(),
+                text: format!("{} — acknowledged by support.", alert_subject(state, ctx)),
+                update: true,
+                mention: false,
+            });
+            return out.accept();
+        }
+        _ => {}
+    }
+
     let is_timer = matches!(cmd, Command::TimerFired { .. });
     if state.status.is_finished() {
         if is_timer {
@@ -195,6 +219,21 @@ pub fn decide(
 
     match (cmd, &step.kind) {
         (Command::TimerFired { timer }, kind) => on_timer(out, state, &step.id, kind, timer),
+
+        (Command::Nudge, _) => {
+            out.events.push(JourneyEvent::PersonNudged {
+                step: step.id.clone(),
+                by_support: true,
+            });
+            if let Some(account_id) = &state.account_id {
+                out.effects.push(Effect::SendNudge {
+                    effect_id: ctx.rng.uuid(),
+                    account_id: account_id.clone(),
+                    step: step.id.clone(),
+                });
+            }
+            out.accept()
+        }
 
         (
             Command::SubmitEmail {
@@ -843,6 +882,145 @@ fn on_timer(
         // The lifetime timer is handled by the expiry check before the step match; any
         // other timer is stale (its code was replaced or its step passed).
         _ => {}
+    }
+    out.accept()
+}
+
+/// Who and where, for an alert: never more than the masked address (R50).
+fn alert_subject(state: &JourneyState, ctx: &Context<'_>) -> String {
+    format!(
+        "Reset journey {} for {}",
+        ctx.journey_id,
+        state
+            .email_masked
+            .as_deref()
+            .unwrap_or("an address not yet given")
+    )
+}
+
+/// The stall scanner's command: nudge, then alert, then refresh the alert, escalating it
+/// once it has waited `escalate_after` without an acknowledgement. A failed journey gets one
+/// alert and nothing else.
+fn stalled(
+    mut out: Out,
+    state: &JourneyState,
+    def: &Definition,
+    ctx: &mut Context<'_>,
+    escalate_after: std::time::Duration,
+) -> Decision {
+    let who = alert_subject(state, ctx);
+    let step = state.current_step.clone();
+    let key = format!(
+        "{}:{}",
+        ctx.journey_id,
+        step.as_ref().map(StepId::as_str).unwrap_or("-")
+    );
+    let raise =
+        |out: &mut Out, ctx: &mut Context<'_>, text: String, update: bool, mention: bool| {
+            out.effects.push(Effect::RaiseAlert {
+                effect_id: ctx.rng.uuid(),
+                dedup_key: key.clone(),
+                text,
+                update,
+                mention,
+            });
+        };
+    match state.status {
+        Status::Failed if state.alert.is_none() => {
+            let reason = format!(
+                "failed: {}",
+                state
+                    .finish_reason
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
+            );
+            out.events.push(JourneyEvent::SupportAlerted {
+                step,
+                dedup_key: key.clone(),
+                reason: reason.clone(),
+                alerted_at: ctx.now,
+            });
+            raise(&mut out, ctx, format!("{who} {reason}."), false, false);
+            return out.accept();
+        }
+        Status::Active => {}
+        // Completed, expired, cancelled, or failed and already alerted: nothing to do.
+        _ => return out.accept(),
+    }
+    let Some(step_id) = step else {
+        return out.accept();
+    };
+    let waited = def
+        .step(&step_id)
+        .and_then(|s| s.stall_after)
+        .map(crate::time::format_duration)
+        .unwrap_or_else(|| "a while".into());
+    let reason = format!("no progress at step `{step_id}` for {waited} or more");
+    if !state.nudged {
+        out.events.push(JourneyEvent::PersonNudged {
+            step: step_id.clone(),
+            by_support: false,
+        });
+        if let Some(account_id) = &state.account_id {
+            out.effects.push(Effect::SendNudge {
+                effect_id: ctx.rng.uuid(),
+                account_id: account_id.clone(),
+                step: step_id,
+            });
+        }
+        return out.accept();
+    }
+    match &state.alert {
+        None => {
+            out.events.push(JourneyEvent::SupportAlerted {
+                step: Some(step_id),
+                dedup_key: key.clone(),
+                reason: reason.clone(),
+                alerted_at: ctx.now,
+            });
+            raise(
+                &mut out,
+                ctx,
+                format!("{who}: {reason}; the person was nudged."),
+                false,
+                false,
+            );
+        }
+        Some(a)
+            if !a.acknowledged && !a.escalated && ctx.now >= a.alerted_at.plus(escalate_after) =>
+        {
+            out.events.push(JourneyEvent::SupportAlertEscalated {
+                dedup_key: a.dedup_key.clone(),
+            });
+            raise(
+                &mut out,
+                ctx,
+                format!(
+                    "{who}: {reason}; not acknowledged for {}.",
+                    crate::time::format_duration(escalate_after)
+                ),
+                true,
+                true,
+            );
+        }
+        Some(a) => {
+            out.events.push(JourneyEvent::SupportAlertUpdated {
+                dedup_key: a.dedup_key.clone(),
+                reason: reason.clone(),
+            });
+            let status = if a.acknowledged {
+                " (acknowledged)"
+            } else {
+                ""
+            };
+            raise(
+                &mut out,
+                ctx,
+                format!("{who}: {reason}{status}."),
+                true,
+                false,
+            );
+        }
     }
     out.accept()
 }

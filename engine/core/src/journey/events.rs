@@ -125,6 +125,32 @@ pub enum JourneyEvent {
     JourneyCancelled {
         reason: String,
     },
+    /// The person was reminded ("Still there?"): by the stall scanner, or by support.
+    PersonNudged {
+        step: StepId,
+        by_support: bool,
+    },
+    /// Support was told about a stalled or failed journey. One alert per journey and step,
+    /// identified by `dedup_key`; later scans update it in place.
+    SupportAlerted {
+        step: Option<StepId>,
+        dedup_key: String,
+        reason: String,
+        alerted_at: Timestamp,
+    },
+    /// A later scan found the journey still stalled: the same alert, refreshed.
+    SupportAlertUpdated {
+        dedup_key: String,
+        reason: String,
+    },
+    /// Nobody acknowledged the alert in time: it now mentions the support role.
+    SupportAlertEscalated {
+        dedup_key: String,
+    },
+    /// A support member took the alert (the actor is in the event's metadata).
+    SupportAlertAcknowledged {
+        dedup_key: String,
+    },
     /// A command refused by the state machine (R28, R49): kept for support and audit.
     InputRejected {
         step: Option<StepId>,
@@ -198,6 +224,11 @@ impl JourneyEvent {
             JourneyEvent::JourneyExpired { .. } => "JourneyExpired",
             JourneyEvent::JourneyCancelled { .. } => "JourneyCancelled",
             JourneyEvent::InputRejected { .. } => "InputRejected",
+            JourneyEvent::PersonNudged { .. } => "PersonNudged",
+            JourneyEvent::SupportAlerted { .. } => "SupportAlerted",
+            JourneyEvent::SupportAlertUpdated { .. } => "SupportAlertUpdated",
+            JourneyEvent::SupportAlertEscalated { .. } => "SupportAlertEscalated",
+            JourneyEvent::SupportAlertAcknowledged { .. } => "SupportAlertAcknowledged",
             JourneyEvent::MessageDelivered { .. } => "MessageDelivered",
             JourneyEvent::MessageFailed { .. } => "MessageFailed",
         }
@@ -282,6 +313,28 @@ impl JourneyEvent {
             JourneyEvent::JourneyFailed { reason, .. } => format!("journey failed: {reason}"),
             JourneyEvent::JourneyExpired { .. } => "journey expired".into(),
             JourneyEvent::JourneyCancelled { reason } => format!("journey cancelled: {reason}"),
+            JourneyEvent::PersonNudged { step, by_support } => format!(
+                "person nudged at step {step}{}",
+                if *by_support {
+                    " by support"
+                } else {
+                    " (stalled)"
+                }
+            ),
+            JourneyEvent::SupportAlerted {
+                dedup_key, reason, ..
+            } => {
+                format!("support alerted ({dedup_key}): {reason}")
+            }
+            JourneyEvent::SupportAlertUpdated { dedup_key, reason } => {
+                format!("support alert {dedup_key} updated: {reason}")
+            }
+            JourneyEvent::SupportAlertEscalated { dedup_key } => {
+                format!("support alert {dedup_key} escalated: nobody acknowledged it")
+            }
+            JourneyEvent::SupportAlertAcknowledged { dedup_key } => {
+                format!("support alert {dedup_key} acknowledged")
+            }
             JourneyEvent::InputRejected { input, reason, .. } => {
                 format!("{input} refused: {reason}")
             }

@@ -97,6 +97,16 @@ pub enum Command {
     Cancel {
         reason: String,
     },
+    /// The stall scanner found the journey past its step's `stall_after` (or failed): nudge
+    /// first, then alert support, then refresh the alert, escalating once it has waited
+    /// `escalate_after` unacknowledged.
+    Stalled {
+        escalate_after: std::time::Duration,
+    },
+    /// Support reminds the person (an action from chat or the console).
+    Nudge,
+    /// Support takes the journey's alert.
+    AcknowledgeAlert,
 }
 
 impl Command {
@@ -115,6 +125,9 @@ impl Command {
             Command::Delivered { .. } => "delivered",
             Command::DeliveryFailed { .. } => "delivery-failed",
             Command::Cancel { .. } => "cancel",
+            Command::Stalled { .. } => "stalled",
+            Command::Nudge => "nudge",
+            Command::AcknowledgeAlert => "acknowledge-alert",
         }
     }
 }
@@ -151,6 +164,22 @@ pub enum Effect {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         notify_at: Option<Timestamp>,
     },
+    /// "Still there?": a reminder to the person on the journey's step.
+    SendNudge {
+        effect_id: Uuid,
+        account_id: String,
+        step: StepId,
+    },
+    /// A support alert to raise, refresh or escalate, identified by `dedup_key` so every
+    /// sink keeps one message per journey and step.
+    RaiseAlert {
+        effect_id: Uuid,
+        dedup_key: String,
+        text: String,
+        update: bool,
+        /// Mention the support role (escalation).
+        mention: bool,
+    },
     /// "Your password was changed" as a separate effect: only in outboxes written before
     /// `ApplyPassword` carried the notice; still delivered when found.
     NotifyPasswordChanged {
@@ -166,6 +195,8 @@ impl Effect {
             Effect::SendCode { effect_id, .. }
             | Effect::PlaceCall { effect_id, .. }
             | Effect::ApplyPassword { effect_id, .. }
+            | Effect::SendNudge { effect_id, .. }
+            | Effect::RaiseAlert { effect_id, .. }
             | Effect::NotifyPasswordChanged { effect_id, .. } => *effect_id,
         }
     }
@@ -175,6 +206,8 @@ impl Effect {
             Effect::SendCode { .. } => "send-code",
             Effect::PlaceCall { .. } => "place-call",
             Effect::ApplyPassword { .. } => "apply-password",
+            Effect::SendNudge { .. } => "send-nudge",
+            Effect::RaiseAlert { .. } => "raise-alert",
             Effect::NotifyPasswordChanged { .. } => "notify-password-changed",
         }
     }

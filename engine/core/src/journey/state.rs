@@ -104,6 +104,18 @@ pub struct JourneyState {
     pub finish_reason: Option<String>,
     pub delivered: u32,
     pub delivery_failures: u32,
+    /// Chat-ops on the current step: nudged yet, and the support alert if one was raised.
+    pub nudged: bool,
+    pub alert: Option<AlertState>,
+}
+
+/// The support alert of a journey (one per journey and step).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertState {
+    pub dedup_key: String,
+    pub alerted_at: Timestamp,
+    pub acknowledged: bool,
+    pub escalated: bool,
 }
 
 impl JourneyState {
@@ -123,6 +135,8 @@ impl JourneyState {
         self.step_failures = 0;
         self.step_sends = 0;
         self.last_send_at = None;
+        self.nudged = false;
+        self.alert = None;
     }
 
     pub fn apply(&mut self, event: &JourneyEvent) {
@@ -256,6 +270,30 @@ impl JourneyState {
                 self.call = None;
             }
             JourneyEvent::InputRejected { .. } => {}
+            JourneyEvent::PersonNudged { .. } => self.nudged = true,
+            JourneyEvent::SupportAlerted {
+                dedup_key,
+                alerted_at,
+                ..
+            } => {
+                self.alert = Some(AlertState {
+                    dedup_key: dedup_key.clone(),
+                    alerted_at: *alerted_at,
+                    acknowledged: false,
+                    escalated: false,
+                });
+            }
+            JourneyEvent::SupportAlertUpdated { .. } => {}
+            JourneyEvent::SupportAlertEscalated { .. } => {
+                if let Some(a) = &mut self.alert {
+                    a.escalated = true;
+                }
+            }
+            JourneyEvent::SupportAlertAcknowledged { .. } => {
+                if let Some(a) = &mut self.alert {
+                    a.acknowledged = true;
+                }
+            }
             JourneyEvent::MessageDelivered { .. } => self.delivered += 1,
             JourneyEvent::MessageFailed { .. } => self.delivery_failures += 1,
         }

@@ -35,6 +35,8 @@ pub(super) struct RawStep {
     pub id: Text,
     pub kind: Text,
     pub prompt: Text,
+    /// Common to every kind, like `id` and `prompt`.
+    pub stall_after: Text,
     pub action: Text,
     pub next: Text,
     pub channel: Text,
