@@ -61,6 +61,10 @@ struct JourneyResponse {
     /// Handed out once, when the journey completes.
     #[serde(skip_serializing_if = "Option::is_none")]
     session_token: Option<String>,
+    /// On the start response only: the bearer token every later call on this journey must
+    /// send (`Authorization: Bearer …`). Knowing a journey id is not enough to drive it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    journey_token: Option<String>,
     journey: JourneyView,
 }
 
@@ -70,7 +74,7 @@ struct ErrorBody {
     message: String,
 }
 
-fn respond(outcome: Outcome, created: bool) -> Response {
+fn respond(outcome: Outcome, created: bool, journey_token: Option<String>) -> Response {
     let journey_id = outcome.journey_id.to_string();
     match outcome.reply {
         Reply::Accepted { session_token } => {
@@ -84,6 +88,7 @@ fn respond(outcome: Outcome, created: bool) -> Response {
                 result: "accepted",
                 error: None,
                 session_token,
+                journey_token,
                 journey: outcome.view,
             };
             (status, Json(body)).into_response()
@@ -97,6 +102,7 @@ fn respond(outcome: Outcome, created: bool) -> Response {
                     message: r.message,
                 }),
                 session_token: None,
+                journey_token,
                 journey: outcome.view,
             };
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
@@ -108,6 +114,32 @@ fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
 
+/// The journey's API bearer token: an HMAC of its id under the deployment's secret, so any
+/// node can check it and nothing is stored. Journeys started on the web pages never hand it
+/// out: they are driven from the browser that holds their cookie, not through the API.
+fn api_token<S: EventStore, D: AccountDirectory>(app: &AppState<S, D>, id: JourneyId) -> String {
+    app.engine.keys().web_tag("api", id.0.as_bytes())
+}
+
+/// A wrong or missing token answers exactly like an unknown journey: nothing tells a
+/// guesser that the id exists.
+fn authorize<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+    id: JourneyId,
+) -> Result<(), ApiError> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if crate::security::tags_equal(given.trim(), &api_token(app, id)) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
 /// `Idempotency-Key`: a retried request with the same key returns the first outcome. Keys
 /// are scoped to the journey so one client's key cannot collide with another journey's.
 fn command_id(headers: &HeaderMap, scope: &[u8]) -> Result<Option<Uuid>, ApiError> {
@@ -117,9 +149,12 @@ fn command_id(headers: &HeaderMap, scope: &[u8]) -> Result<Option<Uuid>, ApiErro
     let key = v
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .filter(|k| (16..=200).contains(&k.len()))
         .ok_or_else(|| {
-            ApiError::bad_request("Idempotency-Key must be 1 to 200 visible characters.")
+            ApiError::bad_request(
+                "Idempotency-Key must be 16 to 200 visible characters, unguessable (a random \
+                 UUID is ideal): a repeated key returns the first request's journey.",
+            )
         })?;
     Ok(Some(derived_id(&[b"api", scope, key.as_bytes()])))
 }
@@ -158,22 +193,25 @@ async fn start<S: EventStore, D: AccountDirectory>(
     let cmd = command_id(&headers, b"start")?;
     let who = person(&headers, client.as_deref());
     let started = app.engine.start(&workflow, who.clone(), cmd).await?;
+    let token = Some(api_token(&app, started.journey_id));
     let Some(email) = req.email else {
-        return Ok(respond(started, true));
+        return Ok(respond(started, true, token));
     };
     let cmd = cmd.map(|c| derived_id(&[c.as_bytes(), b"email"]));
     let outcome = app
         .engine
         .submit(started.journey_id, Input::Email(email), who, cmd)
         .await?;
-    Ok(respond(outcome, true))
+    Ok(respond(outcome, true, token))
 }
 
 async fn show<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = journey_id(&id)?;
+    authorize(&app, &headers, id)?;
     let (_, _, view) = app.engine.load(id).await?;
     Ok(Json(serde_json::json!({ "journey_id": id.to_string(), "journey": view })).into_response())
 }
@@ -186,12 +224,16 @@ async fn submit<S: EventStore, D: AccountDirectory>(
     input: Input,
 ) -> Result<Response, ApiError> {
     let id = journey_id(id)?;
+    // The simulated phone stands in for the voice provider, not for the person.
+    if !matches!(input, Input::CallKeys { .. }) {
+        authorize(app, headers, id)?;
+    }
     let cmd = command_id(headers, id.0.as_bytes())?;
     let outcome = app
         .engine
         .submit(id, input, person(headers, client), cmd)
         .await?;
-    Ok(respond(outcome, false))
+    Ok(respond(outcome, false, None))
 }
 
 #[derive(Debug, Deserialize)]

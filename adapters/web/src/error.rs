@@ -42,7 +42,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "journey-not-found",
-            "No journey with this id exists.",
+            "No journey with this id exists, or the journey token does not match.",
         )
     }
 }
