@@ -32,7 +32,9 @@
         headers: { "content-type": "application/json", "x-csrf-token": csrf },
         body: JSON.stringify({ new_password: fresh.value, confirm_password: confirm.value })
       }).then(function (r) { return r.ok ? r.json() : null; }).then(function (body) {
-        if (!body || mine !== seq) return;
+        if (mine !== seq) return;
+        // No answer from the check (busy, limited): let the server decide on submit.
+        if (!body) { submit.disabled = false; return; }
         body.requirements.forEach(function (req) {
           var li = document.getElementById("req-" + req.id);
           if (!li) return;

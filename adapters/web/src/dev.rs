@@ -101,7 +101,7 @@ async fn inbox<S: EventStore, D: AccountDirectory>(
         main_attrs: "data-kind=\"dev-inbox\"".into(),
         body,
         refresh: None,
-        signed_in: false,
+        signed_in: None,
     }
     .render(StatusCode::OK);
     if let Some(c) = cookie {

@@ -54,7 +54,8 @@ pub(crate) struct Page<'a> {
     pub body: String,
     /// Seconds after which the page reloads itself without JavaScript (the call page).
     pub refresh: Option<u32>,
-    pub signed_in: bool,
+    /// The sign-out form's CSRF token (the browser's visit token) when signed in.
+    pub signed_in: Option<String>,
 }
 
 impl Page<'_> {
@@ -63,10 +64,12 @@ impl Page<'_> {
             .refresh
             .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"))
             .unwrap_or_default();
-        let nav = if self.signed_in {
-            "<form method=\"post\" action=\"/sign-out\" class=\"nav-form\"><button type=\"submit\" class=\"link-button\">Sign out</button></form>"
-        } else {
-            ""
+        let nav = match &self.signed_in {
+            Some(token) => format!(
+                "<form method=\"post\" action=\"/sign-out\" class=\"nav-form\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\" class=\"link-button\" id=\"sign-out\">Sign out</button></form>",
+                esc(token)
+            ),
+            None => String::new(),
         };
         let html = format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -110,7 +113,7 @@ pub(crate) fn message_page(
             esc(message)
         ),
         refresh: None,
-        signed_in: false,
+        signed_in: None,
     }
     .render(status)
 }

@@ -219,7 +219,7 @@ fn identify_form<S: EventStore, D: AccountDirectory>(
         main_attrs: format!("data-kind=\"identify\" data-step=\"{}\"", esc(step)),
         body,
         refresh: None,
-        signed_in: false,
+        signed_in: None,
     }
     .render(status)
 }
@@ -652,7 +652,7 @@ async fn render<S: EventStore, D: AccountDirectory>(
         ),
         body,
         refresh,
-        signed_in: false,
+        signed_in: None,
     }
     .render(status)
 }

@@ -117,7 +117,7 @@ fn sign_in_form<S: EventStore, D: AccountDirectory>(
         main_attrs: "data-kind=\"sign-in\"".into(),
         body,
         refresh: None,
-        signed_in: false,
+        signed_in: None,
     }
     .render(status)
 }
@@ -201,9 +201,13 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
         },
         Err(_) => None,
     };
+    // The same two lookups whatever the address: no shortcut for unknown ones.
     let phc = match &account {
         Some(a) => dir.password_hash(&a.account_id).await.ok().flatten(),
-        None => None,
+        None => {
+            let _ = dir.password_hash("").await;
+            None
+        }
     };
     let password = form["password"].clone();
     let candidate = phc.clone().unwrap_or_else(|| decoy_hash().to_owned());
@@ -263,9 +267,22 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
 async fn sign_out<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
-    // SameSite=Lax keeps the session cookie off cross-site POSTs, so a forged sign-out
-    // arrives without it and ends nothing.
+    // R32: the form carries the visit token, so a page elsewhere (even a sibling
+    // subdomain, which SameSite does not stop) cannot sign people out.
+    let token = parse_form(&body, &["csrf"], &[])
+        .ok()
+        .map(|f| f["csrf"].clone())
+        .unwrap_or_default();
+    if !visit_ok(&app, &headers, &token) {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Reload the page and select Sign out again.",
+            Some(("/portal", "Back to the portal")),
+        );
+    }
     if let Some(token) = get_cookie(&headers, app.options.secure, SESSION) {
         let now = app.engine.now();
         if let Err(e) = app
@@ -292,6 +309,7 @@ async fn portal<S: EventStore, D: AccountDirectory>(
     let Some((session, account)) = current(&app, &headers).await else {
         return Redirect::to("/").into_response();
     };
+    let (nonce, cookie) = visit(&app, &headers);
     let recovery = if session.kind == "recovery" {
         "<p class=\"notice\" id=\"recovery-notice\">Your password was reset and you are signed in. \
 To change your email address, phone number or sign-in methods, sign out and sign in again with your new password.</p>"
@@ -313,7 +331,7 @@ To change your email address, phone number or sign-in methods, sign out and sign
         "<section class=\"wide\"><h1>Welcome, {}</h1>{recovery}<p>Select where you would like to go.</p><nav class=\"tiles\" aria-label=\"Portals\">{tiles}</nav></section>",
         esc(&account.display_name)
     );
-    Page {
+    let resp = Page {
         title: "Portal",
         main_attrs: format!(
             "data-kind=\"portal\" data-session=\"{}\"",
@@ -321,9 +339,14 @@ To change your email address, phone number or sign-in methods, sign out and sign
         ),
         body,
         refresh: None,
-        signed_in: true,
+        signed_in: Some(visit_token(&app, &nonce)),
     }
-    .render(StatusCode::OK)
+    .render(StatusCode::OK);
+    let mut resp = resp;
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
 }
 
 /// R48: only the tiles' own targets; `//evil.com`, `https:evil.com`, `/\evil.com` and
@@ -384,7 +407,7 @@ async fn destination<S: EventStore, D: AccountDirectory>(
         main_attrs: "data-kind=\"destination\"".into(),
         body,
         refresh: None,
-        signed_in: true,
+        signed_in: Some(visit_token(&app, &visit(&app, &headers).0)),
     }
     .render(StatusCode::OK)
 }

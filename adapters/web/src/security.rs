@@ -100,26 +100,32 @@ pub struct ClientIp(pub Option<IpAddr>);
 
 impl ClientIp {
     fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
-        let Some(peer) = peer else {
+        // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: compare and count them
+        // as the IPv4 addresses they are.
+        let Some(peer) = peer.map(|p| p.to_canonical()) else {
             return Self(None);
         };
         if !trusted.contains(peer) {
             return Self(Some(peer));
         }
-        let forwarded: Vec<IpAddr> = headers
+        let entries: Vec<String> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
+            .map(|s| s.trim().to_owned())
             .collect();
-        let client = forwarded
-            .iter()
-            .rev()
-            .find(|ip| !trusted.contains(**ip))
-            .copied()
-            .unwrap_or(peer);
-        Self(Some(client))
+        for entry in entries.iter().rev() {
+            // An entry we cannot read ends the walk: everything left of it may be the
+            // client's own writing, so the proxy we trust is the best we know.
+            let Ok(ip) = entry.parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
+                return Self(Some(peer));
+            };
+            if !trusted.contains(ip) {
+                return Self(Some(ip));
+            }
+        }
+        Self(Some(peer))
     }
 
     /// The limiter's key: the address, or its /64 for IPv6, since one host usually holds a
@@ -144,18 +150,31 @@ impl ClientIp {
 /// per-client budget is at most nodes × limit (docs/deployment.md).
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Debug, Default)]
+struct Windows {
+    map: HashMap<String, (Instant, u32)>,
+    last_sweep: Option<Instant>,
 }
 
 impl RateLimiter {
     /// Counts one request; `Err(retry_after)` when over `limit` in `window`.
     pub fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
-            map.retain(|_, (start, _)| now.duration_since(*start) < window);
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired windows are swept when the map is large, at most every 10 seconds, so a
+        // flood of new keys cannot make every request pay for a full sweep.
+        let due = w
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
+        if w.map.len() > 100_000 && due {
+            w.map
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+            w.last_sweep = Some(now);
         }
-        let entry = map.entry(key.to_owned()).or_insert((now, 0));
+        let entry = w.map.entry(key.to_owned()).or_insert((now, 0));
         if now.duration_since(entry.0) >= window {
             *entry = (now, 0);
         }
@@ -377,6 +396,23 @@ mod tests {
             Some("203.0.113.9"),
             "right-most untrusted entry"
         );
+        // A dual-stack listener's view of an IPv4 proxy is still that proxy.
+        let mapped = ClientIp::resolve(Some("::ffff:10.0.0.1".parse().unwrap()), &h, &trusted);
+        assert_eq!(mapped.audit().as_deref(), Some("203.0.113.9"));
+        let direct4 = ClientIp::resolve(Some("::ffff:198.51.100.7".parse().unwrap()), &h, &trusted);
+        assert_eq!(
+            direct4.limit_key(),
+            "198.51.100.7",
+            "IPv4 clients are not one /64"
+        );
+        // An entry that does not parse (a port, garbage) stops the walk at the proxy.
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9:5555"),
+        );
+        let stopped = ClientIp::resolve(Some("10.0.0.1".parse().unwrap()), &odd, &trusted);
+        assert_eq!(stopped.audit().as_deref(), Some("10.0.0.1"));
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::parse("proxy.local").is_err());
     }

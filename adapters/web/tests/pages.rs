@@ -598,7 +598,18 @@ async fn sign_in_refuses_wrong_passwords_alike_and_sign_out_ends_the_session() {
     );
     let page = c.get("/").await;
     assert_eq!(page.location(), Some("/portal"), "signed in already");
-    let res = c.post("/sign-out", &[]).await;
+    // Sign-out needs the page's token (R32): a bare POST is refused and ends nothing.
+    let forged = c.post("/sign-out", &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.get("/portal").await.status,
+        StatusCode::OK,
+        "still signed in"
+    );
+    let portal_page = c.get("/portal").await;
+    let res = c
+        .post("/sign-out", &[("csrf", &portal_page.input("csrf"))])
+        .await;
     assert_eq!(res.location(), Some("/?signed-out=1"));
     assert_eq!(c.get("/portal").await.location(), Some("/"));
     // Unknown destination, and destination without a session.

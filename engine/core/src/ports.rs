@@ -369,10 +369,10 @@ pub trait AccountDirectory: Clone + Send + Sync + 'static {
         session_hash: &str,
     ) -> impl Future<Output = Result<Option<Session>, DirectoryError>> + Send;
 
-    /// Revokes the account's live sessions except the one minted by `keep_journey` (R45):
-    /// every sign-in session, and the recovery sessions created up to `recovery_until` (a
-    /// later reset's own session outlives an earlier reset applied after it completed).
-    /// Returns how many were revoked.
+    /// Revokes the account's live sessions created up to `recovery_until` (the reset's
+    /// completion) except the one minted by `keep_journey` (R45): a later reset's session
+    /// outlives an earlier reset applied after it, and a sign-in with the new password
+    /// survives a retried apply. Returns how many were revoked.
     fn revoke_sessions(
         &self,
         account_id: &str,

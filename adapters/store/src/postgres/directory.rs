@@ -191,7 +191,7 @@ impl PgStore {
             "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
              WHERE account_id = $1 AND revoked_at IS NULL \
              AND (journey_id IS NULL OR $2::text IS NULL OR journey_id <> $2) \
-             AND (kind = 'sign-in' OR created_at <= $5)",
+             AND created_at <= $5",
         )
         .bind(account_id)
         .bind(keep_journey)
