@@ -965,3 +965,76 @@ fn email_submitted_records_the_subject_and_failures_add_up_over_steps() {
     j.code("222222");
     assert_eq!(j.state().failures, 2);
 }
+
+/// Chat-ops: the scanner's command nudges first, then alerts, then updates; an unknown
+/// address's journey is nudged without any message going out (R1).
+#[test]
+fn given_stalled_journey_when_scanned_then_nudge_alert_update_and_escalate_in_order() {
+    let escalate = std::time::Duration::from_secs(600);
+    let stalled = Command::Stalled {
+        escalate_after: escalate,
+    };
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    let d = j.when(stalled.clone());
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::PersonNudged {
+            by_support: false,
+            ..
+        }]
+    ));
+    assert!(matches!(d.effects.as_slice(), [Effect::SendNudge { .. }]));
+    let d = j.when(stalled.clone());
+    let Some(JourneyEvent::SupportAlerted { dedup_key, .. }) = d.events.first() else {
+        panic!("{:?}", d.events)
+    };
+    let key = dedup_key.clone();
+    assert!(key.ends_with(":email-code"), "{key}");
+    assert!(
+        matches!(&d.effects[..], [Effect::RaiseAlert { update: false, mention: false, dedup_key, .. }] if *dedup_key == key)
+    );
+    let d = j.when(stalled.clone());
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::SupportAlertUpdated { .. }]
+    ));
+    j.now = j.now.plus(escalate);
+    let d = j.when(stalled.clone());
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::SupportAlertEscalated { .. }]
+    ));
+    assert!(
+        matches!(&d.effects[..], [Effect::RaiseAlert { update: true, mention: true, text, .. }] if text.contains("a•••e@e•••.com"))
+    );
+    // Acknowledged once; a second acknowledgement is refused.
+    let d = j.when(Command::AcknowledgeAlert);
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::SupportAlertAcknowledged { .. }]
+    ));
+    assert_eq!(
+        rejected_with(&j.when(Command::AcknowledgeAlert)),
+        "no-alert"
+    );
+    // Moving on to the next step starts over: no nudge or alert carried to the choice step.
+    let mut k = Journey::given(seed_definition());
+    k.email(true);
+    k.when(Command::Stalled {
+        escalate_after: escalate,
+    });
+    assert!(k.state().nudged);
+    let code = k.last_code();
+    k.code(&code);
+    assert!(k.state().alert.is_none() && !k.state().nudged);
+
+    let mut unknown = Journey::given(seed_definition());
+    unknown.email(false);
+    let d = unknown.when(stalled);
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::PersonNudged { .. }]
+    ));
+    assert!(d.effects.is_empty(), "nobody to send to");
+}

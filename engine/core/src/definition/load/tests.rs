@@ -509,10 +509,44 @@ fn the_readme_example_is_what_load_says() {
     let readme = include_str!("../../../../../workflows/README.md");
     let mut lines: Vec<&str> = SEED.lines().collect();
     assert_eq!(
-        lines[51], r#"next = "new-password""#,
-        "line 52 is the SMS step's next"
+        lines[53], r#"next = "new-password""#,
+        "line 54 is the SMS step's next"
     );
-    lines[51] = r#"next = "pasword""#;
+    lines[53] = r#"next = "pasword""#;
     let e = load("password-reset.toml", &(lines.join("\n") + "\n")).unwrap_err();
     assert!(readme.contains(&e.to_string()), "README shows:\n{e}");
+}
+
+#[test]
+fn stall_after_is_optional_common_to_every_kind_and_bounded() {
+    let seed = load("password-reset.toml", SEED).unwrap();
+    let stall = |id: &str| seed.step(&id.into()).and_then(|s| s.stall_after);
+    assert_eq!(
+        stall("email-code"),
+        Some(std::time::Duration::from_secs(180))
+    );
+    assert_eq!(
+        stall("voice-call"),
+        Some(std::time::Duration::from_secs(90))
+    );
+    assert_eq!(stall("done"), None, "omitted: never stalls");
+    // Allowed on any kind (here an identify step), with the same duration syntax.
+    let ok = mini_with(&[(11, "action = \"Send code\"\nstall_after = \"2m\"")]);
+    let d = load("mini.toml", &ok).unwrap();
+    assert_eq!(
+        d.step(&"email".into()).and_then(|s| s.stall_after),
+        Some(std::time::Duration::from_secs(120))
+    );
+    assert_single(
+        &mini_with(&[(19, "lifetime = \"5m\"\nstall_after = \"5s\"")]),
+        20,
+        "`stall_after = \"5s\"` in",
+        "from 10s to 24h",
+    );
+    assert_single(
+        &mini_with(&[(19, "lifetime = \"5m\"\nstall_after = \"soon\"")]),
+        20,
+        "stall_after",
+        "",
+    );
 }
