@@ -187,12 +187,14 @@ impl Drop for Node {
     }
 }
 
-/// The JSON API: (status, body).
+/// The JSON API: (status, body). `token` is the journey's bearer token from its start's
+/// answer, sent as `Authorization: Bearer …` (every journey route but the start needs it).
 async fn api(
     http: &reqwest::Client,
     base: &str,
     method: &str,
     path: &str,
+    token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
     let url = format!("{base}{path}");
@@ -200,6 +202,10 @@ async fn api(
         "GET" => http.get(&url),
         "POST" => http.post(&url),
         other => panic!("method {other}"),
+    };
+    let req = match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
     };
     let req = match body {
         Some(b) => req.json(&b),
@@ -404,6 +410,20 @@ struct Journey<'a> {
     base: &'a str,
     store: &'a SqlitePool,
     id: String,
+    /// The bearer token of the start's answer, sent on every later call.
+    token: String,
+}
+
+/// The `journey_token` of a start's answer (64 hexadecimal characters).
+fn journey_token(start: &Value) -> String {
+    let token = start["journey_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no journey token in {start}"));
+    assert!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{start}"
+    );
+    token.to_owned()
 }
 
 impl Journey<'_> {
@@ -451,6 +471,7 @@ impl Journey<'_> {
             self.base,
             "POST",
             &format!("/api/journeys/{}/{what}", self.id),
+            Some(&self.token),
             Some(body),
         )
         .await
@@ -462,6 +483,7 @@ impl Journey<'_> {
             self.base,
             "GET",
             &format!("/api/journeys/{}", self.id),
+            Some(&self.token),
             None,
         )
         .await;
@@ -485,6 +507,7 @@ async fn to_second_factor<'a>(
         base,
         "POST",
         "/api/journeys",
+        None,
         Some(json!({ "email": email })),
     )
     .await;
@@ -496,6 +519,7 @@ async fn to_second_factor<'a>(
         base,
         store,
         id: v["journey_id"].as_str().unwrap().to_owned(),
+        token: journey_token(&v),
     };
     let effect = j.effect_of("CodeIssued").await;
     let code_mail = mail
@@ -1111,6 +1135,8 @@ fn normalize(v: &Value, mask_recipient: bool) -> Value {
 #[derive(Debug, Clone)]
 struct BurstJourney {
     id: String,
+    /// The bearer token of the start's answer.
+    token: String,
     option: &'static str,
     /// The answer to the choice (status, body).
     choice: (u16, Value),
@@ -1143,18 +1169,28 @@ async fn burst_journey(
         base,
         "POST",
         "/api/journeys",
+        None,
         Some(json!({ "email": email })),
     )
     .await;
     assert_eq!(status, 201, "start: {v}");
     let id = v["journey_id"].as_str().unwrap().to_owned();
+    let token = journey_token(&v);
+    let auth = Some(token.as_str());
     let code = outbox_code(outbox, &id).await;
     let path = format!("/api/journeys/{id}/code");
-    let (status, v) = api(http, base, "POST", &path, Some(json!({ "code": code }))).await;
+    let code = Some(json!({ "code": code }));
+    let (status, v) = api(http, base, "POST", &path, auth, code).await;
     assert_eq!(status, 200, "email code: {v}");
     let path = format!("/api/journeys/{id}/choice");
-    let choice = api(http, base, "POST", &path, Some(json!({ "option": option }))).await;
-    BurstJourney { id, option, choice }
+    let option_body = Some(json!({ "option": option }));
+    let choice = api(http, base, "POST", &path, auth, option_body).await;
+    BurstJourney {
+        id,
+        token,
+        option,
+        choice,
+    }
 }
 
 /// Drives `jobs` (email, option) through the API, `CONCURRENCY` at a time.
@@ -1256,8 +1292,8 @@ async fn assert_indistinguishable(
     for option in ["sms", "call"] {
         let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for j in wave.iter().filter(|j| j.option == option) {
-            let (status, view) =
-                api(http, base, "GET", &format!("/api/journeys/{}", j.id), None).await;
+            let path = format!("/api/journeys/{}", j.id);
+            let (status, view) = api(http, base, "GET", &path, Some(&j.token), None).await;
             assert_eq!(status, 200, "{view}");
             let shown = json!({
                 "choice_status": j.choice.0,

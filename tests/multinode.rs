@@ -82,12 +82,14 @@ fn start_node(dir: &Path, db_url: &str) -> Node {
     Node { child, addr }
 }
 
-/// A minimal HTTP/1.1 client: one request per connection, JSON in and out.
+/// A minimal HTTP/1.1 client: one request per connection, JSON in and out. `token` is the
+/// journey's bearer token (from its start's answer), `key` the request's Idempotency-Key.
 fn http(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
+    token: Option<&str>,
     key: Option<&str>,
 ) -> std::io::Result<(u16, Value)> {
     let mut stream = TcpStream::connect(addr)?;
@@ -99,6 +101,9 @@ fn http(
     );
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     if let Some(k) = key {
         req.push_str(&format!("Idempotency-Key: {k}\r\n"));
@@ -121,20 +126,28 @@ fn http(
 }
 
 /// The load balancer: the preferred node first, the other one when it does not answer.
-/// Requests carry an idempotency key, so a retry on the other node never applies twice.
+/// Requests carry an idempotency key, so a retry on the other node never applies twice;
+/// the retry sends the same key (and the same journey token) as the first attempt.
 struct Cluster {
     nodes: RwLock<Vec<String>>,
 }
 
 impl Cluster {
+    /// `token`: the journey's bearer token (`None` for the start); `key`: the request's
+    /// Idempotency-Key, 16 to 200 characters.
     async fn call(
         &self,
         prefer: usize,
         method: &str,
         path: &str,
         body: Option<Value>,
+        token: Option<&str>,
         key: &str,
     ) -> (u16, Value) {
+        assert!(
+            (16..=200).contains(&key.len()),
+            "Idempotency-Key {key:?} is not 16 to 200 characters"
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut attempt = prefer;
         loop {
@@ -142,16 +155,18 @@ impl Cluster {
                 let nodes = self.nodes.read().await;
                 nodes[attempt % nodes.len()].clone()
             };
-            let (m, p, b, k) = (
+            let (m, p, b, t, k) = (
                 method.to_owned(),
                 path.to_owned(),
                 body.clone(),
+                token.map(str::to_owned),
                 key.to_owned(),
             );
-            let result =
-                tokio::task::spawn_blocking(move || http(&addr, &m, &p, b.as_ref(), Some(&k)))
-                    .await
-                    .expect("http task");
+            let result = tokio::task::spawn_blocking(move || {
+                http(&addr, &m, &p, b.as_ref(), t.as_deref(), Some(&k))
+            })
+            .await
+            .expect("http task");
             match result {
                 Ok((status, v)) if status < 500 => return (status, v),
                 other => {
@@ -201,13 +216,18 @@ enum Plan {
     Lockout,
 }
 
-async fn drive(i: usize, cluster: &Cluster, outbox: &sqlx::SqlitePool) -> (String, Plan) {
+/// A driven journey: its id, its bearer token and what was done to it.
+type Driven = (String, String, Plan);
+
+/// Drives journey `i`. `run` (unique per test run) prefixes its Idempotency-Keys, so they are
+/// long enough (16+ characters) and never meet another run's journeys.
+async fn drive(i: usize, run: &str, cluster: &Cluster, outbox: &sqlx::SqlitePool) -> Driven {
     let plan = match i % 10 {
         0 | 1 => Plan::Abandon,
         2 => Plan::Lockout,
         _ => Plan::Complete,
     };
-    let key = |step: &str| format!("j{i}-{step}");
+    let key = |step: &str| format!("{run}-j{i}-{step}");
     let (status, v) = cluster
         .call(
             i,
@@ -216,11 +236,17 @@ async fn drive(i: usize, cluster: &Cluster, outbox: &sqlx::SqlitePool) -> (Strin
             // One person per journey: journeys of one address share its failure cap (R16)
             // and are cancelled when another of them resets the password (R44).
             Some(json!({"email": format!("user{i}@example.com")})),
+            None,
             &key("start"),
         )
         .await;
     assert_eq!(status, 201, "start: {v}");
     let id = v["journey_id"].as_str().expect("journey id").to_owned();
+    let token = v["journey_token"]
+        .as_str()
+        .expect("journey token")
+        .to_owned();
+    let auth = Some(token.as_str());
     let path = |p: &str| format!("/api/journeys/{id}/{p}");
     if plan == Plan::Lockout {
         for n in 0..5 {
@@ -230,12 +256,13 @@ async fn drive(i: usize, cluster: &Cluster, outbox: &sqlx::SqlitePool) -> (Strin
                     "POST",
                     &path("code"),
                     Some(json!({"code": "000000"})),
+                    auth,
                     &key(&format!("wrong{n}")),
                 )
                 .await;
             assert_eq!(status, 422, "wrong code {n}: {v}");
         }
-        return (id, plan);
+        return (id, token, plan);
     }
     let email_code = code(outbox, &id, "email", 1).await;
     let (status, v) = cluster
@@ -244,12 +271,13 @@ async fn drive(i: usize, cluster: &Cluster, outbox: &sqlx::SqlitePool) -> (Strin
             "POST",
             &path("code"),
             Some(json!({"code": email_code})),
+            auth,
             &key("code"),
         )
         .await;
     assert_eq!(status, 200, "email code: {v}");
     if plan == Plan::Abandon {
-        return (id, plan);
+        return (id, token, plan);
     }
     let (status, v) = cluster
         .call(
@@ -257,6 +285,7 @@ async fn drive(i: usize, cluster: &Cluster, outbox: &sqlx::SqlitePool) -> (Strin
             "POST",
             &path("choice"),
             Some(json!({"option": "sms"})),
+            auth,
             &key("choice"),
         )
         .await;
@@ -268,16 +297,24 @@ async fn drive(i: usize, cluster: &Cluster, outbox: &sqlx::SqlitePool) -> (Strin
             "POST",
             &path("code"),
             Some(json!({"code": sms})),
+            auth,
             &key("sms"),
         )
         .await;
     assert_eq!(status, 200, "sms code: {v}");
     let pw = json!({"new_password": PASSWORD, "confirm_password": PASSWORD});
     let (status, v) = cluster
-        .call(i, "POST", &path("password"), Some(pw), &key("password"))
+        .call(
+            i,
+            "POST",
+            &path("password"),
+            Some(pw),
+            auth,
+            &key("password"),
+        )
         .await;
     assert_eq!(status, 200, "password: {v}");
-    (id, plan)
+    (id, token, plan)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,10 +383,16 @@ async fn two_nodes_one_database_survive_a_sigkill() {
 
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
-        let (cluster, outbox, next, done) =
-            (cluster.clone(), outbox.clone(), next.clone(), done.clone());
+        let (cluster, outbox, next, done, run) = (
+            cluster.clone(),
+            outbox.clone(),
+            next.clone(),
+            done.clone(),
+            run.clone(),
+        );
         tasks.spawn(async move {
             let mut mine = Vec::new();
             loop {
@@ -357,7 +400,7 @@ async fn two_nodes_one_database_survive_a_sigkill() {
                 if i >= JOURNEYS {
                     return mine;
                 }
-                mine.push(drive(i, &cluster, &outbox).await);
+                mine.push(drive(i, &run, &cluster, &outbox).await);
                 done.fetch_add(1, Ordering::SeqCst);
             }
         });
@@ -395,17 +438,18 @@ async fn two_nodes_one_database_survive_a_sigkill() {
     assert_eq!(journeys.len(), JOURNEYS);
 
     // Every journey is where its inputs lead.
-    for (id, plan) in &journeys {
+    for (id, token, plan) in &journeys {
         let (status, v) = cluster
             .call(
                 0,
                 "GET",
                 &format!("/api/journeys/{id}"),
                 None,
-                &format!("get-{id}"),
+                Some(token),
+                &format!("{run}-get-{id}"),
             )
             .await;
-        assert_eq!(status, 200);
+        assert_eq!(status, 200, "journey {id}: {v}");
         let (want_status, want_step) = match plan {
             Plan::Complete => ("completed", Some("complete")),
             Plan::Abandon => ("active", Some("choose")),

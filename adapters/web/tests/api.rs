@@ -68,9 +68,31 @@ async fn api() -> Api {
     }
 }
 
+/// A journey started through the API: its id and the bearer token its start response handed
+/// out, which every later call on it sends.
+struct Started {
+    id: String,
+    token: String,
+}
+
 impl Api {
+    /// A request without an `Authorization` header (starts, unknown journeys).
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(None, method, uri, body).await
+    }
+
+    /// A request with `Authorization: Bearer {token}` when a token is given.
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
         let body = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
@@ -90,6 +112,16 @@ impl Api {
         (status, value)
     }
 
+    /// `POST /api/journeys` with `body`: the journey and its token (checked to be 64 hex).
+    async fn start(&self, body: Value) -> Started {
+        let (status, v) = self.call("POST", "/api/journeys", Some(body)).await;
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{status}: {v}"
+        );
+        started(&v)
+    }
+
     async fn code(&self, id: &str, channel: &str) -> String {
         self.worker.drain().await.unwrap();
         let id: JourneyId = id.parse().unwrap();
@@ -100,6 +132,19 @@ impl Api {
             .unwrap()
             .code()
             .unwrap()
+    }
+}
+
+/// The id and the token of a start response.
+fn started(v: &Value) -> Started {
+    let token = v["journey_token"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "journey_token: {token}"
+    );
+    Started {
+        id: v["journey_id"].as_str().unwrap().to_owned(),
+        token: token.to_owned(),
     }
 }
 
@@ -114,21 +159,25 @@ async fn a_journey_completes_through_the_api() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id = body["journey_id"].as_str().unwrap().to_owned();
+    let Started { id, token } = started(&body);
+    let token = Some(token.as_str());
     assert_eq!(body["journey"]["step"]["kind"], "code");
     let code = api.code(&id, "email").await;
     let (status, body) = api
-        .call(
+        .call_as(
+            token,
             "POST",
             &format!("/api/journeys/{id}/code"),
             Some(json!({"code": code})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("journey_token").is_none(), "on the start only");
     assert_eq!(body["journey"]["step"]["kind"], "choose");
     assert_eq!(body["journey"]["step"]["phone_masked"], "+61 ••• ••• 678");
     let (_, body) = api
-        .call(
+        .call_as(
+            token,
             "POST",
             &format!("/api/journeys/{id}/choice"),
             Some(json!({"option": "sms"})),
@@ -136,7 +185,8 @@ async fn a_journey_completes_through_the_api() {
         .await;
     assert_eq!(body["journey"]["step"]["channel"], "sms");
     let sms = api.code(&id, "sms").await;
-    api.call(
+    api.call_as(
+        token,
         "POST",
         &format!("/api/journeys/{id}/code"),
         Some(json!({"code": sms})),
@@ -144,13 +194,22 @@ async fn a_journey_completes_through_the_api() {
     .await;
     let pw = json!({"new_password": "lantern harbour velvet comet", "confirm_password": "lantern harbour velvet comet"});
     let (status, body) = api
-        .call("POST", &format!("/api/journeys/{id}/password"), Some(pw))
+        .call_as(
+            token,
+            "POST",
+            &format!("/api/journeys/{id}/password"),
+            Some(pw),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["journey"]["status"], "completed");
     assert_eq!(body["session_token"].as_str().map(str::len), Some(64));
-    let (status, body) = api.call("GET", &format!("/api/journeys/{id}"), None).await;
+    assert!(body.get("journey_token").is_none(), "on the start only");
+    let (status, body) = api
+        .call_as(token, "GET", &format!("/api/journeys/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
+    assert!(body.get("journey_token").is_none(), "on the start only");
     assert_eq!(
         body["journey"]["step"]["tiles"][0]["portal"],
         "Connections Portal"
@@ -160,16 +219,11 @@ async fn a_journey_completes_through_the_api() {
 #[tokio::test]
 async fn refusals_are_422_with_a_stable_code_and_the_view() {
     let api = api().await;
-    let (_, body) = api
-        .call(
-            "POST",
-            "/api/journeys",
-            Some(json!({"email": "alice@example.com"})),
-        )
-        .await;
-    let id = body["journey_id"].as_str().unwrap().to_owned();
+    let j = api.start(json!({"email": "alice@example.com"})).await;
+    let (id, token) = (&j.id, Some(j.token.as_str()));
     let (status, body) = api
-        .call(
+        .call_as(
+            token,
             "POST",
             &format!("/api/journeys/{id}/code"),
             Some(json!({"code": "000000"})),
@@ -178,22 +232,47 @@ async fn refusals_are_422_with_a_stable_code_and_the_view() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["code"], "invalid-code");
     assert_eq!(body["journey"]["step"]["attempts_left"], 4);
+    assert!(body.get("journey_token").is_none(), "on the start only");
     let pw = json!({"new_password": "x", "confirm_password": "x"});
     let (status, body) = api
-        .call("POST", &format!("/api/journeys/{id}/password"), Some(pw))
+        .call_as(
+            token,
+            "POST",
+            &format!("/api/journeys/{id}/password"),
+            Some(pw),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         body["error"]["code"], "step-not-allowed",
         "R28: no skipping"
     );
+    // A start the rules refuse (422) hands out the token too: the journey exists.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/journeys",
+            Some(json!({"email": "not an address"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "invalid-email");
+    let j = started(&body);
+    let (status, body) = api
+        .call_as(
+            Some(&j.token),
+            "POST",
+            &format!("/api/journeys/{}/email", j.id),
+            Some(json!({"email": "alice@example.com"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
 async fn malformed_requests_get_clear_4xx_errors() {
     let api = api().await;
-    let (_, body) = api.call("POST", "/api/journeys", Some(json!({}))).await;
-    let id = body["journey_id"].as_str().unwrap().to_owned();
+    let Started { id, token } = api.start(json!({})).await;
     for (uri, payload) in [
         (
             "/api/journeys".to_owned(),
@@ -206,11 +285,14 @@ async fn malformed_requests_get_clear_4xx_errors() {
         (format!("/api/journeys/{id}/code"), json!({"code": 123456})),
         (format!("/api/journeys/{id}/code"), json!(null)),
     ] {
-        let (status, body) = api.call("POST", &uri, Some(payload.clone())).await;
+        let (status, body) = api
+            .call_as(Some(&token), "POST", &uri, Some(payload.clone()))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {payload}: {body}");
         assert_eq!(body["error"]["code"], "bad-request");
     }
     let req = Request::post(format!("/api/journeys/{id}/email"))
+        .header("authorization", format!("Bearer {token}"))
         .body(Body::from("email=a"))
         .unwrap();
     let (status, _) = api.send(req).await;
@@ -219,7 +301,7 @@ async fn malformed_requests_get_clear_4xx_errors() {
         "/api/journeys/not-a-uuid",
         "/api/journeys/01a21bec-014a-7309-b3ed-7fab38bd923b",
     ] {
-        let (status, body) = api.call("GET", uri, None).await;
+        let (status, body) = api.call_as(Some(&token), "GET", uri, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], "journey-not-found");
     }
@@ -230,26 +312,157 @@ async fn malformed_requests_get_clear_4xx_errors() {
     assert_eq!(body["error"]["code"], "unknown-workflow");
 }
 
+/// A journey id alone drives nothing: without the start's token, with a malformed
+/// `Authorization` or with another journey's token, every route but the simulated phone
+/// answers exactly like an unknown journey, and the journey does not move.
+#[tokio::test]
+async fn a_journey_needs_the_token_from_its_start() {
+    let api = api().await;
+    let mine = api.start(json!({"email": "alice@example.com"})).await;
+    let other = api.start(json!({})).await;
+    let id = &mine.id;
+    let (_, unknown) = api
+        .call(
+            "GET",
+            "/api/journeys/01a21bec-014a-7309-b3ed-7fab38bd923b",
+            None,
+        )
+        .await;
+    assert_eq!(unknown["error"]["code"], "journey-not-found");
+    let (_, before) = api
+        .call_as(
+            Some(&mine.token),
+            "GET",
+            &format!("/api/journeys/{id}"),
+            None,
+        )
+        .await;
+    let routes: [(&str, String, Option<Value>); 6] = [
+        ("GET", format!("/api/journeys/{id}"), None),
+        (
+            "POST",
+            format!("/api/journeys/{id}/email"),
+            Some(json!({"email": "alice@example.com"})),
+        ),
+        (
+            "POST",
+            format!("/api/journeys/{id}/code"),
+            Some(json!({"code": "000000"})),
+        ),
+        ("POST", format!("/api/journeys/{id}/resend"), None),
+        (
+            "POST",
+            format!("/api/journeys/{id}/choice"),
+            Some(json!({"option": "sms"})),
+        ),
+        (
+            "POST",
+            format!("/api/journeys/{id}/password"),
+            Some(json!({"new_password": "a", "confirm_password": "a"})),
+        ),
+    ];
+    let wrong_case = mine.token.to_ascii_uppercase();
+    let authorizations: [Option<String>; 6] = [
+        None,
+        Some(String::new()),
+        Some(mine.token.clone()),
+        Some(format!("Bearer {}", other.token)),
+        Some(format!("Bearer {}", &mine.token[..63])),
+        Some(format!("Bearer {wrong_case}")),
+    ];
+    for (method, uri, body) in &routes {
+        for authorization in &authorizations {
+            let mut req = Request::builder().method(*method).uri(uri);
+            if let Some(value) = authorization {
+                req = req.header("authorization", value.as_str());
+            }
+            let req = match body {
+                Some(v) => req
+                    .header("content-type", "application/json")
+                    .body(Body::from(v.to_string())),
+                None => req.body(Body::empty()),
+            };
+            let (status, answer) = api.send(req.unwrap()).await;
+            assert_eq!(
+                (status, &answer),
+                (StatusCode::NOT_FOUND, &unknown),
+                "{method} {uri} with authorization {authorization:?}"
+            );
+        }
+    }
+    let (_, after) = api
+        .call_as(
+            Some(&mine.token),
+            "GET",
+            &format!("/api/journeys/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(before, after, "nothing moved");
+    assert_eq!(after["journey"]["step"]["attempts_left"], 5);
+    // The simulated phone stands in for the voice provider: it needs no token.
+    let keys = json!({"call_id": uuid::Uuid::new_v4(), "digits": "#"});
+    let (status, body) = api
+        .call("POST", &format!("/api/journeys/{id}/call"), Some(keys))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "call-not-active", "{body}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_16_to_200_characters() {
+    let api = api().await;
+    let Started { id, token } = api.start(json!({})).await;
+    let with_key = |uri: &str, key: &str| {
+        Request::post(uri)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", key)
+            .body(Body::from(r#"{"email":"alice@example.com"}"#))
+            .unwrap()
+    };
+    let email = format!("/api/journeys/{id}/email");
+    for key in ["k".repeat(15), "k".repeat(201), String::new()] {
+        for uri in ["/api/journeys", email.as_str()] {
+            let (status, body) = api.send(with_key(uri, &key)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {key:?}: {body}");
+            assert_eq!(body["error"]["code"], "bad-request");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("Idempotency-Key must be 16 to 200 visible characters"),
+                "{message}"
+            );
+        }
+    }
+    for key in ["k".repeat(16), "k".repeat(200)] {
+        let (status, body) = api.send(with_key("/api/journeys", &key)).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{} characters: {body}",
+            key.len()
+        );
+    }
+    let (status, body) = api.send(with_key(&email, &"e".repeat(16))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn an_idempotency_key_replays_the_first_outcome() {
     let api = api().await;
-    let (_, body) = api
-        .call(
-            "POST",
-            "/api/journeys",
-            Some(json!({"email": "alice@example.com"})),
-        )
-        .await;
-    let id = body["journey_id"].as_str().unwrap().to_owned();
+    let Started { id, token } = api.start(json!({"email": "alice@example.com"})).await;
+    let key = uuid::Uuid::new_v4().to_string();
     let guess = || {
         Request::post(format!("/api/journeys/{id}/code"))
             .header("content-type", "application/json")
-            .header("idempotency-key", "retry-1")
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", &key)
             .body(Body::from(r#"{"code":"000000"}"#))
             .unwrap()
     };
     let (_, first) = api.send(guess()).await;
     let (_, again) = api.send(guess()).await;
+    assert_eq!(first["error"]["code"], "invalid-code", "{first}");
     assert_eq!(first["error"], again["error"]);
     assert_eq!(
         again["journey"]["step"]["attempts_left"], 4,
@@ -260,10 +473,11 @@ async fn an_idempotency_key_replays_the_first_outcome() {
 #[tokio::test]
 async fn a_repeated_start_with_the_same_key_is_the_same_journey() {
     let api = api().await;
+    let key = uuid::Uuid::new_v4().to_string();
     let start = || {
         Request::post("/api/journeys")
             .header("content-type", "application/json")
-            .header("idempotency-key", "start-once")
+            .header("idempotency-key", &key)
             .body(Body::from(r#"{"email":"alice@example.com"}"#))
             .unwrap()
     };
@@ -271,6 +485,11 @@ async fn a_repeated_start_with_the_same_key_is_the_same_journey() {
     let (s2, again) = api.send(start()).await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first["journey_id"], again["journey_id"]);
+    assert_eq!(
+        started(&first).token,
+        started(&again).token,
+        "the retry gets the same token"
+    );
     api.worker.drain().await.unwrap();
     let id: JourneyId = first["journey_id"].as_str().unwrap().parse().unwrap();
     let emails = api
@@ -288,14 +507,7 @@ async fn a_repeated_start_with_the_same_key_is_the_same_journey() {
 #[tokio::test]
 async fn the_simulated_phone_route_is_closed_with_a_real_voice_provider() {
     let api = api().await;
-    let (_, body) = api
-        .call(
-            "POST",
-            "/api/journeys",
-            Some(json!({"email": "alice@example.com"})),
-        )
-        .await;
-    let id = body["journey_id"].as_str().unwrap().to_owned();
+    let Started { id, .. } = api.start(json!({"email": "alice@example.com"})).await;
     // Same engine, but configured as with a real provider: the route must refuse.
     let store = SqliteStore::open(&api.dir.join("passage.db"))
         .await

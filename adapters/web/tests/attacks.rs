@@ -145,26 +145,91 @@ async fn post_code(b: &Browser, id: &str, csrf: &str, code: &str) -> Res {
     .await
 }
 
-/// A JSON API call from this browser's address (cookies are sent but ignored by the API).
-async fn api(b: &Browser, uri: &str, body: Option<Value>) -> (Res, Value) {
-    api_raw(b, uri, body.map(|v| v.to_string())).await
-}
-
-async fn api_raw(b: &Browser, uri: &str, body: Option<String>) -> (Res, Value) {
-    let headers: &[(&str, &str)] = if body.is_some() {
-        &[("content-type", "application/json")]
-    } else {
-        &[]
-    };
-    let res = b.send("POST", uri, body, headers).await;
+/// A JSON API request from this browser's address (cookies are sent but ignored by the
+/// API), with `Authorization: Bearer {token}` when a token is given.
+async fn api_send(
+    b: &Browser,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (Res, Value) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer));
+    }
+    let res = b.send(method, uri, body, &headers).await;
     let v = serde_json::from_str(&res.body).unwrap_or(Value::Null);
     (res, v)
 }
 
-async fn api_start(b: &Browser, email: &str) -> String {
+/// A JSON API POST without a journey token (a start, or a journey the caller has no token
+/// for).
+async fn api(b: &Browser, uri: &str, body: Option<Value>) -> (Res, Value) {
+    api_send(b, "POST", uri, None, body.map(|v| v.to_string())).await
+}
+
+/// A journey started through the API: its id and the bearer token its start response
+/// handed out (journeys started on the pages have none).
+#[derive(Debug, Clone)]
+struct ApiJourney {
+    id: String,
+    token: String,
+}
+
+impl ApiJourney {
+    /// `/api/journeys/{id}/{route}`.
+    fn uri(&self, route: &str) -> String {
+        format!("/api/journeys/{}/{route}", self.id)
+    }
+
+    /// POSTs `body` to the journey's `route`, with its token.
+    async fn post(&self, b: &Browser, route: &str, body: Option<Value>) -> (Res, Value) {
+        self.post_raw(b, route, body.map(|v| v.to_string())).await
+    }
+
+    async fn post_raw(&self, b: &Browser, route: &str, body: Option<String>) -> (Res, Value) {
+        api_send(b, "POST", &self.uri(route), Some(&self.token), body).await
+    }
+
+    /// `GET /api/journeys/{id}`, with its token.
+    async fn view(&self, b: &Browser) -> (Res, Value) {
+        let uri = format!("/api/journeys/{}", self.id);
+        api_send(b, "GET", &uri, Some(&self.token), None).await
+    }
+}
+
+async fn api_start(b: &Browser, email: &str) -> ApiJourney {
     let (res, v) = api(b, "/api/journeys", Some(json!({ "email": email }))).await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
-    v["journey_id"].as_str().unwrap().to_owned()
+    let token = v["journey_token"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        token.len() == 64 && token.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{v}"
+    );
+    ApiJourney {
+        id: v["journey_id"].as_str().unwrap().to_owned(),
+        token: token.to_owned(),
+    }
+}
+
+/// Walks `email`'s journey through the API to the set-password step, by SMS.
+async fn api_to_password(p: &Portal, b: &Browser, email: &str) -> ApiJourney {
+    let j = api_start(b, email).await;
+    let code = p.code(&j.id, "email").await;
+    let (res, v) = j.post(b, "code", Some(json!({ "code": code }))).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    let (res, v) = j.post(b, "choice", Some(json!({ "option": "sms" }))).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    let sms = p.code(&j.id, "sms").await;
+    let (res, v) = j.post(b, "code", Some(json!({ "code": sms }))).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    assert_eq!(v["journey"]["step"]["kind"], "set-password", "{v}");
+    j
 }
 
 /// Walks `email`'s journey through the pages to the Reset Password page, by SMS.
@@ -332,16 +397,20 @@ async fn send_code_answers_identically_for_existing_missing_and_disabled_account
 
 /// R3, attack 2: the code page, the journey's status and a wrong code's answer and attempt
 /// counter are identical for the three classes, also after the worker has delivered the
-/// email to the existing account (as it does at once in production).
+/// email to the existing account (as it does at once in production). The same holds for the
+/// API's view and answers, on a journey of each class started through the API (a journey
+/// started on the pages cannot be read or answered through the API).
 #[tokio::test]
 async fn code_page_and_wrong_codes_look_the_same_for_every_account_state() {
     let p = portal().await;
     let mut browsers = Vec::new();
     let mut ids = Vec::new();
+    let mut api_journeys = Vec::new();
     for (i, email) in CLASSES.iter().enumerate() {
         let b = p.browser_at(&format!("198.51.100.{}:4000", 60 + i));
         let (id, res) = b.start(email).await;
         assert_eq!(res.status, StatusCode::SEE_OTHER);
+        api_journeys.push(api_start(&b, email).await);
         browsers.push(b);
         ids.push(id);
     }
@@ -349,18 +418,22 @@ async fn code_page_and_wrong_codes_look_the_same_for_every_account_state() {
     let pages = |label: &'static str| {
         let browsers = browsers.clone();
         let ids = ids.clone();
+        let api_journeys = api_journeys.clone();
         async move {
             let mut pages = Vec::new();
             let mut statuses = Vec::new();
             let mut views = Vec::new();
-            for (b, id) in browsers.iter().zip(&ids) {
+            for ((b, id), j) in browsers.iter().zip(&ids).zip(&api_journeys) {
                 let page = b.page(id).await;
                 assert_eq!(page.status, StatusCode::OK, "{label}");
                 assert!(page.has("data-kind=\"code\""), "{}", page.body);
                 assert!(no_phone(&page.body), "no phone before the email code (R19)");
                 pages.push(shape(&page, &[]));
                 statuses.push(shape(&b.get(&format!("/reset/{id}/status")).await, &[]));
-                views.push(shape(&b.get(&format!("/api/journeys/{id}")).await, &[]));
+                let (view, v) = j.view(b).await;
+                assert_eq!(view.status, StatusCode::OK, "{label}: {v}");
+                assert!(no_phone(&view.body), "no phone in the API view (R19)");
+                views.push(shape(&view, &[]));
             }
             (pages, statuses, views)
         }
@@ -370,16 +443,13 @@ async fn code_page_and_wrong_codes_look_the_same_for_every_account_state() {
     compare("status before delivery", &status_before, &mut diffs);
     compare("API view before delivery", &view_before, &mut diffs);
 
-    // The worker sends alice's email, as it would right after the response.
+    // The worker sends alice's emails, as it would right after the responses.
     p.worker.drain().await.unwrap();
-    let real = p
-        .outbox
-        .latest(ids[0].parse().unwrap(), "email")
-        .await
-        .unwrap()
-        .unwrap()
-        .code()
-        .unwrap();
+    let mut real = Vec::new();
+    for id in [&ids[0], &api_journeys[0].id] {
+        let message = p.outbox.latest(id.parse().unwrap(), "email").await.unwrap();
+        real.push(message.unwrap().code().unwrap());
+    }
     let (after, status_after, view_after) = pages("after delivery").await;
     compare("code page after delivery", &after, &mut diffs);
     compare(
@@ -389,13 +459,16 @@ async fn code_page_and_wrong_codes_look_the_same_for_every_account_state() {
     );
     compare("API view after delivery", &view_after, &mut diffs);
 
-    // Two wrong codes through the form, one through the API: same answers, same counter.
-    let bad = wrong(&real);
+    // Two wrong codes through the form, three through the API: same answers, same counters.
+    let bad = ["000000", "111111", "222222"]
+        .into_iter()
+        .find(|c| !real.iter().any(|r| r == c))
+        .unwrap();
     for (n, left) in [(1, 4), (2, 3)] {
         let mut answers = Vec::new();
         for (b, id) in browsers.iter().zip(&ids) {
             let csrf = b.page(id).await.input("csrf");
-            let res = post_code(b, id, &csrf, &bad).await;
+            let res = post_code(b, id, &csrf, bad).await;
             no_5xx(&res, "wrong code");
             assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
             assert!(res.has(&format!("{left} attempts left")), "{}", res.body);
@@ -403,24 +476,25 @@ async fn code_page_and_wrong_codes_look_the_same_for_every_account_state() {
         }
         compare(&format!("wrong code #{n} (form)"), &answers, &mut diffs);
     }
-    let mut answers = Vec::new();
-    for (b, id) in browsers.iter().zip(&ids) {
-        let (res, v) = api(
-            b,
-            &format!("/api/journeys/{id}/code"),
-            Some(json!({ "code": bad })),
-        )
-        .await;
-        no_5xx(&res, "wrong code (API)");
-        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(v["error"]["code"], "invalid-code", "{v}");
-        assert_eq!(v["journey"]["step"]["attempts_left"], 2, "{v}");
-        answers.push(shape(&res, &[]));
+    for (n, left) in [(1, 4), (2, 3), (3, 2)] {
+        let mut answers = Vec::new();
+        for (b, j) in browsers.iter().zip(&api_journeys) {
+            let (res, v) = j.post(b, "code", Some(json!({ "code": bad }))).await;
+            no_5xx(&res, "wrong code (API)");
+            assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(v["error"]["code"], "invalid-code", "{v}");
+            assert_eq!(v["journey"]["step"]["attempts_left"], left, "{v}");
+            answers.push(shape(&res, &[]));
+        }
+        compare(&format!("wrong code #{n} (API)"), &answers, &mut diffs);
     }
-    compare("wrong code #3 (API)", &answers, &mut diffs);
     for id in &ids {
-        assert_eq!(count(&p, id, "CodeAttemptFailed").await, 3, "R49");
+        assert_eq!(count(&p, id, "CodeAttemptFailed").await, 2, "R49");
         assert_eq!(count(&p, id, "CodeVerified").await, 0);
+    }
+    for j in &api_journeys {
+        assert_eq!(count(&p, &j.id, "CodeAttemptFailed").await, 3, "R49");
+        assert_eq!(count(&p, &j.id, "CodeVerified").await, 0);
     }
     assert!(
         diffs.is_empty(),
@@ -626,11 +700,13 @@ async fn five_wrong_codes_end_the_journey_and_a_sixth_is_refused() {
     );
 
     // The API: the same rule.
-    let id = api_start(&b, "bob@example.com").await;
-    let real = p.code(&id, "email").await;
-    let uri = format!("/api/journeys/{id}/code");
+    let j = api_start(&b, "bob@example.com").await;
+    let id = &j.id;
+    let real = p.code(id, "email").await;
     for n in 1..=5 {
-        let (res, v) = api(&b, &uri, Some(json!({ "code": wrong(&real) }))).await;
+        let (res, v) = j
+            .post(&b, "code", Some(json!({ "code": wrong(&real) })))
+            .await;
         no_5xx(&res, "API wrong code");
         assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
         let expected = if n < 5 {
@@ -640,12 +716,12 @@ async fn five_wrong_codes_end_the_journey_and_a_sixth_is_refused() {
         };
         assert_eq!(v["error"]["code"], expected, "{v}");
     }
-    let (res, v) = api(&b, &uri, Some(json!({ "code": real }))).await;
+    let (res, v) = j.post(&b, "code", Some(json!({ "code": real }))).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(v["error"]["code"], "journey-finished", "{v}");
-    assert_eq!(count(&p, &id, "CodeAttemptFailed").await, 5);
-    assert_eq!(count(&p, &id, "JourneyFailed").await, 1);
-    assert_eq!(count(&p, &id, "CodeVerified").await, 0);
+    assert_eq!(count(&p, id, "CodeAttemptFailed").await, 5);
+    assert_eq!(count(&p, id, "JourneyFailed").await, 1);
+    assert_eq!(count(&p, id, "CodeVerified").await, 0);
 }
 
 /// Attack 6, R13: 50 concurrent wrong codes on one journey let at most 5 reach the check.
@@ -656,25 +732,23 @@ async fn fifty_parallel_wrong_codes_count_at_most_five_attempts() {
     let (form_id, _) = b.start(ALICE).await;
     let real = p.code(&form_id, "email").await;
     let csrf = b.page(&form_id).await.input("csrf");
-    let api_id = api_start(&b, "bob@example.com").await;
+    let api_j = api_start(&b, "bob@example.com").await;
+    let api_id = api_j.id.clone();
     let api_real = p.code(&api_id, "email").await;
 
     let mut tasks = Vec::new();
     for i in 0..50 {
         let b = b.clone();
-        let (form_id, api_id, csrf) = (form_id.clone(), api_id.clone(), csrf.clone());
+        let (form_id, api_j, csrf) = (form_id.clone(), api_j.clone(), csrf.clone());
         let (bad, api_bad) = (wrong(&real), wrong(&api_real));
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
                 post_code(&b, &form_id, &csrf, &bad).await
             } else {
-                api(
-                    &b,
-                    &format!("/api/journeys/{api_id}/code"),
-                    Some(json!({ "code": api_bad })),
-                )
-                .await
-                .0
+                api_j
+                    .post(&b, "code", Some(json!({ "code": api_bad })))
+                    .await
+                    .0
             }
         }));
     }
@@ -682,17 +756,14 @@ async fn fifty_parallel_wrong_codes_count_at_most_five_attempts() {
     for i in 0..50 {
         let b = b.clone();
         let (form_id, csrf, bad) = (form_id.clone(), csrf.clone(), wrong(&real));
-        let api_id = api_id.clone();
+        let api_j = api_j.clone();
         let api_bad = wrong(&api_real);
         more.push(tokio::spawn(async move {
             if i % 2 == 0 {
-                api(
-                    &b,
-                    &format!("/api/journeys/{api_id}/code"),
-                    Some(json!({ "code": api_bad })),
-                )
-                .await
-                .0
+                api_j
+                    .post(&b, "code", Some(json!({ "code": api_bad })))
+                    .await
+                    .0
             } else {
                 post_code(&b, &form_id, &csrf, &bad).await
             }
@@ -776,12 +847,8 @@ async fn guesses_spread_over_journeys_are_capped_per_address_for_real_and_unknow
             0,
             "not counted either"
         );
-        let (res, v) = api(
-            &b,
-            &format!("/api/journeys/{}/code", api_start(&b, email).await),
-            Some(json!({ "code": "123456" })),
-        )
-        .await;
+        let j = api_start(&b, email).await;
+        let (res, v) = j.post(&b, "code", Some(json!({ "code": "123456" }))).await;
         no_5xx(&res, "capped API");
         assert_eq!(v["error"]["code"], "too-many-attempts", "{v}");
         let total: usize = {
@@ -870,20 +937,19 @@ async fn resend_keeps_the_failure_count_and_kills_the_old_code() {
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
     assert_eq!(count(&p, &id, "CodeVerified").await, 1);
 
-    let id = api_start(&b, "bob@example.com").await;
-    let old = p.code(&id, "email").await;
+    let j = api_start(&b, "bob@example.com").await;
+    let old = p.code(&j.id, "email").await;
     p.clock.advance(Duration::from_secs(31));
-    let (res, v) = api_raw(&b, &format!("/api/journeys/{id}/resend"), None).await;
+    let (res, v) = j.post(&b, "resend", None).await;
     assert_eq!(res.status, StatusCode::OK, "{v}");
-    let new = p.code(&id, "email").await;
-    let uri = format!("/api/journeys/{id}/code");
+    let new = p.code(&j.id, "email").await;
     if old != new {
-        let (_, v) = api(&b, &uri, Some(json!({ "code": old }))).await;
+        let (_, v) = j.post(&b, "code", Some(json!({ "code": old }))).await;
         assert_eq!(v["error"]["code"], "invalid-code", "{v}");
     }
-    let (_, v) = api(&b, &uri, Some(json!({ "code": new }))).await;
+    let (_, v) = j.post(&b, "code", Some(json!({ "code": new }))).await;
     assert_eq!(v["result"], "accepted", "{v}");
-    assert_eq!(count(&p, &id, "CodeVerified").await, 1);
+    assert_eq!(count(&p, &j.id, "CodeVerified").await, 1);
 }
 
 /// Attack 10, R8: 4:59 after issue the code works; at 5:00 it has expired.
@@ -919,18 +985,13 @@ async fn codes_work_until_four_fifty_nine_and_expire_at_five_minutes() {
         "R15"
     );
 
-    let id = api_start(&b, "bob@example.com").await;
-    let code = p.code(&id, "email").await;
+    let j = api_start(&b, "bob@example.com").await;
+    let code = p.code(&j.id, "email").await;
     p.clock.advance(Duration::from_secs(5 * 60));
-    let (res, v) = api(
-        &b,
-        &format!("/api/journeys/{id}/code"),
-        Some(json!({ "code": code })),
-    )
-    .await;
+    let (res, v) = j.post(&b, "code", Some(json!({ "code": code }))).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(v["error"]["code"], "code-expired", "{v}");
-    assert_eq!(count(&p, &id, "CodeAttemptFailed").await, 1);
+    assert_eq!(count(&p, &j.id, "CodeAttemptFailed").await, 1);
 }
 
 /// Attack 11, R9, R10: a used code does not work again, nor as the SMS code.
@@ -953,14 +1014,6 @@ async fn a_used_code_is_refused_again_and_in_another_step() {
         "still choosing: {}",
         res.body
     );
-    let (res, v) = api(
-        &b,
-        &format!("/api/journeys/{id}/code"),
-        Some(json!({ "code": email_code })),
-    )
-    .await;
-    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
     assert_eq!(count(&p, &id, "CodeVerified").await, 1);
     assert!(
         p.timeline_json(&id)
@@ -983,6 +1036,42 @@ async fn a_used_code_is_refused_again_and_in_another_step() {
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(res.has("data-kind=\"set-password\""), "{}", res.body);
     assert_eq!(count(&p, &id, "CodeVerified").await, 2);
+
+    // Through the API: the used email code again, then as the SMS code.
+    let j = api_start(&b, "bob@example.com").await;
+    let email_code = p.code(&j.id, "email").await;
+    let (res, v) = j
+        .post(&b, "code", Some(json!({ "code": email_code })))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    let (res, v) = j
+        .post(&b, "code", Some(json!({ "code": email_code })))
+        .await;
+    no_5xx(&res, "reused code (API)");
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
+    assert_eq!(v["journey"]["step"]["kind"], "choose", "{v}");
+    assert_eq!(count(&p, &j.id, "CodeVerified").await, 1);
+    assert!(
+        p.timeline_json(&j.id)
+            .await
+            .contains("submit-code refused: step-not-allowed")
+    );
+    j.post(&b, "choice", Some(json!({ "option": "sms" }))).await;
+    let sms = p.code(&j.id, "sms").await;
+    if sms != email_code {
+        let (_, v) = j
+            .post(&b, "code", Some(json!({ "code": email_code })))
+            .await;
+        assert_eq!(v["error"]["code"], "invalid-code", "{v}");
+        assert_eq!(count(&p, &j.id, "CodeAttemptFailed").await, 1);
+    }
+    let (res, v) = j.post(&b, "code", Some(json!({ "code": sms }))).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    let (res, v) = j.post(&b, "code", Some(json!({ "code": sms }))).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["journey"]["step"]["kind"], "set-password", "{v}");
+    assert_eq!(count(&p, &j.id, "CodeVerified").await, 2);
 }
 
 /// Attack 12, R12: malformed codes are refused before any check, through the form and the
@@ -1057,11 +1146,10 @@ async fn malformed_codes_are_refused_and_not_counted() {
         "the real code still works"
     );
 
-    let id = api_start(&b, "bob@example.com").await;
-    let real = p.code(&id, "email").await;
-    let uri = format!("/api/journeys/{id}/code");
+    let j = api_start(&b, "bob@example.com").await;
+    let real = p.code(&j.id, "email").await;
     for code in malformed.iter().copied().chain([huge.as_str()]) {
-        let (res, v) = api(&b, &uri, Some(json!({ "code": code }))).await;
+        let (res, v) = j.post(&b, "code", Some(json!({ "code": code }))).await;
         let label: String = code.chars().take(12).collect();
         no_5xx(&res, &format!("API {label:?}"));
         assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{label:?}");
@@ -1081,7 +1169,7 @@ async fn malformed_codes_are_refused_and_not_counted() {
         r#"{"code": "123456", "account_id": "acct-bob"}"#,
         r#"{"code": "123456""#,
     ] {
-        let (res, v) = api_raw(&b, &uri, Some(raw.to_owned())).await;
+        let (res, v) = j.post_raw(&b, "code", Some(raw.to_owned())).await;
         no_5xx(&res, raw);
         assert!(
             res.status == StatusCode::BAD_REQUEST || res.status == StatusCode::UNPROCESSABLE_ENTITY,
@@ -1090,8 +1178,8 @@ async fn malformed_codes_are_refused_and_not_counted() {
         );
         assert!(v["error"]["code"].is_string(), "{raw}: {v}");
     }
-    assert_eq!(count(&p, &id, "CodeAttemptFailed").await, 0);
-    let (_, v) = api(&b, &uri, Some(json!({ "code": real }))).await;
+    assert_eq!(count(&p, &j.id, "CodeAttemptFailed").await, 0);
+    let (_, v) = j.post(&b, "code", Some(json!({ "code": real }))).await;
     assert_eq!(v["result"], "accepted", "{v}");
 }
 
@@ -1105,7 +1193,8 @@ async fn a_double_submitted_code_verifies_once() {
     let (form_id, _) = b.start(ALICE).await;
     let code = p.code(&form_id, "email").await;
     let csrf = b.page(&form_id).await.input("csrf");
-    let api_id = api_start(&b, "bob@example.com").await;
+    let api_j = api_start(&b, "bob@example.com").await;
+    let api_id = api_j.id.clone();
     let api_code = p.code(&api_id, "email").await;
     let mut tasks = Vec::new();
     for _ in 0..10 {
@@ -1116,15 +1205,9 @@ async fn a_double_submitted_code_verifies_once() {
     }
     let mut api_tasks = Vec::new();
     for _ in 0..10 {
-        let (b, id, code) = (b.clone(), api_id.clone(), api_code.clone());
+        let (b, j, code) = (b.clone(), api_j.clone(), api_code.clone());
         api_tasks.push(tokio::spawn(async move {
-            api(
-                &b,
-                &format!("/api/journeys/{id}/code"),
-                Some(json!({ "code": code })),
-            )
-            .await
-            .0
+            j.post(&b, "code", Some(json!({ "code": code }))).await.0
         }));
     }
     let mut form_ok = 0;
@@ -1155,21 +1238,22 @@ async fn a_double_submitted_code_verifies_once() {
     }
 }
 
-/// Attack 14, R31: two tabs (and the API) submitting the password at once change it once and
-/// mint one session.
+/// Attack 14, R31: two tabs submitting the password at once change it once and mint one
+/// session; so do concurrent API clients on a journey started through the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_tabs_setting_the_password_at_once_complete_once_with_one_session() {
     let p = portal().await;
     let b = p.browser();
     let id = to_password_page(&p, &b, ALICE).await;
     let csrf = b.page(&id).await.input("csrf");
+    let api_j = api_to_password(&p, &b, "bob@example.com").await;
     let mut tasks = Vec::new();
-    for i in 0..6 {
-        let (b, id, csrf) = (b.clone(), id.clone(), csrf.clone());
+    for i in 0..12 {
+        let (b, id, csrf, api_j) = (b.clone(), id.clone(), csrf.clone(), api_j.clone());
         tasks.push(tokio::spawn(async move {
-            if i % 3 == 2 {
+            if i % 2 == 1 {
                 let body = json!({ "new_password": STRONG, "confirm_password": STRONG });
-                let (res, v) = api(&b, &format!("/api/journeys/{id}/password"), Some(body)).await;
+                let (res, v) = api_j.post(&b, "password", Some(body)).await;
                 (res, v["session_token"].is_string())
             } else {
                 let res = set_password(&b, &id, &csrf, STRONG, STRONG).await;
@@ -1178,27 +1262,39 @@ async fn two_tabs_setting_the_password_at_once_complete_once_with_one_session() 
             }
         }));
     }
-    let mut minted = 0;
-    for t in tasks {
+    let (mut form_minted, mut api_minted) = (0, 0);
+    for (i, t) in tasks.into_iter().enumerate() {
         let (res, session) = t.await.unwrap();
         no_5xx(&res, "concurrent password");
-        if session {
-            minted += 1;
-            if res.status == StatusCode::SEE_OTHER {
-                assert_eq!(res.location(), Some("/portal"));
-                assert_eq!(sessions_minted(&res), 1);
-            }
+        if i % 2 == 1 {
+            assert!(
+                res.status == StatusCode::OK || res.status == StatusCode::UNPROCESSABLE_ENTITY,
+                "{}: {}",
+                res.status,
+                res.body
+            );
+            api_minted += usize::from(session);
+        } else if session {
+            form_minted += 1;
+            assert_eq!(res.location(), Some("/portal"));
+            assert_eq!(sessions_minted(&res), 1);
         } else {
             assert_eq!(sessions_minted(&res), 0, "{}", res.body);
         }
     }
-    assert_eq!(minted, 1, "exactly one response carries a session");
-    assert_eq!(count(&p, &id, "PasswordChanged").await, 1);
-    assert_eq!(count(&p, &id, "JourneyCompleted").await, 1);
+    assert_eq!(
+        (form_minted, api_minted),
+        (1, 1),
+        "exactly one response per journey carries a session"
+    );
+    for id in [&id, &api_j.id] {
+        assert_eq!(count(&p, id, "PasswordChanged").await, 1);
+        assert_eq!(count(&p, id, "JourneyCompleted").await, 1);
+    }
 }
 
-/// Attack 16: "Re-send code" hammered in parallel sends at most 1 + 3 codes, and only the
-/// newest one works.
+/// Attack 16: "Re-send code" hammered in parallel, on the page and through the API, sends at
+/// most 1 + 3 codes per journey, and only the newest one works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hammered_resend_sends_at_most_the_cap() {
     let p = portal().await;
@@ -1206,22 +1302,22 @@ async fn hammered_resend_sends_at_most_the_cap() {
     let (id, _) = b.start(ALICE).await;
     let first = p.code(&id, "email").await;
     let csrf = b.page(&id).await.input("csrf");
+    let api_j = api_start(&b, "bob@example.com").await;
+    let api_first = p.code(&api_j.id, "email").await;
     for _ in 0..5 {
         // The worker runs all the time in production: each round's code goes out before the
         // next (one pass delivers its batch concurrently, in no particular order).
         p.worker.drain().await.unwrap();
         p.clock.advance(Duration::from_secs(31));
         let mut tasks = Vec::new();
-        for i in 0..12 {
-            let (b, id, csrf) = (b.clone(), id.clone(), csrf.clone());
+        for i in 0..24 {
+            let (b, id, csrf, api_j) = (b.clone(), id.clone(), csrf.clone(), api_j.clone());
             tasks.push(tokio::spawn(async move {
                 if i % 2 == 0 {
                     b.post(&format!("/reset/{id}/resend"), &[("csrf", &csrf)])
                         .await
                 } else {
-                    api_raw(&b, &format!("/api/journeys/{id}/resend"), None)
-                        .await
-                        .0
+                    api_j.post(&b, "resend", None).await.0
                 }
             }));
         }
@@ -1237,29 +1333,45 @@ async fn hammered_resend_sends_at_most_the_cap() {
             );
         }
     }
-    let issued = count(&p, &id, "CodeIssued").await;
-    assert!(issued <= 4, "{issued} codes issued");
-    assert_eq!(issued, 4);
+    for id in [&id, &api_j.id] {
+        let issued = count(&p, id, "CodeIssued").await;
+        assert!(issued <= 4, "{issued} codes issued");
+        assert_eq!(issued, 4);
+        p.worker.drain().await.unwrap();
+        let sent = p
+            .outbox
+            .list(&MessageFilter {
+                journey: Some(id.parse().unwrap()),
+                channel: Some("email".into()),
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        assert_eq!(sent.len(), 4, "messages actually sent");
+        let timeline = p.timeline_json(id).await;
+        assert!(
+            timeline.contains("resend refused: resend-too-soon"),
+            "{timeline}"
+        );
+        assert!(
+            timeline.contains("resend refused: resend-limit"),
+            "{timeline}"
+        );
+    }
     let latest = p.code(&id, "email").await;
-    let sent = p
-        .outbox
-        .list(&MessageFilter {
-            journey: Some(id.parse().unwrap()),
-            channel: Some("email".into()),
-            limit: 100,
-        })
-        .await
-        .unwrap();
-    assert_eq!(sent.len(), 4, "messages actually sent");
-    let timeline = p.timeline_json(&id).await;
-    assert!(
-        timeline.contains("resend refused: resend-too-soon"),
-        "{timeline}"
-    );
-    assert!(
-        timeline.contains("resend refused: resend-limit"),
-        "{timeline}"
-    );
+    let api_latest = p.code(&api_j.id, "email").await;
+    let (_, v) = api_j.view(&b).await;
+    assert_eq!(v["journey"]["step"]["resends_left"], 0, "{v}");
+    if api_first != api_latest {
+        let (_, v) = api_j
+            .post(&b, "code", Some(json!({ "code": api_first })))
+            .await;
+        assert_eq!(v["error"]["code"], "invalid-code", "{v}");
+    }
+    let (res, v) = api_j
+        .post(&b, "code", Some(json!({ "code": api_latest })))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
     let page = b.page(&id).await;
     assert!(page.has("id=\"resend-none\""), "{}", page.body);
     if first != latest {
@@ -1400,24 +1512,6 @@ async fn later_steps_cannot_be_force_browsed() {
         .await;
     no_5xx(&check, "early check");
     assert_eq!(check.status, StatusCode::CONFLICT, "{}", check.body);
-    let base = format!("/api/journeys/{id}");
-    let (res, v) = api(
-        &b,
-        &format!("{base}/password"),
-        Some(json!({ "new_password": STRONG, "confirm_password": STRONG })),
-    )
-    .await;
-    no_5xx(&res, "API early password");
-    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
-    let (res, v) = api(
-        &b,
-        &format!("{base}/choice"),
-        Some(json!({ "option": "sms" })),
-    )
-    .await;
-    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
     let timeline = p.timeline_json(&id).await;
     assert!(
         timeline.contains("set-password refused: step-not-allowed"),
@@ -1427,7 +1521,7 @@ async fn later_steps_cannot_be_force_browsed() {
         timeline.contains("choose refused: step-not-allowed"),
         "{timeline}"
     );
-    assert_eq!(count(&p, &id, "InputRejected").await, 4);
+    assert_eq!(count(&p, &id, "InputRejected").await, 2);
 
     // After the email code, the password is still two steps away.
     let code = p.code(&id, "email").await;
@@ -1437,19 +1531,196 @@ async fn later_steps_cannot_be_force_browsed() {
     b.answer(&id, "choose", &[("option", "sms")]).await;
     let res = set_password(&b, &id, &csrf, STRONG, STRONG).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (res, v) = api(
-        &b,
-        &format!("{base}/password"),
-        Some(json!({ "new_password": STRONG, "confirm_password": STRONG })),
-    )
-    .await;
-    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
     for ty in ["PasswordChanged", "OptionChosen", "JourneyCompleted"] {
         let n = count(&p, &id, ty).await;
         assert_eq!(n, usize::from(ty == "OptionChosen"), "{ty}");
     }
-    assert_eq!(count(&p, &id, "InputRejected").await, 7);
+    assert_eq!(count(&p, &id, "InputRejected").await, 4);
+
+    // The same through the API, on a journey started there.
+    let j = api_start(&b, "bob@example.com").await;
+    let password = json!({ "new_password": STRONG, "confirm_password": STRONG });
+    let (res, v) = j.post(&b, "password", Some(password.clone())).await;
+    no_5xx(&res, "API early password");
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
+    let (res, v) = j.post(&b, "choice", Some(json!({ "option": "sms" }))).await;
+    no_5xx(&res, "API early choice");
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
+    assert!(no_phone(&res.body), "no phone (R19)");
+    let timeline = p.timeline_json(&j.id).await;
+    assert!(
+        timeline.contains("set-password refused: step-not-allowed"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("choose refused: step-not-allowed"),
+        "{timeline}"
+    );
+    let code = p.code(&j.id, "email").await;
+    let (res, v) = j.post(&b, "code", Some(json!({ "code": code }))).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    let (res, v) = j.post(&b, "password", Some(password.clone())).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
+    let (res, v) = j.post(&b, "choice", Some(json!({ "option": "sms" }))).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    let (res, v) = j.post(&b, "password", Some(password)).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "step-not-allowed", "{v}");
+    for ty in ["PasswordChanged", "OptionChosen", "JourneyCompleted"] {
+        let n = count(&p, &j.id, ty).await;
+        assert_eq!(n, usize::from(ty == "OptionChosen"), "{ty}");
+    }
+    assert_eq!(count(&p, &j.id, "InputRejected").await, 4);
+}
+
+/// Every way to read or answer `journey` through the API (`GET /api/journeys/{id}` and the
+/// answer routes with bodies that would be accepted or recorded), each with
+/// `authorization` as the `Authorization` header (none when `None`).
+async fn drive_through_the_api(
+    b: &Browser,
+    journey: &str,
+    code: &str,
+    authorization: Option<&str>,
+) -> Vec<(String, Res)> {
+    let uri = |route: &str| format!("/api/journeys/{journey}{route}");
+    let attempts: [(&str, String, Option<Value>); 6] = [
+        ("GET", uri(""), None),
+        (
+            "POST",
+            uri("/email"),
+            Some(json!({ "email": "mallory@example.com" })),
+        ),
+        ("POST", uri("/code"), Some(json!({ "code": code }))),
+        ("POST", uri("/resend"), None),
+        ("POST", uri("/choice"), Some(json!({ "option": "sms" }))),
+        (
+            "POST",
+            uri("/password"),
+            Some(json!({ "new_password": STRONG, "confirm_password": STRONG })),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (method, uri, body) in attempts {
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        if let Some(value) = authorization {
+            headers.push(("authorization", value));
+        }
+        let body = body.map(|v| v.to_string());
+        let res = b.send(method, &uri, body, &headers).await;
+        answers.push((format!("{method} {uri} [{authorization:?}]"), res));
+    }
+    answers
+}
+
+/// Attacks 18 and 23 through the API, R32: knowing a journey's id is not enough to drive it
+/// through the API. A journey started on the pages hands out no API token, so its id with
+/// no token, a guessed one, another journey's token or its own flow-cookie tag or CSRF token
+/// neither reads nor answers it; a journey started through the API with token A cannot be
+/// driven with token B. Each answer is the unknown journey's `404`, and nothing is recorded.
+#[tokio::test]
+async fn a_journey_id_alone_does_not_drive_a_journey_through_the_api() {
+    let p = portal().await;
+    let b = p.browser();
+    let mallory = p.browser_at("203.0.113.66:1");
+    let (page_id, res) = b.start(ALICE).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let page_code = p.code(&page_id, "email").await;
+    let flow = b.cookie("passage-flow").unwrap();
+    let flow_tag = flow.split_once('.').unwrap().1.to_owned();
+    let csrf = b.page(&page_id).await.input("csrf");
+    let a = api_start(&b, "bob@example.com").await;
+    let a_code = p.code(&a.id, "email").await;
+    let token_b = api_start(&mallory, NOBODY).await.token;
+    // Past the resend cooldown: an accepted resend would show too.
+    p.clock.advance(Duration::from_secs(31));
+
+    let unknown = format!("/api/journeys/{}", uuid::Uuid::new_v4());
+    let (res, v) = api_send(&mallory, "GET", &unknown, Some(&token_b), None).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "journey-not-found", "{v}");
+    let not_found = shape(&res, &[]);
+
+    let bearer = |t: &str| format!("Bearer {t}");
+    let guessed = [
+        "0".repeat(64),
+        "f".repeat(64),
+        uuid::Uuid::new_v4().simple().to_string(),
+    ];
+    let mut tries: Vec<(&str, &str, Vec<Option<String>>)> = vec![(
+        "page journey",
+        page_id.as_str(),
+        vec![
+            None,
+            Some(String::new()),
+            Some("Bearer".into()),
+            Some(bearer(&guessed[0])),
+            Some(bearer(&guessed[1])),
+            Some(bearer(&guessed[2])),
+            Some(bearer(&a.token)),
+            Some(bearer(&token_b)),
+            Some(bearer(&flow_tag)),
+            Some(bearer(&flow)),
+            Some(bearer(&csrf)),
+            Some(flow_tag.clone()),
+        ],
+    )];
+    tries.push((
+        "API journey",
+        a.id.as_str(),
+        vec![
+            None,
+            Some(bearer(&token_b)),
+            Some(bearer(&guessed[0])),
+            Some(bearer(&a.token.to_ascii_uppercase())),
+            Some(bearer(&a.token[..63])),
+            Some(format!("Bearer {}0", a.token)),
+            Some(format!("Basic {}", a.token)),
+            Some(a.token.clone()),
+        ],
+    ));
+    for (what, id, authorizations) in &tries {
+        let before = p.event_types(id).await;
+        let code = if *id == page_id { &page_code } else { &a_code };
+        for authorization in authorizations {
+            for client in [&b, &mallory] {
+                let answers = drive_through_the_api(client, id, code, authorization.as_deref());
+                for (attempt, res) in answers.await {
+                    no_5xx(&res, &attempt);
+                    assert_eq!(
+                        shape(&res, &[]),
+                        not_found,
+                        "{what}: {attempt} must answer as an unknown journey"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            p.event_types(id).await,
+            before,
+            "{what}: nothing recorded:\n{}",
+            p.timeline_json(id).await
+        );
+    }
+
+    // The journeys are untouched: the page journey goes on in its browser, the API journey
+    // with its own token.
+    let res = post_code(&b, &page_id, &csrf, &page_code).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let (res, v) = a.post(&b, "code", Some(json!({ "code": a_code }))).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    assert_eq!(v["journey"]["step"]["kind"], "choose", "{v}");
+    for id in [&page_id, &a.id] {
+        assert_eq!(count(&p, id, "CodeIssued").await, 1);
+        assert_eq!(count(&p, id, "CodeVerified").await, 1);
+        assert_eq!(count(&p, id, "CodeAttemptFailed").await, 0);
+        assert_eq!(count(&p, id, "InputRejected").await, 0);
+    }
 }
 
 /// Attacks 19 and 22: after completion, the password form sent again (back button, replayed
@@ -1483,15 +1754,18 @@ async fn resubmitting_the_password_after_completion_changes_nothing() {
     no_5xx(&res, "replayed flow cookie elsewhere");
     assert_eq!(sessions_minted(&res), 0, "{}", res.body);
     assert!(res.has("Your password is reset"), "{}", res.body);
+    // The API does not drive a journey of the pages: it has no token to show.
+    let events = p.event_types(&id).await;
+    let again = json!({ "new_password": other, "confirm_password": other });
     let (res, v) = api(
         &thief,
         &format!("/api/journeys/{id}/password"),
-        Some(json!({ "new_password": other, "confirm_password": other })),
+        Some(again.clone()),
     )
     .await;
-    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(v["error"]["code"], "journey-finished", "{v}");
-    assert!(v.get("session_token").is_none());
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "journey-not-found", "{v}");
+    assert_eq!(p.event_types(&id).await, events, "nothing recorded");
 
     assert_eq!(count(&p, &id, "PasswordChanged").await, 1);
     assert_eq!(count(&p, &id, "JourneyCompleted").await, 1);
@@ -1500,11 +1774,34 @@ async fn resubmitting_the_password_after_completion_changes_nothing() {
             .await
             .contains("set-password refused: journey-finished")
     );
+
+    // Through the API, with the journey's own token: the answer is replayed as refused.
+    let bob = "bob@example.com";
+    let j = api_to_password(&p, &b, bob).await;
+    let set = json!({ "new_password": STRONG, "confirm_password": STRONG });
+    let (res, v) = j.post(&b, "password", Some(set)).await;
+    assert_eq!(res.status, StatusCode::OK, "{v}");
+    assert!(v["session_token"].is_string(), "{v}");
+    let (res, v) = j.post(&b, "password", Some(again)).await;
+    no_5xx(&res, "API password after completion");
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "journey-finished", "{v}");
+    assert!(v.get("session_token").is_none());
+    assert_eq!(count(&p, &j.id, "PasswordChanged").await, 1);
+    assert_eq!(count(&p, &j.id, "JourneyCompleted").await, 1);
+    assert!(
+        p.timeline_json(&j.id)
+            .await
+            .contains("set-password refused: journey-finished")
+    );
+
     p.worker.drain().await.unwrap();
-    let (_, res) = sign_in(&p, ALICE, STRONG).await;
-    assert_eq!(res.location(), Some("/portal"));
-    let (_, res) = sign_in(&p, ALICE, other).await;
-    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    for email in [ALICE, bob] {
+        let (_, res) = sign_in(&p, email, STRONG).await;
+        assert_eq!(res.location(), Some("/portal"), "{email}");
+        let (_, res) = sign_in(&p, email, other).await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{email}");
+    }
 }
 
 /// Attack 19, R45: a session opened before a reset is dead once the reset is applied; the
@@ -1741,13 +2038,13 @@ async fn refused_passwords_through_the_form_say_why() {
         "{}",
         res.body
     );
-    let (res, v) = api(
-        &b,
-        &format!("/api/journeys/{id}/password"),
-        Some(json!({ "new_password": STRONG })),
-    )
-    .await;
+    let j = api_to_password(&p, &b, "bob@example.com").await;
+    let (res, v) = j
+        .post(&b, "password", Some(json!({ "new_password": STRONG })))
+        .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "bad-request", "{v}");
+    assert_eq!(count(&p, &j.id, "PasswordRejected").await, 0);
     assert_eq!(count(&p, &id, "PasswordRejected").await, 6);
     assert_eq!(count(&p, &id, "PasswordChanged").await, 0);
     // Still at the password step, and a good password is then accepted.

@@ -1,7 +1,8 @@
 //! `openapi.json` (served at `GET /api/openapi.json`) checked against the real router: the
-//! document lists exactly the router's routes, and every response the test provokes, on
-//! journeys driven through every operation, matches the schema documented for its path,
-//! method and status.
+//! document lists exactly the router's routes and which of them need the journey's bearer
+//! token, and every response the test provokes, on journeys driven through every operation
+//! (with their token, without it and with another journey's), matches the schema documented
+//! for its path, method and status.
 
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +17,7 @@ use passage_runtime::{
 };
 use passage_store::SqliteStore;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +38,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/journeys/{id}/password"),
     ("GET", "/api/health"),
     ("GET", "/api/openapi.json"),
+];
+
+/// The routes that need `Authorization: Bearer <journey_token>` (`bearerAuth` in the
+/// document): every journey route but the start and the simulated phone.
+const TOKEN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/journeys/{id}"),
+    ("POST", "/api/journeys/{id}/email"),
+    ("POST", "/api/journeys/{id}/code"),
+    ("POST", "/api/journeys/{id}/resend"),
+    ("POST", "/api/journeys/{id}/choice"),
+    ("POST", "/api/journeys/{id}/password"),
 ];
 
 const DOC: &str = include_str!("../openapi.json");
@@ -61,6 +73,20 @@ struct Api {
     doc: Value,
     /// (method, path template, status) of every response checked against the document.
     seen: Mutex<BTreeSet<(String, String, u16)>>,
+    /// The `journey_token` of every journey started, by journey id, as a client keeps it.
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// The `Authorization` a request sends.
+#[derive(Debug, Clone, Copy)]
+enum Auth<'a> {
+    /// The journey's own token, from its start's answer (none for a journey not started
+    /// here, such as an unknown id).
+    Own,
+    /// No `Authorization` header.
+    Without,
+    /// `Authorization: Bearer {token}`.
+    Bearer(&'a str),
 }
 
 impl Drop for Api {
@@ -114,6 +140,7 @@ async fn api() -> Api {
         clock,
         doc: serde_json::from_str(DOC).expect("openapi.json is JSON"),
         seen: Mutex::default(),
+        tokens: Mutex::default(),
     }
 }
 
@@ -122,10 +149,24 @@ fn json_body(v: Value) -> Option<(&'static str, String)> {
 }
 
 impl Api {
-    /// A JSON request to the main router, checked against the document.
+    /// A JSON request to the main router, with the journey's own token, checked against the
+    /// document.
     async fn op(&self, method: &str, path: &str, id: &str, body: Option<Value>) -> (u16, Value) {
+        self.op_as(Auth::Own, method, path, id, body).await
+    }
+
+    /// [`Api::op`] with the given `Authorization`.
+    async fn op_as(
+        &self,
+        auth: Auth<'_>,
+        method: &str,
+        path: &str,
+        id: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         self.exchange(
             &self.router,
+            auth,
             method,
             path,
             id,
@@ -135,13 +176,21 @@ impl Api {
         .await
     }
 
+    /// The token the start of journey `id` handed out.
+    fn token(&self, id: &str) -> String {
+        self.tokens.lock().unwrap()[id].clone()
+    }
+
     /// Sends a request to `path` (a template of the document, `{id}` replaced by `id`) and
     /// checks the answer against the response documented for its status: content type,
     /// body schema, and (for errors) that the description names the error code. A body the
     /// server took (accepted or refused by the rules) must also match the request schema.
+    /// A start's answer carries the journey's token, kept for the journey's later calls.
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         router: &Router,
+        auth: Auth<'_>,
         method: &str,
         path: &str,
         id: &str,
@@ -150,6 +199,14 @@ impl Api {
     ) -> (u16, Value) {
         let uri = path.replace("{id}", id);
         let mut req = Request::builder().method(method).uri(&uri);
+        let token = match auth {
+            Auth::Own => self.tokens.lock().unwrap().get(id).cloned(),
+            Auth::Without => None,
+            Auth::Bearer(t) => Some(t.to_owned()),
+        };
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -190,8 +247,30 @@ impl Api {
             panic!("{what}\ndoes not match the document: {e}");
         }
         if value.get("result").is_some() {
-            let union = json!({"$ref": "#/components/schemas/JourneyResponse"});
+            let union = if path == START {
+                json!({"$ref": "#/components/schemas/StartResponse"})
+            } else {
+                json!({"$ref": "#/components/schemas/JourneyResponse"})
+            };
             check(&self.doc, &union, &value).unwrap_or_else(|e| panic!("{what}\n{e}"));
+        }
+        match value.get("journey_token").and_then(Value::as_str) {
+            Some(token) => {
+                assert!(
+                    path == START && (status == 201 || status == 422),
+                    "a journey token outside a start's answer: {what}"
+                );
+                assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{what}");
+                let journey = value["journey_id"].as_str().unwrap().to_owned();
+                self.tokens
+                    .lock()
+                    .unwrap()
+                    .insert(journey, token.to_owned());
+            }
+            None => assert!(
+                !(path == START && (status == 201 || status == 422)),
+                "a start's answer without its journey token: {what}"
+            ),
         }
         if let Some(code) = value.pointer("/error/code").and_then(Value::as_str) {
             let documented = response["description"].as_str().unwrap_or("");
@@ -386,6 +465,37 @@ fn operations(doc: &Value) -> BTreeSet<(String, String)> {
     out
 }
 
+/// Every (method, path) whose operation requires the `bearerAuth` scheme (the journey token);
+/// no other security requirement may appear.
+fn secured_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (method, path) in operations(doc) {
+        let op = &doc["paths"][&path][method.to_ascii_lowercase()];
+        let Some(requirements) = op.get("security") else {
+            continue;
+        };
+        assert_eq!(
+            requirements,
+            &json!([{"bearerAuth": []}]),
+            "{method} {path}: only the journey token is a security requirement"
+        );
+        out.insert((method, path));
+    }
+    out
+}
+
+/// A request body each journey route accepts the shape of (`None`: the route takes none).
+fn valid_body(path: &str) -> Option<Value> {
+    match path {
+        EMAIL => Some(json!({"email": "alice@example.com"})),
+        CODE => Some(json!({"code": "123456"})),
+        CHOICE => Some(json!({"option": "sms"})),
+        CALL => Some(json!({"call_id": Uuid::new_v4(), "digits": "#"})),
+        PASSWORD => Some(json!({"new_password": "a", "confirm_password": "a"})),
+        _ => None,
+    }
+}
+
 fn walk<'a>(v: &'a Value, visit: &mut impl FnMut(&'a serde_json::Map<String, Value>)) {
     match v {
         Value::Object(map) => {
@@ -419,6 +529,46 @@ async fn the_document_is_served_and_describes_exactly_the_routes() {
     let extra: Vec<_> = documented.difference(&routes).collect();
     assert!(missing.is_empty(), "routes not documented: {missing:?}");
     assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+
+    // The journey token: one HTTP bearer scheme, required by exactly the token routes (not
+    // by the start, the simulated phone or the service routes), and no document-wide
+    // requirement that would cover those.
+    let scheme = &api.doc["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+    assert!(
+        scheme["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("journey_token") && d.contains("`404`")),
+        "{scheme}"
+    );
+    assert!(
+        api.doc.get("security").is_none(),
+        "no document-wide security"
+    );
+    let token_routes: BTreeSet<(String, String)> = TOKEN_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(secured_operations(&api.doc), token_routes);
+    for (method, path) in &token_routes {
+        let op = api.operation(method, path);
+        let description = op["description"].as_str().unwrap_or("");
+        assert!(
+            description.contains("Authorization: Bearer") && description.contains("`404`"),
+            "{method} {path}: the description states the token rule"
+        );
+    }
+    let key = &follow(
+        &api.doc,
+        &api.doc["components"]["parameters"]["IdempotencyKey"],
+    );
+    assert_eq!(
+        (&key["schema"]["minLength"], &key["schema"]["maxLength"]),
+        (&json!(16), &json!(200))
+    );
 
     // Path parameters: exactly the template's, each required and in the path.
     for (method, path) in &documented {
@@ -505,6 +655,7 @@ async fn every_operation_answers_as_documented() {
     let (status, first) = api
         .exchange(
             &api.router,
+            Auth::Own,
             "POST",
             START,
             "",
@@ -524,9 +675,21 @@ async fn every_operation_answers_as_documented() {
     );
     let id = first["journey_id"].as_str().unwrap().to_owned();
     let (status, again) = api
-        .exchange(&api.router, "POST", START, "", &headers, json_body(start))
+        .exchange(
+            &api.router,
+            Auth::Own,
+            "POST",
+            START,
+            "",
+            &headers,
+            json_body(start),
+        )
         .await;
     assert_eq!((status, &again["journey_id"]), (201, &first["journey_id"]));
+    assert_eq!(
+        again["journey_token"], first["journey_token"],
+        "the same token"
+    );
 
     let (status, body) = api
         .op("POST", CODE, &id, Some(json!({"code": "000000"})))
@@ -706,13 +869,13 @@ async fn every_operation_answers_as_documented() {
     }
     let form = Some(("application/x-www-form-urlencoded", "email=a".to_owned()));
     let (status, _) = api
-        .exchange(&api.router, "POST", EMAIL, &id, &[], form)
+        .exchange(&api.router, Auth::Own, "POST", EMAIL, &id, &[], form)
         .await;
     assert_eq!(status, 400, "a form body is not JSON");
     let long_key = "k".repeat(201);
     let headers = [("idempotency-key", long_key.as_str())];
     let (status, body) = api
-        .exchange(&api.router, "POST", RESEND, &id, &headers, None)
+        .exchange(&api.router, Auth::Own, "POST", RESEND, &id, &headers, None)
         .await;
     assert_eq!(
         (status, &body["error"]["code"]),
@@ -755,6 +918,7 @@ async fn every_operation_answers_as_documented() {
     let (status, body) = api
         .exchange(
             &api.real_phone,
+            Auth::Without,
             "POST",
             CALL,
             &id,
@@ -763,6 +927,92 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not-found")));
+
+    // 404: a journey's token missing or another journey's, on every operation the document
+    // marks `bearerAuth`, answers as an unknown journey does, and the journey does not move.
+    // The simulated phone needs no token (the journey is not voice-confirming: 422).
+    let (status, unknown_answer) = api.op("GET", SHOW, &unknown, None).await;
+    assert_eq!(status, 404);
+    let start = json!({"email": "alice@example.com"});
+    let (_, body) = api.op("POST", START, "", Some(start)).await;
+    let mine = body["journey_id"].as_str().unwrap().to_owned();
+    let others = api.token(&id);
+    assert_ne!(api.token(&mine), others, "each journey has its own token");
+    let (_, before) = api.op("GET", SHOW, &mine, None).await;
+    for (method, path) in secured_operations(&api.doc) {
+        let bad_tokens = [
+            Auth::Without,
+            Auth::Bearer(&others),
+            Auth::Bearer(""),
+            Auth::Bearer(&unknown),
+        ];
+        for auth in bad_tokens {
+            let (status, body) = api
+                .op_as(auth, &method, &path, &mine, valid_body(&path))
+                .await;
+            assert_eq!(
+                (status, &body),
+                (404, &unknown_answer),
+                "{method} {path} {auth:?}"
+            );
+        }
+    }
+    let (_, after) = api.op("GET", SHOW, &mine, None).await;
+    assert_eq!(before, after, "the journey did not move");
+    let (status, body) = api
+        .op_as(Auth::Without, "POST", CALL, &mine, valid_body(CALL))
+        .await;
+    assert_eq!(status, 422, "the simulated phone needs no token: {body}");
+
+    // 400: an Idempotency-Key outside the document's 16 to 200 characters, on a start and
+    // on a step answered with the journey's token; 16 and 200 are taken.
+    let key_schema = &follow(
+        &api.doc,
+        &api.doc["components"]["parameters"]["IdempotencyKey"],
+    )["schema"];
+    for (length, taken) in [
+        (1, false),
+        (15, false),
+        (16, true),
+        (200, true),
+        (201, false),
+    ] {
+        let key = "k".repeat(length);
+        assert_eq!(
+            check(&api.doc, key_schema, &json!(key)).is_ok(),
+            taken,
+            "the document on a key of {length}"
+        );
+        let headers = [("idempotency-key", key.as_str())];
+        let calls = [
+            (START, "", Some(json!({}))),
+            (CODE, mine.as_str(), Some(json!({"code": "000000"}))),
+        ];
+        for (path, journey, payload) in calls {
+            let (status, body) = api
+                .exchange(
+                    &api.router,
+                    Auth::Own,
+                    "POST",
+                    path,
+                    journey,
+                    &headers,
+                    payload.and_then(json_body),
+                )
+                .await;
+            if taken {
+                assert!(matches!(status, 200 | 201 | 422), "{path} {length}: {body}");
+                continue;
+            }
+            assert_eq!(status, 400, "{path} {length}: {body}");
+            assert_eq!(body["error"]["code"], "bad-request");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("Idempotency-Key must be 16 to 200 visible characters"),
+                "{message}"
+            );
+        }
+    }
 
     // Journey 4: the lifetime elapses (15 minutes).
     let (_, body) = api.op("POST", START, "", Some(json!({}))).await;
@@ -852,6 +1102,29 @@ fn the_validator_enforces_the_schemas() {
         .unwrap()
         .remove("finish_reason");
     assert!(check(&doc, &accepted, &v).is_err(), "a missing null field");
+
+    // The journey token is in a start's answer, and only there.
+    let token = "0123456789abcdef".repeat(4);
+    let mut with_token = valid.clone();
+    with_token["journey_token"] = json!(token);
+    assert!(
+        check(&doc, &accepted, &with_token).is_err(),
+        "a step answer has no journey token"
+    );
+    let started = json!({"$ref": "#/components/schemas/JourneyStarted"});
+    assert_eq!(check(&doc, &started, &with_token), Ok(()));
+    assert!(
+        check(&doc, &started, &valid).is_err(),
+        "a start without its token"
+    );
+    let mut short = with_token.clone();
+    short["journey_token"] = json!(&token[..63]);
+    assert!(
+        check(&doc, &started, &short).is_err(),
+        "a 63-character token"
+    );
+    let start_union = json!({"$ref": "#/components/schemas/StartResponse"});
+    assert_eq!(check(&doc, &start_union, &with_token), Ok(()));
 
     // oneOf means exactly one; unknown keywords are refused, not ignored.
     let two = json!({"oneOf": [{"type": "string"}, {"type": ["string", "null"]}]});
