@@ -300,7 +300,7 @@ pub fn table_row(backend: &str, mode: &str, r: &LevelResult, baseline: Option<f6
 }
 
 /// A scratch store for one backend, removed afterwards.
-struct Scratch {
+pub(crate) struct Scratch {
     backend: &'static str,
     dir: std::path::PathBuf,
     /// For PostgreSQL: the scratch database's URL and the admin URL that created it.
@@ -308,7 +308,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn new(backend: &'static str, admin_url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn new(backend: &'static str, admin_url: &str) -> anyhow::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("passage-bench-{}-{backend}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -340,7 +340,17 @@ impl Scratch {
         Ok(Self { backend, dir, pg })
     }
 
-    async fn store(
+    /// The scratch database's URL (PostgreSQL only).
+    pub(crate) fn pg_url(&self) -> Option<&str> {
+        self.pg.as_ref().map(|(url, _)| url.as_str())
+    }
+
+    /// The file [`Scratch::store`] opens for `fresh` (SQLite only).
+    pub(crate) fn sqlite_path(&self, fresh: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{fresh}.db"))
+    }
+
+    pub(crate) async fn store(
         &self,
         group_commit: bool,
         fresh: &str,
@@ -370,7 +380,7 @@ impl Scratch {
         })
     }
 
-    async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         if let Some((_, admin_url)) = &self.pg
             && let Ok(admin) = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
@@ -524,7 +534,7 @@ async fn raw_baseline(
     Ok(results)
 }
 
-fn demo_people() -> Vec<passage_core::ports::Account> {
+pub(crate) fn demo_people() -> Vec<passage_core::ports::Account> {
     (0..64)
         .map(|i| passage_core::ports::Account {
             account_id: format!("bench-{i:03}"),
@@ -536,7 +546,7 @@ fn demo_people() -> Vec<passage_core::ports::Account> {
         .collect()
 }
 
-async fn engine_for(
+pub(crate) async fn engine_for(
     store: passage_store::AnyStore,
     definitions: &[passage_core::definition::Definition],
     production_hashing: bool,

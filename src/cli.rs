@@ -76,6 +76,9 @@ pub enum Command {
     /// Run the seed journey end to end on the embedded store: once with an SMS code, once
     /// with a voice call, printing each step and the final timeline.
     Demo(DemoArgs),
+    /// Reset a password as a conversation in this terminal (the chat bot's conversation).
+    #[command(long_about = CHAT_HELP)]
+    Chat(ChatArgs),
     /// Start and drive one journey by hand.
     #[command(subcommand)]
     Journey(JourneyCommand),
@@ -102,7 +105,7 @@ pub enum Command {
     /// channels) and the JSON API (/api/journeys, described at /api/openapi.json), and run a
     /// worker in the same process, until Ctrl-C or SIGTERM. Open http://127.0.0.1:8080/ and
     /// select "Forgot Password?". Several `serve` nodes can share one database.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -136,6 +139,16 @@ pub struct BenchArgs {
     /// hashing sets the pace (docs/benchmarks.md).
     #[arg(long)]
     pub production_hashing: bool,
+    /// What to measure: the engine's throughput against the raw baseline, or the stall
+    /// scanner's cost against the number of healthy open journeys (0, 10 000, 100 000).
+    #[arg(long, value_enum, default_value_t = BenchScenario::Throughput)]
+    pub scenario: BenchScenario,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BenchScenario {
+    Throughput,
+    Stalls,
 }
 
 #[derive(Debug, Args)]
@@ -157,8 +170,32 @@ pub struct ServeArgs {
     /// Answers (codes, choices, passwords, sign-ins) one client address may send per 10 minutes.
     #[arg(long, env = "PASSAGE_LIMIT_ANSWERS", default_value_t = 200)]
     pub limit_answers: u32,
+    /// When the stall scanner runs, as a cron expression with seconds (`sec min hour day
+    /// month weekday`; a 5-field expression gets `0` seconds). Each run nudges, alerts or
+    /// escalates the journeys whose step's `stall_after` has passed; see workflows/README.md.
+    #[arg(long, env = "PASSAGE_STALL_SCAN", default_value = "*/15 * * * * *", value_parser = parse_schedule)]
+    pub stall_scan: cron::Schedule,
+    /// How long a support alert may wait unacknowledged before it is escalated (the alert
+    /// then mentions the support role).
+    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub escalate_after: std::time::Duration,
     #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+fn parse_schedule(s: &str) -> Result<cron::Schedule, String> {
+    let fields = s.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse().map_err(|_| {
+        format!(
+            "`{s}` is not a cron schedule: write `sec min hour day month weekday`, \
+             e.g. `*/15 * * * * *` (every 15 seconds) or `0 */5 * * * *` (every 5 minutes)"
+        )
+    })
 }
 
 fn parse_proxies(s: &str) -> Result<passage_web::TrustedProxies, String> {
@@ -196,6 +233,39 @@ pub struct DemoArgs {
     /// The demo account to reset.
     #[arg(long, default_value = "alice@example.com")]
     pub email: String,
+}
+
+const CHAT_HELP: &str = "Reset a password as a conversation in this terminal: the same \
+conversation the chat bot holds (bots/core), driving the journey on the local event store.
+
+The chat asks for your registered email address and sends a verification code. Answer at \
+the `>` prompt: type the code, or the number of a button shown as `[1] Re-send code  [2] ...`. \
+With the development channels nothing is really sent: read each code from another terminal \
+with
+
+  passage outbox --journey <ID>
+
+If you choose \"Call me on my landline or mobile\", the chat waits while the call rings. Act \
+as the phone from another terminal:
+
+  passage call answer <ID> --press '#'
+
+The new password is never typed as a chat message: the chat asks for it twice, with hidden \
+input (when standard input is not a terminal, it reads one line for each, so scripts and \
+tests can drive it).
+
+Ctrl-D or /quit leaves; the journey stays where it is (`passage journey show <ID>`). Exit \
+status: 0 once the password is reset, 1 when the reset ends otherwise or the chat is left.";
+
+/// `passage chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The registered email address; without it, the chat asks for it.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Workflow definition id.
+    #[arg(long, default_value = "password-reset")]
+    pub workflow: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,11 +3,14 @@
 
 mod app;
 mod bench;
+mod bench_stalls;
 mod callbacks;
+mod chat;
 mod cli;
 mod demo;
 mod render;
 mod seed;
+mod stalls;
 
 use anyhow::{Context as _, anyhow};
 use app::App;
@@ -105,7 +108,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Bench(args) = &cli.command {
         // Scratch stores only: a benchmark never touches the configured database.
-        return bench::run(args, app::load_definitions(&cli.global.workflows)?).await;
+        let definitions = app::load_definitions(&cli.global.workflows)?;
+        return match args.scenario {
+            cli::BenchScenario::Throughput => bench::run(args, definitions).await,
+            cli::BenchScenario::Stalls => bench_stalls::run(args, definitions).await,
+        };
     }
     let app = app::open(&cli.global).await?;
     let result = dispatch(&app, cli).await;
@@ -116,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(app, &args).await,
+        Command::Chat(args) => chat::run(app, &args).await,
         Command::Journey(cmd) => journey(app, cmd).await,
         Command::Journeys(JourneysCommand::List {
             status,
@@ -226,7 +234,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Workflows(WorkflowsCommand::Check { .. }) => Ok(()),
-        Command::Serve(args) => serve(app, args).await,
+        Command::Serve(args) => serve(app, *args).await,
         Command::Bench(_) => Ok(()),
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
@@ -292,16 +300,23 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         app.channels.clone(),
         worker_options(&args.worker),
     );
+    let scanner = tokio::spawn(stalls::run(
+        app.engine.clone(),
+        args.stall_scan.clone(),
+        args.escalate_after,
+        rx.clone(),
+    ));
     let worker = tokio::spawn(worker.run(rx));
     // The API may play the phone only while calls go to the development outbox.
     let simulated_phone = matches!(
         app.channels.inner().route("voice"),
         Some(passage_channels::Route::Dev(_))
     );
-    // The dev inbox page exists only while some channel delivers to the dev outbox.
+    // The dev inbox shows codes to anyone who can reach it: only when every channel is the
+    // dev outbox (a deployment with real email but dev SMS must not publish SMS codes).
     let dev_outbox = ["email", "sms", "voice"]
         .iter()
-        .any(|c| {
+        .all(|c| {
             matches!(
                 app.channels.inner().route(c),
                 Some(passage_channels::Route::Dev(_))
@@ -356,6 +371,7 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     .context("serve HTTP")?;
     let _ = tx.send(true);
     worker.await.context("stop the worker")?;
+    scanner.await.context("stop the stall scanner")?;
     Ok(())
 }
 

@@ -1,0 +1,149 @@
+//! `passage bench --scenario stalls`: the stall scanner's cost against the number of healthy
+//! open journeys. 100 real journeys are stalled through the engine; N healthy open journeys
+//! (stall deadline in the future) are written straight into the journeys read model, the
+//! only table the scan reads. The scan must cost the same whatever N is: the due query is an
+//! index range scan over the due journeys only.
+
+use crate::bench::Scratch;
+use anyhow::Context as _;
+use passage_core::ports::EventStore;
+use passage_runtime::{Actor, Input};
+use std::time::{Duration, Instant};
+
+const STALLED: usize = 100;
+
+pub async fn run(
+    args: &crate::cli::BenchArgs,
+    definitions: Vec<passage_core::definition::Definition>,
+) -> anyhow::Result<()> {
+    use crate::cli::BenchBackend;
+    let backends: &[&'static str] = match args.backend {
+        BenchBackend::Sqlite => &["sqlite"],
+        BenchBackend::Postgres => &["postgres"],
+        BenchBackend::Both => &["sqlite", "postgres"],
+    };
+    println!(
+        "| backend | healthy open journeys | stalled | due query ms | full scan ms (query + {STALLED} nudges) | scan ÷ baseline |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for backend in backends {
+        let scratch = Scratch::new(backend, &args.bench_postgres).await?;
+        let result = async {
+            let mut baseline = None;
+            for healthy in [0usize, 10_000, 100_000] {
+                let name = format!("stalls-{healthy}");
+                let store = scratch.store(true, &name).await?;
+                let engine = crate::bench::engine_for(store.clone(), &definitions, false).await?;
+                let people = crate::bench::demo_people();
+                for i in 0..STALLED {
+                    let o = engine
+                        .start("password-reset", Actor::person("bench"), None)
+                        .await?;
+                    let email = people[i % people.len()].email.clone();
+                    engine
+                        .submit(
+                            o.journey_id,
+                            Input::Email(email),
+                            Actor::person("bench"),
+                            None,
+                        )
+                        .await?;
+                }
+                let now = engine.now();
+                fill_healthy(&scratch, &name, healthy, now.as_millis()).await?;
+                // Past every stalled journey's 3-minute deadline, before any healthy one's.
+                let at = now.plus(Duration::from_secs(240));
+                let t = Instant::now();
+                let due = store.due_stalls(at, 10_000).await?;
+                let query = t.elapsed();
+                anyhow::ensure!(
+                    due.len() == STALLED,
+                    "{} journeys due instead of {STALLED}",
+                    due.len()
+                );
+                let t = Instant::now();
+                let report = engine
+                    .scan_stalls(at, Duration::from_secs(600), 10_000)
+                    .await?;
+                let scan = t.elapsed();
+                anyhow::ensure!(report.handled == STALLED, "scan: {report:?}");
+                let base = *baseline.get_or_insert(scan);
+                println!(
+                    "| {backend} | {healthy} | {STALLED} | {:.2} | {:.1} | {:.2} |",
+                    query.as_secs_f64() * 1e3,
+                    scan.as_secs_f64() * 1e3,
+                    scan.as_secs_f64() / base.as_secs_f64()
+                );
+                store.close().await;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        scratch.cleanup().await;
+        result?;
+    }
+    Ok(())
+}
+
+/// `n` healthy open journeys, straight into the read model: deadline an hour away.
+async fn fill_healthy(scratch: &Scratch, name: &str, n: usize, now: i64) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let future = now + 3_600_000;
+    match scratch.pg_url() {
+        Some(url) => {
+            let schema = name.replace('-', "_");
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await
+                .context("connect to the scratch database")?;
+            let sql = format!(
+                "INSERT INTO {schema}.journeys (journey_id, definition_id, definition_version, \
+                 status, current_step, email_masked, started_at, updated_at, version, subject, \
+                 failures, stall_at, stall_keep) \
+                 SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, \
+                 'password-reset', 1, 'active', 'email-code', 'h•••y@e•••.com', $1, $1, 4, \
+                 'healthy-' || i, 0, $2, false FROM generate_series(0, $3 - 1) AS i"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(future)
+                .bind(n as i64)
+                .execute(&pool)
+                .await
+                .context("insert the healthy journeys")?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {schema}.journeys")))
+                .execute(&pool)
+                .await?;
+            pool.close().await;
+        }
+        None => {
+            let path = scratch.sqlite_path(name);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
+                .await
+                .context("open the scratch file")?;
+            sqlx::query(
+                "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < ?3 - 1) \
+                 INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
+                 current_step, email_masked, started_at, updated_at, version, subject, failures, \
+                 stall_at, stall_keep) \
+                 SELECT printf('00000000-0000-4000-8000-%012d', i), 'password-reset', 1, \
+                 'active', 'email-code', 'h•••y@e•••.com', ?1, ?1, 4, 'healthy-' || i, 0, ?2, 0 \
+                 FROM c",
+            )
+            .bind(now)
+            .bind(future)
+            .bind(n as i64)
+            .execute(&pool)
+            .await
+            .context("insert the healthy journeys")?;
+            sqlx::raw_sql("ANALYZE").execute(&pool).await?;
+            pool.close().await;
+        }
+    }
+    Ok(())
+}
