@@ -42,6 +42,10 @@ pub(crate) fn routes<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, 
         .route("/reset/{id}/password", post(password::<S, D>))
         .route("/reset/{id}/check", post(check::<S, D>))
         .route("/reset/{id}/status", get(status::<S, D>))
+        .route(
+            "/reset/{id}/continue",
+            get(handoff_page::<S, D>).post(handoff::<S, D>),
+        )
         .with_state(state)
 }
 
@@ -930,5 +934,109 @@ pub(crate) fn step_id(s: &StepView) -> &str {
         | StepView::Voice { id, .. }
         | StepView::SetPassword { id, .. }
         | StepView::Complete { id, .. } => id,
+    }
+}
+
+// ---- handoff links (from the chat bot) -------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct HandoffQuery {
+    t: Option<String>,
+}
+
+fn link_dead() -> Response {
+    message_page(
+        StatusCode::GONE,
+        "This link can no longer be used",
+        "Links from the chat bot work once and for 10 minutes. Ask the bot for a new one, or start again here.",
+        Some(("/reset", "Start again")),
+    )
+}
+
+/// The link itself changes nothing: chat apps and mail scanners fetch links to preview
+/// them (R24), so opening it only shows a button; the POST takes the journey over.
+async fn handoff_page<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(raw): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HandoffQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (Some(id), Some(token)) = (parse_id(&raw), q.t) else {
+        return link_dead();
+    };
+    let now = app.engine.now();
+    if passage_core::secrets::handoff_check(app.engine.keys(), id.0, &token, now).is_err() {
+        return link_dead();
+    }
+    let (nonce, cookie) = visit(&app, &headers);
+    let body = format!(
+        "<section class=\"card\"><h1>Continue your password reset</h1>\
+<p>The chat assistant sent you here to finish the steps that are not done in chat.</p>\
+<form id=\"handoff-form\" method=\"post\" action=\"/reset/{id}/continue\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"t\" value=\"{}\">\
+<button type=\"submit\" id=\"continue\" class=\"primary\">Continue</button></form></section>",
+        esc(&visit_token(&app, &nonce)),
+        esc(&token)
+    );
+    let mut resp = Page {
+        title: "Continue",
+        main_attrs: "data-kind=\"handoff\"".into(),
+        body,
+        refresh: None,
+        signed_in: None,
+    }
+    .render(StatusCode::OK);
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+async fn handoff<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    Path(raw): Path<String>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body, &["csrf", "t"], &[]) {
+        Ok(f) => f,
+        Err(e) => return bad_form(&e),
+    };
+    if !visit_ok(&app, &headers, &form["csrf"]) {
+        return forged();
+    }
+    let Some(id) = parse_id(&raw) else {
+        return link_dead();
+    };
+    let now = app.engine.now();
+    let Ok(expires_at) =
+        passage_core::secrets::handoff_check(app.engine.keys(), id.0, &form["t"], now)
+    else {
+        return link_dead();
+    };
+    match app
+        .engine
+        .submit(
+            id,
+            Input::OpenHandoff { expires_at },
+            actor(&headers, &client),
+            None,
+        )
+        .await
+    {
+        Ok(Outcome {
+            reply: Reply::Accepted { .. },
+            ..
+        }) => {
+            let mut resp = Redirect::to(&format!("/reset/{id}")).into_response();
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(app.options.secure, FLOW, &flow_value(&app, id), None),
+            );
+            resp
+        }
+        Ok(_) => link_dead(),
+        Err(e) => unavailable(e),
     }
 }

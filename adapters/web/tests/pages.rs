@@ -753,3 +753,115 @@ async fn the_live_check_and_the_status_poll_refuse_what_is_not_theirs() {
     let (j2, _) = b.start("bob@example.com").await;
     assert!(b.page(&j2).await.has("id=\"dev-hint\""));
 }
+
+/// The chat bot's hand-off: a single-use, short-lived link bound to one journey. Opening it
+/// (as a link preview would) changes nothing; the Continue button takes the journey over
+/// in this browser, once.
+#[tokio::test]
+async fn a_handoff_link_opens_its_journey_once_and_only_while_fresh() {
+    use passage_core::secrets::handoff_token;
+    let p = portal().await;
+    // A journey the chat bot started: no browser holds it.
+    let started = p
+        .engine
+        .start(
+            "password-reset",
+            passage_runtime::Actor::person("chat"),
+            None,
+        )
+        .await
+        .unwrap();
+    let id = started.journey_id;
+    p.engine
+        .submit(
+            id,
+            passage_runtime::Input::Email("alice@example.com".into()),
+            passage_runtime::Actor::person("chat"),
+            None,
+        )
+        .await
+        .unwrap();
+    let expires = p.engine.now().plus(std::time::Duration::from_secs(600));
+    let token = handoff_token(p.engine.keys(), id.0, expires);
+    let link = format!("/reset/{id}/continue?t={token}");
+
+    let b = p.browser();
+    assert_eq!(b.page(&id.to_string()).await.status, StatusCode::FORBIDDEN);
+    let before = p.event_types(&id.to_string()).await.len();
+    let preview = b.get(&link).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(preview.has("id=\"continue\""));
+    assert_eq!(
+        p.event_types(&id.to_string()).await.len(),
+        before,
+        "a GET consumes nothing (R24)"
+    );
+    let res = b
+        .post(
+            &format!("/reset/{id}/continue"),
+            &[("csrf", &preview.input("csrf")), ("t", &token)],
+        )
+        .await;
+    assert_eq!(
+        res.location(),
+        Some(format!("/reset/{id}").as_str()),
+        "{}",
+        res.body
+    );
+    assert!(b.page(&id.to_string()).await.has("data-kind=\"code\""));
+    assert!(
+        p.event_types(&id.to_string())
+            .await
+            .contains(&"HandoffLinkOpened".to_owned())
+    );
+
+    // Once only, even from another browser.
+    let other = p.browser_at("203.0.113.77:1");
+    let page = other.get(&link).await;
+    let again = other
+        .post(
+            &format!("/reset/{id}/continue"),
+            &[("csrf", &page.input("csrf")), ("t", &token)],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::GONE);
+    assert_eq!(
+        other.page(&id.to_string()).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Forged, for another journey, and expired links are dead on sight.
+    let forged = format!("{}-{}", expires.as_millis(), "0".repeat(32));
+    assert_eq!(
+        other
+            .get(&format!("/reset/{id}/continue?t={forged}"))
+            .await
+            .status,
+        StatusCode::GONE
+    );
+    let another = uuid::Uuid::new_v4();
+    assert_eq!(
+        other
+            .get(&format!("/reset/{another}/continue?t={token}"))
+            .await
+            .status,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        other.get(&format!("/reset/{id}/continue")).await.status,
+        StatusCode::GONE
+    );
+    let fresh = handoff_token(
+        p.engine.keys(),
+        id.0,
+        p.engine.now().plus(std::time::Duration::from_secs(60)),
+    );
+    p.clock.advance(std::time::Duration::from_secs(61));
+    assert_eq!(
+        other
+            .get(&format!("/reset/{id}/continue?t={fresh}"))
+            .await
+            .status,
+        StatusCode::GONE
+    );
+}

@@ -282,6 +282,38 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 pub(crate) mod tests {
     use super::*;
 
+    #[test]
+    fn handoff_tokens_bind_journey_and_expiry() {
+        let keys = Keys::derive(b"k");
+        let j = Uuid::from_u128(7);
+        let at = crate::time::Timestamp(1_000_000);
+        let t = handoff_token(&keys, j, at);
+        assert_eq!(
+            handoff_check(&keys, j, &t, crate::time::Timestamp(999_999)),
+            Ok(at)
+        );
+        assert_eq!(
+            handoff_check(&keys, j, &t, at),
+            Err(HandoffRefusal::Expired),
+            "expired at its expiry"
+        );
+        assert_eq!(
+            handoff_check(&keys, Uuid::from_u128(8), &t, crate::time::Timestamp(0)),
+            Err(HandoffRefusal::Malformed)
+        );
+        let later = t.replacen("1000000", "9000000", 1);
+        assert_eq!(
+            handoff_check(&keys, j, &later, crate::time::Timestamp(0)),
+            Err(HandoffRefusal::Malformed),
+            "the expiry is under the tag"
+        );
+        assert_eq!(
+            handoff_check(&Keys::derive(b"other"), j, &t, crate::time::Timestamp(0)),
+            Err(HandoffRefusal::Malformed)
+        );
+        assert!(handoff_check(&keys, j, "", crate::time::Timestamp(0)).is_err());
+    }
+
     /// Deterministic entropy for tests (SplitMix64).
     #[derive(Debug, Clone)]
     pub struct TestEntropy(pub u64);
@@ -380,4 +412,49 @@ pub(crate) mod tests {
         assert!(verify_password("correct horse battery staple", &h));
         assert!(!verify_password("correct horse battery stapler", &h));
     }
+}
+
+/// A link token that lets another device (the browser a chat bot hands a person to) take
+/// over a journey until `expires_at`: `{expires_ms}-{HMAC(journey, expires)}`. Single use is
+/// the journey's to enforce (it records `HandoffLinkOpened`).
+pub fn handoff_token(keys: &Keys, journey: Uuid, expires_at: crate::time::Timestamp) -> String {
+    let at = expires_at.as_millis();
+    let tag = keys.web_tag(
+        "handoff",
+        &[journey.as_bytes().as_slice(), &at.to_be_bytes()].concat(),
+    );
+    format!("{at}-{}", &tag[..32])
+}
+
+/// Why a handoff token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffRefusal {
+    Malformed,
+    Expired,
+}
+
+/// The token's expiry when it is genuine for `journey` and not expired at `now`.
+pub fn handoff_check(
+    keys: &Keys,
+    journey: Uuid,
+    token: &str,
+    now: crate::time::Timestamp,
+) -> Result<crate::time::Timestamp, HandoffRefusal> {
+    let (at, _) = token.split_once('-').ok_or(HandoffRefusal::Malformed)?;
+    let at: i64 = at.parse().map_err(|_| HandoffRefusal::Malformed)?;
+    let expires = crate::time::Timestamp(at);
+    let expected = handoff_token(keys, journey, expires);
+    let same = expected.len() == token.len()
+        && expected
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(HandoffRefusal::Malformed);
+    }
+    if now >= expires {
+        return Err(HandoffRefusal::Expired);
+    }
+    Ok(expires)
 }

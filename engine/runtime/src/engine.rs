@@ -129,6 +129,10 @@ pub enum Input {
     Nudge,
     /// Support takes the journey's alert.
     AcknowledgeAlert,
+    /// A genuine, unexpired handoff link was opened (checked by the caller).
+    OpenHandoff {
+        expires_at: Timestamp,
+    },
 }
 
 impl std::fmt::Debug for Input {
@@ -149,6 +153,7 @@ impl std::fmt::Debug for Input {
             Input::Stalled { .. } => "Stalled",
             Input::Nudge => "Nudge",
             Input::AcknowledgeAlert => "AcknowledgeAlert",
+            Input::OpenHandoff { .. } => "OpenHandoff",
         };
         f.write_str(name)
     }
@@ -595,6 +600,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             Input::Stalled { escalate_after } => Command::Stalled { escalate_after },
             Input::Nudge => Command::Nudge,
             Input::AcknowledgeAlert => Command::AcknowledgeAlert,
+            Input::OpenHandoff { expires_at } => Command::OpenHandoff { expires_at },
         })
     }
 

@@ -173,6 +173,22 @@ pub fn decide(
     }
 
     let is_timer = matches!(cmd, Command::TimerFired { .. });
+    if let Command::OpenHandoff { expires_at } = cmd
+        && !state.status.is_finished()
+    {
+        if state.handoffs_used.contains(expires_at) {
+            return out.refuse(
+                state,
+                cmd,
+                "link-used",
+                "This link was already used. Ask for a new one.",
+            );
+        }
+        out.events.push(JourneyEvent::HandoffLinkOpened {
+            expires_at: *expires_at,
+        });
+        return out.accept();
+    }
     if state.status.is_finished() {
         if is_timer {
             return out.accept();

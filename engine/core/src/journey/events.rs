@@ -151,6 +151,11 @@ pub enum JourneyEvent {
     SupportAlertAcknowledged {
         dedup_key: String,
     },
+    /// A handoff link was used: the browser that opened it now holds the journey. The
+    /// link's expiry identifies it, so it opens once.
+    HandoffLinkOpened {
+        expires_at: Timestamp,
+    },
     /// A command refused by the state machine (R28, R49): kept for support and audit.
     InputRejected {
         step: Option<StepId>,
@@ -229,6 +234,7 @@ impl JourneyEvent {
             JourneyEvent::SupportAlertUpdated { .. } => "SupportAlertUpdated",
             JourneyEvent::SupportAlertEscalated { .. } => "SupportAlertEscalated",
             JourneyEvent::SupportAlertAcknowledged { .. } => "SupportAlertAcknowledged",
+            JourneyEvent::HandoffLinkOpened { .. } => "HandoffLinkOpened",
             JourneyEvent::MessageDelivered { .. } => "MessageDelivered",
             JourneyEvent::MessageFailed { .. } => "MessageFailed",
         }
@@ -334,6 +340,9 @@ impl JourneyEvent {
             }
             JourneyEvent::SupportAlertAcknowledged { dedup_key } => {
                 format!("support alert {dedup_key} acknowledged")
+            }
+            JourneyEvent::HandoffLinkOpened { expires_at } => {
+                format!("handoff link (valid until {expires_at}) opened in a browser")
             }
             JourneyEvent::InputRejected { input, reason, .. } => {
                 format!("{input} refused: {reason}")

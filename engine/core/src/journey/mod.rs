@@ -107,6 +107,12 @@ pub enum Command {
     Nudge,
     /// Support takes the journey's alert.
     AcknowledgeAlert,
+    /// A single-use handoff link (from the chat bot) was opened: the browser that opened it
+    /// takes the journey over. The runtime has checked the token; the journey checks it was
+    /// not used before.
+    OpenHandoff {
+        expires_at: crate::time::Timestamp,
+    },
 }
 
 impl Command {
@@ -128,6 +134,7 @@ impl Command {
             Command::Stalled { .. } => "stalled",
             Command::Nudge => "nudge",
             Command::AcknowledgeAlert => "acknowledge-alert",
+            Command::OpenHandoff { .. } => "open-handoff",
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct JourneyState {
     /// Chat-ops on the current step: nudged yet, and the support alert if one was raised.
     pub nudged: bool,
     pub alert: Option<AlertState>,
+    /// Handoff links already used, by expiry.
+    pub handoffs_used: Vec<Timestamp>,
 }
 
 /// The support alert of a journey (one per journey and step).
@@ -284,6 +286,7 @@ impl JourneyState {
                 });
             }
             JourneyEvent::SupportAlertUpdated { .. } => {}
+            JourneyEvent::HandoffLinkOpened { expires_at } => self.handoffs_used.push(*expires_at),
             JourneyEvent::SupportAlertEscalated { .. } => {
                 if let Some(a) = &mut self.alert {
                     a.escalated = true;

@@ -1038,3 +1038,21 @@ fn given_stalled_journey_when_scanned_then_nudge_alert_update_and_escalate_in_or
     ));
     assert!(d.effects.is_empty(), "nobody to send to");
 }
+
+#[test]
+fn given_handoff_link_when_opened_twice_then_second_refused_and_recorded() {
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    let at = Timestamp(T0 + 600_000);
+    let d = j.when(Command::OpenHandoff { expires_at: at });
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::HandoffLinkOpened { .. }]
+    ));
+    let d = j.when(Command::OpenHandoff { expires_at: at });
+    assert_eq!(rejected_with(&d), "link-used");
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::InputRejected { .. }]
+    ));
+}
