@@ -963,6 +963,10 @@ fn stall_deadline(
         }
         _ => {}
     }
+    // A message that cannot be delivered: support should hear now, not after a stall.
+    if after.status == journey::Status::Active && after.undeliverable && !before.undeliverable {
+        return (Some(now), false);
+    }
     if after.status == journey::Status::Failed && before.status == journey::Status::Active {
         // A lockout after wrong guesses is a security event, not a stuck person.
         let lockout = decision

@@ -826,3 +826,37 @@ async fn an_unacknowledged_alert_escalates_once_and_person_activity_restarts_the
     f.clock.advance(Duration::from_secs(3600));
     assert_eq!(scan().await.unwrap().due, 0);
 }
+
+/// An SMS (here: the email) that cannot be delivered is alerted at once, without waiting
+/// for the step's stall_after and without a pointless nudge.
+#[tokio::test]
+async fn an_undeliverable_message_alerts_support_at_once() {
+    let f = fixture("undeliverable").await;
+    let id = started(&f).await;
+    let broken = Flaky {
+        inner: f.outbox.clone(),
+        failures: Arc::new(AtomicU32::new(1)),
+        permanent: true,
+    };
+    worker(&f, broken).drain().await.unwrap();
+    let r = f
+        .engine
+        .scan_stalls(f.engine.now(), Duration::from_secs(600), 100)
+        .await
+        .unwrap();
+    assert_eq!(r.handled, 1, "due at once");
+    let events = events(&f, id).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, JourneyEvent::PersonNudged { .. }))
+    );
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            JourneyEvent::SupportAlerted { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("alerted");
+    assert!(reason.contains("could not be delivered"), "{reason}");
+}

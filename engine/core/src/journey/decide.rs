@@ -971,8 +971,13 @@ fn stalled(
         .and_then(|s| s.stall_after)
         .map(crate::time::format_duration)
         .unwrap_or_else(|| "a while".into());
-    let reason = format!("no progress at step `{step_id}` for {waited} or more");
-    if !state.nudged {
+    let reason = if state.undeliverable {
+        format!("a message for step `{step_id}` could not be delivered")
+    } else {
+        format!("no progress at step `{step_id}` for {waited} or more")
+    };
+    // A nudge cannot help someone whose code never arrived: straight to support.
+    if !state.nudged && !state.undeliverable {
         out.events.push(JourneyEvent::PersonNudged {
             step: step_id.clone(),
             by_support: false,

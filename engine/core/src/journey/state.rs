@@ -107,6 +107,9 @@ pub struct JourneyState {
     /// Chat-ops on the current step: nudged yet, and the support alert if one was raised.
     pub nudged: bool,
     pub alert: Option<AlertState>,
+    /// A message of the current step could not be delivered (a permanent failure): the
+    /// person is waiting for something that will not come.
+    pub undeliverable: bool,
     /// Handoff links already used, by expiry.
     pub handoffs_used: Vec<Timestamp>,
 }
@@ -139,6 +142,7 @@ impl JourneyState {
         self.last_send_at = None;
         self.nudged = false;
         self.alert = None;
+        self.undeliverable = false;
     }
 
     pub fn apply(&mut self, event: &JourneyEvent) {
@@ -298,7 +302,10 @@ impl JourneyState {
                 }
             }
             JourneyEvent::MessageDelivered { .. } => self.delivered += 1,
-            JourneyEvent::MessageFailed { .. } => self.delivery_failures += 1,
+            JourneyEvent::MessageFailed { permanent, .. } => {
+                self.delivery_failures += 1;
+                self.undeliverable |= *permanent;
+            }
         }
     }
 }
