@@ -217,6 +217,53 @@ pub struct TwilioConfig {
     pub request_timeout_secs: u64,
 }
 
+/// Which incoming-webhook service receives support alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertWebhookKind {
+    /// A Discord channel webhook (`https://discord.com/api/webhooks/<id>/<token>`).
+    Discord,
+    /// A Slack incoming webhook (`https://hooks.slack.com/services/T…/B…/…`).
+    Slack,
+}
+
+impl AlertWebhookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertWebhookKind::Discord => "discord",
+            AlertWebhookKind::Slack => "slack",
+        }
+    }
+}
+
+fn default_alert_timeout() -> u64 {
+    10
+}
+
+/// Support alerts through a Discord or Slack incoming webhook, for deployments without a
+/// chat bot (no buttons there: the alert links to the journey in the support console).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The webhook URL. Its path holds the webhook's token, so it is a secret:
+    /// `{ env = "PASSAGE_ALERT_WEBHOOK_URL" }` or `{ file = "/run/secrets/alert-webhook" }`.
+    pub webhook_url: SecretSource,
+    /// `discord` or `slack`; inferred from the URL's host (`discord.com`,
+    /// `hooks.slack.com`) when omitted.
+    #[serde(default)]
+    pub kind: Option<AlertWebhookKind>,
+    /// Mentioned when an alert is escalated: a Discord role id (digits) or a Slack user
+    /// group id (`S…`). Without it nobody is ever mentioned.
+    #[serde(default)]
+    pub mention_role: Option<String>,
+    /// The support console's origin (and path prefix): alerts link to
+    /// `{console_url}/console/journeys/{journey id}`. Without it alerts carry no link.
+    #[serde(default)]
+    pub console_url: Option<String>,
+    #[serde(default = "default_alert_timeout")]
+    pub request_timeout_secs: u64,
+}
+
 /// Everything the channel stack needs. The default is the development setup: every
 /// channel goes to the dev outbox, with the default limits.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -227,6 +274,8 @@ pub struct ChannelsConfig {
     pub voice: PhoneProvider,
     pub smtp: Option<SmtpConfig>,
     pub twilio: Option<TwilioConfig>,
+    /// Support alerts through an incoming webhook instead of the dev outbox.
+    pub alerts: Option<AlertsConfig>,
     pub limits: LimitsConfig,
     pub breaker: BreakerConfig,
 }
@@ -259,6 +308,10 @@ impl ChannelsConfig {
     ///   `PASSAGE_TWILIO_AUTH_TOKEN_FILE`, `PASSAGE_TWILIO_FROM`,
     ///   `PASSAGE_TWILIO_MESSAGING_SERVICE_SID`, `PASSAGE_TWILIO_VOICE_FROM`,
     ///   `PASSAGE_PUBLIC_BASE_URL`, `PASSAGE_TWILIO_API_BASE`.
+    /// * Support alert webhook: `PASSAGE_ALERT_WEBHOOK_URL` or
+    ///   `PASSAGE_ALERT_WEBHOOK_URL_FILE` (setting one enables the `[alerts]` section),
+    ///   `PASSAGE_ALERT_WEBHOOK_KIND` (`discord` | `slack`), `PASSAGE_ALERT_MENTION_ROLE`,
+    ///   `PASSAGE_CONSOLE_URL`.
     /// * Limits: `PASSAGE_PHONE_PREFIXES` (comma-separated, e.g. `+61,+64`).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         if let Some(path) = lookup("PASSAGE_CHANNELS_CONFIG") {
@@ -374,6 +427,44 @@ impl ChannelsConfig {
                 say_language: None,
                 request_timeout_secs: default_request_timeout(),
             });
+        }
+        let alert_kind = match lookup("PASSAGE_ALERT_WEBHOOK_KIND") {
+            None => None,
+            Some(v) => Some(match parse("PASSAGE_ALERT_WEBHOOK_KIND", v)?.as_str() {
+                "discord" => AlertWebhookKind::Discord,
+                "slack" => AlertWebhookKind::Slack,
+                other => {
+                    return Err(Error::Config(format!(
+                        "PASSAGE_ALERT_WEBHOOK_KIND must be discord or slack, not {other}"
+                    )));
+                }
+            }),
+        };
+        let mention_role = lookup("PASSAGE_ALERT_MENTION_ROLE").map(|r| r.trim().to_owned());
+        match secret("PASSAGE_ALERT_WEBHOOK_URL")? {
+            Some(webhook_url) => {
+                config.alerts = Some(AlertsConfig {
+                    webhook_url,
+                    kind: alert_kind,
+                    mention_role,
+                    console_url: lookup("PASSAGE_CONSOLE_URL"),
+                    request_timeout_secs: default_alert_timeout(),
+                });
+            }
+            None => {
+                // A half-configured webhook would silently leave alerts in the dev outbox.
+                for (name, set) in [
+                    ("PASSAGE_ALERT_WEBHOOK_KIND", alert_kind.is_some()),
+                    ("PASSAGE_ALERT_MENTION_ROLE", mention_role.is_some()),
+                ] {
+                    if set {
+                        return Err(Error::Config(format!(
+                            "{name} is set but PASSAGE_ALERT_WEBHOOK_URL \
+                             (or PASSAGE_ALERT_WEBHOOK_URL_FILE) is not"
+                        )));
+                    }
+                }
+            }
         }
         if let Some(prefixes) = lookup("PASSAGE_PHONE_PREFIXES") {
             config.limits.allowed_prefixes = prefixes

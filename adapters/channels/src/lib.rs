@@ -9,6 +9,8 @@
 //! * [`SmtpChannel`]: email over SMTP (lettre, rustls; no OpenSSL).
 //! * [`TwilioChannel`]: SMS and voice calls through a Twilio-compatible REST API, and
 //!   [`twilio_webhooks`], the signed callbacks that report keys pressed and call outcomes.
+//! * [`WebhookAlerts`]: support alerts through a Discord or Slack incoming webhook, for
+//!   deployments without a chat bot.
 //! * Wrappers: [`CircuitBreaker`] (stop calling a provider that keeps failing) and
 //!   [`LimitedChannel`] (per-recipient, per-journey, per-prefix and global budgets, and the
 //!   destination allow-list; R17, R18).
@@ -18,6 +20,7 @@
 //! Production channels never store message bodies. Recipients are masked in logs, bodies and
 //! secrets never logged (R50). See `docs/channels.md`.
 
+mod alerts;
 mod breaker;
 mod clock;
 mod config;
@@ -30,11 +33,12 @@ mod set;
 mod template;
 mod twilio;
 
+pub use alerts::{WebhookAlerts, mask_webhook_url};
 pub use breaker::{BreakerConfig, CircuitBreaker, CircuitState};
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use config::{
-    ChannelsConfig, EmailProvider, PhoneProvider, Secret, SecretSource, SmtpConfig, SmtpSecurity,
-    TwilioConfig,
+    AlertWebhookKind, AlertsConfig, ChannelsConfig, EmailProvider, PhoneProvider, Secret,
+    SecretSource, SmtpConfig, SmtpSecurity, TwilioConfig,
 };
 pub use dev::{DevMessage, DevOutbox, MessageFilter, find_code};
 pub use email::SmtpChannel;

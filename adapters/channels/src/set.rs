@@ -5,10 +5,12 @@
 //! ```text
 //! LimitedChannel ── ChannelSet ─┬─ email: DevOutbox | CircuitBreaker<SmtpChannel>
 //!                               ├─ sms:   DevOutbox | CircuitBreaker<TwilioChannel>
-//!                               └─ voice: DevOutbox | CircuitBreaker<TwilioChannel>
+//!                               ├─ voice: DevOutbox | CircuitBreaker<TwilioChannel>
+//!                               └─ support (alerts): DevOutbox | CircuitBreaker<WebhookAlerts>
 //! ```
 
 use crate::Error;
+use crate::alerts::WebhookAlerts;
 use crate::breaker::CircuitBreaker;
 use crate::clock::SharedClock;
 use crate::config::{ChannelsConfig, EmailProvider, PhoneProvider};
@@ -35,14 +37,18 @@ pub enum Route {
     Dev(DevOutbox),
     Smtp(CircuitBreaker<SmtpChannel>),
     Twilio(CircuitBreaker<TwilioChannel>),
+    /// Support alerts through a Discord or Slack incoming webhook.
+    Webhook(CircuitBreaker<WebhookAlerts>),
 }
 
 impl Route {
+    /// `dev`, `smtp`, `twilio`, `discord-webhook` or `slack-webhook`.
     pub fn provider(&self) -> &'static str {
         match self {
             Route::Dev(_) => "dev",
             Route::Smtp(_) => "smtp",
             Route::Twilio(_) => "twilio",
+            Route::Webhook(c) => c.inner().provider(),
         }
     }
 }
@@ -53,6 +59,7 @@ impl Channel for Route {
             Route::Dev(c) => c.deliver(message).await,
             Route::Smtp(c) => c.deliver(message).await,
             Route::Twilio(c) => c.deliver(message).await,
+            Route::Webhook(c) => c.deliver(message).await,
         }
     }
 }
@@ -164,15 +171,25 @@ impl ChannelSet {
             phone(config.sms, "sms")?,
             phone(config.voice, "voice")?,
         );
-        // Alerts land in the dev outbox whenever it is open (the chat bot and webhook
-        // transports read or replace it).
-        if let Some(dev) = dev.clone() {
+        // Alerts go to the incoming webhook when one is configured, otherwise to the dev
+        // outbox whenever it is open (the chat bot reads it there).
+        if let Some(alerts) = &config.alerts {
+            let webhook = WebhookAlerts::new(alerts)?;
+            let name = webhook.provider();
+            set = set.with_support(Route::Webhook(CircuitBreaker::new(
+                webhook,
+                name,
+                config.breaker,
+                clock.clone(),
+            )));
+        } else if let Some(dev) = dev.clone() {
             set = set.with_support(Route::Dev(dev));
         }
         info!(
             email = set.email.provider(),
             sms = set.sms.provider(),
             voice = set.voice.provider(),
+            support = set.support.as_ref().map_or("none", Route::provider),
             "channels configured"
         );
         Ok(set)
@@ -183,14 +200,19 @@ impl ChannelSet {
         self.webhooks.clone()
     }
 
-    /// `email=smtp sms=twilio voice=dev`, for start-up output.
+    /// `email=smtp sms=twilio voice=dev`, for start-up output; ` support=discord-webhook`
+    /// is added when alerts go to a webhook.
     pub fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "email={} sms={} voice={}",
             self.email.provider(),
             self.sms.provider(),
             self.voice.provider()
-        )
+        );
+        if let Some(route @ Route::Webhook(_)) = &self.support {
+            out.push_str(&format!(" support={}", route.provider()));
+        }
+        out
     }
 
     pub fn route(&self, channel: &str) -> Option<&Route> {

@@ -120,6 +120,21 @@ impl EventStore for AnyStore {
         delegate!(self, s => s.list_journeys(filter).await)
     }
 
+    async fn head(&self) -> Result<Option<(u64, passage_core::ports::Hash)>, StoreError> {
+        delegate!(self, s => s.head().await)
+    }
+
+    async fn save_checkpoint(
+        &self,
+        checkpoint: &passage_core::ports::Checkpoint,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_checkpoint(checkpoint).await)
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<passage_core::ports::Checkpoint>, StoreError> {
+        delegate!(self, s => s.checkpoints().await)
+    }
+
     async fn due_stalls(
         &self,
         now: Timestamp,

@@ -1343,3 +1343,41 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
         "then only the later reset's session was left to revoke"
     );
 }
+
+/// The head of the log and checkpoints: `head` is the last event's position and hash;
+/// checkpoints are kept once per position, listed oldest first.
+pub async fn checkpoints_roundtrip<S: EventStore>(store: S) {
+    use passage_core::ports::Checkpoint;
+    assert_eq!(store.head().await.expect("head failed"), None, "empty log");
+    let stream = new_stream();
+    append_ok(&store, request(stream, 0, 3), "three events").await;
+    let all = store.read_all(0, 10).await.expect("read_all failed");
+    let last = all.last().expect("events");
+    assert_eq!(
+        store.head().await.expect("head failed"),
+        Some((last.position, last.hash))
+    );
+    let c = |position: u64, hash| Checkpoint {
+        position,
+        hash,
+        created_at: at(secs(position)),
+        public_key: "ab".repeat(32),
+        signature: "cd".repeat(64),
+    };
+    store
+        .save_checkpoint(&c(3, last.hash))
+        .await
+        .expect("save failed");
+    store
+        .save_checkpoint(&c(1, all[0].hash))
+        .await
+        .expect("save failed");
+    store
+        .save_checkpoint(&c(3, last.hash))
+        .await
+        .expect("saving the same checkpoint again is fine");
+    assert_eq!(
+        store.checkpoints().await.expect("checkpoints failed"),
+        vec![c(1, all[0].hash), c(3, last.hash)]
+    );
+}

@@ -44,6 +44,7 @@ contract!(
     definitions_roundtrip,
     journeys_summary,
     journeys_by_subject,
+    checkpoints_roundtrip,
     lease_fencing,
     wait_for_work_wakes_on_append,
 );

@@ -234,7 +234,11 @@ async fn migrations_apply_once_and_refuse_edited_or_newer_schemas() {
         .fetch_all(&mut raw)
         .await
         .expect("read schema_migrations");
-    assert_eq!(versions, vec![1, 2, 3, 4], "each migration recorded once");
+    assert_eq!(
+        versions,
+        vec![1, 2, 3, 4, 5],
+        "each migration recorded once"
+    );
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw)
         .await

@@ -122,6 +122,16 @@ impl Verifier {
         }
     }
 
+    /// A verifier that continues a chain: the next event must be at `position` and link to
+    /// `prev` (an export that starts after position 1).
+    pub fn resume(position: u64, prev: Hash) -> Self {
+        Self {
+            expected_position: position,
+            prev,
+            checked: 0,
+        }
+    }
+
     /// Checks the next event; stops at the first fault.
     pub fn check(&mut self, e: &StoredEvent) -> Result<(), BadPosition> {
         if e.position != self.expected_position {

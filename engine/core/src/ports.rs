@@ -208,6 +208,18 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
 
+    /// The last event's position and hash, `None` for an empty log.
+    fn head(&self) -> impl Future<Output = Result<Option<(u64, Hash)>, StoreError>> + Send;
+
+    /// Keeps a signed checkpoint of the chain head (idempotent per position).
+    fn save_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every checkpoint, oldest first.
+    fn checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
+
     /// Keeps a definition's source under its content hash (idempotent).
     fn save_definition(
         &self,
@@ -389,6 +401,29 @@ pub trait AccountDirectory: Clone + Send + Sync + 'static {
         now: Timestamp,
         reason: &str,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+}
+
+/// A signed statement "the chain's event at `position` hashes to `hash`", made at
+/// `created_at` (docs/audit.md). The signature covers [`Checkpoint::signed_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: u64,
+    pub hash: Hash,
+    pub created_at: Timestamp,
+    /// Ed25519 public key, hex.
+    pub public_key: String,
+    /// Ed25519 signature, hex.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    pub fn signed_bytes(position: u64, hash: &Hash, created_at: Timestamp) -> Vec<u8> {
+        let mut b = b"passage-checkpoint-v1".to_vec();
+        b.extend_from_slice(&position.to_be_bytes());
+        b.extend_from_slice(hash);
+        b.extend_from_slice(&created_at.as_millis().to_be_bytes());
+        b
+    }
 }
 
 /// A portal session. Only the token's hash is kept.

@@ -35,6 +35,7 @@ pub struct Keys {
     seal_key: [u8; 32],
     subject_key: [u8; 32],
     web_key: [u8; 32],
+    audit_seed: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -51,7 +52,14 @@ impl Keys {
             seal_key: hmac(master, &[b"passage/outbox-seal/v1"]),
             subject_key: hmac(master, &[b"passage/subject/v1"]),
             web_key: hmac(master, &[b"passage/web/v1"]),
+            audit_seed: hmac(master, &[b"passage/audit-signing/v1"]),
         }
+    }
+
+    /// The seed of the deployment's audit signing key (Ed25519, in the binary): derived from
+    /// the same secret, so there is nothing more to configure or lose.
+    pub fn audit_signing_seed(&self) -> [u8; 32] {
+        self.audit_seed
     }
 
     /// A tag that binds `data` to `purpose` for the web layer (a browser's hold on a journey,

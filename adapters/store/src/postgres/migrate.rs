@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "stalls",
         sql: include_str!("../../migrations/postgres/0004_stalls.sql"),
     },
+    Migration {
+        version: 5,
+        name: "checkpoints",
+        sql: include_str!("../../migrations/postgres/0005_checkpoints.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

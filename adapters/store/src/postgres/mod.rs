@@ -324,6 +324,63 @@ impl PgStore {
         rows.iter().map(rows::event).collect()
     }
 
+    async fn head_inner(&self) -> Result<Option<(u64, passage_core::ports::Hash)>, Error> {
+        let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let position: i64 = sqlx::Row::try_get(&row, "position")?;
+        let hash: Vec<u8> = sqlx::Row::try_get(&row, "hash")?;
+        let hash: passage_core::ports::Hash = hash
+            .try_into()
+            .map_err(|_| Error::Corrupt("events.hash is not 32 bytes".into()))?;
+        Ok(Some((u64::try_from(position).unwrap_or(0), hash)))
+    }
+
+    async fn save_checkpoint_inner(
+        &self,
+        c: &passage_core::ports::Checkpoint,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO checkpoints (position, hash, created_at, public_key, signature) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING",
+        )
+        .bind(i64::try_from(c.position).unwrap_or(i64::MAX))
+        .bind(c.hash.to_vec())
+        .bind(c.created_at.as_millis())
+        .bind(&c.public_key)
+        .bind(&c.signature)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoints_inner(&self) -> Result<Vec<passage_core::ports::Checkpoint>, Error> {
+        let rows = sqlx::query(
+            "SELECT position, hash, created_at, public_key, signature FROM checkpoints \
+             ORDER BY position",
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let position: i64 = sqlx::Row::try_get(r, "position")?;
+                let hash: Vec<u8> = sqlx::Row::try_get(r, "hash")?;
+                Ok(passage_core::ports::Checkpoint {
+                    position: u64::try_from(position).unwrap_or(0),
+                    hash: hash
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("checkpoints.hash is not 32 bytes".into()))?,
+                    created_at: Timestamp(sqlx::Row::try_get(r, "created_at")?),
+                    public_key: sqlx::Row::try_get(r, "public_key")?,
+                    signature: sqlx::Row::try_get(r, "signature")?,
+                })
+            })
+            .collect()
+    }
+
     async fn read_all_inner(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -607,6 +664,21 @@ impl EventStore for PgStore {
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(self.read_all_inner(after, limit).await?)
+    }
+
+    async fn head(&self) -> Result<Option<(u64, passage_core::ports::Hash)>, StoreError> {
+        Ok(self.head_inner().await?)
+    }
+
+    async fn save_checkpoint(
+        &self,
+        checkpoint: &passage_core::ports::Checkpoint,
+    ) -> Result<(), StoreError> {
+        Ok(self.save_checkpoint_inner(checkpoint).await?)
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<passage_core::ports::Checkpoint>, StoreError> {
+        Ok(self.checkpoints_inner().await?)
     }
 
     async fn save_definition(

@@ -27,6 +27,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "stalls",
         sql: include_str!("../../migrations/sqlite/0004_stalls.sql"),
     },
+    Migration {
+        version: 5,
+        name: "checkpoints",
+        sql: include_str!("../../migrations/sqlite/0005_checkpoints.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.
