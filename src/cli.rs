@@ -106,6 +106,11 @@ pub enum Command {
     /// worker in the same process, until Ctrl-C or SIGTERM. Open http://127.0.0.1:8080/ and
     /// select "Forgot Password?". Several `serve` nodes can share one database.
     Serve(Box<ServeArgs>),
+    /// Run the Discord bot (`/reset`, buttons, code modals; support alerts, buttons and
+    /// `/journey` commands) with a worker and the stall scanner, until Ctrl-C or SIGTERM.
+    /// Needs PASSAGE_DISCORD_TOKEN, PASSAGE_DISCORD_SUPPORT_CHANNEL,
+    /// PASSAGE_DISCORD_SUPPORT_ROLE and PASSAGE_PUBLIC_URL (see docs/chatops.md).
+    Bot(Box<BotArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -177,6 +182,22 @@ pub struct ServeArgs {
     pub stall_scan: cron::Schedule,
     /// How long a support alert may wait unacknowledged before it is escalated (the alert
     /// then mentions the support role).
+    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub escalate_after: std::time::Duration,
+    /// How often to sign a checkpoint of the chain's head (docs/audit.md); skipped when no
+    /// event was added since the last one.
+    #[arg(long, env = "PASSAGE_CHECKPOINT_EVERY", default_value = "10m", value_parser = parse_duration)]
+    pub checkpoint_every: std::time::Duration,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BotArgs {
+    /// When the stall scanner runs (cron with seconds, as for `serve`).
+    #[arg(long, env = "PASSAGE_STALL_SCAN", default_value = "*/15 * * * * *", value_parser = parse_schedule)]
+    pub stall_scan: cron::Schedule,
+    /// How long a support alert may wait unacknowledged before it mentions the support role.
     #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub escalate_after: std::time::Duration,
     #[command(flatten)]
@@ -388,6 +409,37 @@ pub enum AuditCommand {
     /// Recompute the hash chain over the whole log and report the first position that was
     /// modified, removed or reordered.
     Verify,
+    /// Export events with their positions and chain hashes for an auditor, plus
+    /// FILE.manifest.json (range, count, first and last hash, the file's SHA-256) signed with
+    /// the deployment's Ed25519 audit key. Check it anywhere with `audit verify-export`.
+    Export {
+        /// First position to export.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last position to export (default: the end of the log).
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long, value_enum, default_value_t = crate::audit::Format::Jsonl)]
+        format: crate::audit::Format,
+        /// Where to write the events; the manifest goes to OUT.manifest.json.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Verify an export offline (no database): the manifest's signature with the public key,
+    /// the file against the manifest, and the hash chain through every event.
+    VerifyExport {
+        file: PathBuf,
+        /// The deployment's audit public key (hex), as `passage audit public-key` prints it.
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Print the deployment's audit public key (hex), for reviewers who verify exports.
+    PublicKey,
+    /// Sign the chain's current head (position, hash, time) and keep it; prints the
+    /// checkpoint line to publish elsewhere. `audit verify` then also checks that the event
+    /// at every checkpoint still has its signed hash and that none was cut off the end.
+    /// `passage serve` does this on its own every --checkpoint-every.
+    Checkpoint,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,12 +2,14 @@
 //! rule is in `passage-core`.
 
 mod app;
+mod audit;
 mod bench;
 mod bench_stalls;
 mod callbacks;
 mod chat;
 mod cli;
 mod demo;
+mod discord_bot;
 mod render;
 mod seed;
 mod stalls;
@@ -105,6 +107,16 @@ fn journey_id(s: &str) -> anyhow::Result<JourneyId> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Workflows(WorkflowsCommand::Check { files }) = &cli.command {
         return check_workflows(files);
+    }
+    if let Command::Audit(AuditCommand::VerifyExport { file, public_key }) = &cli.command {
+        // Offline by design: no store, no secret.
+        let m = audit::verify_export(file, public_key)
+            .map_err(|e| Refused(format!("verify-export FAILED: {e:#}")))?;
+        println!(
+            "verify-export ok: {} events, positions {}..={}, last hash {}, signed by {}",
+            m.count, m.from_position, m.to_position, m.last_hash, m.public_key
+        );
+        return Ok(());
     }
     if let Command::Bench(args) = &cli.command {
         // Scratch stores only: a benchmark never touches the configured database.
@@ -221,6 +233,45 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             finish(app, outcome, false).await
         }
         Command::Audit(AuditCommand::Verify) => audit_verify(app).await,
+        Command::Audit(AuditCommand::Export {
+            from,
+            to,
+            format,
+            out,
+        }) => {
+            let key = audit::signing_key(app.engine.keys());
+            let m =
+                audit::export(&app.store, &key, from, to, format, &out, app.engine.now()).await?;
+            println!(
+                "exported {} events (positions {}..={}) to {}; manifest {}.manifest.json, signed by {}",
+                m.count,
+                m.from_position,
+                m.to_position,
+                out.display(),
+                out.display(),
+                m.public_key
+            );
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Checkpoint) => {
+            let key = audit::signing_key(app.engine.keys());
+            match audit::checkpoint(&app.store, &key, app.engine.now()).await? {
+                Some(c) => println!("{}", audit::checkpoint_line(&c)),
+                None => println!("the log is empty: nothing to checkpoint"),
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::PublicKey) => {
+            let key = audit::signing_key(app.engine.keys());
+            println!(
+                "{}",
+                passage_core::secrets::hex(key.verifying_key().as_bytes())
+            );
+            Ok(())
+        }
+        Command::Audit(AuditCommand::VerifyExport { .. }) => {
+            unreachable!("handled before opening the store")
+        }
         Command::Workflows(WorkflowsCommand::List) => {
             for d in app.engine.definitions() {
                 println!(
@@ -235,6 +286,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         }
         Command::Workflows(WorkflowsCommand::Check { .. }) => Ok(()),
         Command::Serve(args) => serve(app, *args).await,
+        Command::Bot(args) => discord_bot::run(app, &args, worker_options(&args.worker)).await,
         Command::Bench(_) => Ok(()),
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
@@ -306,6 +358,16 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         args.escalate_after,
         rx.clone(),
     ));
+    let checkpoints = {
+        let engine = app.engine.clone();
+        tokio::spawn(audit::checkpoint_loop(
+            app.store.clone(),
+            audit::signing_key(app.engine.keys()),
+            move || engine.now(),
+            args.checkpoint_every,
+            rx.clone(),
+        ))
+    };
     let worker = tokio::spawn(worker.run(rx));
     // The API may play the phone only while calls go to the development outbox.
     let simulated_phone = matches!(
@@ -372,6 +434,7 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     let _ = tx.send(true);
     worker.await.context("stop the worker")?;
     scanner.await.context("stop the stall scanner")?;
+    checkpoints.await.context("stop the checkpoints")?;
     Ok(())
 }
 
@@ -568,6 +631,18 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Input> {
 
 async fn audit_verify(app: &App) -> anyhow::Result<()> {
     const PAGE: usize = 2_000;
+    let key = audit::signing_key(app.engine.keys()).verifying_key();
+    let checkpoints = app.store.checkpoints().await?;
+    if let Some(forged) = checkpoints
+        .iter()
+        .find(|c| !audit::checkpoint_signed_by(c, &key))
+    {
+        return Err(Refused(format!(
+            "audit verify FAILED: the checkpoint at position {} is not signed by this deployment's audit key",
+            forged.position
+        ))
+        .into());
+    }
     let mut verifier = Verifier::new();
     let mut after = 0;
     let show_progress = std::io::stderr().is_terminal();
@@ -577,6 +652,15 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
             break;
         }
         for e in &page {
+            if let Some(c) = checkpoints.iter().find(|c| c.position == e.position)
+                && c.hash != e.hash
+            {
+                return Err(Refused(format!(
+                    "audit verify FAILED at position {}: the event there does not match the checkpoint signed at {} (the chain was rewritten from there or earlier)",
+                    e.position, c.created_at
+                ))
+                .into());
+            }
             if let Err(bad) = verifier.check(e) {
                 if show_progress {
                     eprintln!();
@@ -599,11 +683,22 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
     if show_progress {
         eprintln!();
     }
+    if let Some(c) = checkpoints.iter().find(|c| c.position > verifier.checked()) {
+        return Err(Refused(format!(
+            "audit verify FAILED: the log ends at position {} but a checkpoint signed at {} covers position {}: events were removed from the end",
+            verifier.checked(),
+            c.created_at,
+            c.position
+        ))
+        .into());
+    }
     println!(
-        "audit verify ok: {} events, positions 1..={} gap-free, head hash {}",
+        "audit verify ok: {} events, positions 1..={} gap-free, head hash {}, {} signed checkpoint{} match",
         verifier.checked(),
         verifier.checked(),
-        chain::to_hex(&verifier.head())
+        chain::to_hex(&verifier.head()),
+        checkpoints.len(),
+        if checkpoints.len() == 1 { "" } else { "s" }
     );
     Ok(())
 }

@@ -38,6 +38,11 @@ impl Log {
                     .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
             }
         }
+        // The same deployment: its secret (and so its audit key) comes along.
+        let key = self.dir.join("passage.key");
+        if key.exists() {
+            std::fs::copy(&key, to.join("passage.key")).expect("copy the key");
+        }
         to.join("passage.db")
     }
 
@@ -199,4 +204,188 @@ async fn swapped_events_are_named_by_the_first_position() {
     pool.close().await;
 
     assert_fails_at(&log.verify(&db), 5, "does not match its stored hash");
+}
+
+/// Export → verify-export round trip, offline, for JSONL and CSV; a changed line, a removed
+/// line, a changed manifest and another key each fail verification with a clear reason.
+#[test]
+fn an_export_verifies_offline_and_any_change_to_it_is_caught() {
+    let log = Log::new("export");
+    let key = log.passage.run(&["audit", "public-key"]);
+    key.expect_ok();
+    let public_key = key.stdout.trim().to_owned();
+    assert_eq!(public_key.len(), 64, "{key}");
+    let offline = |file: &Path, key: &str| {
+        // No --db: verification needs nothing but the files and the key.
+        let run = log.passage.run(&[
+            "audit",
+            "verify-export",
+            file.to_str().unwrap(),
+            "--public-key",
+            key,
+        ]);
+        run.no_panic();
+        run
+    };
+    for format in ["jsonl", "csv"] {
+        let file = log.dir.join(&format!("export.{format}"));
+        log.passage
+            .run(&[
+                "audit",
+                "export",
+                "--format",
+                format,
+                "--out",
+                file.to_str().unwrap(),
+            ])
+            .expect_ok()
+            .stdout_has("exported 13 events (positions 1..=13)");
+        offline(&file, &public_key)
+            .expect_ok()
+            .stdout_has("verify-export ok: 13 events, positions 1..=13");
+
+        let original = std::fs::read_to_string(&file).unwrap();
+        // One byte of one event.
+        let changed = original.replacen("a•••e", "b•••e", 1);
+        assert_ne!(changed, original);
+        std::fs::write(&file, &changed).unwrap();
+        offline(&file, &public_key)
+            .expect_code(1)
+            .stderr_has("does not match its manifest");
+        // A removed line.
+        let mut lines: Vec<&str> = original.lines().collect();
+        lines.remove(5);
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        offline(&file, &public_key).expect_code(1);
+        std::fs::write(&file, &original).unwrap();
+        offline(&file, &public_key).expect_ok();
+
+        // The manifest edited to match a shorter file: its signature fails.
+        let mpath = PathBuf::from(format!("{}.manifest.json", file.display()));
+        let manifest = std::fs::read_to_string(&mpath).unwrap();
+        std::fs::write(&mpath, manifest.replace("\"count\": 13", "\"count\": 12")).unwrap();
+        offline(&file, &public_key)
+            .expect_code(1)
+            .stderr_has("signature does not verify");
+        std::fs::write(&mpath, &manifest).unwrap();
+        // Another deployment's key.
+        offline(&file, &"ab".repeat(32)).expect_code(1);
+        offline(&file, "not-hex")
+            .expect_code(1)
+            .stderr_has("public key");
+    }
+    // A range export links to the chain before it.
+    let part = log.dir.join("part.jsonl");
+    log.passage
+        .run(&[
+            "audit",
+            "export",
+            "--from",
+            "5",
+            "--to",
+            "10",
+            "--out",
+            part.to_str().unwrap(),
+        ])
+        .expect_ok()
+        .stdout_has("exported 6 events (positions 5..=10)");
+    offline(&part, &public_key).expect_ok();
+    log.passage
+        .run(&[
+            "audit",
+            "export",
+            "--from",
+            "999",
+            "--out",
+            part.to_str().unwrap(),
+        ])
+        .expect_code(1);
+}
+
+/// Signed checkpoints catch what the chain alone cannot: events cut off the end, and a
+/// chain rewritten consistently from some position on. A checkpoint not signed by the
+/// deployment's key is itself refused.
+#[tokio::test]
+async fn checkpoints_catch_truncation_and_a_rewritten_chain() {
+    use passage_core::chain::{ChainFields, event_hash};
+    let log = Log::new("audit-checkpoint");
+    log.passage
+        .run(&["audit", "checkpoint"])
+        .expect_ok()
+        .stdout_has("checkpoint position=13 hash=");
+    log.verify(&log.dir.db())
+        .expect_ok()
+        .stdout_has("1 signed checkpoint match");
+
+    // Truncation: without the checkpoint, a log cut after position 11 would verify.
+    let db = log.copy("truncated");
+    let pool = open(&db).await;
+    sqlx::query("DELETE FROM events WHERE position > 11")
+        .execute(&pool)
+        .await
+        .expect("cut the tail");
+    pool.close().await;
+    log.verify(&db)
+        .expect_code(1)
+        .stderr_has("the log ends at position 11 but a checkpoint")
+        .stderr_has("events were removed from the end");
+
+    // A rewrite: change position 5 and recompute every hash after it, so the chain itself
+    // is consistent again.
+    let db = log.copy("rewritten");
+    let pool = open(&db).await;
+    let rows = sqlx::query("SELECT * FROM events WHERE position >= 4 ORDER BY position")
+        .fetch_all(&pool)
+        .await
+        .expect("read the tail");
+    let mut prev: [u8; 32] = rows[0].get::<Vec<u8>, _>("hash").try_into().unwrap();
+    for row in &rows[1..] {
+        let position: i64 = row.get("position");
+        let mut metadata: String = row.get("metadata");
+        if position == 5 {
+            metadata = metadata.replacen("person", "support", 1);
+        }
+        let payload: String = row.get("payload");
+        let event_type: String = row.get("event_type");
+        let fields = ChainFields {
+            position: position as u64,
+            stream: row.get::<String, _>("stream").parse().unwrap(),
+            stream_version: row.get::<i64, _>("stream_version") as u64,
+            event_type: &event_type,
+            schema_version: row.get::<i64, _>("schema_version") as u16,
+            payload: &payload,
+            metadata: &metadata,
+            recorded_at: passage_core::time::Timestamp(row.get("recorded_at")),
+            command_id: row.get::<String, _>("command_id").parse().unwrap(),
+        };
+        let hash = event_hash(&prev, &fields);
+        sqlx::query(
+            "UPDATE events SET metadata = $1, prev_hash = $2, hash = $3 WHERE position = $4",
+        )
+        .bind(&metadata)
+        .bind(prev.to_vec())
+        .bind(hash.to_vec())
+        .bind(position)
+        .execute(&pool)
+        .await
+        .expect("rewrite");
+        prev = hash;
+    }
+    pool.close().await;
+    log.verify(&db).expect_code(1).stderr_has(
+        "audit verify FAILED at position 13: the event there does not match the checkpoint",
+    );
+
+    // A forged checkpoint (its signature is not the deployment's).
+    let db = log.copy("forged");
+    let pool = open(&db).await;
+    sqlx::query("UPDATE checkpoints SET signature = $1")
+        .bind("00".repeat(64))
+        .execute(&pool)
+        .await
+        .expect("forge");
+    pool.close().await;
+    log.verify(&db)
+        .expect_code(1)
+        .stderr_has("is not signed by this deployment's audit key");
 }

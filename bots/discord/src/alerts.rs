@@ -1,0 +1,131 @@
+//! Support alerts in the support channel: one message per dedup key (`<journey>:<step>`),
+//! posted once and edited in place afterwards.
+//!
+//! The map from dedup key to Discord message id is kept **in memory**. After a restart the
+//! first update of an alert posted before it is posted as a new message (and remembered from
+//! then on); nothing is lost, one old message stays behind unedited. Alerts live minutes
+//! (a journey lasts minutes), so a table was not worth its migration; a deployment that
+//! restarts often can swap [`AlertBoard`]'s map for a SQLite table keyed the same way.
+
+use crate::render::{CANCEL_PREFIX, cut, rows};
+use passage_bot::{AlertKey, AlertState, Button, ButtonId, ButtonStyle};
+use serenity::all::{
+    ChannelId, CreateAllowedMentions, CreateMessage, EditMessage, Http, MessageId, RoleId,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// What to post or edit: the core's `Alert` or `AlertUpdate`, flattened.
+#[derive(Debug, Clone)]
+pub struct AlertPost {
+    pub dedup_key: String,
+    pub title: Option<String>,
+    pub state: Option<AlertState>,
+    pub text: String,
+    pub buttons: Vec<Button>,
+    pub mention: bool,
+}
+
+#[derive(Debug)]
+pub struct AlertBoard {
+    http: Arc<Http>,
+    channel: ChannelId,
+    role: RoleId,
+    /// dedup key → the message posted for it. A tokio mutex held across the post, so two
+    /// deliveries of one key cannot both post.
+    messages: Mutex<HashMap<String, MessageId>>,
+}
+
+impl AlertBoard {
+    pub fn new(http: Arc<Http>, channel: u64, role: u64) -> Self {
+        Self {
+            http,
+            channel: ChannelId::new(channel),
+            role: RoleId::new(role),
+            messages: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The message id remembered for `dedup_key`.
+    pub async fn message_of(&self, dedup_key: &str) -> Option<MessageId> {
+        self.messages.lock().await.get(dedup_key).copied()
+    }
+
+    /// Posts the alert, or edits the message already posted for its key.
+    pub async fn show(&self, alert: AlertPost) -> serenity::Result<MessageId> {
+        let (content, buttons) = self.render(&alert);
+        let components = rows(&buttons, &[]);
+        // Nobody is pinged by an alert, except the support role when it escalates.
+        let mentions = if alert.mention {
+            CreateAllowedMentions::new().roles(vec![self.role])
+        } else {
+            CreateAllowedMentions::new()
+        };
+        let mut messages = self.messages.lock().await;
+        if let Some(id) = messages.get(&alert.dedup_key).copied() {
+            let edit = EditMessage::new()
+                .content(content)
+                .components(components)
+                .allowed_mentions(mentions);
+            self.channel.edit_message(&*self.http, id, edit).await?;
+            return Ok(id);
+        }
+        let post = CreateMessage::new()
+            .content(content)
+            .components(components)
+            .allowed_mentions(mentions);
+        let message = self.channel.send_message(&*self.http, post).await?;
+        messages.insert(alert.dedup_key, message.id);
+        Ok(message.id)
+    }
+
+    fn render(&self, alert: &AlertPost) -> (String, Vec<Button>) {
+        let mut content = String::new();
+        if alert.mention {
+            content.push_str(&format!("<@&{}> ", self.role));
+        }
+        let state = match &alert.state {
+            Some(AlertState::Acknowledged { by }) => {
+                Some(format!("Acknowledged by {}", display_user(by)))
+            }
+            Some(AlertState::Resolved { .. }) => Some("Resolved".to_owned()),
+            Some(AlertState::Open) | None => None,
+        };
+        match (&alert.title, state) {
+            (Some(t), _) => content.push_str(&format!("**{t}**\n")),
+            (None, Some(s)) => content.push_str(&format!("**Password reset alert — {s}**\n")),
+            (None, None) => content.push_str("**Password reset needs attention**\n"),
+        }
+        content.push_str(&alert.text);
+        let mut buttons: Vec<Button> = alert
+            .buttons
+            .iter()
+            .cloned()
+            .map(|mut b| {
+                // The core's "Show" is the journey's (redacted) timeline: its replay.
+                if matches!(b.custom_id.parse::<ButtonId>(), Ok(ButtonId::Show { .. })) {
+                    b.label = "Replay".into();
+                }
+                b
+            })
+            .collect();
+        let resolved = matches!(alert.state, Some(AlertState::Resolved { .. }));
+        if let (false, Ok(key)) = (resolved, alert.dedup_key.parse::<AlertKey>()) {
+            buttons.push(Button {
+                custom_id: format!("{CANCEL_PREFIX}{}", key.journey),
+                label: "Cancel journey".into(),
+                style: ButtonStyle::Danger,
+            });
+        }
+        (cut(&content, crate::render::MAX_CONTENT), buttons)
+    }
+}
+
+/// `discord:123` → `<@123>` (a mention rendered as a name; alerts allow no user pings).
+fn display_user(id: &str) -> String {
+    match id.strip_prefix("discord:") {
+        Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => format!("<@{n}>"),
+        _ => id.to_owned(),
+    }
+}
