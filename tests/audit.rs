@@ -389,3 +389,99 @@ async fn checkpoints_catch_truncation_and_a_rewritten_chain() {
         .expect_code(1)
         .stderr_has("is not signed by this deployment's audit key");
 }
+
+/// The same tampering on PostgreSQL: one edited byte, a deleted event, two swapped events
+/// and a tail cut after a checkpoint are each named. Each case runs on a fresh database.
+#[tokio::test]
+async fn tampering_in_postgres_is_named_by_position() {
+    use sqlx::postgres::PgPoolOptions;
+    let server = std::env::var("PASSAGE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let base = server
+        .rsplit_once('/')
+        .expect("a URL ending in /database")
+        .0
+        .to_owned();
+    let admin = match PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .connect(&format!("{base}/postgres"))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("\n*** SKIPPED: PostgreSQL not reachable at {server} ({e}) ***\n");
+            return;
+        }
+        Err(e) => panic!("PostgreSQL not reachable at {server} in CI: {e}"),
+    };
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "edit",
+            "UPDATE events SET payload = replace(payload, 'a•••e@', 'b•••e@') WHERE position = 2",
+            "audit verify FAILED at position 2:",
+        ),
+        (
+            "delete",
+            "DELETE FROM events WHERE position = 4",
+            "audit verify FAILED at position 4:",
+        ),
+        (
+            "swap",
+            "UPDATE events e SET payload = o.payload, event_type = o.event_type \
+             FROM events o WHERE (e.position, o.position) IN ((5, 6), (6, 5))",
+            "audit verify FAILED at position 5:",
+        ),
+        (
+            "truncate",
+            "DELETE FROM events WHERE position > 11",
+            "events were removed from the end",
+        ),
+    ];
+    for (name, tamper, expected) in cases {
+        let db = format!("passage_audit_{name}_{}", std::process::id());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = format!("{base}/{db}");
+        let dir = TestDir::new(&format!("audit-pg-{name}"));
+        let p = Passage::new(&dir);
+        let pg = |args: &[&str]| {
+            let mut all = vec!["--database-url", url.as_str()];
+            all.extend_from_slice(args);
+            let run = p.run(&all);
+            run.no_panic();
+            run
+        };
+        pg(&["demo", "--second-factor", "sms"]).expect_ok();
+        pg(&["audit", "checkpoint"]).expect_ok();
+        pg(&["audit", "verify"])
+            .expect_ok()
+            .stdout_has("1 signed checkpoint match");
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let done = sqlx::query(sqlx::AssertSqlSafe(tamper.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(done.rows_affected() >= 1, "{name} changed nothing");
+        pool.close().await;
+        pg(&["audit", "verify"]).expect_code(1).stderr_has(expected);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+}
