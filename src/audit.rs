@@ -434,7 +434,14 @@ pub async fn checkpoint<S: EventStore>(
         signature: hex(&key.sign(&bytes).to_bytes()),
     };
     store.save_checkpoint(&c).await?;
-    Ok(Some(c))
+    // Another node may have signed this position first: what is kept is what to publish.
+    let kept = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .find(|k| k.position == position)
+        .unwrap_or(c);
+    Ok(Some(kept))
 }
 
 /// One line a person can publish and later compare.

@@ -182,7 +182,7 @@ pub struct ServeArgs {
     pub stall_scan: cron::Schedule,
     /// How long a support alert may wait unacknowledged before it is escalated (the alert
     /// then mentions the support role).
-    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub escalate_after: std::time::Duration,
     /// How often to sign a checkpoint of the chain's head (docs/audit.md); skipped when no
     /// event was added since the last one.
@@ -198,7 +198,7 @@ pub struct BotArgs {
     #[arg(long, env = "PASSAGE_STALL_SCAN", default_value = "*/15 * * * * *", value_parser = parse_schedule)]
     pub stall_scan: cron::Schedule,
     /// How long a support alert may wait unacknowledged before it mentions the support role.
-    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub escalate_after: std::time::Duration,
     #[command(flatten)]
     pub worker: WorkerArgs,

@@ -643,6 +643,8 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let by_position: std::collections::HashMap<u64, &passage_core::ports::Checkpoint> =
+        checkpoints.iter().map(|c| (c.position, c)).collect();
     let mut verifier = Verifier::new();
     let mut after = 0;
     let show_progress = std::io::stderr().is_terminal();
@@ -652,7 +654,7 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
             break;
         }
         for e in &page {
-            if let Some(c) = checkpoints.iter().find(|c| c.position == e.position)
+            if let Some(c) = by_position.get(&e.position)
                 && c.hash != e.hash
             {
                 return Err(Refused(format!(

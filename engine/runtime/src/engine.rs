@@ -955,11 +955,23 @@ fn stall_deadline(
                     .alert
                     .as_ref()
                     .is_some_and(|a| a.acknowledged || a.escalated);
-            return if done {
-                (None, false)
-            } else {
-                (stall_after.map(|d| now.plus(d)), false)
+            if done {
+                return (None, false);
+            }
+            let next = stall_after.map(|d| now.plus(d));
+            // An open alert is looked at again when it is due to escalate, if that comes
+            // before the next refresh.
+            let escalation = match (cmd, &after.alert) {
+                (Command::Stalled { escalate_after }, Some(a)) => {
+                    Some(a.alerted_at.plus(*escalate_after))
+                }
+                _ => None,
             };
+            let next = match (next, escalation) {
+                (Some(n), Some(e)) => Some(n.min(e.max(now))),
+                (n, e) => n.or(e),
+            };
+            return (next, false);
         }
         _ => {}
     }

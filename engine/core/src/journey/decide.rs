@@ -88,6 +88,38 @@ pub fn decide(
     cmd: &Command,
     ctx: &mut Context<'_>,
 ) -> Decision {
+    let mut d = decide_command(state, def, cmd, ctx);
+    // A journey that ends closes its open support alert: the alert is updated to say how,
+    // so support does not chase a journey that is over.
+    if let Some(alert) = &state.alert {
+        let ended = d.events.iter().find_map(|e| match e {
+            JourneyEvent::JourneyCompleted { .. } => Some("completed: the password was reset"),
+            JourneyEvent::JourneyExpired { .. } => Some("expired"),
+            JourneyEvent::JourneyCancelled { .. } => Some("cancelled"),
+            _ => None,
+        });
+        if let Some(how) = ended {
+            d.effects.push(Effect::RaiseAlert {
+                effect_id: ctx.rng.uuid(),
+                dedup_key: alert.dedup_key.clone(),
+                text: format!(
+                    "{}: resolved, the journey {how}.",
+                    alert_subject(state, ctx)
+                ),
+                update: true,
+                mention: false,
+            });
+        }
+    }
+    d
+}
+
+fn decide_command(
+    state: &JourneyState,
+    def: &Definition,
+    cmd: &Command,
+    ctx: &mut Context<'_>,
+) -> Decision {
     let mut out = Out::default();
 
     if let Command::Start { origin, .. } = cmd {
@@ -173,22 +205,6 @@ pub fn decide(
     }
 
     let is_timer = matches!(cmd, Command::TimerFired { .. });
-    if let Command::OpenHandoff { expires_at } = cmd
-        && !state.status.is_finished()
-    {
-        if state.handoffs_used.contains(expires_at) {
-            return out.refuse(
-                state,
-                cmd,
-                "link-used",
-                "This link was already used. Ask for a new one.",
-            );
-        }
-        out.events.push(JourneyEvent::HandoffLinkOpened {
-            expires_at: *expires_at,
-        });
-        return out.accept();
-    }
     if state.status.is_finished() {
         if is_timer {
             return out.accept();
@@ -215,6 +231,22 @@ pub fn decide(
                 "This journey has expired. Start again from \"Forgot Password?\".",
             )
         };
+    }
+    // After the lifetime check: a link still inside its 10 minutes does not outlive the
+    // journey.
+    if let Command::OpenHandoff { expires_at } = cmd {
+        if state.handoffs_used.contains(expires_at) {
+            return out.refuse(
+                state,
+                cmd,
+                "link-used",
+                "This link was already used. Ask for a new one.",
+            );
+        }
+        out.events.push(JourneyEvent::HandoffLinkOpened {
+            expires_at: *expires_at,
+        });
+        return out.accept();
     }
 
     if let Command::Cancel { reason } = cmd {
@@ -942,7 +974,35 @@ fn stalled(
             });
         };
     match state.status {
-        Status::Failed if state.alert.is_none() => {
+        // Failed after an alert on its step: the same alert, now saying it failed (once:
+        // the scanner stops looking at finished journeys).
+        Status::Failed if state.alert.is_some() => {
+            let reason = format!(
+                "failed: {}",
+                state
+                    .finish_reason
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
+            );
+            let key = state
+                .alert
+                .as_ref()
+                .map(|a| a.dedup_key.clone())
+                .unwrap_or_default();
+            out.events.push(JourneyEvent::SupportAlertUpdated {
+                dedup_key: key.clone(),
+                reason: reason.clone(),
+            });
+            out.effects.push(Effect::RaiseAlert {
+                effect_id: ctx.rng.uuid(),
+                dedup_key: key,
+                text: format!("{who} {reason}."),
+                update: true,
+                mention: false,
+            });
+            return out.accept();
+        }
+        Status::Failed => {
             let reason = format!(
                 "failed: {}",
                 state

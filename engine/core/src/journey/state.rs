@@ -302,9 +302,13 @@ impl JourneyState {
                 }
             }
             JourneyEvent::MessageDelivered { .. } => self.delivered += 1,
-            JourneyEvent::MessageFailed { permanent, .. } => {
+            JourneyEvent::MessageFailed {
+                permanent, channel, ..
+            } => {
                 self.delivery_failures += 1;
-                self.undeliverable |= *permanent;
+                // Only what the person waits for: a failed support alert is not theirs.
+                self.undeliverable |=
+                    *permanent && matches!(channel.as_str(), "email" | "sms" | "voice");
             }
         }
     }

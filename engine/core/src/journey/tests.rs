@@ -1056,3 +1056,65 @@ fn given_handoff_link_when_opened_twice_then_second_refused_and_recorded() {
         [JourneyEvent::InputRejected { .. }]
     ));
 }
+
+#[test]
+fn given_alerted_journey_that_failed_when_scanned_then_the_alert_says_so_once() {
+    let stalled = Command::Stalled {
+        escalate_after: std::time::Duration::from_secs(300),
+    };
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    j.when(stalled.clone());
+    j.when(stalled.clone());
+    assert!(j.state().alert.is_some());
+    j.events.push(JourneyEvent::JourneyFailed {
+        step: "email-code".into(),
+        reason: "the call was not answered".into(),
+    });
+    let d = j.when(stalled.clone());
+    assert!(
+        matches!(d.events.as_slice(), [JourneyEvent::SupportAlertUpdated { reason, .. }] if reason.contains("not answered")),
+        "{:?}",
+        d.events
+    );
+    assert!(matches!(
+        &d.effects[..],
+        [Effect::RaiseAlert { update: true, .. }]
+    ));
+}
+
+#[test]
+fn given_expired_journey_when_handoff_opened_then_refused() {
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    j.now = j.now.plus(std::time::Duration::from_secs(16 * 60));
+    let d = j.when(Command::OpenHandoff {
+        expires_at: j.now.plus(std::time::Duration::from_secs(60)),
+    });
+    assert!(matches!(d.reply, Reply::Rejected(_)));
+    assert!(
+        !d.events
+            .iter()
+            .any(|e| matches!(e, JourneyEvent::HandoffLinkOpened { .. }))
+    );
+}
+
+#[test]
+fn given_alerted_journey_when_it_completes_or_is_cancelled_then_the_alert_is_resolved() {
+    let stalled = Command::Stalled {
+        escalate_after: std::time::Duration::from_secs(300),
+    };
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    j.when(stalled.clone());
+    j.when(stalled);
+    let key = j.state().alert.unwrap().dedup_key;
+    let d = j.when(Command::Cancel {
+        reason: "support: duplicate".into(),
+    });
+    assert!(
+        matches!(&d.effects[..], [Effect::RaiseAlert { update: true, dedup_key, text, .. }] if *dedup_key == key && text.contains("resolved")),
+        "{:?}",
+        d.effects
+    );
+}
