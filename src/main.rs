@@ -347,10 +347,16 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("read the listening address")?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    // Without an alert route of its own (no webhook, no dev outbox), this node leaves
+    // support alerts to the one that has it (`passage bot`), instead of failing them.
+    let skip_alerts = app.channels.inner().route("support").is_none();
     let worker = passage_runtime::Worker::new(
         app.engine.clone(),
         app.channels.clone(),
-        worker_options(&args.worker),
+        passage_runtime::WorkerOptions {
+            skip_alerts,
+            ..worker_options(&args.worker)
+        },
     );
     let scanner = tokio::spawn(stalls::run(
         app.engine.clone(),

@@ -160,6 +160,16 @@ impl EventStore for AnyStore {
         delegate!(self, s => s.claim_effects(now, lease, limit).await)
     }
 
+    async fn claim_effects_except(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: &str,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        delegate!(self, s => s.claim_effects_except(now, lease, limit, skip_kind).await)
+    }
+
     async fn complete_effect(
         &self,
         effect_id: Uuid,

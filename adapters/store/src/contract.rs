@@ -1381,3 +1381,42 @@ pub async fn checkpoints_roundtrip<S: EventStore>(store: S) {
         vec![c(1, all[0].hash), c(3, last.hash)]
     );
 }
+
+/// `claim_effects_except` leaves the skipped kind pending for another worker.
+pub async fn claim_skips_a_kind<S: EventStore>(store: S) {
+    let stream = new_stream();
+    let mut req = request(stream, 0, 1);
+    req.effects = vec![
+        NewEffect {
+            effect_id: Uuid::new_v4(),
+            kind: "raise-alert".into(),
+            payload: "{}".into(),
+            available_at: T0,
+        },
+        NewEffect {
+            effect_id: Uuid::new_v4(),
+            kind: "send-code".into(),
+            payload: "{}".into(),
+            available_at: T0,
+        },
+    ];
+    append_ok(&store, req, "two effects").await;
+    let now = at(secs(1));
+    let claimed = store
+        .claim_effects_except(now, secs(30), 10, "raise-alert")
+        .await
+        .expect("claim failed");
+    assert_eq!(
+        claimed.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        vec!["send-code"]
+    );
+    let rest = store
+        .claim_effects(now, secs(30), 10)
+        .await
+        .expect("claim failed");
+    assert_eq!(
+        rest.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        vec!["raise-alert"],
+        "the skipped entry is still there for a worker that takes it"
+    );
+}

@@ -30,6 +30,7 @@ contract!(
     journeys_summary,
     journeys_by_subject,
     checkpoints_roundtrip,
+    claim_skips_a_kind,
     lease_fencing,
     wait_for_work_wakes_on_append,
 );

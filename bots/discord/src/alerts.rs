@@ -63,7 +63,11 @@ impl AlertBoard {
             CreateAllowedMentions::new()
         };
         let mut messages = self.messages.lock().await;
-        if let Some(id) = messages.get(&alert.dedup_key).copied() {
+        // Discord notifies nobody of a mention added by an edit: an escalation is a new
+        // message (which later updates then edit), everything else edits in place.
+        if let Some(id) = messages.get(&alert.dedup_key).copied()
+            && !alert.mention
+        {
             let edit = EditMessage::new()
                 .content(content)
                 .components(components)

@@ -200,6 +200,22 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
                 });
                 if email.is_none() {
                     let current = lock(&self.bot).journey_of(&from.id);
+                    // Resume only a journey that can go on past its email step; an ended
+                    // one, or one still waiting for a valid address, starts over through
+                    // the email modal (the bot reads no typed messages).
+                    let current = match current {
+                        Some(j) => match self.engine.load(j).await {
+                            Ok((_, _, view)) => (view.status
+                                == passage_core::journey::Status::Active
+                                && !matches!(
+                                    view.step,
+                                    Some(passage_core::journey::view::StepView::Identify { .. })
+                                ))
+                            .then_some(j),
+                            Err(_) => None,
+                        },
+                        None => None,
+                    };
                     let Some(journey) = current else {
                         // Ask for the address in a modal: it stays out of the channel.
                         return origin

@@ -558,29 +558,32 @@ async fn alert_is_posted_with_buttons_and_updated_in_place() {
         ["Acknowledge", "Nudge user", "Replay", "Cancel journey"]
     );
 
-    // The engine refreshes the same alert, escalated: the same message is edited, and only
-    // the support role may be mentioned.
-    let message = OutboundMessage {
+    // The engine escalates the alert: Discord notifies nobody of a mention added by an
+    // edit, so the escalation is a new message in which only the support role may be
+    // mentioned; later updates edit that one.
+    let escalate = |text: &str, mention: bool| OutboundMessage {
         idempotency_key: uuid::Uuid::new_v4(),
         journey_id: journey,
         kind: passage_core::ports::MessageKind::Alert {
             dedup_key: key.clone(),
-            text: "Still waiting for the email code (escalated).".into(),
+            text: text.into(),
             update: true,
-            mention: true,
+            mention,
         },
     };
-    let receipt =
-        passage_core::ports::Channel::deliver(&DiscordAlerts(h.discord.clone()), &message)
-            .await
-            .unwrap();
-    assert_eq!(receipt.provider_ref, format!("discord-message:{mid}"));
+    let receipt = passage_core::ports::Channel::deliver(
+        &DiscordAlerts(h.discord.clone()),
+        &escalate("Still waiting for the email code (escalated).", true),
+    )
+    .await
+    .unwrap();
+    assert_ne!(receipt.provider_ref, format!("discord-message:{mid}"));
     let calls = h.take();
     assert_eq!(calls.len(), 1, "{calls:#?}");
-    assert_eq!(calls[0].method, "PATCH");
+    assert_eq!(calls[0].method, "POST");
     assert_eq!(
         calls[0].path,
-        format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages/{mid}")
+        format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages")
     );
     assert_eq!(
         calls[0].body["allowed_mentions"],
@@ -591,6 +594,27 @@ async fn alert_is_posted_with_buttons_and_updated_in_place() {
             .as_str()
             .unwrap()
             .starts_with(&format!("<@&{SUPPORT_ROLE}>"))
+    );
+    let escalated = receipt
+        .provider_ref
+        .strip_prefix("discord-message:")
+        .unwrap()
+        .to_owned();
+    passage_core::ports::Channel::deliver(
+        &DiscordAlerts(h.discord.clone()),
+        &escalate("Acknowledged.", false),
+    )
+    .await
+    .unwrap();
+    let calls = h.take();
+    assert_eq!(calls[0].method, "PATCH");
+    assert_eq!(
+        calls[0].path,
+        format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages/{escalated}")
+    );
+    assert_eq!(
+        calls[0].body["allowed_mentions"],
+        json!({"parse": [], "users": [], "roles": []})
     );
 }
 

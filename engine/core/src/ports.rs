@@ -267,6 +267,17 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
 
+    /// [`EventStore::claim_effects`] leaving entries of effect kind `skip_kind` to other
+    /// workers: a node without a support alert route leaves `raise-alert` to the node that
+    /// has one (`passage bot`).
+    fn claim_effects_except(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: &str,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
+
     /// Marks the entry delivered, if it is still pending and leased with `lease` (the token
     /// of the claim that returned it). `Ok(false)`: the lease was lost (it lapsed and
     /// another worker claimed the entry, or the entry is no longer pending); nothing changed.

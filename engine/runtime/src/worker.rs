@@ -32,6 +32,9 @@ pub struct WorkerOptions {
     pub idle_poll: Duration,
     /// Shown in every message.
     pub portal_name: String,
+    /// Leave support alerts (`raise-alert` effects) to another process: set on nodes that
+    /// have no alert route while `passage bot` (or another node) delivers them.
+    pub skip_alerts: bool,
 }
 
 impl Default for WorkerOptions {
@@ -42,6 +45,7 @@ impl Default for WorkerOptions {
             max_attempts: 8,
             idle_poll: Duration::from_secs(1),
             portal_name: "Enterprise Customer Portal".into(),
+            skip_alerts: false,
         }
     }
 }
@@ -143,9 +147,15 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         let mut report = DrainReport::default();
         let store = self.engine.store();
         let now = self.engine.now();
-        let entries = store
-            .claim_effects(now, self.options.lease, self.options.batch)
-            .await?;
+        let entries = if self.options.skip_alerts {
+            store
+                .claim_effects_except(now, self.options.lease, self.options.batch, "raise-alert")
+                .await?
+        } else {
+            store
+                .claim_effects(now, self.options.lease, self.options.batch)
+                .await?
+        };
         // Deliveries of one pass run concurrently: a slow provider call does not hold up
         // the others, and the outcomes they record share the store's group commits.
         let mut running = tokio::task::JoinSet::new();

@@ -500,6 +500,7 @@ impl PgStore {
         now: Timestamp,
         lease: Duration,
         limit: usize,
+        skip_kind: Option<&str>,
     ) -> Result<Vec<OutboxEntry>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -514,6 +515,7 @@ impl PgStore {
                SELECT effect_id FROM outbox \
                WHERE status = 'pending' AND available_at <= $1 \
                AND (leased_until IS NULL OR leased_until <= $1) \
+               AND ($4::text IS NULL OR kind <> $4) \
                ORDER BY available_at, created_at, effect_id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              UPDATE outbox o SET leased_until = $2 FROM picked \
@@ -524,6 +526,7 @@ impl PgStore {
         .bind(now.as_millis())
         .bind(token.as_millis())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(skip_kind)
         .fetch_all(&self.inner.pool)
         .await?;
         // RETURNING has no order: restore the due order the claim picked in.
@@ -726,7 +729,19 @@ impl EventStore for PgStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        Ok(self.claim_effects_inner(now, lease, limit).await?)
+        Ok(self.claim_effects_inner(now, lease, limit, None).await?)
+    }
+
+    async fn claim_effects_except(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: &str,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .claim_effects_inner(now, lease, limit, Some(skip_kind))
+            .await?)
     }
 
     async fn complete_effect(

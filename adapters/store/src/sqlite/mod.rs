@@ -398,6 +398,7 @@ impl SqliteStore {
         now: Timestamp,
         lease: Duration,
         limit: usize,
+        skip_kind: Option<&str>,
     ) -> Result<Vec<OutboxEntry>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -409,10 +410,12 @@ impl SqliteStore {
             "SELECT effect_id, stream, kind, payload, attempts FROM outbox \
              WHERE status = 'pending' AND available_at <= ?1 \
              AND (leased_until IS NULL OR leased_until <= ?1) \
+             AND (?3 IS NULL OR kind <> ?3) \
              ORDER BY available_at, created_at, effect_id LIMIT ?2",
         )
         .bind(now.as_millis())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(skip_kind)
         .fetch_all(&mut *tx)
         .await?;
         let token = lease_token(now, lease);
@@ -629,7 +632,19 @@ impl EventStore for SqliteStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        Ok(self.claim_effects_inner(now, lease, limit).await?)
+        Ok(self.claim_effects_inner(now, lease, limit, None).await?)
+    }
+
+    async fn claim_effects_except(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: &str,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .claim_effects_inner(now, lease, limit, Some(skip_kind))
+            .await?)
     }
 
     async fn complete_effect(
