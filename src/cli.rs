@@ -11,8 +11,10 @@ use std::path::PathBuf;
     long_about = "Passage runs password-reset journeys for the Enterprise Customer Portal. Each \
 journey follows a workflow definition (workflows/*.toml) and every step is stored as an event \
 in an append-only, hash-chained log.\n\n\
-Start with `passage demo`: it resets a demo account twice (SMS and voice call) on a local \
-SQLite file and prints the timeline. Then drive a journey by hand:\n\n  \
+Start with `passage serve` and open http://127.0.0.1:8080/ (\"Forgot Password?\"; codes at \
+/dev/inbox), or `passage demo`: it resets a demo account twice (SMS and voice call) on a local \
+SQLite file and prints the timeline. `passage chat` does it as a conversation. Or drive a \
+journey by hand:\n\n  \
 passage journey start --email alice@example.com\n  \
 passage outbox                      # read the code the dev outbox received\n  \
 passage journey input <ID> <CODE>   # answer whatever the current step asks\n  \
@@ -90,7 +92,7 @@ pub enum Command {
     /// Act as the phone of a journey's pending voice call.
     #[command(subcommand)]
     Call(CallCommand),
-    /// Verify the event log's hash chain.
+    /// Verify the event log's hash chain, export it signed for an auditor, sign checkpoints.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Check or list workflow definitions.
