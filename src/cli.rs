@@ -95,6 +95,20 @@ pub enum Command {
     /// Verify the event log's hash chain, export it signed for an auditor, sign checkpoints.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The funnel of a workflow: journeys that reached each step, moved on, ended there or
+    /// are still waiting, and the time spent per step (p50/p90). `--csv` for spreadsheets.
+    Funnel {
+        #[arg(long, default_value = "password-reset")]
+        workflow: String,
+        /// Only journeys started at or after this time (RFC 3339, e.g. 2026-11-27T00:00:00Z).
+        #[arg(long, value_parser = crate::funnel::parse_time)]
+        from: Option<passage_core::time::Timestamp>,
+        /// Only journeys started before this time.
+        #[arg(long, value_parser = crate::funnel::parse_time)]
+        to: Option<passage_core::time::Timestamp>,
+        #[arg(long)]
+        csv: bool,
+    },
     /// Check or list workflow definitions.
     #[command(subcommand)]
     Workflows(WorkflowsCommand),

@@ -10,6 +10,7 @@ mod chat;
 mod cli;
 mod demo;
 mod discord_bot;
+mod funnel;
 mod render;
 mod seed;
 mod stalls;
@@ -233,6 +234,23 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             finish(app, outcome, false).await
         }
         Command::Audit(AuditCommand::Verify) => audit_verify(app).await,
+        Command::Funnel {
+            workflow,
+            from,
+            to,
+            csv,
+        } => {
+            let mut f = funnel::compute(&app.store, &workflow, from, to)
+                .await
+                .map_err(|e| Refused(format!("{e:#}")))?;
+            // The definition's order, not the order journeys happened to be read in.
+            if let Some(d) = app.engine.definitions().iter().find(|d| d.id == workflow) {
+                let at = |s: &str| d.steps.iter().position(|x| x.id.as_str() == s);
+                f.steps.sort_by_key(|s| at(&s.step).unwrap_or(usize::MAX));
+            }
+            print!("{}", funnel::render(&f, csv));
+            Ok(())
+        }
         Command::Audit(AuditCommand::Export {
             from,
             to,

@@ -554,3 +554,78 @@ fn the_resends_left_shown_are_the_resends_accepted() {
         start.stdout
     );
 }
+
+/// `passage funnel`: per-step counts in the definition's order, as a table and as CSV; a
+/// cancelled journey counts as abandoned at its step, an open one as waiting.
+#[test]
+fn the_funnel_counts_each_step() {
+    let dir = TestDir::new("funnel");
+    let p = Passage::new(&dir);
+    p.run(&["demo"]).expect_ok();
+    let (cancelled, _) = p.start("alice@example.com");
+    p.run(&[
+        "journey",
+        "cancel",
+        &cancelled,
+        "--reason",
+        "test",
+        "--operator",
+        "desk-1",
+    ])
+    .expect_ok();
+    let (_waiting, _) = p.start("bob.smith@example.com");
+    let csv = p.run(&["funnel", "--csv"]);
+    csv.expect_ok();
+    let rows: Vec<Vec<String>> = csv
+        .stdout
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    let counts: Vec<(String, String, String, String, String)> = rows[1..]
+        .iter()
+        .map(|r| {
+            (
+                r[0].clone(),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].clone(),
+                r[4].clone(),
+            )
+        })
+        .collect();
+    let row = |s: &str, a: &str, b: &str, c: &str, d: &str| {
+        (
+            s.to_owned(),
+            a.to_owned(),
+            b.to_owned(),
+            c.to_owned(),
+            d.to_owned(),
+        )
+    };
+    assert_eq!(
+        rows[0].join(","),
+        "step,reached,moved_on,abandoned,waiting,p50_seconds,p90_seconds"
+    );
+    assert_eq!(
+        counts,
+        vec![
+            row("email", "4", "4", "0", "0"),
+            row("email-code", "4", "2", "1", "1"),
+            row("second-factor", "2", "2", "0", "0"),
+            row("sms-code", "1", "1", "0", "0"),
+            row("voice-call", "1", "1", "0", "0"),
+            row("new-password", "2", "2", "0", "0"),
+            row("done", "2", "0", "0", "0"),
+        ],
+        "{csv}"
+    );
+    p.run(&["funnel"])
+        .expect_ok()
+        .stdout_has("password-reset: 4 journeys, 2 completed");
+    p.run(&["funnel", "--from", "2099-01-01T00:00:00Z"])
+        .expect_code(1)
+        .stderr_has("no journeys of workflow `password-reset`");
+    p.run(&["funnel", "--from", "yesterday"])
+        .expect_code(2)
+        .stderr_has("is not a time");
+}

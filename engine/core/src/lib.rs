@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod definition;
+pub mod funnel;
 pub mod journey;
 pub mod mask;
 pub mod password;
