@@ -367,6 +367,7 @@ impl Chat<'_> {
                     .app
                     .store
                     .list_journeys(JourneyFilter {
+                        email_masked: None,
                         status: Some("active".into()),
                         definition_id: None,
                         limit: 500,

@@ -160,8 +160,9 @@ pub struct BenchArgs {
     /// hashing sets the pace (docs/benchmarks.md).
     #[arg(long)]
     pub production_hashing: bool,
-    /// What to measure: the engine's throughput against the raw baseline, or the stall
-    /// scanner's cost against the number of healthy open journeys (0, 10 000, 100 000).
+    /// What to measure: the engine's throughput against the raw baseline, the stall
+    /// scanner's cost against the number of healthy open journeys (0, 10 000, 100 000), or
+    /// the search by masked address over 10 000 and 1 000 000 journeys.
     #[arg(long, value_enum, default_value_t = BenchScenario::Throughput)]
     pub scenario: BenchScenario,
 }
@@ -170,6 +171,8 @@ pub struct BenchArgs {
 pub enum BenchScenario {
     Throughput,
     Stalls,
+    /// Support's search by masked address over 10 000 and 1 000 000 journeys.
+    Search,
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +384,10 @@ pub enum JourneysCommand {
         /// Only journeys of this workflow.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only journeys for this address: the full address (it is masked before the search;
+        /// nothing stores it) or the masked form listings show (`a•••e@e•••.com`).
+        #[arg(long)]
+        email: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },

@@ -4,6 +4,7 @@
 mod app;
 mod audit;
 mod bench;
+mod bench_search;
 mod bench_stalls;
 mod callbacks;
 mod chat;
@@ -125,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return match args.scenario {
             cli::BenchScenario::Throughput => bench::run(args, definitions).await,
             cli::BenchScenario::Stalls => bench_stalls::run(args, definitions).await,
+            cli::BenchScenario::Search => bench_search::run(args).await,
         };
     }
     let app = app::open(&cli.global).await?;
@@ -141,13 +143,24 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         Command::Journeys(JourneysCommand::List {
             status,
             workflow,
+            email,
             limit,
         }) => {
+            let email_masked = email.map(|e| {
+                if e.contains('•') {
+                    e
+                } else {
+                    passage_core::mask::normalize_email(&e)
+                        .map(|n| passage_core::mask::mask_email(&n))
+                        .unwrap_or(e)
+                }
+            });
             let rows = app
                 .store
                 .list_journeys(JourneyFilter {
                     status,
                     definition_id: workflow,
+                    email_masked,
                     limit,
                 })
                 .await?;

@@ -883,6 +883,7 @@ pub async fn definitions_roundtrip<S: EventStore>(store: S) {
 pub async fn journeys_summary<S: EventStore>(store: S) {
     let list = |status: Option<&str>, definition: Option<&str>, limit: usize| {
         store.list_journeys(JourneyFilter {
+            email_masked: None,
             status: status.map(str::to_owned),
             definition_id: definition.map(str::to_owned),
             limit,
@@ -934,6 +935,22 @@ pub async fn journeys_summary<S: EventStore>(store: S) {
         vec![a],
         "both filters"
     );
+    let by_email = store
+        .list_journeys(JourneyFilter {
+            email_masked: Some("b***@example.org".into()),
+            ..JourneyFilter::default()
+        })
+        .await
+        .expect("list_journeys failed");
+    assert_eq!(ids(by_email), vec![c, a], "masked address filter");
+    let nobody = store
+        .list_journeys(JourneyFilter {
+            email_masked: Some("z***@example.org".into()),
+            ..JourneyFilter::default()
+        })
+        .await
+        .expect("list_journeys failed");
+    assert!(nobody.is_empty());
     assert_eq!(
         ids(list(None, None, 2).await.expect("list_journeys failed")),
         vec![c, b],

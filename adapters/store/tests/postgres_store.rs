@@ -695,7 +695,11 @@ async fn concurrent_migrations_are_safe_and_edits_are_refused() {
             .fetch_all(&mut raw)
             .await
             .expect("schema_migrations");
-            assert_eq!(versions, vec![1, 2, 3, 4, 5], "each migration applied once");
+            assert_eq!(
+                versions,
+                vec![1, 2, 3, 4, 5, 6],
+                "each migration applied once"
+            );
             let heads: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*) FROM {schema}.log_head"
             )))

@@ -110,6 +110,7 @@ async fn try_perform<S: EventStore, D: AccountDirectory>(
             let list = engine
                 .store()
                 .list_journeys(JourneyFilter {
+                    email_masked: None,
                     status: Some("active".into()),
                     definition_id: None,
                     limit: 500,

@@ -337,6 +337,7 @@ async fn journey_of_person(h: &Harness) -> JourneyId {
         .engine
         .store()
         .list_journeys(passage_core::ports::JourneyFilter {
+            email_masked: None,
             status: None,
             definition_id: None,
             limit: 10,

@@ -161,6 +161,8 @@ pub struct TimerEntry {
 pub struct JourneyFilter {
     pub status: Option<String>,
     pub definition_id: Option<String>,
+    /// The masked address as events and listings show it (`a•••e@e•••.com`).
+    pub email_masked: Option<String>,
     pub limit: usize,
 }
 

@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../../migrations/postgres/0005_checkpoints.sql"),
     },
+    Migration {
+        version: 6,
+        name: "search",
+        sql: include_str!("../../migrations/postgres/0006_search.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

@@ -472,6 +472,25 @@ impl PgStore {
         &self,
         filter: JourneyFilter,
     ) -> Result<Vec<JourneySummary>, Error> {
+        if let Some(email) = &filter.email_masked {
+            // Its own statement, so the planner sees an equality on the indexed column
+            // (an `(x IS NULL OR col = x)` term hides it and scans the table).
+            let limit = if filter.limit == 0 { 100 } else { filter.limit };
+            let rows = sqlx::query(
+                "SELECT journey_id, definition_id, definition_version, status, current_step, \
+                 email_masked, started_at, updated_at, version, subject, failures, stall_at \
+                 FROM journeys WHERE email_masked = $1 AND email_masked IS NOT NULL \
+                 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR definition_id = $3) \
+                 ORDER BY updated_at DESC, journey_id LIMIT $4",
+            )
+            .bind(email)
+            .bind(filter.status.as_deref())
+            .bind(filter.definition_id.as_deref())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await?;
+            return rows.iter().map(rows::journey).collect();
+        }
         const DEFAULT_LIMIT: usize = 100;
         let limit = if filter.limit == 0 {
             DEFAULT_LIMIT
@@ -485,11 +504,13 @@ impl PgStore {
              email_masked, started_at, updated_at, version, subject, failures, stall_at FROM journeys \
              WHERE ($1::text IS NULL OR status = $1) \
              AND ($2::text IS NULL OR definition_id = $2) \
+             AND ($4::text IS NULL OR email_masked = $4) \
              ORDER BY updated_at DESC, journey_id LIMIT $3",
         )
         .bind(filter.status.as_deref())
         .bind(filter.definition_id.as_deref())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(filter.email_masked.as_deref())
         .fetch_all(&self.inner.pool)
         .await?;
         rows.iter().map(rows::journey).collect()

@@ -32,6 +32,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../../migrations/sqlite/0005_checkpoints.sql"),
     },
+    Migration {
+        version: 6,
+        name: "search",
+        sql: include_str!("../../migrations/sqlite/0006_search.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.
