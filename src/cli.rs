@@ -87,6 +87,11 @@ pub enum Command {
     /// List journeys.
     #[command(subcommand)]
     Journeys(JourneysCommand),
+    /// Operators of the support console and API (separate from portal users) and their API
+    /// tokens: support acts on journeys, auditor reads and exports, admin does both and
+    /// manages operators.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Show what the development outboxes received (emails, SMS, calls), codes included.
     Outbox(OutboxArgs),
     /// Act as the phone of a journey's pending voice call.
@@ -372,6 +377,33 @@ pub struct Delivery {
     /// Leave outbox entries for a running `passage worker` instead of delivering them now.
     #[arg(long)]
     pub no_deliver: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Add an operator; the password is asked twice without echo (or read from stdin).
+    Add {
+        name: String,
+        #[arg(long, value_parser = |s: &str| s.parse::<passage_core::roles::Role>())]
+        role: passage_core::roles::Role,
+        /// Read the password from standard input (one line) instead of a hidden prompt.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Operators and their tokens (ids and labels only; tokens are stored hashed).
+    List,
+    /// Create an API token for an operator, with their role or a narrower one. The token is
+    /// printed once and never stored.
+    Token {
+        name: String,
+        #[arg(long)]
+        label: String,
+        /// A narrower role than the operator's (an admin's token for read-only scripts).
+        #[arg(long, value_parser = |s: &str| s.parse::<passage_core::roles::Role>())]
+        role: Option<passage_core::roles::Role>,
+    },
+    /// Revoke a token by the id `operators list` shows.
+    Revoke { token_id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ mod cli;
 mod demo;
 mod discord_bot;
 mod funnel;
+mod operators;
 mod render;
 mod seed;
 mod stalls;
@@ -140,6 +141,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(app, &args).await,
         Command::Chat(args) => chat::run(app, &args).await,
         Command::Journey(cmd) => journey(app, cmd).await,
+        Command::Operators(cmd) => operators::run(app, cmd).await,
         Command::Journeys(JourneysCommand::List {
             status,
             workflow,

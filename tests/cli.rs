@@ -629,3 +629,128 @@ fn the_funnel_counts_each_step() {
         .expect_code(2)
         .stderr_has("is not a time");
 }
+
+/// Operators and API tokens: roles checked at creation, tokens shown once, kept only as a
+/// hash, narrower-or-equal to their operator, revocable.
+#[test]
+fn operators_and_their_tokens() {
+    let dir = TestDir::new("operators");
+    let p = Passage::new(&dir);
+    let pw = "a long operator passphrase\n";
+    p.run_stdin(
+        &[
+            "operators",
+            "add",
+            "ada",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        pw,
+    )
+    .expect_ok()
+    .stdout_has("operator ada added with role admin");
+    p.run_stdin(
+        &[
+            "operators",
+            "add",
+            "sam",
+            "--role",
+            "support",
+            "--password-stdin",
+        ],
+        pw,
+    )
+    .expect_ok();
+    p.run_stdin(
+        &[
+            "operators",
+            "add",
+            "sam",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        pw,
+    )
+    .expect_code(1)
+    .stderr_has("exists");
+    p.run_stdin(
+        &[
+            "operators",
+            "add",
+            "tim",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        "short\n",
+    )
+    .expect_code(1)
+    .stderr_has("at least 15 characters");
+    p.run_stdin(
+        &[
+            "operators",
+            "add",
+            "tim",
+            "--role",
+            "root",
+            "--password-stdin",
+        ],
+        pw,
+    )
+    .expect_code(2)
+    .stderr_has("not a role");
+    let token = p.run(&["operators", "token", "sam", "--label", "desk script"]);
+    token.expect_ok();
+    let token = token.stdout.trim().to_owned();
+    assert!(token.starts_with("pst_") && token.len() == 68, "{token}");
+    p.run(&[
+        "operators",
+        "token",
+        "sam",
+        "--label",
+        "x",
+        "--role",
+        "admin",
+    ])
+    .expect_code(1)
+    .stderr_has("cannot have more rights");
+    p.run(&[
+        "operators",
+        "token",
+        "ada",
+        "--label",
+        "read-only",
+        "--role",
+        "auditor",
+    ])
+    .expect_ok();
+    let list = p.run(&["operators", "list"]);
+    list.expect_ok()
+        .stdout_has("ada                      admin")
+        .stdout_has("sam                      support");
+    let id = list
+        .stdout
+        .lines()
+        .find(|l| l.contains("desk script"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the token's id")
+        .to_owned();
+    p.run(&["operators", "revoke", &id]).expect_ok();
+    p.run(&["operators", "list"])
+        .expect_ok()
+        .stdout_has("revoked");
+    p.run(&["operators", "revoke", &id]).expect_code(1);
+    // Only hashes are kept: the token and the password appear nowhere in the files.
+    for f in ["passage.db", "passage.db-wal"] {
+        if let Ok(bytes) = std::fs::read(dir.join(f)) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(&token[4..]), "{f} holds the token");
+            assert!(
+                !text.contains("a long operator passphrase"),
+                "{f} holds the password"
+            );
+        }
+    }
+}

@@ -73,6 +73,46 @@ impl AnyStore {
         delegate!(self, s => s.password_hash(account_id).await)
     }
 
+    pub async fn add_operator(
+        &self,
+        name: &str,
+        role: passage_core::roles::Role,
+        password_phc: &str,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        delegate!(self, s => s.add_operator(name, role, password_phc, now).await)
+    }
+
+    pub async fn operators(&self) -> Result<Vec<crate::operators::Operator>, Error> {
+        delegate!(self, s => s.operators().await)
+    }
+
+    pub async fn add_api_token(
+        &self,
+        token_hash: &str,
+        operator: &str,
+        role: passage_core::roles::Role,
+        label: &str,
+        now: Timestamp,
+    ) -> Result<String, Error> {
+        delegate!(self, s => s.add_api_token(token_hash, operator, role, label, now).await)
+    }
+
+    pub async fn api_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<crate::operators::ApiToken>, Error> {
+        delegate!(self, s => s.api_token(token_hash).await)
+    }
+
+    pub async fn api_tokens(&self) -> Result<Vec<crate::operators::ApiToken>, Error> {
+        delegate!(self, s => s.api_tokens().await)
+    }
+
+    pub async fn revoke_api_token(&self, token_id: &str, now: Timestamp) -> Result<bool, Error> {
+        delegate!(self, s => s.revoke_api_token(token_id, now).await)
+    }
+
     pub async fn close(&self) {
         delegate!(self, s => s.close().await)
     }

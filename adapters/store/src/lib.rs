@@ -23,6 +23,7 @@ mod any;
 mod batch;
 mod error;
 mod migrations;
+pub mod operators;
 pub mod postgres;
 mod sqlite;
 

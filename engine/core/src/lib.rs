@@ -12,5 +12,6 @@ pub mod journey;
 pub mod mask;
 pub mod password;
 pub mod ports;
+pub mod roles;
 pub mod secrets;
 pub mod time;

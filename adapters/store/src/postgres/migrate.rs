@@ -43,6 +43,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "search",
         sql: include_str!("../../migrations/postgres/0006_search.sql"),
     },
+    Migration {
+        version: 7,
+        name: "operators",
+        sql: include_str!("../../migrations/postgres/0007_operators.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

@@ -845,3 +845,5 @@ mod tests {
         }
     }
 }
+
+crate::operators::operator_sql!(PgStore, "$", pool, crate::operators::pg_disabled);

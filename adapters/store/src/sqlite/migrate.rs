@@ -37,6 +37,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "search",
         sql: include_str!("../../migrations/sqlite/0006_search.sql"),
     },
+    Migration {
+        version: 7,
+        name: "operators",
+        sql: include_str!("../../migrations/sqlite/0007_operators.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.

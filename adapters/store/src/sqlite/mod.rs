@@ -717,3 +717,5 @@ impl EventStore for SqliteStore {
         let _ = tokio::time::timeout(timeout, self.inner.work.notified()).await;
     }
 }
+
+crate::operators::operator_sql!(SqliteStore, "?", pool, crate::operators::sqlite_disabled);
