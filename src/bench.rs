@@ -299,6 +299,13 @@ pub fn table_row(backend: &str, mode: &str, r: &LevelResult, baseline: Option<f6
     )
 }
 
+/// The SQL dialect of a scratch store, for statements written for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 /// A scratch store for one backend, removed afterwards.
 pub(crate) struct Scratch {
     backend: &'static str,
@@ -340,11 +347,6 @@ impl Scratch {
         Ok(Self { backend, dir, pg })
     }
 
-    /// The scratch database's URL (PostgreSQL only).
-    pub(crate) fn pg_url(&self) -> Option<&str> {
-        self.pg.as_ref().map(|(url, _)| url.as_str())
-    }
-
     /// The file [`Scratch::store`] opens for `fresh` (SQLite only).
     pub(crate) fn sqlite_path(&self, fresh: &str) -> std::path::PathBuf {
         self.dir.join(format!("{fresh}.db"))
@@ -378,6 +380,70 @@ impl Scratch {
                 .await?,
             ),
         })
+    }
+
+    /// Writes `n` synthetic rows straight into the journeys read model of store `fresh`
+    /// (the only table the stall scan and the search read), then refreshes the planner's
+    /// statistics. `values` gives, in the store's SQL dialect, the columns after
+    /// `journey_id` as expressions over the row number `i`.
+    pub(crate) async fn insert_journeys(
+        &self,
+        fresh: &str,
+        n: usize,
+        values: impl Fn(Dialect) -> String,
+    ) -> anyhow::Result<()> {
+        const COLUMNS: &str = "journey_id, definition_id, definition_version, status, \
+            current_step, email_masked, started_at, updated_at, version, subject, failures, \
+            stall_at, stall_keep";
+        if n == 0 {
+            return Ok(());
+        }
+        match &self.pg {
+            Some((url, _)) => {
+                let schema = fresh.replace('-', "_");
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(url)
+                    .await
+                    .context("connect to the scratch database")?;
+                let sql = format!(
+                    "INSERT INTO {schema}.journeys ({COLUMNS}) \
+                     SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, {} \
+                     FROM generate_series(0, {n} - 1) AS i",
+                    values(Dialect::Postgres)
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .context("insert the journeys")?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {schema}.journeys")))
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+            }
+            None => {
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(
+                        sqlx::sqlite::SqliteConnectOptions::new().filename(self.sqlite_path(fresh)),
+                    )
+                    .await
+                    .context("open the scratch file")?;
+                let sql = format!(
+                    "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < {n} - 1) \
+                     INSERT INTO journeys ({COLUMNS}) \
+                     SELECT printf('00000000-0000-4000-8000-%012d', i), {} FROM c",
+                    values(Dialect::Sqlite)
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .context("insert the journeys")?;
+                sqlx::raw_sql("ANALYZE").execute(&pool).await?;
+                pool.close().await;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn cleanup(self) {

@@ -2,8 +2,7 @@
 //! read model of 10 000 and 1 000 000 journeys (written straight into the table, the only one
 //! the search reads), timed as the median of repeated queries.
 
-use crate::bench::Scratch;
-use anyhow::Context as _;
+use crate::bench::{Dialect, Scratch};
 use passage_core::ports::{EventStore, JourneyFilter};
 use std::time::{Duration, Instant};
 
@@ -76,68 +75,23 @@ fn mask_of(i: usize) -> String {
     format!("{}•••{}@{}•••.com", c(i), c(i / 26), c(i / 676))
 }
 
+/// `n` finished journeys spread over 26³ masked addresses.
 async fn fill(scratch: &Scratch, name: &str, n: usize) -> anyhow::Result<()> {
-    let mask_sql = |chr: &str, div: &str| {
-        format!(
-            "{chr}((97 + i % 26){cast}) || '•••' || {chr}((97 + ({div}) % 26){cast}) || '@' || {chr}((97 + ({div2}) % 26){cast}) || '•••.com'",
-            cast = if chr == "chr" { "::int" } else { "" },
-            div = div.replace("X", "26"),
-            div2 = div.replace("X", "676"),
-        )
-    };
-    match scratch.pg_url() {
-        Some(url) => {
-            let schema = name.replace('-', "_");
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(url)
-                .await
-                .context("connect to the scratch database")?;
-            let sql = format!(
-                "INSERT INTO {schema}.journeys (journey_id, definition_id, definition_version, \
-                 status, current_step, email_masked, started_at, updated_at, version, subject, \
-                 failures, stall_at, stall_keep) \
-                 SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, \
-                 'password-reset', 1, 'completed', NULL, {}, 1795000000000 + i, \
-                 1795000000000 + i, 9, NULL, 0, NULL, false FROM generate_series(0, $1 - 1) AS i",
-                mask_sql("chr", "i / X")
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(n as i64)
-                .execute(&pool)
-                .await
-                .context("insert the journeys")?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {schema}.journeys")))
-                .execute(&pool)
-                .await?;
-            pool.close().await;
-        }
-        None => {
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(
-                    sqlx::sqlite::SqliteConnectOptions::new().filename(scratch.sqlite_path(name)),
-                )
-                .await
-                .context("open the scratch file")?;
-            let sql = format!(
-                "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < ?1 - 1) \
-                 INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-                 current_step, email_masked, started_at, updated_at, version, subject, failures, \
-                 stall_at, stall_keep) \
-                 SELECT printf('00000000-0000-4000-8000-%012d', i), 'password-reset', 1, \
-                 'completed', NULL, {}, 1795000000000 + i, 1795000000000 + i, 9, NULL, 0, NULL, 0 \
-                 FROM c",
-                mask_sql("char", "i / X")
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(n as i64)
-                .execute(&pool)
-                .await
-                .context("insert the journeys")?;
-            sqlx::raw_sql("ANALYZE").execute(&pool).await?;
-            pool.close().await;
-        }
-    }
-    Ok(())
+    scratch
+        .insert_journeys(name, n, |dialect| {
+            let (letter, keep) = match dialect {
+                Dialect::Postgres => ("chr((97 + {}) :: int)", "false"),
+                Dialect::Sqlite => ("char(97 + {})", "0"),
+            };
+            let at = |e: &str| letter.replace("{}", e);
+            format!(
+                "'password-reset', 1, 'completed', NULL, \
+                 {} || '•••' || {} || '@' || {} || '•••.com', \
+                 1795000000000 + i, 1795000000000 + i, 9, NULL, 0, NULL, {keep}",
+                at("i % 26"),
+                at("(i / 26) % 26"),
+                at("(i / 676) % 26")
+            )
+        })
+        .await
 }

@@ -4,8 +4,7 @@
 //! only table the scan reads. The scan must cost the same whatever N is: the due query is an
 //! index range scan over the due journeys only.
 
-use crate::bench::Scratch;
-use anyhow::Context as _;
+use crate::bench::{Dialect, Scratch};
 use passage_core::ports::EventStore;
 use passage_runtime::{Actor, Input};
 use std::time::{Duration, Instant};
@@ -87,63 +86,17 @@ pub async fn run(
 
 /// `n` healthy open journeys, straight into the read model: deadline an hour away.
 async fn fill_healthy(scratch: &Scratch, name: &str, n: usize, now: i64) -> anyhow::Result<()> {
-    if n == 0 {
-        return Ok(());
-    }
     let future = now + 3_600_000;
-    match scratch.pg_url() {
-        Some(url) => {
-            let schema = name.replace('-', "_");
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(url)
-                .await
-                .context("connect to the scratch database")?;
-            let sql = format!(
-                "INSERT INTO {schema}.journeys (journey_id, definition_id, definition_version, \
-                 status, current_step, email_masked, started_at, updated_at, version, subject, \
-                 failures, stall_at, stall_keep) \
-                 SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, \
-                 'password-reset', 1, 'active', 'email-code', 'h•••y@e•••.com', $1, $1, 4, \
-                 'healthy-' || i, 0, $2, false FROM generate_series(0, $3 - 1) AS i"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .bind(future)
-                .bind(n as i64)
-                .execute(&pool)
-                .await
-                .context("insert the healthy journeys")?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {schema}.journeys")))
-                .execute(&pool)
-                .await?;
-            pool.close().await;
-        }
-        None => {
-            let path = scratch.sqlite_path(name);
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
-                .await
-                .context("open the scratch file")?;
-            sqlx::query(
-                "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < ?3 - 1) \
-                 INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-                 current_step, email_masked, started_at, updated_at, version, subject, failures, \
-                 stall_at, stall_keep) \
-                 SELECT printf('00000000-0000-4000-8000-%012d', i), 'password-reset', 1, \
-                 'active', 'email-code', 'h•••y@e•••.com', ?1, ?1, 4, 'healthy-' || i, 0, ?2, 0 \
-                 FROM c",
+    scratch
+        .insert_journeys(name, n, |dialect| {
+            let keep = match dialect {
+                Dialect::Postgres => "false",
+                Dialect::Sqlite => "0",
+            };
+            format!(
+                "'password-reset', 1, 'active', 'email-code', 'h•••y@e•••.com', {now}, {now}, 4, \
+                 'healthy-' || i, 0, {future}, {keep}"
             )
-            .bind(now)
-            .bind(future)
-            .bind(n as i64)
-            .execute(&pool)
-            .await
-            .context("insert the healthy journeys")?;
-            sqlx::raw_sql("ANALYZE").execute(&pool).await?;
-            pool.close().await;
-        }
-    }
-    Ok(())
+        })
+        .await
 }

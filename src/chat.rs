@@ -16,13 +16,13 @@ use crate::app::App;
 use crate::cli::ChatArgs;
 use anyhow::{Context as _, bail};
 use passage_bot::{
-    Bot, BotConfig, Button, ChatInput, ChatUser, EngineAction, EngineResult, Intent, Output,
-    PersonIntent, Role, SecretKind, Surface, TimelineLine, WaitReason,
+    Bot, BotConfig, Button, ChatUser, EngineAction, EngineResult, Intent, Output, PersonIntent,
+    SecretKind, Surface, WaitReason,
 };
 use passage_core::journey::view::{JourneyView, StepView};
-use passage_core::journey::{Rejection, Reply, Status};
-use passage_core::ports::{EventStore, JourneyFilter, JourneyId};
-use passage_runtime::{Actor, Input};
+use passage_core::journey::{Reply, Status};
+use passage_core::ports::JourneyId;
+use passage_runtime::Input;
 use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -273,7 +273,7 @@ impl Chat<'_> {
         let outcome = self
             .app
             .engine
-            .submit(journey, input, person_actor(&self.user), None)
+            .submit(journey, input, passage_bot::engine::actor(&self.user), None)
             .await?;
         if let Reply::Accepted {
             session_token: Some(_),
@@ -281,7 +281,7 @@ impl Chat<'_> {
         {
             println!("signed in with a fresh session (token handed to the portal, not stored)");
         }
-        let refusal = refusal(&outcome.reply);
+        let refusal = passage_bot::engine::refusal(&outcome.reply);
         self.app
             .worker
             .drain()
@@ -304,92 +304,22 @@ impl Chat<'_> {
         }
     }
 
-    /// Performs one engine action the way the CLI commands do.
+    /// Performs one engine action, delivering what a command left in the outbox (and
+    /// firing due timers) before the journey is read back, as the CLI commands do.
     async fn perform(&mut self, action: EngineAction) -> anyhow::Result<EngineResult> {
-        let engine = &self.app.engine;
-        let (journey, refusal) = match action {
-            EngineAction::Start {
-                workflow,
-                email,
-                by,
-            } => {
-                let actor = actor(&by);
-                let started = engine.start(&workflow, actor.clone(), None).await?;
-                let journey = started.journey_id;
-                self.journey = Some(journey);
-                let refusal = match email {
-                    Some(email) => {
-                        let outcome = engine
-                            .submit(journey, Input::Email(email), actor, None)
-                            .await?;
-                        refusal(&outcome.reply)
-                    }
-                    None => None,
-                };
-                (journey, refusal)
-            }
-            EngineAction::Submit { journey, input, by } => {
-                let input = match input {
-                    ChatInput::Email(e) => Input::Email(e),
-                    ChatInput::Code(c) => Input::Code(c),
-                    ChatInput::Resend => Input::Resend,
-                    ChatInput::Choose(o) => Input::Choose(o),
-                    ChatInput::Cancel { reason } => Input::Cancel { reason },
-                    ChatInput::Nudge => Input::Nudge,
-                    ChatInput::AcknowledgeAlert => Input::AcknowledgeAlert,
-                };
-                let outcome = engine.submit(journey, input, actor(&by), None).await?;
-                (journey, refusal(&outcome.reply))
-            }
-            EngineAction::Load { journey } => (journey, None),
-            EngineAction::Timeline { journey } => {
-                let lines = timeline(&engine.timeline(journey).await?);
-                let (_, _, view) = engine.load(journey).await?;
-                return Ok(EngineResult::Timeline {
-                    journey,
-                    lines,
-                    view,
-                });
-            }
-            EngineAction::Replay { journey, at } => {
-                let (_, view, total) = engine.replay(journey, at).await?;
-                let lines = timeline(&engine.timeline(journey).await?);
-                return Ok(EngineResult::Replayed {
-                    journey,
-                    at,
-                    total,
-                    lines,
-                    view,
-                });
-            }
-            EngineAction::ListActive => {
-                let list = self
-                    .app
-                    .store
-                    .list_journeys(JourneyFilter {
-                        email_masked: None,
-                        status: Some("active".into()),
-                        definition_id: None,
-                        limit: 500,
-                    })
-                    .await?;
-                return Ok(EngineResult::Journeys(list));
-            }
-        };
-        // Deliver what the command left in the outbox (and fire due timers), then read the
-        // journey as it is now.
-        self.app
-            .worker
-            .drain()
-            .await
-            .context("deliver outbox entries")?;
-        let (_, _, view) = engine.load(journey).await?;
-        self.view = Some(view.clone());
-        Ok(EngineResult::Journey {
-            journey,
-            refusal,
-            view,
+        let started = matches!(action, EngineAction::Start { .. });
+        let worker = &self.app.worker;
+        let result = passage_bot::engine::perform_settled(&self.app.engine, action, async || {
+            worker.drain().await.map(|_| ())
         })
+        .await?;
+        if let EngineResult::Journey { journey, view, .. } = &result {
+            if started {
+                self.journey = Some(*journey);
+            }
+            self.view = Some(view.clone());
+        }
+        Ok(result)
     }
 }
 
@@ -405,41 +335,4 @@ fn prompt_line(prompt: &str) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned()))
-}
-
-/// The actor the engine records for a chat user.
-fn actor(user: &ChatUser) -> Actor {
-    match user.role {
-        Role::Person => person_actor(user),
-        Role::Support => Actor::support(&user.id, &user.channel),
-    }
-}
-
-fn person_actor(user: &ChatUser) -> Actor {
-    let mut a = Actor::person(&user.channel);
-    a.id = Some(user.id.clone());
-    a
-}
-
-fn refusal(reply: &Reply) -> Option<Rejection> {
-    match reply {
-        Reply::Accepted { .. } => None,
-        Reply::Rejected(r) => Some(r.clone()),
-    }
-}
-
-fn timeline(entries: &[passage_runtime::TimelineEntry]) -> Vec<TimelineLine> {
-    entries
-        .iter()
-        .map(|e| TimelineLine {
-            version: e.version,
-            recorded_at: e.recorded_at,
-            event_type: e.event_type.clone(),
-            description: e.description.clone(),
-            actor: e.actor.as_ref().map(|a| match &a.id {
-                Some(id) => format!("{}:{id} via {}", a.kind, a.channel),
-                None => format!("{} via {}", a.kind, a.channel),
-            }),
-        })
-        .collect()
 }

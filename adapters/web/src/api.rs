@@ -174,10 +174,7 @@ struct StartRequest {
 }
 
 fn person(headers: &HeaderMap, client: Option<&ClientIp>) -> Actor {
-    let ua = headers
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    Actor::person("api").from_client(client.and_then(ClientIp::audit), ua)
+    ClientIp::person(client, headers, "api")
 }
 
 async fn start<S: EventStore, D: AccountDirectory>(

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use passage_channels::MessageFilter;
 use passage_core::ports::{AccountDirectory, EventStore, JourneyId};
-use passage_runtime::{Actor, Input};
+use passage_runtime::Input;
 use std::sync::Arc;
 
 type Shared<S, D> = State<Arc<AppState<S, D>>>;
@@ -150,7 +150,8 @@ async fn press<S: EventStore, D: AccountDirectory>(
             Some(("/dev/inbox", "Back")),
         );
     };
-    let actor = Actor::person("dev-phone").from_client(client.audit(), None);
+    // The simulated phone is not the person's browser: no user agent is recorded for it.
+    let actor = ClientIp::person(Some(&client), &HeaderMap::new(), "dev-phone");
     let input = Input::CallKeys {
         call_id,
         digits: "#".into(),

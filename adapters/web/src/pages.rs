@@ -152,10 +152,7 @@ fn parse_id(raw: &str) -> Option<JourneyId> {
 }
 
 fn actor(headers: &HeaderMap, client: &ClientIp) -> Actor {
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    Actor::person("web").from_client(client.audit(), ua)
+    ClientIp::person(Some(client), headers, "web")
 }
 
 // ---- pages ------------------------------------------------------------------------------------
@@ -211,7 +208,6 @@ fn identify_form<S: EventStore, D: AccountDirectory>(
         csrf = esc(csrf),
         field = field(
             "email",
-            "email",
             "Email address",
             "<input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required autofocus maxlength=\"254\"",
             error
@@ -230,7 +226,7 @@ fn identify_form<S: EventStore, D: AccountDirectory>(
 
 /// A labelled input with its error next to it (`aria-describedby`). `input` is the opening
 /// of the `<input` tag without its closing `>`.
-fn field(id: &str, _name: &str, label: &str, input: &str, error: Option<&str>) -> String {
+fn field(id: &str, label: &str, input: &str, error: Option<&str>) -> String {
     let (err, described) = match error {
         Some(e) => (
             format!(
@@ -491,7 +487,6 @@ async fn render<S: EventStore, D: AccountDirectory>(
                 esc(prompt),
                 field(
                     "code",
-                    "code",
                     &format!("{digits}-digit code"),
                     &format!(
                         "<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]*\" maxlength=\"{digits}\" required autofocus"
@@ -652,7 +647,7 @@ async fn render<S: EventStore, D: AccountDirectory>(
         main_attrs: format!(
             "data-kind=\"{kind}\" data-step=\"{}\" data-journey=\"{id}\" data-view=\"{}\" data-status-url=\"{base}/status\"",
             esc(step_id),
-            fingerprint(app, view)
+            fingerprint(view)
         ),
         body,
         refresh,
@@ -895,7 +890,7 @@ async fn status<S: EventStore, D: AccountDirectory>(
             Json(serde_json::json!({
                 "status": view.status,
                 "step": step,
-                "view": fingerprint(&app, &view),
+                "view": fingerprint(&view),
             }))
             .into_response()
         }
@@ -907,10 +902,7 @@ async fn status<S: EventStore, D: AccountDirectory>(
 /// a person waits (the step, the journey's status, the call). Not the stream version, nor
 /// anything that differs with the address typed: delivery events exist only for real
 /// accounts, so a version would tell a known address from an unknown one (R1, R3).
-fn fingerprint<S: EventStore, D: AccountDirectory>(
-    _app: &AppState<S, D>,
-    view: &JourneyView,
-) -> String {
+fn fingerprint(view: &JourneyView) -> String {
     let call = match &view.step {
         Some(StepView::Voice {
             call_open,

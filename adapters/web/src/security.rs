@@ -144,6 +144,19 @@ impl ClientIp {
     pub fn audit(&self) -> Option<String> {
         self.0.map(|ip| ip.to_string())
     }
+
+    /// The person behind this request, as events record them (R49): the channel, the
+    /// client's address and its user agent.
+    pub fn person(
+        client: Option<&ClientIp>,
+        headers: &HeaderMap,
+        channel: &str,
+    ) -> passage_runtime::Actor {
+        let ua = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        passage_runtime::Actor::person(channel).from_client(client.and_then(ClientIp::audit), ua)
+    }
 }
 
 /// In-process fixed-window counters. Several nodes each keep their own, so a deployment's
@@ -337,11 +350,7 @@ pub(crate) fn get_cookie(headers: &HeaderMap, secure: bool, base: &str) -> Optio
 
 /// Constant-time comparison of two tags.
 pub(crate) fn tags_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    passage_core::secrets::tags_equal(a.as_bytes(), b.as_bytes())
 }
 
 /// A form body with exactly the named fields, each once (R5): duplicates, unknown fields and

@@ -65,6 +65,8 @@
 //! not the sender (a nudge) are [`Output::Direct`].
 
 mod bot;
+#[cfg(feature = "engine")]
+pub mod engine;
 mod ids;
 mod model;
 mod render;

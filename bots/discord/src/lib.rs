@@ -26,7 +26,7 @@
 
 pub mod alerts;
 pub mod config;
-pub mod engine;
+pub use passage_bot::engine;
 pub mod render;
 mod transport;
 

@@ -194,16 +194,17 @@ pub fn unseal(keys: &Keys, effect_id: Uuid, sealed: &str) -> Option<String> {
     let split = bytes.len().checked_sub(SEAL_TAG)?;
     let (ciphertext, tag) = bytes.split_at(split);
     let expected = seal_tag(keys, effect_id, ciphertext);
-    // Constant time: the tag is a MAC.
-    let diff = expected[..SEAL_TAG]
-        .iter()
-        .zip(tag)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if diff != 0 {
+    if !tags_equal(&expected[..SEAL_TAG], tag) {
         return None;
     }
     let ks = keystream(keys, effect_id, ciphertext.len());
     String::from_utf8(ciphertext.iter().zip(ks).map(|(a, b)| a ^ b).collect()).ok()
+}
+
+/// Compares two MACs or tokens in constant time (for equal lengths; a length difference is
+/// not secret).
+pub fn tags_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A fresh session token (returned once) and the hash that events and the session table keep.
@@ -452,12 +453,7 @@ pub fn handoff_check(
     let at: i64 = at.parse().map_err(|_| HandoffRefusal::Malformed)?;
     let expires = crate::time::Timestamp(at);
     let expected = handoff_token(keys, journey, expires);
-    let same = expected.len() == token.len()
-        && expected
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let same = tags_equal(expected.as_bytes(), token.as_bytes());
     if !same {
         return Err(HandoffRefusal::Malformed);
     }

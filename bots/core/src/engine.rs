@@ -1,8 +1,8 @@
-//! Performs the conversation core's engine actions on the in-process engine, the way
-//! `passage chat` (src/chat.rs) does, minus the outbox drain: `passage bot` runs a worker
-//! beside the bot, which the engine wakes on every commit.
+//! Performs the conversation core's engine actions on the in-process engine, for every
+//! transport (`passage chat`, `passage bot`). Behind the `engine` feature, so the core
+//! itself stays free of the runtime.
 
-use passage_bot::{ChatInput, ChatUser, EngineAction, EngineResult, Role, TimelineLine};
+use crate::{ChatInput, ChatUser, EngineAction, EngineResult, Role, TimelineLine};
 use passage_core::journey::{Rejection, Reply};
 use passage_core::ports::{AccountDirectory, EventStore, JourneyFilter};
 use passage_runtime::{Actor, Engine, Input};
@@ -20,7 +20,8 @@ pub fn actor(user: &ChatUser) -> Actor {
     }
 }
 
-fn refusal(reply: &Reply) -> Option<Rejection> {
+/// The refusal in a reply, if it is one.
+pub fn refusal(reply: &Reply) -> Option<Rejection> {
     match reply {
         Reply::Accepted { .. } => None,
         Reply::Rejected(r) => Some(r.clone()),
@@ -56,6 +57,17 @@ pub async fn perform<S: EventStore, D: AccountDirectory>(
 async fn try_perform<S: EventStore, D: AccountDirectory>(
     engine: &Engine<S, D>,
     action: EngineAction,
+) -> Result<EngineResult, passage_runtime::Error> {
+    perform_settled(engine, action, async || Ok(())).await
+}
+
+/// Performs `action`, running `settle` after a command and before the journey is read
+/// back: the terminal drains the outbox there, so the view shows what was delivered; the
+/// Discord bot has a worker of its own and settles nothing.
+pub async fn perform_settled<S: EventStore, D: AccountDirectory>(
+    engine: &Engine<S, D>,
+    action: EngineAction,
+    settle: impl AsyncFnOnce() -> Result<(), passage_runtime::Error>,
 ) -> Result<EngineResult, passage_runtime::Error> {
     let (journey, refusal) = match action {
         EngineAction::Start {
@@ -119,6 +131,7 @@ async fn try_perform<S: EventStore, D: AccountDirectory>(
             return Ok(EngineResult::Journeys(list));
         }
     };
+    settle().await?;
     let (_, _, view) = engine.load(journey).await?;
     Ok(EngineResult::Journey {
         journey,
