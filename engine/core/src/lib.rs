@@ -11,6 +11,7 @@ pub mod funnel;
 pub mod journey;
 pub mod mask;
 pub mod password;
+pub mod personal;
 pub mod ports;
 pub mod roles;
 pub mod secrets;

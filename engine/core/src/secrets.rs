@@ -36,6 +36,8 @@ pub struct Keys {
     subject_key: [u8; 32],
     web_key: [u8; 32],
     audit_seed: [u8; 32],
+    /// Wraps each journey's personal-data key ([`crate::personal`]).
+    data_wrap: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -53,6 +55,7 @@ impl Keys {
             subject_key: hmac(master, &[b"passage/subject/v1"]),
             web_key: hmac(master, &[b"passage/web/v1"]),
             audit_seed: hmac(master, &[b"passage/audit-signing/v1"]),
+            data_wrap: hmac(master, &[b"passage/data-key-wrap/v1"]),
         }
     }
 
@@ -60,6 +63,10 @@ impl Keys {
     /// the same secret, so there is nothing more to configure or lose.
     pub fn audit_signing_seed(&self) -> [u8; 32] {
         self.audit_seed
+    }
+
+    pub(crate) fn data_wrap_root(&self) -> &[u8; 32] {
+        &self.data_wrap
     }
 
     /// A tag that binds `data` to `purpose` for the web layer (a browser's hold on a journey,

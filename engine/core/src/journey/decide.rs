@@ -90,8 +90,10 @@ pub fn decide(
 ) -> Decision {
     let mut d = decide_command(state, def, cmd, ctx);
     // A journey that ends closes its open support alert: the alert is updated to say how,
-    // so support does not chase a journey that is over.
-    if let Some(alert) = &state.alert {
+    // so support does not chase a journey that is over. Not on erasure: the outbox rows of
+    // an erased journey are deleted with its key, and the text would name the address.
+    let erasing = matches!(cmd, Command::ErasePersonalData { .. });
+    if let Some(alert) = state.alert.as_ref().filter(|_| !erasing) {
         let ended = d.events.iter().find_map(|e| match e {
             JourneyEvent::JourneyCompleted { .. } => Some("completed: the password was reset"),
             JourneyEvent::JourneyExpired { .. } => Some("expired"),
@@ -147,6 +149,29 @@ fn decide_command(
     if state.status == Status::NotStarted {
         // Nothing to record against: the stream does not exist.
         return out.reject("not-started", "No journey with this id has started.");
+    }
+
+    if let Command::ErasePersonalData { reason } = cmd {
+        if state.erased {
+            return out.accept();
+        }
+        if !state.status.is_finished() {
+            out.events.push(JourneyEvent::JourneyCancelled {
+                reason: "personal data erased".into(),
+            });
+        }
+        out.events.push(JourneyEvent::PersonalDataErased {
+            reason: reason.clone(),
+        });
+        return out.accept();
+    }
+    if state.erased {
+        // Nothing more is recorded about an erased person: a late delivery report or a
+        // stall scan would only add to what was erased.
+        return out.reject(
+            "erased",
+            "This journey's personal data was erased; it cannot continue. Start again.",
+        );
     }
 
     // Delivery outcomes are facts from a provider: record them whatever the journey's state.

@@ -125,6 +125,13 @@ pub enum JourneyEvent {
     JourneyCancelled {
         reason: String,
     },
+    /// The journey's personal data was erased (right to erasure, or retention): its key is
+    /// destroyed right after this is recorded, so every sealed value of the journey reads
+    /// `[erased]` from then on (ADR 0005). The reason is the operator's words or
+    /// `retention`; who erased is in the metadata.
+    PersonalDataErased {
+        reason: String,
+    },
     /// The person was reminded ("Still there?"): by the stall scanner, or by support.
     PersonNudged {
         step: StepId,
@@ -228,6 +235,7 @@ impl JourneyEvent {
             JourneyEvent::JourneyFailed { .. } => "JourneyFailed",
             JourneyEvent::JourneyExpired { .. } => "JourneyExpired",
             JourneyEvent::JourneyCancelled { .. } => "JourneyCancelled",
+            JourneyEvent::PersonalDataErased { .. } => "PersonalDataErased",
             JourneyEvent::InputRejected { .. } => "InputRejected",
             JourneyEvent::PersonNudged { .. } => "PersonNudged",
             JourneyEvent::SupportAlerted { .. } => "SupportAlerted",
@@ -319,6 +327,9 @@ impl JourneyEvent {
             JourneyEvent::JourneyFailed { reason, .. } => format!("journey failed: {reason}"),
             JourneyEvent::JourneyExpired { .. } => "journey expired".into(),
             JourneyEvent::JourneyCancelled { reason } => format!("journey cancelled: {reason}"),
+            JourneyEvent::PersonalDataErased { reason } => {
+                format!("personal data erased: {reason}")
+            }
             JourneyEvent::PersonNudged { step, by_support } => format!(
                 "person nudged at step {step}{}",
                 if *by_support {

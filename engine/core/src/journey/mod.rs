@@ -97,6 +97,12 @@ pub enum Command {
     Cancel {
         reason: String,
     },
+    /// Erase the journey's personal data (a person's right to erasure, or retention): an
+    /// open journey is cancelled first, then the erasure is recorded. Decided in any status;
+    /// a second erasure records nothing.
+    ErasePersonalData {
+        reason: String,
+    },
     /// The stall scanner found the journey past its step's `stall_after` (or failed): nudge
     /// first, then alert support, then refresh the alert, escalating once it has waited
     /// `escalate_after` unacknowledged.
@@ -131,6 +137,7 @@ impl Command {
             Command::Delivered { .. } => "delivered",
             Command::DeliveryFailed { .. } => "delivery-failed",
             Command::Cancel { .. } => "cancel",
+            Command::ErasePersonalData { .. } => "erase-personal-data",
             Command::Stalled { .. } => "stalled",
             Command::Nudge => "nudge",
             Command::AcknowledgeAlert => "acknowledge-alert",

@@ -112,6 +112,9 @@ pub struct JourneyState {
     pub undeliverable: bool,
     /// Handoff links already used, by expiry.
     pub handoffs_used: Vec<Timestamp>,
+    /// The journey's personal data was erased: it can never be resumed, and nothing about
+    /// the person is recorded on it any more.
+    pub erased: bool,
 }
 
 /// The support alert of a journey (one per journey and step).
@@ -274,6 +277,14 @@ impl JourneyState {
                 self.finish_reason = Some(reason.clone());
                 self.code = None;
                 self.call = None;
+            }
+            JourneyEvent::PersonalDataErased { .. } => {
+                // The read-model row written with this event must not keep the masked
+                // address or the pseudonym either.
+                self.erased = true;
+                self.email_masked = None;
+                self.phone_masked = None;
+                self.subject = None;
             }
             JourneyEvent::InputRejected { .. } => {}
             JourneyEvent::PersonNudged { .. } => self.nudged = true,

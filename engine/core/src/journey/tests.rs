@@ -1118,3 +1118,71 @@ fn given_alerted_journey_when_it_completes_or_is_cancelled_then_the_alert_is_res
         d.effects
     );
 }
+
+#[test]
+fn given_open_journey_when_erased_then_cancelled_erased_and_nothing_personal_left_in_state() {
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    assert!(j.state().email_masked.is_some());
+    let d = j.when(Command::ErasePersonalData {
+        reason: "erasure request #12".into(),
+    });
+    assert!(accepted(&d));
+    assert!(matches!(
+        d.events.as_slice(),
+        [
+            JourneyEvent::JourneyCancelled { .. },
+            JourneyEvent::PersonalDataErased { reason }
+        ] if reason == "erasure request #12"
+    ));
+    assert!(
+        d.effects.is_empty(),
+        "nothing is sent about an erased person"
+    );
+    let s = j.state();
+    assert_eq!(s.status, Status::Cancelled);
+    assert!(s.erased);
+    assert_eq!(
+        (s.email_masked, s.phone_masked, s.subject),
+        (None, None, None)
+    );
+
+    let again = j.when(Command::ErasePersonalData {
+        reason: "twice".into(),
+    });
+    assert!(accepted(&again));
+    assert!(again.events.is_empty(), "a second erasure records nothing");
+
+    for cmd in [
+        Command::Resend,
+        Command::Delivered {
+            effect_id: Uuid::from_u128(9),
+            channel: "email".into(),
+            provider_ref: "dev-9".into(),
+        },
+    ] {
+        let d = j.when(cmd);
+        assert_eq!(rejected_with(&d), "erased");
+        assert!(d.events.is_empty());
+    }
+}
+
+#[test]
+fn given_finished_journey_when_erased_then_only_the_erasure_is_recorded() {
+    let mut j = Journey::given(seed_definition());
+    j.email(false);
+    j.when(Command::Cancel {
+        reason: "support: duplicate".into(),
+    });
+    let d = j.when(Command::ErasePersonalData {
+        reason: "retention".into(),
+    });
+    assert!(matches!(
+        d.events.as_slice(),
+        [JourneyEvent::PersonalDataErased { .. }]
+    ));
+    assert_eq!(
+        j.state().finish_reason.as_deref(),
+        Some("support: duplicate")
+    );
+}
