@@ -197,12 +197,17 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Adds the demo accounts that are missing, each with a random password nobody knows.
+/// Adds the demo accounts to a directory that has none of them yet, each with a random
+/// password nobody knows. Once seeded, a demo account that is missing was erased
+/// (`passage subjects erase`) and stays gone.
 async fn seed_directory(store: &AnyStore) -> anyhow::Result<()> {
-    for account in demo_accounts() {
+    let accounts = demo_accounts();
+    for account in &accounts {
         if store.get(&account.account_id).await?.is_some() {
-            continue;
+            return Ok(());
         }
+    }
+    for account in accounts {
         let mut pw = [0u8; 24];
         let mut salt = [0u8; 16];
         OsEntropy.fill(&mut pw);

@@ -220,6 +220,28 @@ pub async fn export<S: EventStore>(
     out: &Path,
     now: Timestamp,
 ) -> anyhow::Result<Manifest> {
+    let file = out
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (body, manifest) = export_bytes(store, key, from, to, format, &file, now).await?;
+    std::fs::write(out, &body).with_context(|| format!("write {}", out.display()))?;
+    let path = manifest_path(out);
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(manifest)
+}
+
+/// The export's bytes and its signed manifest naming them as `file`.
+pub async fn export_bytes<S: EventStore>(
+    store: &S,
+    key: &SigningKey,
+    from: u64,
+    to: Option<u64>,
+    format: Format,
+    file: &str,
+    now: Timestamp,
+) -> anyhow::Result<(Vec<u8>, Manifest)> {
     const PAGE: usize = 2_000;
     let from = from.max(1);
     let mut body = Vec::new();
@@ -276,13 +298,9 @@ pub async fn export<S: EventStore>(
             to.map_or("end".into(), |t| t.to_string())
         );
     }
-    std::fs::write(out, &body).with_context(|| format!("write {}", out.display()))?;
     let mut manifest = Manifest {
         format,
-        file: out
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        file: file.to_owned(),
         from_position: from,
         to_position: last_position,
         count,
@@ -295,10 +313,58 @@ pub async fn export<S: EventStore>(
         signature: String::new(),
     };
     manifest.signature = hex(&key.sign(&manifest.signed_bytes()?).to_bytes());
-    let path = manifest_path(out);
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
-        .with_context(|| format!("write {}", path.display()))?;
-    Ok(manifest)
+    Ok((body, manifest))
+}
+
+/// The console's exporter: the same bytes and manifest as `passage audit export`, signed
+/// with the deployment's key.
+pub struct ConsoleExporter<S> {
+    pub store: S,
+    pub key: SigningKey,
+    pub clock: std::sync::Arc<dyn passage_runtime::Clock>,
+}
+
+impl<S> std::fmt::Debug for ConsoleExporter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleExporter").finish_non_exhaustive()
+    }
+}
+
+impl<S: EventStore> passage_web::AuditExporter for ConsoleExporter<S> {
+    fn export(
+        &self,
+        from: u64,
+        to: u64,
+        csv: bool,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<passage_web::ExportFiles, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let format = if csv { Format::Csv } else { Format::Jsonl };
+            let file = format!(
+                "passage-audit-{from}-{to}.{}",
+                if csv { "csv" } else { "jsonl" }
+            );
+            let (body, manifest) = export_bytes(
+                &self.store,
+                &self.key,
+                from,
+                Some(to),
+                format,
+                &file,
+                self.clock.now(),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+            let manifest =
+                serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";
+            Ok(passage_web::ExportFiles {
+                body,
+                manifest,
+                file_name: file,
+            })
+        })
+    }
 }
 
 /// Checks an export with no database: the manifest's signature under `public_key`, the

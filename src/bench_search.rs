@@ -1,10 +1,14 @@
 //! `passage bench --scenario search`: support's search by masked address against a journeys
 //! read model of 10 000 and 1 000 000 journeys (written straight into the table, the only one
-//! the search reads), timed as the median of repeated queries.
+//! the search reads), timed as the median of repeated queries: once at the store, and once
+//! end to end through the support console's API (`GET /console/api/journeys?q=…` with an
+//! operator's token, over HTTP on a local port).
 
 use crate::bench::{Dialect, Scratch};
 use passage_core::ports::{EventStore, JourneyFilter};
+use passage_core::roles::Role;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const QUERIES: usize = 25;
 
@@ -16,9 +20,9 @@ pub async fn run(args: &crate::cli::BenchArgs) -> anyhow::Result<()> {
         BenchBackend::Both => &["sqlite", "postgres"],
     };
     println!(
-        "| backend | journeys | matches per address | median search ms | p90 ms | ÷ 10 000-journey baseline |"
+        "| backend | journeys | matches per address | median search ms | p90 ms | ÷ 10 000-journey baseline | console API median ms | console p90 ms |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for backend in backends {
         let scratch = Scratch::new(backend, &args.bench_postgres).await?;
         let result = async {
@@ -48,11 +52,15 @@ pub async fn run(args: &crate::cli::BenchArgs) -> anyhow::Result<()> {
                 let median = times[QUERIES / 2];
                 let p90 = times[QUERIES * 9 / 10];
                 let base = *baseline.get_or_insert(median);
+                let mut console = through_console(store.clone(), n).await?;
+                console.sort();
                 println!(
-                    "| {backend} | {n} | {found} | {:.2} | {:.2} | {:.2} |",
+                    "| {backend} | {n} | {found} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
                     ms(median),
                     ms(p90),
-                    median.as_secs_f64() / base.as_secs_f64()
+                    median.as_secs_f64() / base.as_secs_f64(),
+                    ms(console[QUERIES / 2]),
+                    ms(console[QUERIES * 9 / 10])
                 );
                 store.close().await;
             }
@@ -63,6 +71,84 @@ pub async fn run(args: &crate::cli::BenchArgs) -> anyhow::Result<()> {
         result?;
     }
     Ok(())
+}
+
+/// Times `QUERIES` console searches over HTTP against a server on this store, each for a
+/// different masked address; checks each answer lists journeys of that address.
+async fn through_console(
+    store: passage_store::AnyStore,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let engine = crate::bench::engine_for(store.clone(), &[], false).await?;
+    let now = engine.now();
+    store
+        .add_operator(
+            "bench-support",
+            Role::Support,
+            "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+            now,
+        )
+        .await?;
+    let token = format!("pst_bench_{}", uuid::Uuid::new_v4().simple());
+    store
+        .add_api_token(
+            &passage_core::secrets::session_hash(&token),
+            "bench-support",
+            Role::Support,
+            "bench",
+            now,
+        )
+        .await?;
+    let router = passage_web::router(passage_web::AppState::new(engine));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let mut times = Vec::with_capacity(QUERIES);
+    let result = async {
+        for q in 0..QUERIES {
+            let mask = mask_of((q * 7919 + 13) % n.min(17_576));
+            let query: String = url_query(&mask);
+            let t = Instant::now();
+            let mut conn = tokio::net::TcpStream::connect(addr).await?;
+            conn.write_all(
+                format!(
+                    "GET /console/api/journeys?q={query} HTTP/1.1\r\nHost: {addr}\r\n\
+                     Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+            let mut answer = Vec::new();
+            conn.read_to_end(&mut answer).await?;
+            times.push(t.elapsed());
+            let text = String::from_utf8_lossy(&answer);
+            anyhow::ensure!(
+                text.starts_with("HTTP/1.1 200") && text.contains(&mask),
+                "the console search for {mask} answered: {}",
+                text.chars().take(300).collect::<String>()
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    server.abort();
+    result.map(|()| times)
+}
+
+/// Percent-encodes a query value.
+fn url_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -35,6 +35,7 @@ fn provider() -> Actor {
         channel: "twilio".into(),
         ip: None,
         user_agent: None,
+        reason: None,
     }
 }
 

@@ -92,6 +92,10 @@ pub enum Command {
     /// manages operators.
     #[command(subcommand)]
     Operators(OperatorsCommand),
+    /// Erase a person's personal data (right to erasure), or apply retention: the events
+    /// stay and still verify, their personal fields read "[erased]" (docs/audit.md).
+    #[command(subcommand)]
+    Subjects(SubjectsCommand),
     /// Show what the development outboxes received (emails, SMS, calls), codes included.
     Outbox(OutboxArgs),
     /// Act as the phone of a journey's pending voice call.
@@ -212,6 +216,11 @@ pub struct ServeArgs {
     /// event was added since the last one.
     #[arg(long, env = "PASSAGE_CHECKPOINT_EVERY", default_value = "10m", value_parser = parse_duration)]
     pub checkpoint_every: std::time::Duration,
+    /// Erase the personal data of finished journeys (completed, failed, expired, cancelled)
+    /// started longer ago than this, e.g. `90d`; checked at start and hourly. Off unless
+    /// set. Accounts stay; see `passage subjects retain`.
+    #[arg(long, env = "PASSAGE_RETENTION", value_parser = parse_duration, value_name = "PERIOD")]
+    pub retention: Option<std::time::Duration>,
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -506,4 +515,47 @@ pub enum WorkflowsCommand {
     },
     /// List the definitions journeys can start on.
     List,
+}
+
+const ERASE_HELP: &str = "Erase everything Passage holds about one person, by crypto-shredding.
+
+Every journey that names the address (found by its keyed pseudonym, never by the address \
+itself) is cancelled if still open and gets a PersonalDataErased event with your reason and \
+name; then its personal-data key is destroyed, so the masked address, masked phone, \
+pseudonym, client address and user agent sealed in its events read \"[erased]\" for ever. The \
+journey's listing row loses the masked address, its pending messages and timers are deleted, \
+and finally the account (full address, phone, name, password hash) and its sessions are \
+deleted, as are the dev outbox's copies of its messages.
+
+The events themselves stay: `passage audit verify` still passes and `passage journey show` \
+still lists every step. Running it again is harmless and finishes an erasure that was \
+interrupted.
+
+  passage subjects erase --email alice@example.com --reason \"GDPR request #1234\" --by ada
+
+The reason is recorded in the log: do not put personal data in it.";
+
+#[derive(Debug, Subcommand)]
+pub enum SubjectsCommand {
+    /// Erase a person's personal data: their journeys' keys, the account and its sessions.
+    #[command(long_about = ERASE_HELP)]
+    Erase {
+        /// The person's email address (normalised; it is not stored or printed).
+        #[arg(long)]
+        email: String,
+        /// Why (a ticket or request id); recorded in the log. No personal data here.
+        #[arg(long)]
+        reason: String,
+        /// Who is erasing (the operator recorded as the actor).
+        #[arg(long, default_value = "cli-operator")]
+        by: String,
+    },
+    /// Apply retention once: erase the personal data of finished journeys (completed,
+    /// failed, expired, cancelled) started longer ago than --older-than, the same way as
+    /// `erase` does for one journey. Accounts stay. `serve --retention` does this hourly.
+    Retain {
+        /// The retention period, e.g. 90d, 12h.
+        #[arg(long, value_parser = parse_duration, value_name = "PERIOD")]
+        older_than: std::time::Duration,
+    },
 }

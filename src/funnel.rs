@@ -1,12 +1,10 @@
 //! `passage funnel`: how many journeys of a workflow reached each step, moved on, ended
 //! there or are still waiting, and the time spent per step (p50/p90), as a table or CSV.
 
-use anyhow::{Context as _, anyhow};
-use passage_core::funnel::{Funnel, funnel};
-use passage_core::journey::JourneyEvent;
-use passage_core::ports::{EventStore, JourneyId};
+use anyhow::anyhow;
+use passage_core::funnel::{Funnel, seconds};
+use passage_core::ports::EventStore;
 use passage_core::time::Timestamp;
-use std::collections::HashMap;
 
 /// `2026-11-27T10:00:00Z` (or with an offset), or milliseconds since the epoch.
 pub fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -24,23 +22,7 @@ pub async fn compute<S: EventStore>(
     from: Option<Timestamp>,
     to: Option<Timestamp>,
 ) -> anyhow::Result<Funnel> {
-    const PAGE: usize = 5_000;
-    let mut by_journey: HashMap<JourneyId, Vec<(Timestamp, JourneyEvent)>> = HashMap::new();
-    let mut after = 0;
-    loop {
-        let page = store.read_all(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        for e in &page {
-            let event: JourneyEvent = serde_json::from_str(&e.payload)
-                .with_context(|| format!("decode the event at position {}", e.position))?;
-            by_journey
-                .entry(e.stream)
-                .or_default()
-                .push((e.recorded_at, event));
-        }
-    }
-    let f = funnel(workflow, by_journey.values().map(Vec::as_slice), from, to);
+    let f = passage_runtime::compute_funnel(store, workflow, from, to).await?;
     if f.journeys == 0 {
         return Err(anyhow!(
             "no journeys of workflow `{workflow}` started in that time range"
@@ -49,29 +31,11 @@ pub async fn compute<S: EventStore>(
     Ok(f)
 }
 
-fn seconds(ms: Option<i64>) -> String {
-    ms.map(|m| format!("{:.1}", m as f64 / 1000.0))
-        .unwrap_or_else(|| "-".into())
-}
-
 pub fn render(f: &Funnel, csv: bool) -> String {
-    let mut out = String::new();
     if csv {
-        out.push_str("step,reached,moved_on,abandoned,waiting,p50_seconds,p90_seconds\n");
-        for s in &f.steps {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
-                s.step,
-                s.reached,
-                s.moved_on,
-                s.abandoned,
-                s.waiting,
-                seconds(s.p50_ms),
-                seconds(s.p90_ms)
-            ));
-        }
-        return out;
+        return f.to_csv();
     }
+    let mut out = String::new();
     out.push_str(&format!(
         "{}: {} journeys, {} completed\n\n{:<16} {:>8} {:>9} {:>10} {:>8} {:>9} {:>9}\n",
         f.workflow,

@@ -16,6 +16,7 @@ mod operators;
 mod render;
 mod seed;
 mod stalls;
+mod subjects;
 
 use anyhow::{Context as _, anyhow};
 use app::App;
@@ -42,7 +43,7 @@ struct Refused(String);
 /// The command line asked for something impossible: exit status 2, like clap's own errors.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct Usage(String);
+pub(crate) struct Usage(pub(crate) String);
 
 macro_rules! usage {
     ($($arg:tt)*) => { return Err(Usage(format!($($arg)*)).into()) };
@@ -142,6 +143,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(app, &args).await,
         Command::Journey(cmd) => journey(app, cmd).await,
         Command::Operators(cmd) => operators::run(app, cmd).await,
+        Command::Subjects(cmd) => subjects::run(app, cmd).await,
         Command::Journeys(JourneysCommand::List {
             status,
             workflow,
@@ -164,6 +166,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
                     definition_id: workflow,
                     email_masked,
                     limit,
+                    ..JourneyFilter::default()
                 })
                 .await?;
             if rows.is_empty() {
@@ -397,6 +400,14 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         args.escalate_after,
         rx.clone(),
     ));
+    let retention = args.retention.map(|period| {
+        tokio::spawn(subjects::retention_loop(
+            app.engine.clone(),
+            period,
+            std::time::Duration::from_secs(3600),
+            rx.clone(),
+        ))
+    });
     let checkpoints = {
         let engine = app.engine.clone();
         tokio::spawn(audit::checkpoint_loop(
@@ -435,6 +446,11 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
             answers_per_client: args.limit_answers,
             ..passage_web::Limits::default()
         },
+        audit: Some(std::sync::Arc::new(audit::ConsoleExporter {
+            store: app.store.clone(),
+            key: audit::signing_key(app.engine.keys()),
+            clock: std::sync::Arc::new(passage_runtime::SystemClock),
+        })),
         ..passage_web::WebOptions::default()
     };
     let mut router = passage_web::router(passage_web::AppState::configured(
@@ -456,6 +472,10 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         out,
         "portal: http://{addr}/ (select \"Forgot Password?\"); API: http://{addr}/api/openapi.json"
     );
+    let _ = writeln!(
+        out,
+        "support console: http://{addr}/console (operators: passage operators add NAME --role support)"
+    );
     if dev_inbox {
         let _ = writeln!(
             out,
@@ -474,6 +494,9 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     worker.await.context("stop the worker")?;
     scanner.await.context("stop the stall scanner")?;
     checkpoints.await.context("stop the checkpoints")?;
+    if let Some(retention) = retention {
+        retention.await.context("stop retention")?;
+    }
     Ok(())
 }
 
@@ -610,17 +633,22 @@ async fn journey(app: &App, cmd: JourneyCommand) -> anyhow::Result<()> {
         JourneyCommand::Show { id, json } => {
             let id = journey_id(&id)?;
             if json {
-                for e in app.store.read_stream(id).await? {
-                    println!(
-                        "{{\"position\":{},\"version\":{},\"recorded_at\":\"{}\",\"type\":\"{}\",\"event\":{},\"metadata\":{},\"hash\":\"{}\"}}",
-                        e.position,
-                        e.stream_version,
-                        e.recorded_at,
-                        e.event_type,
-                        e.payload,
-                        e.metadata,
-                        chain::to_hex(&e.hash)
-                    );
+                // The events as the engine reads them: personal fields opened with the
+                // journey's key (or `[erased]`), beside the stored hash that covers the sealed
+                // form.
+                let stored = app.store.read_stream(id).await?;
+                let opened = app.engine.timeline(id).await?;
+                for (e, t) in stored.iter().zip(&opened) {
+                    let line = serde_json::json!({
+                        "position": e.position,
+                        "version": e.stream_version,
+                        "recorded_at": e.recorded_at.to_rfc3339(),
+                        "type": e.event_type,
+                        "event": t.event,
+                        "metadata": { "actor": t.actor },
+                        "hash": chain::to_hex(&e.hash),
+                    });
+                    println!("{line}");
                 }
                 return Ok(());
             }

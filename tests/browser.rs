@@ -901,3 +901,267 @@ async fn reset_with_voice_call() {
     })
     .await;
 }
+
+// --- the support console ----------------------------------------------------------------
+
+const OPERATOR_PASSWORD: &str = "operator password of some length";
+
+/// Runs `passage` on the node's database (operators are managed from the command line),
+/// feeding `stdin`; returns its standard output.
+fn passage_on(node: &Node, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(common::PASSAGE)
+        .arg("--db")
+        .arg(node.dir.db())
+        .arg("--workflows")
+        .arg(common::REPO_WORKFLOWS)
+        .args(args)
+        .current_dir(node.dir.path())
+        .env("PASSAGE_SECRET", SECRET)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run passage");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for passage");
+    assert!(
+        out.status.success(),
+        "passage {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Flow {
+    /// Waits until `css` shows text containing `want`.
+    async fn wait_text(&self, css: &str, want: &str) -> TestResult {
+        let b = &self.browser;
+        b.wait_for(&format!("`{css}` to show {want:?}"), PAGE, async || {
+            let seen = b.text_of(css).await.unwrap_or_default();
+            if seen.contains(want) {
+                return Ok(());
+            }
+            Err(Pending(format!("`{css}` shows {seen:?}")))
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Support signs in to the console, finds alice's journey by her address, replays it step
+/// by step and cancels it with a reason; the cancel shows in the timeline with the operator
+/// as actor.
+#[tokio::test]
+async fn console_support_finds_replays_and_cancels() {
+    let Some(flow) = Flow::start("console_support_finds_replays_and_cancels").await else {
+        return;
+    };
+    flow.run(async |f: &mut Flow| {
+        f.open_email_code().await?;
+        let journey = f.journey()?.to_string();
+        passage_on(
+            &f.node,
+            &[
+                "operators",
+                "add",
+                "sam",
+                "--role",
+                "support",
+                "--password-stdin",
+            ],
+            &format!("{OPERATOR_PASSWORD}\n"),
+        );
+
+        let b = &f.browser;
+        b.goto(&f.url("/console")).await?;
+        b.wait_for_css("form#console-sign-in", PAGE).await?;
+        b.fill("input#name", "sam").await?;
+        b.fill("input#password", OPERATOR_PASSWORD).await?;
+        f.shot("console-sign-in").await?;
+        let b = &f.browser;
+        b.click_css("button#console-sign-in-button").await?;
+        b.wait_for_css("main[data-kind=\"console-search\"]", PAGE)
+            .await?;
+        f.wait_text("#operator", "sam · support").await?;
+
+        let b = &f.browser;
+        b.fill("input#q", ALICE).await?;
+        b.click_css("button#search-button").await?;
+        b.wait_for_css("table#results a.journey-link", PAGE).await?;
+        f.shot("console-search").await?;
+        let b = &f.browser;
+        let link = b.find("table#results a.journey-link").await?;
+        let href = b.property(&link, "href").await?;
+        ensure!(
+            href.as_str().is_some_and(|h| h.ends_with(&journey)),
+            "the search's first result is {href}, not journey {journey}"
+        );
+        b.click(&link).await?;
+        b.wait_for_css("main[data-kind=\"console-journey\"] table#timeline", PAGE)
+            .await?;
+        f.shot("console-timeline").await?;
+
+        // Replay: first event, then one step on; the state follows.
+        let b = &f.browser;
+        b.click_css("a#replay-first").await?;
+        f.wait_text("#replay-position", "State after event 1 of")
+            .await?;
+        f.wait_text("#state-step", "email").await?;
+        f.shot("console-replay-first").await?;
+        let b = &f.browser;
+        b.click_css("a#replay-next").await?;
+        f.wait_text("#replay-position", "State after event 2 of")
+            .await?;
+        f.shot("console-replay-second").await?;
+        let b = &f.browser;
+        b.click_css("a#replay-last").await?;
+        f.wait_text("#state-status", "active").await?;
+
+        // Cancel with a reason.
+        let b = &f.browser;
+        b.execute(
+            "document.querySelector('select#action').value = 'cancel';",
+            vec![],
+        )
+        .await?;
+        b.fill("input#reason", "Caller asked to stop; ticket 4711")
+            .await?;
+        f.shot("console-cancel").await?;
+        let b = &f.browser;
+        b.click_css("button#act-button").await?;
+        f.wait_text("#console-notice", "The journey was cancelled.")
+            .await?;
+        f.wait_text("#state-status", "cancelled").await?;
+        let b = &f.browser;
+        let actor = b
+            .text_of("table#timeline tr[data-event=\"JourneyCancelled\"] td.actor")
+            .await?;
+        ensure!(
+            actor.contains("support sam via console") && actor.contains("ticket 4711"),
+            "the cancel's actor cell shows {actor:?}"
+        );
+        f.shot("console-cancelled").await?;
+
+        // The person's page now says the journey is over.
+        let b = &f.browser;
+        b.goto(&f.url(&format!("/reset/{journey}"))).await?;
+        let text = b.text_of("main").await?;
+        ensure!(
+            text.to_lowercase().contains("cancel") || text.to_lowercase().contains("start again"),
+            "the person's page after the cancel shows {text:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// An auditor's API token downloads a signed export from the running node, and the offline
+/// verifier accepts it; one changed byte makes it fail.
+#[tokio::test]
+async fn console_export_verifies_offline() {
+    let node = Node::start("console_export_verifies_offline");
+    let http = reqwest::Client::new();
+    let started = http
+        .post(node.url("/api/journeys"))
+        .json(&json!({"workflow": "password-reset"}))
+        .send()
+        .await
+        .expect("start a journey");
+    assert!(started.status().is_success(), "{:?}", started.text().await);
+    passage_on(
+        &node,
+        &[
+            "operators",
+            "add",
+            "ada",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        &format!("{OPERATOR_PASSWORD}\n"),
+    );
+    let token = passage_on(
+        &node,
+        &["operators", "token", "ada", "--label", "export test"],
+        "",
+    )
+    .trim()
+    .to_owned();
+    assert!(token.starts_with("pst_"), "{token}");
+    let get = async |path: &str| {
+        let res = http
+            .get(node.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("GET");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.bytes().await.expect("body").to_vec()
+    };
+    let body = get("/console/api/audit/export?from=1&to=1&format=jsonl").await;
+    let manifest = get("/console/api/audit/manifest?from=1&to=1&format=jsonl").await;
+    let m: Value = serde_json::from_slice(&manifest).expect("a JSON manifest");
+    let file = node.dir.join(m["file"].as_str().expect("file"));
+    std::fs::write(&file, &body).unwrap();
+    std::fs::write(format!("{}.manifest.json", file.display()), &manifest).unwrap();
+    let key = m["public_key"].as_str().expect("public_key").to_owned();
+    let verify = |expect_ok: bool| {
+        let out = Command::new(common::PASSAGE)
+            .args(["audit", "verify-export"])
+            .arg(&file)
+            .current_dir(node.dir.path())
+            .args(["--public-key", &key])
+            .output()
+            .expect("run verify-export");
+        assert_eq!(
+            out.status.success(),
+            expect_ok,
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    verify(true);
+    let mut changed = body.clone();
+    let at = changed
+        .iter()
+        .position(|b| *b == b'J')
+        .expect("an event type");
+    changed[at] = b'K';
+    std::fs::write(&file, &changed).unwrap();
+    verify(false);
+
+    // Support's token may not export.
+    passage_on(
+        &node,
+        &[
+            "operators",
+            "add",
+            "sam",
+            "--role",
+            "support",
+            "--password-stdin",
+        ],
+        &format!("{OPERATOR_PASSWORD}\n"),
+    );
+    let support = passage_on(
+        &node,
+        &["operators", "token", "sam", "--label", "support"],
+        "",
+    )
+    .trim()
+    .to_owned();
+    let res = http
+        .get(node.url("/console/api/audit/export?from=1&to=1"))
+        .bearer_auth(&support)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 403);
+}

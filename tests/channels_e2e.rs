@@ -1238,21 +1238,33 @@ async fn drained(store: &SqlitePool) {
     .await;
 }
 
-/// `MessageFailed` errors recorded on `journeys`, by error text.
-async fn failures(store: &SqlitePool, journeys: &[BurstJourney]) -> BTreeMap<String, usize> {
-    let ids: HashSet<&str> = journeys.iter().map(|j| j.id.as_str()).collect();
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT stream, payload FROM events WHERE event_type = 'MessageFailed' ORDER BY position",
-    )
-    .fetch_all(store)
-    .await
-    .unwrap();
+/// `MessageFailed` errors recorded on `journeys`, by error text. Read through an engine on
+/// the node's database: provider errors are sealed with each journey's key (they may quote
+/// a recipient), and the engine opens them.
+async fn failures(dir: &Path, journeys: &[BurstJourney]) -> BTreeMap<String, usize> {
+    let store = passage_store::SqliteStore::open(&dir.join("passage.db"))
+        .await
+        .unwrap();
+    let engine = passage_runtime::Engine::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(passage_runtime::SystemClock),
+        passage_runtime::EngineOptions {
+            keys: passage_core::secrets::Keys::derive(SECRET.as_bytes()),
+            hasher: passage_core::secrets::Argon2id::new(256, 1, 1),
+        },
+    );
     let mut by_error = BTreeMap::new();
-    for (stream, payload) in rows {
-        if ids.contains(stream.as_str()) {
-            let p: Value = serde_json::from_str(&payload).unwrap();
-            assert_eq!(p["permanent"], true, "{p}");
-            let error = p["error"].as_str().unwrap();
+    for j in journeys {
+        let id: passage_core::ports::JourneyId = j.id.parse().unwrap();
+        for e in engine.timeline(id).await.unwrap() {
+            let Some(passage_core::journey::JourneyEvent::MessageFailed {
+                error, permanent, ..
+            }) = e.event
+            else {
+                continue;
+            };
+            assert!(permanent, "{error}");
             // "permanent delivery failure: budget exceeded: sms per recipient (+61 ••• •••
             // 678), 4 per 1h" → "budget exceeded: sms per recipient".
             let error = &error[error.find("budget exceeded").unwrap_or(0)..];
@@ -1266,6 +1278,7 @@ async fn failures(store: &SqlitePool, journeys: &[BurstJourney]) -> BTreeMap<Str
             *by_error.entry(kind.to_owned()).or_insert(0) += 1;
         }
     }
+    store.close().await;
     by_error
 }
 
@@ -1410,7 +1423,7 @@ async fn budgets_hold_under_a_burst() {
     // Demand far exceeds the budgets, so they are used up exactly.
     assert_eq!(texts, SMS_PER_RECIPIENT);
     assert_eq!(calls, CALLS_PER_RECIPIENT);
-    let failed = failures(&store, &wave1).await;
+    let failed = failures(&dir, &wave1).await;
     assert_eq!(
         failed,
         BTreeMap::from([
@@ -1465,7 +1478,7 @@ async fn budgets_hold_under_a_burst() {
             "{resource}: one per number: {to:?}"
         );
     }
-    let failed = failures(&store, &wave2).await;
+    let failed = failures(&dir, &wave2).await;
     assert_eq!(
         failed,
         BTreeMap::from([

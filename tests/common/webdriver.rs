@@ -316,8 +316,11 @@ impl Browser {
                 WebDriverError::local("build the HTTP client", "transport", e.to_string())
             })?;
         static STARTED: AtomicUsize = AtomicUsize::new(0);
+        // Short: Chromium puts a Unix socket under this directory, and socket paths longer
+        // than 108 bytes make it exit at start ("Chrome instance exited").
+        let short: String = test.chars().take(12).collect();
         let dir = std::env::temp_dir().join(format!(
-            "passage-chromedriver-{test}-{}-{}",
+            "passage-cd-{short}-{}-{}",
             std::process::id(),
             STARTED.fetch_add(1, Ordering::SeqCst)
         ));

@@ -125,7 +125,9 @@ impl DevOutbox {
             // cut; for a development inbox that is the right price for not paying an fsync
             // per message.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Erasure: a forgotten message is overwritten, not left in free pages.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -199,6 +201,24 @@ impl DevOutbox {
         let mut out: Vec<DevMessage> = rows.iter().map(row_to_message).collect::<Result<_, _>>()?;
         out.reverse();
         Ok(out)
+    }
+
+    /// Deletes every message of these journeys (they name the person's full address or
+    /// number), then folds the write-ahead log into the file and truncates it so no copy
+    /// of them stays on disk. Returns how many messages were deleted.
+    pub async fn forget_journeys(&self, journeys: &[JourneyId]) -> Result<u64, Error> {
+        let mut deleted = 0;
+        for j in journeys {
+            deleted += sqlx::query("DELETE FROM messages WHERE journey_id = $1")
+                .bind(j.to_string())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted)
     }
 
     /// Waits for queries in flight and closes the file (checkpointing the WAL).

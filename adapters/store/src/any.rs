@@ -122,6 +122,48 @@ impl AnyStore {
     }
 }
 
+impl passage_core::ports::OperatorStore for AnyStore {
+    async fn operator_login(
+        &self,
+        name: &str,
+    ) -> Result<Option<passage_core::ports::OperatorLogin>, StoreError> {
+        delegate!(self, s => s.operator_login(name).await)
+    }
+
+    async fn operator_by_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<passage_core::ports::OperatorIdentity>, StoreError> {
+        delegate!(self, s => s.operator_by_token(token_hash).await)
+    }
+
+    async fn create_operator_session(
+        &self,
+        session_hash: &str,
+        operator: &str,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.create_operator_session(session_hash, operator, created_at, expires_at).await)
+    }
+
+    async fn operator_by_session(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<passage_core::ports::OperatorIdentity>, StoreError> {
+        delegate!(self, s => s.operator_by_session(session_hash, now).await)
+    }
+
+    async fn revoke_operator_session(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.revoke_operator_session(session_hash, now).await)
+    }
+}
+
 impl EventStore for AnyStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         delegate!(self, s => s.append(request).await)
@@ -254,6 +296,34 @@ impl EventStore for AnyStore {
     async fn wait_for_work(&self, timeout: Duration) {
         delegate!(self, s => s.wait_for_work(timeout).await)
     }
+
+    async fn journey_key(
+        &self,
+        stream: JourneyId,
+    ) -> Result<Option<passage_core::ports::StoredDataKey>, StoreError> {
+        delegate!(self, s => s.journey_key(stream).await)
+    }
+
+    async fn erase_journey(
+        &self,
+        stream: JourneyId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<passage_core::ports::JourneyErasure, StoreError> {
+        delegate!(self, s => s.erase_journey(stream, reason, now).await)
+    }
+
+    async fn retention_due(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JourneyId>, StoreError> {
+        delegate!(self, s => s.retention_due(before, limit).await)
+    }
+
+    async fn purge_erased(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.purge_erased().await)
+    }
 }
 
 impl AccountDirectory for AnyStore {
@@ -307,6 +377,10 @@ impl AccountDirectory for AnyStore {
         reason: &str,
     ) -> Result<(), DirectoryError> {
         delegate!(self, s => s.revoke_session(session_hash, now, reason).await)
+    }
+
+    async fn erase_account(&self, account_id: &str) -> Result<bool, DirectoryError> {
+        delegate!(self, s => s.erase_account(account_id).await)
     }
 }
 

@@ -87,6 +87,7 @@ fn request(stream: JourneyId, expected: u64, events: usize) -> AppendRequest {
         timers: Vec::new(),
         summary: summary(stream, expected + events as u64),
         outcome: format!(r#"{{"accepted":"{command_id}"}}"#),
+        data_key: None,
     }
 }
 
@@ -887,6 +888,7 @@ pub async fn journeys_summary<S: EventStore>(store: S) {
             status: status.map(str::to_owned),
             definition_id: definition.map(str::to_owned),
             limit,
+            ..JourneyFilter::default()
         })
     };
     let make = |stream, def: &str, status: &str, updated: u64, version| JourneySummary {
@@ -955,6 +957,50 @@ pub async fn journeys_summary<S: EventStore>(store: S) {
         ids(list(None, None, 2).await.expect("list_journeys failed")),
         vec![c, b],
         "limit keeps the newest"
+    );
+    let filtered = |f: JourneyFilter| {
+        let store = store.clone();
+        async move { ids(store.list_journeys(f).await.expect("list_journeys failed")) }
+    };
+    assert_eq!(
+        filtered(JourneyFilter {
+            current_step: Some("verify".into()),
+            ..JourneyFilter::default()
+        })
+        .await,
+        vec![b, a],
+        "step filter"
+    );
+    assert_eq!(
+        filtered(JourneyFilter {
+            updated_from: Some(at(secs(2))),
+            updated_to: Some(at(secs(3))),
+            ..JourneyFilter::default()
+        })
+        .await,
+        vec![b],
+        "activity range: from inclusive, to exclusive"
+    );
+    assert_eq!(
+        filtered(JourneyFilter {
+            limit: 1,
+            offset: 1,
+            ..JourneyFilter::default()
+        })
+        .await,
+        vec![b],
+        "offset pages through the listing"
+    );
+    assert_eq!(
+        filtered(JourneyFilter {
+            email_masked: Some("b***@example.org".into()),
+            limit: 1,
+            offset: 1,
+            ..JourneyFilter::default()
+        })
+        .await,
+        vec![a],
+        "offset with the masked address"
     );
     assert!(
         list(Some("no-such-status"), None, 0)
@@ -1436,4 +1482,133 @@ pub async fn claim_skips_a_kind<S: EventStore>(store: S) {
         vec!["raise-alert"],
         "the skipped entry is still there for a worker that takes it"
     );
+}
+
+/// Crypto-shredding (ADR 0005): a key kept with the first append stays the first one, an
+/// erasure destroys it once, scrubs the journey's row, deletes its outbox entries and
+/// timers, leaves the chain intact, and an erased key is never brought back by a later
+/// append. Retention lists only finished journeys older than its cut-off, not yet erased.
+pub async fn personal_data_keys<S: EventStore>(store: S) {
+    use passage_core::ports::StoredDataKey;
+    let a = new_stream();
+    let legacy = new_stream();
+    assert_eq!(store.journey_key(a).await.expect("journey_key"), None);
+
+    let mut first = request(a, 0, 2);
+    first.data_key = Some("wrapped-1".into());
+    first.effects = vec![effect(at(secs(1)))];
+    first.timers = vec![timer(at(secs(60)))];
+    first.summary.subject = Some("subject-a".into());
+    append_ok(&store, first, "first append with a key").await;
+    let mut second = request(a, 2, 1);
+    second.data_key = Some("wrapped-2".into());
+    append_ok(&store, second, "a later key is ignored").await;
+    assert_eq!(
+        store.journey_key(a).await.expect("journey_key"),
+        Some(StoredDataKey::Live("wrapped-1".into())),
+        "the first key stays"
+    );
+    append_ok(&store, request(legacy, 0, 1), "a journey without a key").await;
+
+    let erased = store
+        .erase_journey(a, "request #1", at(secs(5)))
+        .await
+        .expect("erase_journey");
+    assert!(erased.key_destroyed, "{erased:?}");
+    assert_eq!((erased.outbox_deleted, erased.timers_deleted), (1, 1));
+    assert_eq!(
+        store.journey_key(a).await.expect("journey_key"),
+        Some(StoredDataKey::Erased)
+    );
+    let again = store
+        .erase_journey(a, "again", at(secs(6)))
+        .await
+        .expect("erase twice");
+    assert!(!again.key_destroyed, "nothing left to destroy: {again:?}");
+    let mut late = request(a, 3, 1);
+    late.data_key = Some("wrapped-3".into());
+    late.summary.email_masked = None;
+    append_ok(&store, late, "an append after erasure").await;
+    assert_eq!(
+        store.journey_key(a).await.expect("journey_key"),
+        Some(StoredDataKey::Erased),
+        "an erased key is never replaced"
+    );
+    let row = store
+        .list_journeys(JourneyFilter::default())
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|j| j.journey_id == a)
+        .expect("the erased journey is still listed");
+    assert_eq!(
+        (row.email_masked, row.subject),
+        (None, None),
+        "row scrubbed"
+    );
+    assert!(
+        store
+            .journeys_by_subject("subject-a", T0)
+            .await
+            .expect("by subject")
+            .is_empty()
+    );
+    assert!(
+        claim(&store, at(secs(3600)), secs(30)).await.is_empty(),
+        "nothing left to send about the person"
+    );
+    let mut verifier = Verifier::new();
+    for e in read_everything(&store, 100).await {
+        verifier
+            .check(&e)
+            .expect("the chain verifies after erasure");
+    }
+
+    let legacy_erased = store
+        .erase_journey(legacy, "legacy", at(secs(7)))
+        .await
+        .expect("erase a journey without a key");
+    assert!(!legacy_erased.key_destroyed);
+    assert_eq!(
+        store.journey_key(legacy).await.expect("journey_key"),
+        Some(StoredDataKey::Erased)
+    );
+
+    // Retention: finished (by status) and started before the cut-off, not erased yet.
+    let finished = |status: &str, started: u64| {
+        let s = new_stream();
+        let mut r = request(s, 0, 1);
+        r.data_key = Some(format!("key-{s}"));
+        r.summary.status = status.into();
+        r.summary.started_at = at(secs(started));
+        r.summary.updated_at = at(secs(1000));
+        (s, r)
+    };
+    let (old_done, r1) = finished("completed", 10);
+    let (old_failed, r2) = finished("failed", 20);
+    let (old_active, r3) = finished("active", 10);
+    let (new_done, r4) = finished("completed", 500);
+    for r in [r1, r2, r3, r4] {
+        append_ok(&store, r, "a journey for retention").await;
+    }
+    let due = store
+        .retention_due(at(secs(100)), 10)
+        .await
+        .expect("retention_due");
+    assert_eq!(due, vec![old_done, old_failed], "oldest first");
+    assert!(!due.contains(&old_active) && !due.contains(&new_done));
+    assert_eq!(
+        store.retention_due(at(secs(100)), 1).await.expect("limit"),
+        vec![old_done]
+    );
+    store
+        .erase_journey(old_done, "retention", at(secs(200)))
+        .await
+        .expect("erase");
+    assert_eq!(
+        store.retention_due(at(secs(100)), 10).await.expect("again"),
+        vec![old_failed],
+        "erased journeys are done with"
+    );
+    store.purge_erased().await.expect("purge_erased");
 }

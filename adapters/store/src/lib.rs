@@ -24,6 +24,7 @@ mod batch;
 mod error;
 mod migrations;
 pub mod operators;
+mod personal;
 pub mod postgres;
 mod sqlite;
 

@@ -158,6 +158,126 @@ macro_rules! operator_sql {
                 Ok(done.rows_affected() == 1)
             }
         }
+
+        impl passage_core::ports::OperatorStore for $store {
+            async fn operator_login(
+                &self,
+                name: &str,
+            ) -> Result<Option<passage_core::ports::OperatorLogin>, passage_core::ports::StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT name, role, password_phc, disabled FROM operators WHERE name = {p}1",
+                    p = $p
+                )))
+                .bind(name)
+                .fetch_optional(&self.inner.$pool)
+                .await
+                .map_err($crate::error::Error::from)?;
+                let login = row
+                    .map(|r| -> Result<_, $crate::error::Error> {
+                        let r = &r;
+                        Ok(passage_core::ports::OperatorLogin {
+                            name: sqlx::Row::try_get(r, "name")?,
+                            role: $crate::operators::role(sqlx::Row::try_get(r, "role")?)?,
+                            password_phc: sqlx::Row::try_get(r, "password_phc")?,
+                            disabled: $bool_disabled(r)?,
+                        })
+                    })
+                    .transpose()?;
+                Ok(login)
+            }
+
+            async fn operator_by_token(
+                &self,
+                token_hash: &str,
+            ) -> Result<Option<passage_core::ports::OperatorIdentity>, passage_core::ports::StoreError> {
+                let Some(token) = self.api_token(token_hash).await? else {
+                    return Ok(None);
+                };
+                if token.revoked_at.is_some() {
+                    return Ok(None);
+                }
+                let enabled = passage_core::ports::OperatorStore::operator_login(self, &token.operator)
+                    .await?
+                    .is_some_and(|o| !o.disabled);
+                Ok(enabled.then(|| passage_core::ports::OperatorIdentity {
+                    name: token.operator,
+                    role: token.role,
+                    via: format!("token:{}", token.token_id),
+                }))
+            }
+
+            async fn create_operator_session(
+                &self,
+                session_hash: &str,
+                operator: &str,
+                created_at: passage_core::time::Timestamp,
+                expires_at: passage_core::time::Timestamp,
+            ) -> Result<(), passage_core::ports::StoreError> {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO operator_sessions (session_hash, operator, created_at, expires_at) \
+                     VALUES ({p}1, {p}2, {p}3, {p}4)",
+                    p = $p
+                )))
+                .bind(session_hash)
+                .bind(operator)
+                .bind(created_at.as_millis())
+                .bind(expires_at.as_millis())
+                .execute(&self.inner.$pool)
+                .await
+                .map_err($crate::error::Error::from)?;
+                Ok(())
+            }
+
+            async fn operator_by_session(
+                &self,
+                session_hash: &str,
+                now: passage_core::time::Timestamp,
+            ) -> Result<Option<passage_core::ports::OperatorIdentity>, passage_core::ports::StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT o.name, o.role, o.disabled FROM operator_sessions s \
+                     JOIN operators o ON o.name = s.operator \
+                     WHERE s.session_hash = {p}1 AND s.revoked_at IS NULL AND s.expires_at > {p}2",
+                    p = $p
+                )))
+                .bind(session_hash)
+                .bind(now.as_millis())
+                .fetch_optional(&self.inner.$pool)
+                .await
+                .map_err($crate::error::Error::from)?;
+                let Some(r) = row else { return Ok(None) };
+                let r = &r;
+                if $bool_disabled(r)? {
+                    return Ok(None);
+                }
+                let name: String = sqlx::Row::try_get(r, "name").map_err($crate::error::Error::from)?;
+                let role = $crate::operators::role(
+                    sqlx::Row::try_get(r, "role").map_err($crate::error::Error::from)?,
+                )?;
+                Ok(Some(passage_core::ports::OperatorIdentity {
+                    name,
+                    role,
+                    via: "console".into(),
+                }))
+            }
+
+            async fn revoke_operator_session(
+                &self,
+                session_hash: &str,
+                now: passage_core::time::Timestamp,
+            ) -> Result<(), passage_core::ports::StoreError> {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE operator_sessions SET revoked_at = {p}2 \
+                     WHERE session_hash = {p}1 AND revoked_at IS NULL",
+                    p = $p
+                )))
+                .bind(session_hash)
+                .bind(now.as_millis())
+                .execute(&self.inner.$pool)
+                .await
+                .map_err($crate::error::Error::from)?;
+                Ok(())
+            }
+        }
     };
 }
 

@@ -33,4 +33,5 @@ contract!(
     claim_skips_a_kind,
     lease_fencing,
     wait_for_work_wakes_on_append,
+    personal_data_keys,
 );

@@ -38,6 +38,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

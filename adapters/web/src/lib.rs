@@ -1,13 +1,15 @@
 //! # passage-web
 //!
 //! The HTTP face of the engine: the portal's reset pages ([`pages`]), sign-in and the tiles
-//! page ([`portal`]), the development inbox ([`dev`]) and the JSON API ([`api`]), all behind
+//! page ([`portal`]), the development inbox ([`dev`]), the JSON API ([`api`]) and the support
+//! console with its API ([`console`]), all behind
 //! one layer of security headers and per-client rate limits ([`security`]).
 //!
 //! Every handler is a thin translation between HTTP and [`passage_runtime::Engine`]: a page
 //! is a view of the journey's state in the engine's event log, never of client-held state.
 
 mod api;
+mod console;
 mod dev;
 mod error;
 mod html;
@@ -15,12 +17,13 @@ mod pages;
 mod portal;
 pub mod security;
 
+pub use console::{AuditExporter, ExportFiles, route_permission};
 pub use error::ApiError;
 pub use security::{Limits, TrustedProxies};
 
 use axum::Router;
 use passage_channels::DevOutbox;
-use passage_core::ports::{AccountDirectory, EventStore};
+use passage_core::ports::{AccountDirectory, EventStore, OperatorStore};
 use passage_runtime::Engine;
 use std::sync::Arc;
 
@@ -41,6 +44,8 @@ pub struct WebOptions {
     /// Proxies whose `X-Forwarded-For` is believed (R17, attack 33).
     pub trusted_proxies: TrustedProxies,
     pub limits: Limits,
+    /// Writes signed audit exports for the console's auditors; `None` hides them (503).
+    pub audit: Option<Arc<dyn AuditExporter>>,
 }
 
 impl Default for WebOptions {
@@ -52,6 +57,7 @@ impl Default for WebOptions {
             secure: false,
             trusted_proxies: TrustedProxies::default(),
             limits: Limits::default(),
+            audit: None,
         }
     }
 }
@@ -94,8 +100,11 @@ impl<S, D> AppState<S, D> {
 
 /// Every route: pages, portal, dev inbox (when configured), JSON API, assets, under the
 /// security layer.
-pub fn router<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, D>>) -> Router {
+pub fn router<S: EventStore + OperatorStore, D: AccountDirectory>(
+    state: Arc<AppState<S, D>>,
+) -> Router {
     let routes = Router::new()
+        .merge(console::routes(Arc::clone(&state)))
         .merge(api::routes(Arc::clone(&state)))
         .merge(pages::routes(Arc::clone(&state)))
         .merge(portal::routes(Arc::clone(&state)))

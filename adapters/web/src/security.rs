@@ -219,6 +219,7 @@ fn classify(method: &Method, path: &str) -> Option<Class> {
     let answer = path.starts_with("/reset/")
         || path.starts_with("/api/journeys/")
         || path == "/sign-in"
+        || path == "/console/sign-in"
         || path.starts_with("/dev/");
     answer.then_some(Class::Answer)
 }

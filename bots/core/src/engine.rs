@@ -126,6 +126,7 @@ pub async fn perform_settled<S: EventStore, D: AccountDirectory>(
                     status: Some("active".into()),
                     definition_id: None,
                     limit: 500,
+                    ..JourneyFilter::default()
                 })
                 .await?;
             return Ok(EngineResult::Journeys(list));

@@ -341,6 +341,7 @@ async fn journey_of_person(h: &Harness) -> JourneyId {
             status: None,
             definition_id: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -34,6 +34,33 @@ pub struct Funnel {
     pub steps: Vec<StepStats>,
 }
 
+/// Milliseconds as seconds with one decimal, `-` for none.
+pub fn seconds(ms: Option<i64>) -> String {
+    ms.map(|m| format!("{:.1}", m as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+impl Funnel {
+    /// One row per step; the columns `passage funnel --csv` and the console's download share.
+    pub fn to_csv(&self) -> String {
+        let mut out =
+            String::from("step,reached,moved_on,abandoned,waiting,p50_seconds,p90_seconds\n");
+        for s in &self.steps {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                s.step,
+                s.reached,
+                s.moved_on,
+                s.abandoned,
+                s.waiting,
+                seconds(s.p50_ms),
+                seconds(s.p90_ms)
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Default)]
 struct Acc {
     order: usize,

@@ -102,6 +102,38 @@ pub struct AppendRequest {
     pub summary: JourneySummary,
     /// JSON reply returned to anyone who repeats `command_id`.
     pub outcome: String,
+    /// The stream's personal-data key, wrapped ([`crate::personal`]), to keep in the same
+    /// transaction when the stream has no key row yet; an existing row (live or erased) is
+    /// left as it is.
+    pub data_key: Option<String>,
+}
+
+/// A journey's personal-data key as the store holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredDataKey {
+    /// Wrapped under the deployment's key ([`crate::secrets::Keys::unwrap_data_key`]).
+    Live(String),
+    /// Destroyed: the journey's sealed values read `[erased]`.
+    Erased,
+}
+
+impl fmt::Debug for StoredDataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoredDataKey::Live(_) => "Live(..)",
+            StoredDataKey::Erased => "Erased",
+        })
+    }
+}
+
+/// What [`EventStore::erase_journey`] found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JourneyErasure {
+    /// A live key was destroyed now (false: it was destroyed before, or never existed).
+    pub key_destroyed: bool,
+    /// Outbox entries and timers of the journey deleted.
+    pub outbox_deleted: u64,
+    pub timers_deleted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +195,15 @@ pub struct JourneyFilter {
     pub definition_id: Option<String>,
     /// The masked address as events and listings show it (`a•••e@e•••.com`).
     pub email_masked: Option<String>,
+    /// The step the journey is waiting on.
+    pub current_step: Option<String>,
+    /// Last activity (`updated_at`) at or after this time.
+    pub updated_from: Option<Timestamp>,
+    /// Last activity before this time.
+    pub updated_to: Option<Timestamp>,
     pub limit: usize,
+    /// Rows to skip (paging through a listing).
+    pub offset: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +223,71 @@ pub enum StoreError {
     Rejected(String),
     #[error("event store data is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// An operator as the console's sign-in sees them: the PHC string to verify against.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorLogin {
+    pub name: String,
+    pub role: crate::roles::Role,
+    pub password_phc: String,
+    pub disabled: bool,
+}
+
+impl fmt::Debug for OperatorLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperatorLogin")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is calling a console or support-API route, once their session or token checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorIdentity {
+    pub name: String,
+    /// The session's role is the operator's; a token's is the one it was issued with.
+    pub role: crate::roles::Role,
+    /// `console` for a signed-in browser, `token:<id>` for a script's API token.
+    pub via: String,
+}
+
+/// Operators of the support console and the support API (issue #7), apart from portal
+/// users. Only hashes of session tokens and API tokens are stored.
+pub trait OperatorStore: Clone + Send + Sync + 'static {
+    fn operator_login(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<OperatorLogin>, StoreError>> + Send;
+
+    /// The live token with this hash whose operator is still enabled.
+    fn operator_by_token(
+        &self,
+        token_hash: &str,
+    ) -> impl Future<Output = Result<Option<OperatorIdentity>, StoreError>> + Send;
+
+    fn create_operator_session(
+        &self,
+        session_hash: &str,
+        operator: &str,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The live, unexpired session with this hash whose operator is still enabled.
+    fn operator_by_session(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<OperatorIdentity>, StoreError>> + Send;
+
+    fn revoke_operator_session(
+        &self,
+        session_hash: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The event log plus the outbox and timer tables that share its transactions.
@@ -324,6 +429,38 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// latest. Spurious wake-ups are allowed (the caller claims and finds nothing); missed
     /// ones are bounded by `timeout`, which is the polling fallback.
     fn wait_for_work(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
+
+    /// The journey's personal-data key; `None` for journeys written before keys existed.
+    fn journey_key(
+        &self,
+        stream: JourneyId,
+    ) -> impl Future<Output = Result<Option<StoredDataKey>, StoreError>> + Send;
+
+    /// Crypto-shreds the journey, in one transaction: its key is destroyed (a row saying so
+    /// is written for journeys without one), its read-model row loses the masked address and
+    /// the pseudonym, and its outbox entries and timers (which name the person or would
+    /// contact them) are deleted. Idempotent.
+    fn erase_journey(
+        &self,
+        stream: JourneyId,
+        reason: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<JourneyErasure, StoreError>> + Send;
+
+    /// Finished journeys (completed, failed, expired, cancelled) started before `before`
+    /// whose personal data is not erased yet, oldest first: what retention erases. By start,
+    /// not last update: recording an erasure updates the row, and an erasure interrupted
+    /// before its key was destroyed must still be found.
+    fn retention_due(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JourneyId>, StoreError>> + Send;
+
+    /// Makes erased bytes unrecoverable from the storage files where the backend allows it
+    /// (SQLite: fold the write-ahead log into the file and truncate it; PostgreSQL: VACUUM
+    /// the tables erasure touches).
+    fn purge_erased(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// An account as the directory knows it. Full addresses live only here (never in events).
@@ -414,6 +551,13 @@ pub trait AccountDirectory: Clone + Send + Sync + 'static {
         now: Timestamp,
         reason: &str,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Deletes the account (full address, phone, name, password hash) and its sessions, for
+    /// the right to erasure. Returns whether the account existed.
+    fn erase_account(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
 }
 
 /// A signed statement "the chain's event at `position` hashes to `hash`", made at

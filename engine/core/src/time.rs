@@ -46,6 +46,68 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// A UTC date or date and time as forms send them: `2026-11-27`, `2026-11-27T10:00`,
+    /// `2026-11-27T10:00:00` or `2026-11-27T10:00:00Z`. `None` for anything else.
+    pub fn parse_utc(text: &str) -> Option<Self> {
+        let t = text.trim().trim_end_matches('Z');
+        let (date, time) = t.split_once('T').unwrap_or((t, "00:00"));
+        let num = |s: &str, len: usize| -> Option<i64> {
+            (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse().ok())
+                .flatten()
+        };
+        let mut d = date.split('-');
+        let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+        let mut c = time.split(':');
+        let (h, min) = (num(c.next()?, 2)?, num(c.next()?, 2)?);
+        let s = match c.next() {
+            Some(s) => num(s, 2)?,
+            None => 0,
+        };
+        if d.next().is_some() || c.next().is_some() {
+            return None;
+        }
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let month_days = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let valid = (1..=12).contains(&m)
+            && day >= 1
+            && day <= month_days[(m - 1) as usize]
+            && h < 24
+            && min < 60
+            && s < 60;
+        if !valid {
+            return None;
+        }
+        let days = days_from_civil(y, m as u32, day as u32);
+        Some(Self((days * 86_400 + h * 3600 + min * 60 + s) * 1000))
+    }
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01 (the inverse of `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -118,6 +180,35 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_form_dates_in_utc() {
+        let t = Timestamp::parse_utc("2026-11-27T06:52:07Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-27T06:52:07.000Z");
+        assert_eq!(
+            Timestamp::parse_utc("2026-11-27").unwrap().to_rfc3339(),
+            "2026-11-27T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::parse_utc("2024-02-29T23:59")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-02-29T23:59:00.000Z"
+        );
+        assert_eq!(Timestamp::parse_utc("1970-01-01"), Some(Timestamp(0)));
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-11-27T24:00",
+            "27/11/2026",
+            "2026-11-27T10",
+            "2026-1-27",
+            "",
+            "2026-11-27T10:00:00+02:00",
+        ] {
+            assert_eq!(Timestamp::parse_utc(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_rfc3339() {

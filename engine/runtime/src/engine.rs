@@ -10,9 +10,10 @@ use passage_core::journey::{
 };
 use passage_core::mask::{mask_email, mask_phone, normalize_email};
 use passage_core::password::PasswordContext;
+use passage_core::personal::{self, DataKey};
 use passage_core::ports::{
     AccountDirectory, AppendRequest, AppendResult, EventStore, JourneyId, JourneySummary,
-    NewEffect, NewEvent, NewTimer, StoreError, StoredEvent,
+    NewEffect, NewEvent, NewTimer, StoreError, StoredDataKey, StoredEvent,
 };
 use passage_core::secrets::{Argon2id, Keys};
 use passage_core::time::Timestamp;
@@ -45,6 +46,9 @@ pub struct Actor {
     /// (log injection, attack 46).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Why an operator acted (console and support API actions require one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Actor {
@@ -63,6 +67,7 @@ impl Actor {
             channel: channel.into(),
             ip: None,
             user_agent: None,
+            reason: None,
         }
     }
 
@@ -73,7 +78,23 @@ impl Actor {
             channel: "worker".into(),
             ip: None,
             user_agent: None,
+            reason: None,
         }
+    }
+
+    /// The same actor, giving a reason for what they do (cut to 500 characters, control
+    /// characters removed).
+    pub fn because(mut self, reason: &str) -> Self {
+        self.reason = Some(
+            reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(500)
+                .collect::<String>()
+                .trim()
+                .to_owned(),
+        );
+        self
     }
 
     pub fn support(id: &str, channel: &str) -> Self {
@@ -83,6 +104,7 @@ impl Actor {
             channel: channel.into(),
             ip: None,
             user_agent: None,
+            reason: None,
         }
     }
 }
@@ -133,6 +155,11 @@ pub enum Input {
     OpenHandoff {
         expires_at: Timestamp,
     },
+    /// Erase the journey's personal data: use [`Engine::erase_journey`], which also
+    /// destroys the key.
+    ErasePersonalData {
+        reason: String,
+    },
 }
 
 impl std::fmt::Debug for Input {
@@ -154,6 +181,7 @@ impl std::fmt::Debug for Input {
             Input::Nudge => "Nudge",
             Input::AcknowledgeAlert => "AcknowledgeAlert",
             Input::OpenHandoff { .. } => "OpenHandoff",
+            Input::ErasePersonalData { .. } => "ErasePersonalData",
         };
         f.write_str(name)
     }
@@ -204,6 +232,13 @@ struct Metadata {
     command: String,
 }
 
+/// The actor as recorded, with the client address and user agent opened.
+fn open_actor(mut actor: Actor, key: &JourneyKey) -> Result<Actor, personal::OpenError> {
+    personal::open_field(key.open(), &mut actor.ip)?;
+    personal::open_field(key.open(), &mut actor.user_agent)?;
+    Ok(actor)
+}
+
 struct Inner<S, D> {
     store: S,
     directory: D,
@@ -227,6 +262,27 @@ struct Inner<S, D> {
 #[derive(Default)]
 struct StateCache {
     map: HashMap<JourneyId, JourneyState>,
+    /// Personal-data keys, unwrapped, so a command seals and opens without a round trip.
+    keys: HashMap<JourneyId, JourneyKey>,
+}
+
+/// A journey's personal-data key as this process knows it.
+#[derive(Debug, Clone)]
+pub(crate) enum JourneyKey {
+    Live(DataKey),
+    /// Destroyed: sealed values read `[erased]`.
+    Erased,
+    /// Written before keys existed: nothing of it is sealed.
+    Missing,
+}
+
+impl JourneyKey {
+    fn open(&self) -> Option<&DataKey> {
+        match self {
+            JourneyKey::Live(k) => Some(k),
+            _ => None,
+        }
+    }
 }
 
 const STATE_CACHE_CAPACITY: usize = 50_000;
@@ -239,12 +295,25 @@ impl StateCache {
     fn put(&mut self, id: JourneyId, state: JourneyState) {
         if self.map.len() >= STATE_CACHE_CAPACITY && !self.map.contains_key(&id) {
             self.map.clear();
+            self.keys.clear();
         }
         self.map.insert(id, state);
     }
 
     fn forget(&mut self, id: &JourneyId) {
         self.map.remove(id);
+        self.keys.remove(id);
+    }
+
+    fn key(&self, id: &JourneyId) -> Option<JourneyKey> {
+        self.keys.get(id).cloned()
+    }
+
+    fn put_key(&mut self, id: JourneyId, key: JourneyKey) {
+        if self.keys.len() >= STATE_CACHE_CAPACITY && !self.keys.contains_key(&id) {
+            self.keys.clear();
+        }
+        self.keys.insert(id, key);
     }
 }
 
@@ -267,9 +336,21 @@ impl<S, D> std::fmt::Debug for Engine<S, D> {
     }
 }
 
-fn decode(e: &StoredEvent) -> Result<JourneyEvent, Error> {
-    serde_json::from_str(&e.payload)
+/// Parses a stored event and opens its sealed fields (`[erased]` once the key is gone).
+fn decode(e: &StoredEvent, key: &JourneyKey) -> Result<JourneyEvent, Error> {
+    let event = serde_json::from_str(&e.payload)
+        .map_err(|err| Error::Decode(format!("event at position {}: {err}", e.position)))?;
+    personal::open_event(key.open(), event)
         .map_err(|err| Error::Decode(format!("event at position {}: {err}", e.position)))
+}
+
+/// The key to open a stream with: none once the stream records its erasure, whatever a
+/// cache says (another node may have erased it).
+fn key_for(stored: &[StoredEvent], key: JourneyKey) -> JourneyKey {
+    if stored.iter().any(|e| e.event_type == "PersonalDataErased") {
+        return JourneyKey::Erased;
+    }
+    key
 }
 
 impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
@@ -448,9 +529,10 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         if stored.is_empty() {
             return Err(Error::UnknownJourney(journey_id));
         }
+        let key = key_for(stored, self.data_key(journey_id).await?);
         let mut state = JourneyState::default();
         for e in stored.iter().take(upto) {
-            state.apply(&decode(e)?);
+            state.apply(&decode(e, &key)?);
         }
         let hash = state
             .definition
@@ -511,13 +593,18 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         if stored.is_empty() {
             return Err(Error::UnknownJourney(journey_id));
         }
+        let key = key_for(&stored, self.data_key(journey_id).await?);
         stored
             .iter()
             .map(|e| {
-                let event = decode(e)?;
+                let event = decode(e, &key)?;
                 let actor = serde_json::from_str::<Metadata>(&e.metadata)
                     .ok()
-                    .map(|m| m.actor);
+                    .map(|m| open_actor(m.actor, &key))
+                    .transpose()
+                    .map_err(|err| {
+                        Error::Decode(format!("metadata at position {}: {err}", e.position))
+                    })?;
                 Ok(TimelineEntry {
                     position: e.position,
                     version: e.stream_version,
@@ -601,6 +688,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             Input::Nudge => Command::Nudge,
             Input::AcknowledgeAlert => Command::AcknowledgeAlert,
             Input::OpenHandoff { expires_at } => Command::OpenHandoff { expires_at },
+            Input::ErasePersonalData { reason } => Command::ErasePersonalData { reason },
         })
     }
 
@@ -630,14 +718,23 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 0 => self.cache().get(&journey_id),
                 _ => None,
             };
-            let state = match cached {
-                Some(state) => state,
+            let (state, key) = match cached {
+                Some(state) => {
+                    let key = self.data_key(journey_id).await?;
+                    (state, key)
+                }
                 None => {
+                    let stored = store.read_stream(journey_id).await?;
+                    let key = match stored.is_empty() {
+                        // A new journey: its key is made below, with its first events.
+                        true => JourneyKey::Missing,
+                        false => key_for(&stored, self.data_key(journey_id).await?),
+                    };
                     let mut state = JourneyState::default();
-                    for e in &store.read_stream(journey_id).await? {
-                        state.apply(&decode(e)?);
+                    for e in &stored {
+                        state.apply(&decode(e, &key)?);
                     }
-                    state
+                    (state, key)
                 }
             };
             let def = match (&start_def, &state.definition) {
@@ -688,11 +785,36 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     fresh: true,
                 });
             }
-            let request = self.append_request(
-                journey_id, &state, &next, &def, &cmd, &actor, command_id, now, &decision,
+            // A journey without a key (new, or written before keys existed) gets one with
+            // these events; an erased one never gets another, nor does the erasure itself.
+            let (key, new_key) = match key {
+                JourneyKey::Missing if !matches!(cmd, Command::ErasePersonalData { .. }) => {
+                    let k = DataKey::generate(&mut OsEntropy);
+                    let wrapped =
+                        self.inner
+                            .options
+                            .keys
+                            .wrap_data_key(journey_id.0, &k, &mut OsEntropy);
+                    (JourneyKey::Live(k), Some(wrapped))
+                }
+                other => (other, None),
+            };
+            let mut request = self.append_request(
+                journey_id,
+                &state,
+                &next,
+                &def,
+                &cmd,
+                &actor,
+                command_id,
+                now,
+                &decision,
+                key.open(),
             )?;
+            request.data_key = new_key;
             match store.append(request).await {
                 Ok(AppendResult::Committed { .. }) => {
+                    self.cache().put_key(journey_id, key);
                     if !decision.effects.is_empty() || !decision.timers.is_empty() {
                         self.inner.wake.notify_waiters();
                         self.inner.wake.notify_one();
@@ -779,6 +901,35 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             .map_err(Error::from)
     }
 
+    /// The journey's key: from memory, else from the store (once per journey and process).
+    pub(crate) async fn data_key(&self, journey_id: JourneyId) -> Result<JourneyKey, Error> {
+        if let Some(k) = self.cache().key(&journey_id) {
+            return Ok(k);
+        }
+        let key = match self.inner.store.journey_key(journey_id).await? {
+            None => JourneyKey::Missing,
+            Some(StoredDataKey::Erased) => JourneyKey::Erased,
+            Some(StoredDataKey::Live(wrapped)) => JourneyKey::Live(
+                self.inner
+                    .options
+                    .keys
+                    .unwrap_data_key(journey_id.0, &wrapped)
+                    .map_err(|e| {
+                        Error::Decode(format!(
+                            "the personal-data key of journey {journey_id}: {e} (was the deployment secret changed?)"
+                        ))
+                    })?,
+            ),
+        };
+        self.cache().put_key(journey_id, key.clone());
+        Ok(key)
+    }
+
+    /// Drops what this process remembers of a journey (its state and key).
+    pub(crate) fn forget(&self, journey_id: JourneyId) {
+        self.cache().forget(&journey_id);
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, StateCache> {
         self.inner.states.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -811,20 +962,31 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         command_id: Uuid,
         now: Timestamp,
         decision: &Decision,
+        key: Option<&DataKey>,
     ) -> Result<AppendRequest, Error> {
         let json = |r: serde_json::Result<String>| r.map_err(|e| Error::Decode(e.to_string()));
+        let mut rng = OsEntropy;
+        let mut recorded = actor.clone();
+        if let Some(k) = key {
+            personal::seal_field(k, &mut recorded.ip, &mut rng);
+            personal::seal_field(k, &mut recorded.user_agent, &mut rng);
+        }
         let metadata = json(serde_json::to_string(&Metadata {
-            actor: actor.clone(),
+            actor: recorded,
             command: cmd.name().into(),
         }))?;
         let events = decision
             .events
             .iter()
             .map(|e| {
+                let payload = match key {
+                    Some(k) => serde_json::to_string(&personal::seal_event(k, e, &mut rng)),
+                    None => serde_json::to_string(e),
+                };
                 Ok(NewEvent {
                     event_type: e.event_type().into(),
                     schema_version: SCHEMA_VERSION,
-                    payload: json(serde_json::to_string(e))?,
+                    payload: json(payload)?,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -859,17 +1021,26 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             },
             r => r.clone(),
         };
+        let erasing = matches!(cmd, Command::ErasePersonalData { .. });
         let summary = JourneySummary {
             journey_id,
             definition_id: def.id.clone(),
             definition_version: def.version,
             status: after.status.as_str().into(),
             current_step: after.current_step.as_ref().map(|s| s.0.clone()),
-            email_masked: after.email_masked.clone(),
+            // The erasure's own row keeps them until the key is destroyed, so an erasure
+            // interrupted between the two is found again by the person's pseudonym.
+            email_masked: match erasing {
+                true => before.email_masked.clone(),
+                false => after.email_masked.clone(),
+            },
             started_at: after.started_at.unwrap_or(now),
             updated_at: now,
             version: after.version,
-            subject: after.subject.clone(),
+            subject: match erasing {
+                true => before.subject.clone(),
+                false => after.subject.clone(),
+            },
             failures: after.failures,
             stall_at: None,
             stall_keep: false,
@@ -891,6 +1062,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             timers,
             summary,
             outcome: json(serde_json::to_string(&stored_reply))?,
+            data_key: None,
         })
     }
 

@@ -19,4 +19,6 @@ pub enum Error {
     Directory(#[from] DirectoryError),
     #[error("stored data could not be decoded: {0}")]
     Decode(String),
+    #[error("not an email address: {0}")]
+    InvalidEmail(String),
 }

@@ -7,11 +7,15 @@
 
 mod clock;
 mod engine;
+mod erasure;
 mod error;
+mod funnel;
 mod messages;
 mod worker;
 
 pub use clock::{Clock, ManualClock, OsEntropy, SystemClock};
 pub use engine::{Actor, Engine, EngineOptions, Input, Outcome, ScanReport, TimelineEntry};
+pub use erasure::{JourneyErased, RetentionReport, SubjectErased};
 pub use error::Error;
+pub use funnel::compute_funnel;
 pub use worker::{DrainReport, Worker, WorkerOptions};

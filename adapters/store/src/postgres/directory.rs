@@ -278,4 +278,8 @@ impl AccountDirectory for PgStore {
     ) -> Result<(), DirectoryError> {
         Ok(self.revoke_session_inner(session_hash, now, reason).await?)
     }
+
+    async fn erase_account(&self, account_id: &str) -> Result<bool, DirectoryError> {
+        Ok(self.erase_account_inner(account_id).await?)
+    }
 }

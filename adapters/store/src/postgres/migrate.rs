@@ -48,6 +48,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "operators",
         sql: include_str!("../../migrations/postgres/0007_operators.sql"),
     },
+    Migration {
+        version: 8,
+        name: "operator_sessions",
+        sql: include_str!("../../migrations/postgres/0008_operator_sessions.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "journey_keys",
+        sql: include_str!("../../migrations/postgres/0009_journey_keys.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

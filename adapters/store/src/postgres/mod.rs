@@ -472,47 +472,41 @@ impl PgStore {
         &self,
         filter: JourneyFilter,
     ) -> Result<Vec<JourneySummary>, Error> {
-        if let Some(email) = &filter.email_masked {
-            // Its own statement, so the planner sees an equality on the indexed column
-            // (an `(x IS NULL OR col = x)` term hides it and scans the table).
-            let limit = if filter.limit == 0 { 100 } else { filter.limit };
-            let rows = sqlx::query(
-                "SELECT journey_id, definition_id, definition_version, status, current_step, \
-                 email_masked, started_at, updated_at, version, subject, failures, stall_at \
-                 FROM journeys WHERE email_masked = $1 AND email_masked IS NOT NULL \
-                 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR definition_id = $3) \
-                 ORDER BY updated_at DESC, journey_id LIMIT $4",
-            )
-            .bind(email)
-            .bind(filter.status.as_deref())
-            .bind(filter.definition_id.as_deref())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.inner.pool)
-            .await?;
-            return rows.iter().map(rows::journey).collect();
-        }
         const DEFAULT_LIMIT: usize = 100;
         let limit = if filter.limit == 0 {
             DEFAULT_LIMIT
         } else {
             filter.limit
         };
-        // One static statement for every filter combination: a NULL parameter disables its
-        // condition. journey_id breaks ties so pages are stable.
-        let rows = sqlx::query(
+        // The masked address gets its own statement, so the planner sees an equality on
+        // the indexed column (an `(x IS NULL OR col = x)` term hides it and scans the
+        // table). Otherwise one static statement for every filter combination: a NULL
+        // parameter disables its condition. journey_id breaks ties so pages are stable.
+        let by_email = if filter.email_masked.is_some() {
+            "email_masked = $1 AND email_masked IS NOT NULL"
+        } else {
+            "$1::text IS NULL"
+        };
+        let sql = format!(
             "SELECT journey_id, definition_id, definition_version, status, current_step, \
-             email_masked, started_at, updated_at, version, subject, failures, stall_at FROM journeys \
-             WHERE ($1::text IS NULL OR status = $1) \
-             AND ($2::text IS NULL OR definition_id = $2) \
-             AND ($4::text IS NULL OR email_masked = $4) \
-             ORDER BY updated_at DESC, journey_id LIMIT $3",
-        )
-        .bind(filter.status.as_deref())
-        .bind(filter.definition_id.as_deref())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(filter.email_masked.as_deref())
-        .fetch_all(&self.inner.pool)
-        .await?;
+             email_masked, started_at, updated_at, version, subject, failures, stall_at \
+             FROM journeys WHERE {by_email} \
+             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR definition_id = $3) \
+             AND ($4::text IS NULL OR current_step = $4) \
+             AND ($5::bigint IS NULL OR updated_at >= $5) AND ($6::bigint IS NULL OR updated_at < $6) \
+             ORDER BY updated_at DESC, journey_id LIMIT $7 OFFSET $8"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.email_masked.as_deref())
+            .bind(filter.status.as_deref())
+            .bind(filter.definition_id.as_deref())
+            .bind(filter.current_step.as_deref())
+            .bind(filter.updated_from.map(|t| t.as_millis()))
+            .bind(filter.updated_to.map(|t| t.as_millis()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(filter.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await?;
         rows.iter().map(rows::journey).collect()
     }
 
@@ -815,6 +809,34 @@ impl EventStore for PgStore {
         self.ensure_listener();
         let _ = tokio::time::timeout(timeout, notified).await;
     }
+
+    async fn journey_key(
+        &self,
+        stream: JourneyId,
+    ) -> Result<Option<passage_core::ports::StoredDataKey>, StoreError> {
+        Ok(self.journey_key_inner(stream).await?)
+    }
+
+    async fn erase_journey(
+        &self,
+        stream: JourneyId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<passage_core::ports::JourneyErasure, StoreError> {
+        Ok(self.erase_journey_inner(stream, reason, now).await?)
+    }
+
+    async fn retention_due(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JourneyId>, StoreError> {
+        Ok(self.retention_due_inner(before, limit).await?)
+    }
+
+    async fn purge_erased(&self) -> Result<(), StoreError> {
+        Ok(self.purge_erased_inner().await?)
+    }
 }
 
 #[cfg(test)]
@@ -847,3 +869,15 @@ mod tests {
 }
 
 crate::operators::operator_sql!(PgStore, "$", pool, crate::operators::pg_disabled);
+crate::personal::personal_sql!(PgStore, "$", "::uuid", "BEGIN", pool);
+
+impl PgStore {
+    /// Dead tuples are invisible to SQL but stay in the table files until vacuumed: VACUUM
+    /// the tables erasure deletes from or rewrites, so their space is reclaimed and reused.
+    async fn purge_erased_inner(&self) -> Result<(), Error> {
+        sqlx::raw_sql("VACUUM accounts, sessions, journeys, journey_keys, outbox, timers")
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -271,6 +271,10 @@ struct Columns<'a> {
     cmd_stream: Vec<Uuid>,
     cmd_outcome: Vec<&'a str>,
     cmd_recorded: Vec<i64>,
+
+    key_stream: Vec<Uuid>,
+    key_wrapped: Vec<&'a str>,
+    key_created: Vec<i64>,
 }
 
 /// Judges and writes a batch in one transaction (see the module docs for the steps).
@@ -421,6 +425,11 @@ async fn write_batch(
         cols.cmd_stream.push(req.stream.0);
         cols.cmd_outcome.push(&req.outcome);
         cols.cmd_recorded.push(req.recorded_at.as_millis());
+        if let Some(wrapped) = &req.data_key {
+            cols.key_stream.push(req.stream.0);
+            cols.key_wrapped.push(wrapped);
+            cols.key_created.push(req.recorded_at.as_millis());
+        }
         if req.summary.journey_id != req.stream {
             tracing::warn!(
                 stream = %req.stream,
@@ -502,6 +511,19 @@ async fn write_batch(
         .execute(&mut *tx)
         .await?;
         upsert_summaries(&mut tx, &summaries).await?;
+    }
+    if !cols.key_stream.is_empty() {
+        // An existing row wins: above all an erased one, which must stay erased.
+        sqlx::query(
+            "INSERT INTO journey_keys (journey_id, data_key, created_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) \
+             ON CONFLICT (journey_id) DO NOTHING",
+        )
+        .bind(&cols.key_stream)
+        .bind(&cols.key_wrapped)
+        .bind(&cols.key_created)
+        .execute(&mut *tx)
+        .await?;
     }
     if last_position != head_position {
         sqlx::query("UPDATE log_head SET position = $1, hash = $2 WHERE singleton")

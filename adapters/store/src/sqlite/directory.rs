@@ -305,4 +305,8 @@ impl AccountDirectory for SqliteStore {
     ) -> Result<(), DirectoryError> {
         Ok(self.revoke_session_inner(session_hash, now, reason).await?)
     }
+
+    async fn erase_account(&self, account_id: &str) -> Result<bool, DirectoryError> {
+        Ok(self.erase_account_inner(account_id).await?)
+    }
 }

@@ -42,6 +42,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "operators",
         sql: include_str!("../../migrations/sqlite/0007_operators.sql"),
     },
+    Migration {
+        version: 8,
+        name: "operator_sessions",
+        sql: include_str!("../../migrations/sqlite/0008_operator_sessions.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "journey_keys",
+        sql: include_str!("../../migrations/sqlite/0009_journey_keys.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.

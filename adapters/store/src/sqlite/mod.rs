@@ -101,6 +101,9 @@ impl SqliteStore {
             // cut, not only a killed process. Group commit pays for it (see `writer`).
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
+            // Erasure (ADR 0005): deleted rows are overwritten with zeros, not left in
+            // free space where a byte search of the file would still find them.
+            .pragma("secure_delete", "ON")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -371,46 +374,41 @@ impl SqliteStore {
         &self,
         filter: JourneyFilter,
     ) -> Result<Vec<JourneySummary>, Error> {
-        if let Some(email) = &filter.email_masked {
-            // Its own statement, so the planner sees an equality on the indexed column
-            // (an `(x IS NULL OR col = x)` term hides it and scans the table).
-            let limit = if filter.limit == 0 { 100 } else { filter.limit };
-            let rows = sqlx::query(
-                "SELECT journey_id, definition_id, definition_version, status, current_step, \
-                 email_masked, started_at, updated_at, version, subject, failures, stall_at \
-                 FROM journeys WHERE email_masked = ?1 AND email_masked IS NOT NULL \
-                 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR definition_id = ?3) \
-                 ORDER BY updated_at DESC, journey_id LIMIT ?4",
-            )
-            .bind(email)
-            .bind(filter.status.as_deref())
-            .bind(filter.definition_id.as_deref())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.inner.pool)
-            .await?;
-            return rows.iter().map(rows::journey).collect();
-        }
         const DEFAULT_LIMIT: usize = 100;
         let limit = if filter.limit == 0 {
             DEFAULT_LIMIT
         } else {
             filter.limit
         };
-        // One static statement for every filter combination: a NULL parameter disables its
-        // condition. journey_id breaks ties so pages are stable.
-        let rows = sqlx::query(
+        // The masked address gets its own statement, so the planner sees an equality on
+        // the indexed column (an `(x IS NULL OR col = x)` term hides it and scans the
+        // table). Otherwise one static statement for every filter combination: a NULL
+        // parameter disables its condition. journey_id breaks ties so pages are stable.
+        let by_email = if filter.email_masked.is_some() {
+            "email_masked = ?1 AND email_masked IS NOT NULL"
+        } else {
+            "?1 IS NULL"
+        };
+        let sql = format!(
             "SELECT journey_id, definition_id, definition_version, status, current_step, \
-             email_masked, started_at, updated_at, version, subject, failures, stall_at FROM journeys \
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR definition_id = ?2) \
-             AND (?4 IS NULL OR email_masked = ?4) \
-             ORDER BY updated_at DESC, journey_id LIMIT ?3",
-        )
-        .bind(filter.status.as_deref())
-        .bind(filter.definition_id.as_deref())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(filter.email_masked.as_deref())
-        .fetch_all(&self.inner.pool)
-        .await?;
+             email_masked, started_at, updated_at, version, subject, failures, stall_at \
+             FROM journeys WHERE {by_email} \
+             AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR definition_id = ?3) \
+             AND (?4 IS NULL OR current_step = ?4) \
+             AND (?5 IS NULL OR updated_at >= ?5) AND (?6 IS NULL OR updated_at < ?6) \
+             ORDER BY updated_at DESC, journey_id LIMIT ?7 OFFSET ?8"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.email_masked.as_deref())
+            .bind(filter.status.as_deref())
+            .bind(filter.definition_id.as_deref())
+            .bind(filter.current_step.as_deref())
+            .bind(filter.updated_from.map(|t| t.as_millis()))
+            .bind(filter.updated_to.map(|t| t.as_millis()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(filter.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await?;
         rows.iter().map(rows::journey).collect()
     }
 
@@ -716,6 +714,47 @@ impl EventStore for SqliteStore {
         // wait at once, another process's are found when the timeout ends it.
         let _ = tokio::time::timeout(timeout, self.inner.work.notified()).await;
     }
+
+    async fn journey_key(
+        &self,
+        stream: JourneyId,
+    ) -> Result<Option<passage_core::ports::StoredDataKey>, StoreError> {
+        Ok(self.journey_key_inner(stream).await?)
+    }
+
+    async fn erase_journey(
+        &self,
+        stream: JourneyId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<passage_core::ports::JourneyErasure, StoreError> {
+        Ok(self.erase_journey_inner(stream, reason, now).await?)
+    }
+
+    async fn retention_due(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JourneyId>, StoreError> {
+        Ok(self.retention_due_inner(before, limit).await?)
+    }
+
+    async fn purge_erased(&self) -> Result<(), StoreError> {
+        Ok(self.purge_erased_inner().await?)
+    }
 }
 
 crate::operators::operator_sql!(SqliteStore, "?", pool, crate::operators::sqlite_disabled);
+crate::personal::personal_sql!(SqliteStore, "?", "", "BEGIN IMMEDIATE", pool);
+
+impl SqliteStore {
+    /// Deleted rows are zeroed in place (`secure_delete`), but their older page images stay
+    /// in the write-ahead log until it is checkpointed: fold it into the file and cut it to
+    /// nothing, so a copy of the files holds no erased byte.
+    async fn purge_erased_inner(&self) -> Result<(), Error> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(())
+    }
+}

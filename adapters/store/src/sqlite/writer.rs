@@ -321,6 +321,18 @@ async fn write_batch(
         .await?;
 
         upsert_summary(&mut tx, req, &stream).await?;
+        if let Some(wrapped) = &req.data_key {
+            // An existing row wins: above all an erased one, which must stay erased.
+            sqlx::query(
+                "INSERT INTO journey_keys (journey_id, data_key, created_at) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (journey_id) DO NOTHING",
+            )
+            .bind(&stream)
+            .bind(wrapped)
+            .bind(req.recorded_at.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
 
         versions.insert(req.stream, version);
         committed_commands.insert(req.command_id, &req.outcome);

@@ -94,6 +94,7 @@ pub fn request(stream: JourneyId, expected: u64, events: usize) -> AppendRequest
         timers: Vec::new(),
         summary: summary(stream, expected + events as u64),
         outcome: format!(r#"{{"command":"{command_id}"}}"#),
+        data_key: None,
     }
 }
 

@@ -1,0 +1,663 @@
+//! The support console and the support API through the real router: sign-in, roles on
+//! every route (a table), token revocation, search, timeline and replay, actions with a
+//! reason recorded under the operator's name, the stalled list, the funnel.
+
+mod support;
+
+use axum::http::StatusCode;
+use passage_core::password::normalize;
+use passage_core::ports::{JourneyId, OperatorStore};
+use passage_core::roles::Role;
+use passage_core::secrets::{Argon2id, PasswordHasher as _, session_hash};
+use passage_core::time::Timestamp;
+use support::{Browser, Portal, Res, T0, portal};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn add_operator(p: &Portal, name: &str, role: Role) {
+    let phc = Argon2id::new(256, 1, 1)
+        .hash(&normalize(PASSWORD), &[3u8; 16])
+        .unwrap();
+    assert!(
+        p.store
+            .add_operator(name, role, &phc, Timestamp(T0))
+            .await
+            .unwrap()
+    );
+}
+
+/// A browser signed in to the console as `name`.
+async fn signed_in(p: &Portal, name: &str) -> Browser {
+    let b = p.browser();
+    let form = b.get("/console/sign-in").await;
+    assert_eq!(form.status, StatusCode::OK);
+    let res = b
+        .post(
+            "/console/sign-in",
+            &[
+                ("name", name),
+                ("password", PASSWORD),
+                ("csrf", &form.input("csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(res.location(), Some("/console/journeys"));
+    b
+}
+
+/// An API token for `name` with `role`, stored as the CLI stores it (hash only).
+async fn token(p: &Portal, name: &str, role: Role) -> String {
+    let token = format!("pst_{}", uuid::Uuid::new_v4().simple());
+    p.store
+        .add_api_token(&session_hash(&token), name, role, "test", Timestamp(T0))
+        .await
+        .unwrap();
+    token
+}
+
+async fn api(b: &Browser, method: &str, uri: &str, token: Option<&str>, json: Option<&str>) -> Res {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    if json.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    b.send(method, uri, json.map(str::to_owned), &headers).await
+}
+
+/// A journey for alice waiting on the email code.
+async fn alice_journey(p: &Portal) -> String {
+    let person = p.browser_at("203.0.113.50:5000");
+    let (id, res) = person.start("alice@example.com").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    p.worker.drain().await.unwrap();
+    id
+}
+
+/// Every console and API route, with the roles that may use it. Written out here rather
+/// than derived from the role table, so a change to either shows up as a failure.
+fn route_table(journey: &str) -> Vec<(&'static str, String, &'static [&'static str])> {
+    const READ: &[&str] = &["support", "auditor", "admin"];
+    const ACT: &[&str] = &["support", "admin"];
+    const EXPORT: &[&str] = &["auditor", "admin"];
+    vec![
+        ("GET", "/console/journeys".into(), READ),
+        (
+            "GET",
+            "/console/journeys?q=alice%40example.com".into(),
+            READ,
+        ),
+        ("GET", format!("/console/journeys/{journey}"), READ),
+        ("GET", format!("/console/journeys/{journey}?at=1"), READ),
+        ("POST", format!("/console/journeys/{journey}/act"), ACT),
+        ("GET", "/console/stalled".into(), READ),
+        ("GET", "/console/funnel".into(), READ),
+        ("GET", "/console/funnel?format=csv".into(), READ),
+        ("GET", "/console/audit".into(), EXPORT),
+        ("GET", "/console/audit/export?from=1&to=2".into(), EXPORT),
+        ("GET", "/console/audit/manifest?from=1&to=2".into(), EXPORT),
+        (
+            "GET",
+            "/console/api/journeys?q=alice%40example.com".into(),
+            READ,
+        ),
+        ("GET", format!("/console/api/journeys/{journey}"), READ),
+        (
+            "POST",
+            format!("/console/api/journeys/{journey}/actions"),
+            ACT,
+        ),
+        ("GET", "/console/api/stalled".into(), READ),
+        ("GET", "/console/api/funnel".into(), READ),
+        (
+            "GET",
+            "/console/api/audit/export?from=1&to=2".into(),
+            EXPORT,
+        ),
+        (
+            "GET",
+            "/console/api/audit/manifest?from=1&to=2".into(),
+            EXPORT,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_route_refuses_the_roles_that_must_not_use_it() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    let mut browsers = Vec::new();
+    let mut tokens = Vec::new();
+    for role in Role::ALL {
+        let name = format!("op-{role}");
+        add_operator(&p, &name, role).await;
+        browsers.push((role, signed_in(&p, &name).await));
+        tokens.push((role, token(&p, &name, role).await));
+    }
+    let anonymous = p.browser();
+    let mut checked = 0;
+    for (method, path, allowed) in route_table(&journey) {
+        let api_route = path.starts_with("/console/api/");
+        // Nobody signed in: the sign-in page for browsers, 401 for scripts.
+        let res = if api_route {
+            api(&anonymous, method, &path, None, Some("{}")).await
+        } else {
+            anonymous
+                .send(method, &path, Some(String::new()), &[])
+                .await
+        };
+        if api_route {
+            assert_eq!(
+                res.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} anonymous"
+            );
+            assert!(res.has("\"unauthorized\""), "{}", res.body);
+        } else {
+            assert_eq!(
+                res.status,
+                StatusCode::SEE_OTHER,
+                "{method} {path} anonymous"
+            );
+            assert_eq!(res.location(), Some("/console/sign-in"));
+        }
+        // A browser session must not open the API, nor a token the pages.
+        let (_, support_browser) = &browsers[0];
+        if api_route {
+            let res = api(support_browser, method, &path, None, Some("{}")).await;
+            assert_eq!(
+                res.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}: cookie on the API"
+            );
+        }
+        for role in Role::ALL {
+            let may = allowed.contains(&role.as_str());
+            let res = if api_route {
+                let t = &tokens.iter().find(|(r, _)| *r == role).unwrap().1;
+                let body = r#"{"action":"nudge","reason":"table test"}"#;
+                api(&anonymous, method, &path, Some(t), Some(body)).await
+            } else {
+                let b = &browsers.iter().find(|(r, _)| *r == role).unwrap().1;
+                // Forms without a CSRF token: a permitted role gets past the role check
+                // and is then refused for the token (403 "expired"), so compare bodies.
+                b.send(
+                    method,
+                    &path,
+                    Some(String::new()),
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                )
+                .await
+            };
+            let refused_for_role = res.status == StatusCode::FORBIDDEN
+                && (res.has("\"forbidden\"") || res.has("id=\"forbidden\""));
+            assert_eq!(
+                !refused_for_role,
+                may,
+                "{method} {path} as {role}: {} {}",
+                res.status,
+                &res.body[..res.body.len().min(300)]
+            );
+            assert!(
+                res.status != StatusCode::UNAUTHORIZED && !res.status.is_server_error()
+                    || res.status == StatusCode::SERVICE_UNAVAILABLE
+                        && res.has("export-unavailable"),
+                "{method} {path} as {role}: {}",
+                res.status
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18 * 3);
+}
+
+#[tokio::test]
+async fn revoked_tokens_and_ended_sessions_open_nothing() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    let t = token(&p, "sam", Role::Support).await;
+    let b = p.browser();
+    let ok = api(&b, "GET", "/console/api/stalled", Some(&t), None).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let listed = p.store.api_tokens().await.unwrap();
+    assert!(
+        p.store
+            .revoke_api_token(&listed[0].token_id, Timestamp(T0))
+            .await
+            .unwrap()
+    );
+    let res = api(&b, "GET", "/console/api/stalled", Some(&t), None).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let wrong = api(
+        &b,
+        "GET",
+        "/console/api/stalled",
+        Some("pst_not-a-token"),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+
+    // A console session ends with sign-out: the same cookie opens nothing afterwards.
+    let browser = signed_in(&p, "sam").await;
+    let page = browser.get("/console/journeys").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let cookie = browser.cookie("passage-console").unwrap();
+    let bad = browser
+        .post("/console/sign-out", &[("csrf", "forged")])
+        .await;
+    assert_eq!(
+        bad.status,
+        StatusCode::FORBIDDEN,
+        "sign-out needs the session's CSRF token"
+    );
+    let out = browser
+        .post("/console/sign-out", &[("csrf", &page.input("csrf"))])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let replay = p.browser();
+    replay.set_cookie("passage-console", &cookie);
+    let res = replay.get("/console/journeys").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(res.location(), Some("/console/sign-in"));
+    assert!(
+        p.store
+            .operator_by_session(&session_hash(&cookie), Timestamp(T0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn sign_in_refuses_wrong_passwords_and_unknown_operators_alike() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    for (name, password) in [("sam", "wrong password"), ("nobody", PASSWORD)] {
+        let b = p.browser();
+        let form = b.get("/console/sign-in").await;
+        let res = b
+            .post(
+                "/console/sign-in",
+                &[
+                    ("name", name),
+                    ("password", password),
+                    ("csrf", &form.input("csrf")),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{name}");
+        assert!(res.has("The operator name or password is incorrect."));
+        assert!(b.cookie("passage-console").is_none());
+    }
+    // A form without the visit's token (cross-site) is refused before any lookup.
+    let b = p.browser();
+    let res = b
+        .post(
+            "/console/sign-in",
+            &[("name", "sam"), ("password", PASSWORD), ("csrf", "x")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    // Duplicated fields are refused, not guessed at.
+    let res = b
+        .post_raw("/console/sign-in", "name=sam&name=eve&password=x&csrf=y")
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.has("more than once"));
+}
+
+#[tokio::test]
+async fn support_finds_replays_and_cancels_a_journey_with_a_reason() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    add_operator(&p, "sam", Role::Support).await;
+    let b = signed_in(&p, "sam").await;
+
+    // Found by the full address (exact person), by the masked form, and by id.
+    let by_email = b.get("/console/journeys?q=Alice%40Example.com").await;
+    assert_eq!(by_email.status, StatusCode::OK);
+    assert!(
+        by_email.has(&format!("/console/journeys/{journey}")),
+        "{}",
+        by_email.body
+    );
+    let masked = p
+        .engine
+        .load(journey.parse().unwrap())
+        .await
+        .unwrap()
+        .0
+        .email_masked
+        .unwrap();
+    let by_mask = b
+        .get(&format!(
+            "/console/journeys?q={}",
+            form_urlencoded::byte_serialize(masked.as_bytes()).collect::<String>()
+        ))
+        .await;
+    assert!(
+        by_mask.has(&format!("/console/journeys/{journey}")),
+        "{}",
+        by_mask.body
+    );
+    let by_id = b.get(&format!("/console/journeys?q={journey}")).await;
+    assert_eq!(
+        by_id.location(),
+        Some(format!("/console/journeys/{journey}").as_str())
+    );
+    let nobody = b.get("/console/journeys?q=carol%40example.com").await;
+    assert!(nobody.has("id=\"no-results\""));
+    let bad = b.get("/console/journeys?q=not+an+address").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.has("id=\"console-error\""));
+    let bad_date = b
+        .get("/console/journeys?status=active&from=yesterday")
+        .await;
+    assert_eq!(bad_date.status, StatusCode::BAD_REQUEST);
+    assert!(bad_date.has("is not a date"), "{}", bad_date.body);
+    let filtered = b
+        .get("/console/journeys?status=active&step=email-code")
+        .await;
+    assert!(
+        filtered.has(&format!("/console/journeys/{journey}")),
+        "{}",
+        filtered.body
+    );
+
+    // Replay: the state after the first event, then the latest.
+    let first = b.get(&format!("/console/journeys/{journey}?at=1")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.has("State after event 1 of"), "{}", first.body);
+    assert!(first.has("id=\"state-status\">active<"));
+    assert!(
+        first.has("class=\"future\""),
+        "later events are marked as not yet applied"
+    );
+    let latest = b.get(&format!("/console/journeys/{journey}")).await;
+    assert!(
+        latest.has("id=\"state-step\">email-code<"),
+        "{}",
+        latest.body
+    );
+    assert!(latest.has("data-event=\"CodeIssued\""));
+    assert!(
+        latest.has("data-event=\"MessageDelivered\""),
+        "delivery outcomes are on the timeline"
+    );
+
+    // An action needs a reason and the session's CSRF token.
+    let csrf = latest.input("csrf");
+    let act = format!("/console/journeys/{journey}/act");
+    let no_reason = b
+        .post(
+            &act,
+            &[("csrf", &csrf), ("action", "cancel"), ("reason", " ")],
+        )
+        .await;
+    assert_eq!(no_reason.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(no_reason.has("Give a reason"));
+    let forged = b
+        .post(
+            &act,
+            &[
+                ("csrf", "forged"),
+                ("action", "cancel"),
+                ("reason", "caller asked"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let unknown = b
+        .post(
+            &act,
+            &[
+                ("csrf", &csrf),
+                ("action", "delete"),
+                ("reason", "caller asked"),
+            ],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    let events_before = p.event_types(&journey).await;
+    assert!(!events_before.contains(&"JourneyCancelled".to_owned()));
+
+    let done = b
+        .post(
+            &act,
+            &[
+                ("csrf", &csrf),
+                ("action", "cancel"),
+                ("reason", "Caller asked to stop (ticket 4711)"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let after = b.get(done.location().unwrap()).await;
+    assert!(after.has("The journey was cancelled."));
+    assert!(after.has("id=\"state-status\">cancelled<"));
+    let t = p.engine.timeline(journey.parse().unwrap()).await.unwrap();
+    let cancel = t
+        .iter()
+        .find(|e| e.event_type == "JourneyCancelled")
+        .unwrap();
+    let actor = cancel.actor.as_ref().unwrap();
+    assert_eq!(
+        (
+            actor.kind.as_str(),
+            actor.id.as_deref(),
+            actor.channel.as_str()
+        ),
+        ("support", Some("sam"), "console")
+    );
+    assert_eq!(
+        actor.reason.as_deref(),
+        Some("Caller asked to stop (ticket 4711)")
+    );
+    assert!(after.has("support sam via console"), "{}", after.body);
+
+    // A finished journey offers no actions, and the API refuses them with a reason.
+    assert!(!after.has("id=\"act\""));
+    let t = token(&p, "sam", Role::Support).await;
+    let res = api(
+        &b,
+        "POST",
+        &format!("/console/api/journeys/{journey}/actions"),
+        Some(&t),
+        Some(r#"{"action":"nudge","reason":"checking in"}"#),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+}
+
+#[tokio::test]
+async fn the_api_searches_reads_and_acts_with_a_token() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    add_operator(&p, "sam", Role::Support).await;
+    add_operator(&p, "ada", Role::Auditor).await;
+    let support = token(&p, "sam", Role::Support).await;
+    let auditor = token(&p, "ada", Role::Auditor).await;
+    let b = p.browser();
+
+    let list = api(
+        &b,
+        "GET",
+        "/console/api/journeys?q=alice%40example.com",
+        Some(&auditor),
+        None,
+    )
+    .await;
+    assert_eq!(list.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    assert_eq!(v["journeys"][0]["journey_id"], journey.as_str());
+    assert_eq!(v["journeys"][0]["status"], "active");
+
+    let one = api(
+        &b,
+        "GET",
+        &format!("/console/api/journeys/{journey}?at=1"),
+        Some(&auditor),
+        None,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&one.body).unwrap();
+    assert_eq!(v["at"], 1);
+    assert!(v["events_total"].as_u64().unwrap() >= 3);
+    assert_eq!(v["events"][0]["event_type"], "JourneyStarted");
+
+    let missing = api(
+        &b,
+        "GET",
+        &format!("/console/api/journeys/{}", uuid::Uuid::new_v4()),
+        Some(&auditor),
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let junk = api(
+        &b,
+        "GET",
+        "/console/api/journeys/not-a-uuid",
+        Some(&auditor),
+        None,
+    )
+    .await;
+    assert_eq!(junk.status, StatusCode::NOT_FOUND);
+
+    let path = format!("/console/api/journeys/{journey}/actions");
+    let bad = api(
+        &b,
+        "POST",
+        &path,
+        Some(&support),
+        Some(r#"{"action":"explode","reason":"x"}"#),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let extra = api(
+        &b,
+        "POST",
+        &path,
+        Some(&support),
+        Some(r#"{"action":"nudge","reason":"fine","as":"admin"}"#),
+    )
+    .await;
+    assert_eq!(
+        extra.status,
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused"
+    );
+    let short = api(
+        &b,
+        "POST",
+        &path,
+        Some(&support),
+        Some(r#"{"action":"nudge","reason":"x"}"#),
+    )
+    .await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let early = api(
+        &b,
+        "POST",
+        &path,
+        Some(&support),
+        Some(r#"{"action":"resend","reason":"person says no email"}"#),
+    )
+    .await;
+    assert_eq!(
+        early.status,
+        StatusCode::CONFLICT,
+        "support is held to the resend pacing too"
+    );
+    assert!(early.has("resend-too-soon"), "{}", early.body);
+    p.clock.advance(std::time::Duration::from_secs(31));
+    let nudged = api(
+        &b,
+        "POST",
+        &path,
+        Some(&support),
+        Some(r#"{"action":"resend","reason":"person says no email"}"#),
+    )
+    .await;
+    assert_eq!(nudged.status, StatusCode::OK, "{}", nudged.body);
+    let t = p
+        .engine
+        .timeline(journey.parse::<JourneyId>().unwrap())
+        .await
+        .unwrap();
+    let resent = t
+        .iter()
+        .rev()
+        .find(|e| e.event_type == "CodeIssued")
+        .unwrap();
+    let actor = resent.actor.as_ref().unwrap();
+    assert_eq!(actor.id.as_deref(), Some("sam"));
+    assert_eq!(actor.channel, "api");
+    assert_eq!(actor.reason.as_deref(), Some("person says no email"));
+
+    let funnel = api(&b, "GET", "/console/api/funnel", Some(&auditor), None).await;
+    let v: serde_json::Value = serde_json::from_str(&funnel.body).unwrap();
+    assert_eq!(v["journeys"], 1);
+    assert_eq!(v["steps"][0]["step"], "email");
+}
+
+#[tokio::test]
+async fn the_stalled_list_and_the_funnel_render() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    add_operator(&p, "sam", Role::Support).await;
+    let b = signed_in(&p, "sam").await;
+    let quiet = b.get("/console/stalled").await;
+    assert!(quiet.has("No journey is stalled."), "{}", quiet.body);
+    // An hour later the email step has stalled, and a scan alerts support.
+    p.clock.advance(std::time::Duration::from_secs(3600));
+    let listed = b.get("/console/stalled").await;
+    assert!(
+        listed.has(&format!("/console/journeys/{journey}")),
+        "{}",
+        listed.body
+    );
+    let escalate = std::time::Duration::from_secs(300);
+    p.engine
+        .scan_stalls(p.engine.now(), escalate, 100)
+        .await
+        .unwrap();
+    let nudged = b.get("/console/stalled").await;
+    assert!(
+        nudged.has("<td>yes</td><td>not yet</td>"),
+        "nudged, no alert yet: {}",
+        nudged.body
+    );
+    p.clock.advance(std::time::Duration::from_secs(3600));
+    p.engine
+        .scan_stalls(p.engine.now(), escalate, 100)
+        .await
+        .unwrap();
+    let alerted = b.get("/console/stalled").await;
+    assert!(
+        alerted.has(" · open"),
+        "the alert is listed: {}",
+        alerted.body
+    );
+
+    let f = b.get("/console/funnel").await;
+    assert_eq!(f.status, StatusCode::OK);
+    assert!(f.has("<svg id=\"funnel-chart\""), "{}", f.body);
+    assert!(f.has("data-step=\"email\""));
+    let csv = b.get("/console/funnel?format=csv").await;
+    assert!(
+        csv.body.starts_with(
+            "step,reached,moved_on,abandoned,waiting,p50_seconds,p90_seconds\nemail,1,1,"
+        ),
+        "{}",
+        csv.body
+    );
+    let bad = b.get("/console/funnel?from=31-12-2026").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let none = b.get("/console/funnel?from=2099-01-01").await;
+    assert!(none.has("No journeys of this workflow"));
+}
