@@ -413,6 +413,10 @@ pub enum OperatorsCommand {
     },
     /// Revoke a token by the id `operators list` shows.
     Revoke { token_id: String },
+    /// Disable an operator: their console sessions and API tokens stop working at once.
+    Disable { name: String },
+    /// Enable a disabled operator again (their unrevoked tokens work again).
+    Enable { name: String },
 }
 
 #[derive(Debug, Subcommand)]

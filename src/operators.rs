@@ -95,6 +95,18 @@ pub async fn run(app: &App, cmd: OperatorsCommand) -> anyhow::Result<()> {
             println!("{token}");
             eprintln!("token {id} for {name} ({role}): shown once, stored only as a hash");
         }
+        OperatorsCommand::Disable { name } => {
+            if !app.store.set_operator_disabled(&name, true).await? {
+                return Err(Refused(format!("no operator named `{name}`")).into());
+            }
+            println!("operator {name} disabled: their sessions and tokens open nothing any more");
+        }
+        OperatorsCommand::Enable { name } => {
+            if !app.store.set_operator_disabled(&name, false).await? {
+                return Err(Refused(format!("no operator named `{name}`")).into());
+            }
+            println!("operator {name} enabled");
+        }
         OperatorsCommand::Revoke { token_id } => {
             if !app.store.revoke_api_token(&token_id, now).await? {
                 return Err(Refused(format!("no live token with id {token_id}")).into());

@@ -742,6 +742,16 @@ fn operators_and_their_tokens() {
         .expect_ok()
         .stdout_has("revoked");
     p.run(&["operators", "revoke", &id]).expect_code(1);
+    p.run(&["operators", "disable", "sam"])
+        .expect_ok()
+        .stdout_has("operator sam disabled");
+    p.run(&["operators", "list"])
+        .expect_ok()
+        .stdout_has("disabled");
+    p.run(&["operators", "enable", "sam"])
+        .expect_ok()
+        .stdout_has("operator sam enabled");
+    p.run(&["operators", "disable", "nobody"]).expect_code(1);
     // Only hashes are kept: the token and the password appear nowhere in the files.
     for f in ["passage.db", "passage.db-wal"] {
         if let Ok(bytes) = std::fs::read(dir.join(f)) {

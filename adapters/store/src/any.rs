@@ -109,6 +109,10 @@ impl AnyStore {
         delegate!(self, s => s.api_tokens().await)
     }
 
+    pub async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<bool, Error> {
+        delegate!(self, s => s.set_operator_disabled(name, disabled).await)
+    }
+
     pub async fn revoke_api_token(&self, token_id: &str, now: Timestamp) -> Result<bool, Error> {
         delegate!(self, s => s.revoke_api_token(token_id, now).await)
     }

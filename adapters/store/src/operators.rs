@@ -145,6 +145,21 @@ macro_rules! operator_sql {
                     .collect()
             }
 
+            /// Disables (or enables again) an operator: a disabled operator's console
+            /// sessions and API tokens open nothing from their next request on. `Ok(false)`
+            /// when there is no such operator.
+            pub async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<bool, $crate::error::Error> {
+                let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE operators SET disabled = {p}2 WHERE name = {p}1",
+                    p = $p
+                )))
+                .bind(name)
+                .bind(disabled)
+                .execute(&self.inner.$pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             /// Revokes the token listed as `token_id`; `Ok(false)` if none is live.
             pub async fn revoke_api_token(&self, token_id: &str, now: passage_core::time::Timestamp) -> Result<bool, $crate::error::Error> {
                 let done = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -49,6 +49,12 @@ const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(8 *
 /// Journeys per page of a search.
 const PAGE_SIZE: usize = 50;
 
+/// The longest search text: an email address's limit (R6); masks and ids are shorter.
+const MAX_SEARCH: usize = 254;
+
+/// The longest reason an operator may give for an action (the form's `maxlength`).
+const MAX_REASON: usize = 500;
+
 /// Candidates the stalled list examines (journeys with a stall deadline, soonest first).
 const STALLED_SCAN: usize = 500;
 
@@ -74,15 +80,24 @@ pub trait AuditExporter: fmt::Debug + Send + Sync + 'static {
 
 /// The permission each console and API route needs: the one place a route is bound to a
 /// role. `None` for the sign-in routes, open to anyone.
+///
+/// Fails closed: a path outside `/console`, or a method other than GET/HEAD on anything but
+/// a journey's action, needs [`Permission::ManageOperators`] (admins only), so a route added
+/// later without an entry here is never open to support or auditors by default.
 pub fn route_permission(method: &str, path: &str) -> Option<Permission> {
-    let p = path
-        .trim_start_matches("/console/api")
-        .trim_start_matches("/console");
+    let p = if path.starts_with("/console/api/") {
+        &path["/console/api".len()..]
+    } else if path == "/console" || path.starts_with("/console/") {
+        &path["/console".len()..]
+    } else {
+        return Some(Permission::ManageOperators);
+    };
     match (method, p) {
         (_, "/sign-in" | "/sign-out") => None,
-        (_, p) if p.starts_with("/audit") => Some(Permission::ExportAudit),
+        (_, p) if p == "/audit" || p.starts_with("/audit/") => Some(Permission::ExportAudit),
         ("POST", p) if p.starts_with("/journeys/") => Some(Permission::ActOnJourneys),
-        _ => Some(Permission::ReadJourneys),
+        ("GET" | "HEAD", _) => Some(Permission::ReadJourneys),
+        _ => Some(Permission::ManageOperators),
     }
 }
 
@@ -298,6 +313,11 @@ async fn search<S: EventStore, D: AccountDirectory>(
         ..JourneyFilter::default()
     };
     let text = q.q.trim();
+    if text.chars().count() > MAX_SEARCH {
+        return Err(ApiError::bad_request(format!(
+            "The search text is too long: at most {MAX_SEARCH} characters."
+        )));
+    }
     if let Ok(id) = text.parse::<JourneyId>() {
         return Ok(Found::One(id));
     }
@@ -400,12 +420,22 @@ async fn act<S: EventStore, D: AccountDirectory>(
     action: Action,
     reason: &str,
 ) -> Result<&'static str, ApiError> {
-    let reason = reason.trim();
-    if reason.chars().count() < 3 {
+    // The reason as it will be recorded (control characters dropped), so the minimum holds
+    // for what the log keeps, and nothing is cut silently.
+    let cleaned: String = reason.chars().filter(|c| !c.is_control()).collect();
+    let reason = cleaned.trim();
+    if reason.chars().count() < 3 || !reason.chars().any(char::is_alphanumeric) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "reason-required",
             "Give a reason (at least 3 characters): it is recorded with the action.",
+        ));
+    }
+    if reason.chars().count() > MAX_REASON {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason-too-long",
+            format!("Keep the reason to {MAX_REASON} characters: it is recorded with the action."),
         ));
     }
     let actor = operator_actor(op, client, reason);
@@ -453,7 +483,7 @@ async fn stalled<S: EventStore, D: AccountDirectory>(
                 escalated: a.escalated,
             }),
             nudged: state.nudged,
-            summary: j,
+            summary: j.into(),
         });
     }
     Ok(rows)
@@ -466,9 +496,45 @@ struct AlertRow {
     escalated: bool,
 }
 
+/// A journey's row as operators see it: the read model's row without the address's
+/// pseudonym (`subject`, a stable identifier of the person across journeys) and the
+/// projection's bookkeeping.
+#[derive(Debug, Serialize)]
+struct SummaryRow {
+    journey_id: JourneyId,
+    definition_id: String,
+    definition_version: u32,
+    status: String,
+    current_step: Option<String>,
+    email_masked: Option<String>,
+    started_at: Timestamp,
+    updated_at: Timestamp,
+    version: u64,
+    failures: u32,
+    stall_at: Option<Timestamp>,
+}
+
+impl From<JourneySummary> for SummaryRow {
+    fn from(j: JourneySummary) -> Self {
+        Self {
+            journey_id: j.journey_id,
+            definition_id: j.definition_id,
+            definition_version: j.definition_version,
+            status: j.status,
+            current_step: j.current_step,
+            email_masked: j.email_masked,
+            started_at: j.started_at,
+            updated_at: j.updated_at,
+            version: j.version,
+            failures: j.failures,
+            stall_at: j.stall_at,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct StalledRow {
-    summary: JourneySummary,
+    summary: SummaryRow,
     nudged: bool,
     alert: Option<AlertRow>,
 }
@@ -569,9 +635,7 @@ async fn export<S: EventStore, D: AccountDirectory>(
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
+    h.insert(header::CONTENT_DISPOSITION, attachment(&name));
     Ok(resp)
 }
 
@@ -580,7 +644,7 @@ async fn export<S: EventStore, D: AccountDirectory>(
 
 #[derive(Serialize)]
 struct JourneysBody {
-    journeys: Vec<JourneySummary>,
+    journeys: Vec<SummaryRow>,
     page: usize,
 }
 
@@ -594,7 +658,10 @@ async fn api_search<S: EventStore + OperatorStore, D: AccountDirectory>(
     let journeys = match search(&app, &q).await? {
         Found::One(id) => one_summary(&app, id).await?.into_iter().collect(),
         Found::Many(rows) => rows,
-    };
+    }
+    .into_iter()
+    .map(SummaryRow::from)
+    .collect();
     Ok(Json(JourneysBody {
         journeys,
         page: q.page.unwrap_or(1).max(1),
@@ -652,7 +719,13 @@ impl From<&TimelineEntry> for EventRow {
             recorded_at: e.recorded_at.to_rfc3339(),
             event_type: e.event_type.clone(),
             description: e.description.clone(),
-            actor: e.actor.clone(),
+            // Who acted, through which channel and why; never the person's client address
+            // or user agent (personal data the console pages do not show either).
+            actor: e.actor.clone().map(|mut a| {
+                a.ip = None;
+                a.user_agent = None;
+                a
+            }),
         }
     }
 }
@@ -824,10 +897,23 @@ fn csv_response(body: String, name: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
+    h.insert(header::CONTENT_DISPOSITION, attachment(name));
     resp
+}
+
+/// `Content-Disposition` for a download: the name cut to letters, digits, `.`, `_` and `-`
+/// (no quote, `;`, path or control character can reach the header), never starting with a
+/// dot, at most 100 characters.
+fn attachment(name: &str) -> HeaderValue {
+    let safe: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(100)
+        .collect();
+    let safe = safe.trim_start_matches('.');
+    let safe = if safe.is_empty() { "download" } else { safe };
+    HeaderValue::from_str(&format!("attachment; filename=\"{safe}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -992,8 +1078,10 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
     body: Bytes,
 ) -> Response {
     let refuse = |status: StatusCode, msg: &str| {
-        let (nonce, _) = visit(&app, &headers);
-        (
+        // A browser that came without a visit cookie gets one now, or the form shown again
+        // would carry a token for a nonce it never holds, and be refused forever.
+        let (nonce, cookie) = visit(&app, &headers);
+        let mut resp = (
             status,
             Html(frame(
                 None,
@@ -1002,7 +1090,11 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
                 &sign_in_form(&visit_token(&app, &nonce), Some(msg), None),
             )),
         )
-            .into_response()
+            .into_response();
+        if let Some(c) = cookie {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp
     };
     let form = match parse_form(&body, &["name", "password", "csrf"], &[]) {
         Ok(f) => f,
@@ -1023,18 +1115,34 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
         }
     };
     let password = passage_core::password::normalize(&form["password"]);
-    let candidate = login
-        .as_ref()
-        .map_or_else(|| decoy_hash().to_owned(), |l| l.password_phc.clone());
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &candidate))
-        .await
-        .unwrap_or(false);
-    let Some(login) = login.filter(|_| ok) else {
-        tracing::warn!(client = %client.limit_key(), operator = %clip(&name, 64), "console sign-in refused");
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "The operator name or password is incorrect.",
-        );
+    let candidate = login.as_ref().map(|l| l.password_phc.clone());
+    // argon2id (and building the decoy the first time) is tens of milliseconds of CPU: off
+    // the async workers.
+    let ok = tokio::task::spawn_blocking(move || {
+        let phc = candidate.unwrap_or_else(|| decoy_hash().to_owned());
+        verify_password(&password, &phc)
+    })
+    .await
+    .unwrap_or(false);
+    let login = match login {
+        Some(l) if ok => l,
+        refused => {
+            // What was typed as the name is logged only when it is an operator's name: an
+            // unknown "name" may be a password typed in the wrong field, or a person's
+            // address (R50).
+            match refused {
+                Some(l) => {
+                    tracing::warn!(client = %client.limit_key(), operator = %l.name, "console sign-in refused: wrong password")
+                }
+                None => {
+                    tracing::warn!(client = %client.limit_key(), "console sign-in refused: unknown or disabled operator")
+                }
+            }
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "The operator name or password is incorrect.",
+            );
+        }
     };
     let token =
         uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
@@ -1052,6 +1160,17 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
     {
         tracing::error!("cannot create a console session: {e}");
         return unavailable_page();
+    }
+    // A sign-in replaces whatever console session this browser held: that one ends here,
+    // rather than staying live in the database until it expires.
+    if let Some(old) = get_cookie(&headers, app.options.secure, CONSOLE)
+        && let Err(e) = app
+            .engine
+            .store()
+            .revoke_operator_session(&session_hash(&old), now)
+            .await
+    {
+        tracing::error!("cannot end the previous console session: {e}");
     }
     tracing::info!(operator = %login.name, role = %login.role, client = %client.limit_key(), "console sign-in");
     let mut resp = Redirect::to("/console/journeys").into_response();
@@ -1442,18 +1561,18 @@ async fn act_form<S: EventStore + OperatorStore, D: AccountDirectory>(
         let e = ApiError::bad_request("Choose one of the actions offered.");
         return journey_view(&app, &b, &raw, None, None, Some(&e)).await;
     };
-    let result = match journey_id(&raw) {
-        Ok(id) => act(&app, &b.op, Some(&client), id, action, &form["reason"]).await,
-        Err(e) => Err(e),
+    let id = match journey_id(&raw) {
+        Ok(id) => id,
+        Err(e) => return journey_view(&app, &b, &raw, None, None, Some(&e)).await,
     };
-    match result {
+    match act(&app, &b.op, Some(&client), id, action, &form["reason"]).await {
         Ok(_) => {
             let done = serde_json::to_value(action)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            Redirect::to(&format!("/console/journeys/{}?done={done}", clip(&raw, 40)))
-                .into_response()
+            // The canonical id, whatever form of it the path used (braced, urn:uuid:).
+            Redirect::to(&format!("/console/journeys/{id}?done={done}")).into_response()
         }
         Err(e) => journey_view(&app, &b, &raw, None, None, Some(&e)).await,
     }

@@ -661,3 +661,481 @@ async fn the_stalled_list_and_the_funnel_render() {
     let none = b.get("/console/funnel?from=2099-01-01").await;
     assert!(none.has("No journeys of this workflow"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Review fixes: each test below fails without its fix in console.rs.
+
+/// A tracing subscriber that keeps every event's fields as text, for the test's thread.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+struct Line<'a>(&'a mut String);
+
+impl tracing::field::Visit for Line<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+impl tracing::Subscriber for Logs {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = String::new();
+        event.record(&mut Line(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+async fn sign_in_as(b: &Browser, name: &str, password: &str) -> Res {
+    let form = b.get("/console/sign-in").await;
+    b.post(
+        "/console/sign-in",
+        &[
+            ("name", name),
+            ("password", password),
+            ("csrf", &form.input("csrf")),
+        ],
+    )
+    .await
+}
+
+/// R50: what a refused sign-in typed as the name is not logged unless it is an operator's
+/// name (it may be a password typed in the wrong field, or a person's address).
+#[tokio::test]
+async fn refused_sign_ins_do_not_log_what_was_typed_as_the_name() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.clone());
+    for name in ["alice@example.com", "my-Secret-Passw0rd-typed-here"] {
+        let res = sign_in_as(&p.browser(), name, PASSWORD).await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    }
+    let res = sign_in_as(&p.browser(), "sam", "not sam's password").await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let text = logs.text();
+    assert!(text.contains("console sign-in refused"), "{text}");
+    assert!(!text.contains("alice@example.com"), "{text}");
+    assert!(!text.contains("my-Secret-Passw0rd-typed-here"), "{text}");
+    assert!(
+        text.contains("sam"),
+        "a known operator's failures still name them: {text}"
+    );
+}
+
+/// A browser without the visit cookie is refused the first time (cross-site or stale), and
+/// the form it is shown again must work: the refusal sets the cookie its token is bound to.
+#[tokio::test]
+async fn a_refused_sign_in_leaves_a_form_that_works() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    let b = p.browser();
+    let refused = b
+        .post(
+            "/console/sign-in",
+            &[("name", "sam"), ("password", PASSWORD), ("csrf", "stale")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let again = b
+        .post(
+            "/console/sign-in",
+            &[
+                ("name", "sam"),
+                ("password", PASSWORD),
+                ("csrf", &refused.input("csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    assert!(b.cookie("passage-console").is_some());
+}
+
+/// Signing in replaces the browser's console session: the session it held before ends in
+/// the database instead of staying live until it expires.
+#[tokio::test]
+async fn signing_in_ends_the_session_the_browser_held() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    add_operator(&p, "ada", Role::Auditor).await;
+    let sam = signed_in(&p, "sam").await;
+    let old = sam.cookie("passage-console").unwrap();
+    let b = p.browser();
+    b.set_cookie("passage-console", &old);
+    let form = p.browser();
+    let page = form.get("/console/sign-in").await;
+    b.set_cookie("passage-visit", &form.cookie("passage-visit").unwrap());
+    let res = b
+        .post(
+            "/console/sign-in",
+            &[
+                ("name", "ada"),
+                ("password", PASSWORD),
+                ("csrf", &page.input("csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let new = b.cookie("passage-console").unwrap();
+    assert_ne!(new, old);
+    assert!(
+        p.store
+            .operator_by_session(&session_hash(&old), Timestamp(T0))
+            .await
+            .unwrap()
+            .is_none(),
+        "the replaced session still opens the console"
+    );
+    let again = sam.get("/console/journeys").await;
+    assert_eq!(again.location(), Some("/console/sign-in"));
+}
+
+/// The reason is required as recorded (control characters are dropped before the minimum
+/// is checked) and is never cut silently: over 500 characters is refused.
+#[tokio::test]
+async fn action_reasons_are_checked_as_they_are_recorded() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    add_operator(&p, "sam", Role::Support).await;
+    let t = token(&p, "sam", Role::Support).await;
+    let b = p.browser();
+    let path = format!("/console/api/journeys/{journey}/actions");
+    let before = p.event_types(&journey).await;
+    for (reason, code) in [
+        ("\\u0001\\u0002\\u0003", "reason-required"),
+        ("\\u0000\\u0000\\u0000\\u0000", "reason-required"),
+        ("...", "reason-required"),
+        (&"a".repeat(501), "reason-too-long"),
+    ] {
+        let body = format!(r#"{{"action":"cancel","reason":"{reason}"}}"#);
+        let res = api(&b, "POST", &path, Some(&t), Some(&body)).await;
+        assert_eq!(
+            res.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{reason}: {}",
+            res.body
+        );
+        assert!(res.has(code), "{}", res.body);
+    }
+    assert_eq!(p.event_types(&journey).await, before, "nothing was done");
+    // The console form is held to the same rule.
+    let s = signed_in(&p, "sam").await;
+    let page = s.get(&format!("/console/journeys/{journey}")).await;
+    let long = "b".repeat(501);
+    let res = s
+        .post(
+            &format!("/console/journeys/{journey}/act"),
+            &[
+                ("csrf", &page.input("csrf")),
+                ("action", "cancel"),
+                ("reason", &long),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Exactly 500 is recorded whole.
+    let full = "c".repeat(500);
+    let body = format!(r#"{{"action":"cancel","reason":"{full}"}}"#);
+    let res = api(&b, "POST", &path, Some(&t), Some(&body)).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let timeline = p.engine.timeline(journey.parse().unwrap()).await.unwrap();
+    let cancel = timeline
+        .iter()
+        .find(|e| e.event_type == "JourneyCancelled")
+        .unwrap();
+    assert_eq!(
+        cancel.actor.as_ref().unwrap().reason.as_deref(),
+        Some(full.as_str())
+    );
+}
+
+/// The support API shows what the pages show: no person's client address or user agent
+/// in the timeline, and no pseudonym of the address in listings.
+#[tokio::test]
+async fn the_api_shows_no_pseudonym_and_no_client_address() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    add_operator(&p, "ada", Role::Auditor).await;
+    let t = token(&p, "ada", Role::Auditor).await;
+    let b = p.browser();
+    let subject = p.engine.keys().subject("alice@example.com");
+    let one = api(
+        &b,
+        "GET",
+        &format!("/console/api/journeys/{journey}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert!(
+        p.timeline_json(&journey).await.contains("203.0.113.50"),
+        "the event log has the address the test looks for"
+    );
+    assert!(!one.has("203.0.113.50"), "{}", one.body);
+    assert!(
+        !one.has("\"ip\"") && !one.has("\"user_agent\""),
+        "{}",
+        one.body
+    );
+    let v: serde_json::Value = serde_json::from_str(&one.body).unwrap();
+    assert_eq!(v["events"][0]["actor"]["kind"], "person");
+    for q in ["alice%40example.com", "status=active"] {
+        let uri = if q.contains('=') {
+            format!("/console/api/journeys?{q}")
+        } else {
+            format!("/console/api/journeys?q={q}")
+        };
+        let list = api(&b, "GET", &uri, Some(&t), None).await;
+        assert_eq!(list.status, StatusCode::OK);
+        assert!(list.has(&journey), "{}", list.body);
+        assert!(
+            !list.has("\"subject\"") && !list.has(&subject),
+            "{}",
+            list.body
+        );
+    }
+    p.clock.advance(std::time::Duration::from_secs(3600));
+    let stalled = api(&b, "GET", "/console/api/stalled", Some(&t), None).await;
+    assert!(stalled.has(&journey), "{}", stalled.body);
+    assert!(!stalled.has("\"subject\"") && !stalled.has(&subject));
+}
+
+/// After an action the browser goes to the journey's canonical address, whatever form of
+/// the id the form was posted to.
+#[tokio::test]
+async fn an_action_redirects_to_the_canonical_journey() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    add_operator(&p, "sam", Role::Support).await;
+    let b = signed_in(&p, "sam").await;
+    let page = b.get(&format!("/console/journeys/{journey}")).await;
+    let res = b
+        .post(
+            &format!("/console/journeys/urn:uuid:{journey}/act"),
+            &[
+                ("csrf", &page.input("csrf")),
+                ("action", "cancel"),
+                ("reason", "caller asked"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(
+        res.location(),
+        Some(format!("/console/journeys/{journey}?done=cancel").as_str())
+    );
+    let after = b.get(res.location().unwrap()).await;
+    assert!(after.has("The journey was cancelled."), "{}", after.body);
+}
+
+#[derive(Debug)]
+struct OddExporter;
+
+impl passage_web::AuditExporter for OddExporter {
+    fn export(
+        &self,
+        from: u64,
+        to: u64,
+        _csv: bool,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<passage_web::ExportFiles, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            Ok(passage_web::ExportFiles {
+                body: format!("{from}..{to}\n").into_bytes(),
+                manifest: "{}".into(),
+                file_name: "../x\"; y=.html".into(),
+            })
+        })
+    }
+}
+
+/// The download's file name reaches `Content-Disposition` only as letters, digits, `.`,
+/// `_` and `-`: no quote or `;` can add parameters, no path can lead out of the folder.
+#[tokio::test]
+async fn export_file_names_cannot_inject_header_parameters() {
+    let p = support::portal_with(passage_web::WebOptions {
+        audit: Some(std::sync::Arc::new(OddExporter)),
+        ..support::options()
+    })
+    .await;
+    alice_journey(&p).await;
+    add_operator(&p, "ada", Role::Auditor).await;
+    add_operator(&p, "sam", Role::Support).await;
+    let auditor = token(&p, "ada", Role::Auditor).await;
+    let b = p.browser();
+    for (path, want) in [
+        ("export", "attachment; filename=\"xy.html\""),
+        ("manifest", "attachment; filename=\"xy.html.manifest.json\""),
+    ] {
+        let res = api(
+            &b,
+            "GET",
+            &format!("/console/api/audit/{path}?from=1&to=2"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        let cd = res.headers.get("content-disposition").unwrap();
+        assert_eq!(cd.to_str().unwrap(), want);
+    }
+    // With an exporter configured, support is still refused, and bad ranges are 400s.
+    let console = signed_in(&p, "sam").await;
+    let res = console.get("/console/audit/export?from=1&to=2").await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert!(!res.has("1..2"));
+    for bad in ["from=5&to=2", "from=x", "format=xml"] {
+        let res = api(
+            &b,
+            "GET",
+            &format!("/console/api/audit/export?{bad}"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{bad}: {}", res.body);
+    }
+}
+
+/// Search text is bounded like an address (R6), on the pages and the API; pages go up to
+/// 10000; a replay position out of range is clamped.
+#[tokio::test]
+async fn unbounded_inputs_are_refused_or_clamped() {
+    let p = portal().await;
+    let journey = alice_journey(&p).await;
+    add_operator(&p, "sam", Role::Support).await;
+    let b = signed_in(&p, "sam").await;
+    let t = token(&p, "sam", Role::Support).await;
+    let long = "*".repeat(300);
+    let res = b.get(&format!("/console/journeys?q={long}")).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", &res.body[..200]);
+    assert!(res.has("too long"));
+    let res = api(
+        &b,
+        "GET",
+        &format!("/console/api/journeys?q={long}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    let res = b.get("/console/journeys?status=active&page=10001").await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.has("Pages go up to 10000"));
+    let res = api(
+        &b,
+        "GET",
+        "/console/api/journeys?page=99999999999999999999999",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    let far = b
+        .get(&format!("/console/journeys/{journey}?at=999999"))
+        .await;
+    assert_eq!(far.status, StatusCode::OK);
+    let total = p.event_types(&journey).await.len();
+    assert!(far.has(&format!("State after event {total} of {total}")));
+    let zero = b.get(&format!("/console/journeys/{journey}?at=0")).await;
+    assert!(zero.has("State after event 1 of"));
+}
+
+/// The route table fails closed: a method or path it does not know needs the admin-only
+/// permission, never the read permission every role has.
+#[test]
+fn route_permissions_fail_closed() {
+    use passage_core::roles::Permission;
+    use passage_web::route_permission;
+    assert_eq!(
+        route_permission("GET", "/console/journeys"),
+        Some(Permission::ReadJourneys)
+    );
+    assert_eq!(
+        route_permission("GET", "/console/api/audit/export"),
+        Some(Permission::ExportAudit)
+    );
+    assert_eq!(
+        route_permission("POST", "/console/api/journeys/x/actions"),
+        Some(Permission::ActOnJourneys)
+    );
+    assert_eq!(route_permission("POST", "/console/sign-out"), None);
+    for (method, path) in [
+        ("POST", "/console/stalled"),
+        ("DELETE", "/console/api/journeys/x"),
+        ("PUT", "/console/funnel"),
+        ("GET", "/elsewhere"),
+    ] {
+        assert_eq!(
+            route_permission(method, path),
+            Some(Permission::ManageOperators),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_disabled_operator_loses_sessions_and_tokens_at_once() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    let t = token(&p, "sam", Role::Support).await;
+    let b = signed_in(&p, "sam").await;
+    assert_eq!(b.get("/console/stalled").await.status, StatusCode::OK);
+    assert_eq!(
+        api(&b, "GET", "/console/api/stalled", Some(&t), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(p.store.set_operator_disabled("sam", true).await.unwrap());
+    let page = b.get("/console/stalled").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), Some("/console/sign-in"));
+    assert_eq!(
+        api(&b, "GET", "/console/api/stalled", Some(&t), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Nor can they sign in again, and the refusal is the one for a wrong password.
+    let again = p.browser();
+    let form = again.get("/console/sign-in").await;
+    let res = again
+        .post(
+            "/console/sign-in",
+            &[
+                ("name", "sam"),
+                ("password", PASSWORD),
+                ("csrf", &form.input("csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    assert!(res.has("The operator name or password is incorrect."));
+    // Enabled again, the unrevoked token works again.
+    assert!(p.store.set_operator_disabled("sam", false).await.unwrap());
+    assert_eq!(
+        api(&b, "GET", "/console/api/stalled", Some(&t), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(!p.store.set_operator_disabled("nobody", true).await.unwrap());
+}
