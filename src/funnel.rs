@@ -2,7 +2,7 @@
 //! there or are still waiting, and the time spent per step (p50/p90), as a table or CSV.
 
 use anyhow::anyhow;
-use passage_core::funnel::{Funnel, seconds};
+use passage_core::funnel::Funnel;
 use passage_core::ports::EventStore;
 use passage_core::time::Timestamp;
 
@@ -50,15 +50,9 @@ pub fn render(f: &Funnel, csv: bool) -> String {
         "p90 s"
     ));
     for s in &f.steps {
+        let [step, reached, on, left, waiting, p50, p90] = s.cells();
         out.push_str(&format!(
-            "{:<16} {:>8} {:>9} {:>10} {:>8} {:>9} {:>9}\n",
-            s.step,
-            s.reached,
-            s.moved_on,
-            s.abandoned,
-            s.waiting,
-            seconds(s.p50_ms),
-            seconds(s.p90_ms)
+            "{step:<16} {reached:>8} {on:>9} {left:>10} {waiting:>8} {p50:>9} {p90:>9}\n"
         ));
     }
     out

@@ -1729,16 +1729,12 @@ async fn funnel_page<S: EventStore + OperatorStore, D: AccountDirectory>(
                 .steps
                 .iter()
                 .map(|s| {
-                    format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(&s.step),
-                        s.reached,
-                        s.moved_on,
-                        s.abandoned,
-                        s.waiting,
-                        seconds(s.p50_ms),
-                        seconds(s.p90_ms)
-                    )
+                    let cells: String = s
+                        .cells()
+                        .iter()
+                        .map(|c| format!("<td>{}</td>", esc(c)))
+                        .collect();
+                    format!("<tr>{cells}</tr>")
                 })
                 .collect();
             let csv_link: String = form_urlencoded::Serializer::new(String::new())

@@ -46,18 +46,26 @@ impl Funnel {
         let mut out =
             String::from("step,reached,moved_on,abandoned,waiting,p50_seconds,p90_seconds\n");
         for s in &self.steps {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
-                s.step,
-                s.reached,
-                s.moved_on,
-                s.abandoned,
-                s.waiting,
-                seconds(s.p50_ms),
-                seconds(s.p90_ms)
-            ));
+            out.push_str(&s.cells().join(","));
+            out.push('\n');
         }
         out
+    }
+}
+
+impl StepStats {
+    /// The step's row as text, in the CSV's column order: what the CSV, the terminal table
+    /// and the console's table show.
+    pub fn cells(&self) -> [String; 7] {
+        [
+            self.step.clone(),
+            self.reached.to_string(),
+            self.moved_on.to_string(),
+            self.abandoned.to_string(),
+            self.waiting.to_string(),
+            seconds(self.p50_ms),
+            seconds(self.p90_ms),
+        ]
     }
 }
 
