@@ -897,6 +897,8 @@ pub async fn journeys_summary<S: EventStore>(store: S) {
         updated_at: at(secs(updated)),
         current_step: (status == "active").then(|| "verify".to_owned()),
         email_masked: (def == "reset-by-email").then(|| "b***@example.org".to_owned()),
+        // Two people share the mask: the pseudonym tells them apart.
+        subject: (def == "reset-by-email").then(|| format!("subject-{status}")),
         ..summary(stream, version)
     };
     let (a, b, c) = (new_stream(), new_stream(), new_stream());
@@ -990,6 +992,34 @@ pub async fn journeys_summary<S: EventStore>(store: S) {
         .await,
         vec![b],
         "offset pages through the listing"
+    );
+    assert_eq!(
+        filtered(JourneyFilter {
+            subject: Some("subject-completed".into()),
+            ..JourneyFilter::default()
+        })
+        .await,
+        vec![c],
+        "the pseudonym finds one person's journeys among look-alike masks"
+    );
+    assert_eq!(
+        filtered(JourneyFilter {
+            journey_id: Some(b),
+            ..JourneyFilter::default()
+        })
+        .await,
+        vec![b],
+        "one journey by id"
+    );
+    assert_eq!(
+        filtered(JourneyFilter {
+            journey_id: Some(b),
+            status: Some("completed".into()),
+            ..JourneyFilter::default()
+        })
+        .await,
+        Vec::<JourneyId>::new(),
+        "the id combines with the other filters"
     );
     assert_eq!(
         filtered(JourneyFilter {

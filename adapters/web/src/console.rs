@@ -12,7 +12,9 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::html::{clip, esc};
 use crate::pages::{visit, visit_ok, visit_token};
-use crate::security::{ClientIp, clear_cookie, get_cookie, parse_form, set_cookie, tags_equal};
+use crate::security::{
+    ClientIp, clear_cookie, get_cookie, parse_form, set_cookie, tags_equal, verify_or_decoy,
+};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -21,14 +23,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use passage_core::funnel::{Funnel, seconds};
-use passage_core::journey::{Reply, Status};
+use passage_core::journey::{JourneyState, Reply, Status};
 use passage_core::mask::normalize_email;
 use passage_core::ports::{
     AccountDirectory, EventStore, JourneyFilter, JourneyId, JourneySummary, OperatorIdentity,
     OperatorStore,
 };
 use passage_core::roles::Permission;
-use passage_core::secrets::{PasswordHasher as _, session_hash, verify_password};
+use passage_core::secrets::session_hash;
 use passage_core::time::Timestamp;
 use passage_runtime::{Actor, Input, TimelineEntry};
 use serde::{Deserialize, Serialize};
@@ -36,7 +38,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 type Shared<S, D> = State<Arc<AppState<S, D>>>;
 
@@ -137,10 +139,12 @@ where
 // ---------------------------------------------------------------------------------------
 // Who is calling
 
-/// A signed-in browser: the operator and the hash of their session token.
+/// A signed-in browser: the operator, the hash of their session token, and the CSRF token
+/// its forms carry.
 struct Browser {
     op: OperatorIdentity,
     session: String,
+    csrf: String,
 }
 
 async fn browser<S: EventStore + OperatorStore, D: AccountDirectory>(
@@ -159,7 +163,11 @@ async fn browser<S: EventStore + OperatorStore, D: AccountDirectory>(
                 .operator_by_session(&hash, app.engine.now())
                 .await
             {
-                Ok(op) => op.map(|op| Browser { op, session: hash }),
+                Ok(op) => op.map(|op| Browser {
+                    op,
+                    csrf: csrf(app, &hash),
+                    session: hash,
+                }),
                 Err(e) => {
                     tracing::error!("cannot read a console session: {e}");
                     return Err(unavailable_page());
@@ -171,7 +179,7 @@ async fn browser<S: EventStore + OperatorStore, D: AccountDirectory>(
         return Err(Redirect::to("/console/sign-in").into_response());
     };
     match route_permission(method, path) {
-        Some(need) if !b.op.role.allows(need) => Err(forbidden_page(&b, app)),
+        Some(need) if !b.op.role.allows(need) => Err(forbidden_page(&b)),
         _ => Ok(b),
     }
 }
@@ -268,11 +276,6 @@ pub(crate) struct SearchQuery {
     page: Option<usize>,
 }
 
-enum Found {
-    One(JourneyId),
-    Many(Vec<JourneySummary>),
-}
-
 fn opt(s: &str) -> Option<String> {
     let t = s.trim();
     (!t.is_empty()).then(|| clip(t, 200))
@@ -293,9 +296,7 @@ fn time_param(name: &str, s: &str) -> Result<Option<Timestamp>, String> {
 async fn search<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
     q: &SearchQuery,
-) -> Result<Found, ApiError> {
-    let from = time_param("from", &q.from).map_err(ApiError::bad_request)?;
-    let to = time_param("to", &q.to).map_err(ApiError::bad_request)?;
+) -> Result<Vec<JourneySummary>, ApiError> {
     let page = q.page.unwrap_or(1).max(1);
     if page > 10_000 {
         return Err(ApiError::bad_request(
@@ -306,8 +307,8 @@ async fn search<S: EventStore, D: AccountDirectory>(
         status: opt(&q.status),
         definition_id: opt(&q.workflow),
         current_step: opt(&q.step),
-        updated_from: from,
-        updated_to: to,
+        updated_from: time_param("from", &q.from).map_err(ApiError::bad_request)?,
+        updated_to: time_param("to", &q.to).map_err(ApiError::bad_request)?,
         limit: PAGE_SIZE,
         offset: (page - 1) * PAGE_SIZE,
         ..JourneyFilter::default()
@@ -319,11 +320,10 @@ async fn search<S: EventStore, D: AccountDirectory>(
         )));
     }
     if let Ok(id) = text.parse::<JourneyId>() {
-        return Ok(Found::One(id));
-    }
-    let store = app.engine.store();
-    let masked = text.contains('•') || text.contains('*');
-    if !text.is_empty() && !masked {
+        filter.journey_id = Some(id);
+    } else if text.contains('•') || text.contains('*') {
+        filter.email_masked = Some(text.replace('*', "•"));
+    } else if !text.is_empty() {
         // A full address finds exactly that person's journeys, through the pseudonym the
         // read model keeps (never the address itself).
         let email = normalize_email(text).map_err(|e| {
@@ -331,43 +331,14 @@ async fn search<S: EventStore, D: AccountDirectory>(
                 "Search for a journey id, an email address or a masked address: {e}"
             ))
         })?;
-        let subject = app.engine.keys().subject(&email);
-        let mut all = store
-            .journeys_by_subject(&subject, from.unwrap_or(Timestamp(i64::MIN)))
-            .await
-            .map_err(passage_runtime::Error::from)?;
-        all.retain(|j| {
-            filter.status.as_ref().is_none_or(|s| &j.status == s)
-                && filter
-                    .definition_id
-                    .as_ref()
-                    .is_none_or(|d| &j.definition_id == d)
-                && filter
-                    .current_step
-                    .as_ref()
-                    .is_none_or(|s| j.current_step.as_ref() == Some(s))
-                && to.is_none_or(|t| j.updated_at < t)
-        });
-        all.sort_by(|a, b| {
-            b.updated_at
-                .cmp(&a.updated_at)
-                .then(a.journey_id.cmp(&b.journey_id))
-        });
-        let rows = all
-            .into_iter()
-            .skip(filter.offset)
-            .take(PAGE_SIZE)
-            .collect();
-        return Ok(Found::Many(rows));
+        filter.subject = Some(app.engine.keys().subject(&email));
     }
-    if masked {
-        filter.email_masked = Some(text.replace('*', "•"));
-    }
-    let rows = store
+    Ok(app
+        .engine
+        .store()
         .list_journeys(filter)
         .await
-        .map_err(passage_runtime::Error::from)?;
-    Ok(Found::Many(rows))
+        .map_err(passage_runtime::Error::from)?)
 }
 
 /// What support can do to a journey from the console or the API.
@@ -381,14 +352,20 @@ pub(crate) enum Action {
 }
 
 impl Action {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "resend" => Some(Self::Resend),
-            "nudge" => Some(Self::Nudge),
-            "cancel" => Some(Self::Cancel),
-            "acknowledge" => Some(Self::Acknowledge),
-            _ => None,
+    const ALL: [Action; 4] = [Self::Resend, Self::Nudge, Self::Acknowledge, Self::Cancel];
+
+    /// The name forms, query strings and the API use (serde's spelling).
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Resend => "resend",
+            Self::Nudge => "nudge",
+            Self::Cancel => "cancel",
+            Self::Acknowledge => "acknowledge",
         }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
     fn label(self) -> &'static str {
@@ -655,49 +632,14 @@ async fn api_search<S: EventStore + OperatorStore, D: AccountDirectory>(
 ) -> Result<Json<JourneysBody>, ApiError> {
     api_caller(&app, &headers, "GET", "/console/api/journeys").await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let journeys = match search(&app, &q).await? {
-        Found::One(id) => one_summary(&app, id).await?.into_iter().collect(),
-        Found::Many(rows) => rows,
-    }
-    .into_iter()
-    .map(SummaryRow::from)
-    .collect();
+    let journeys = search(&app, &q)
+        .await?
+        .into_iter()
+        .map(SummaryRow::from)
+        .collect();
     Ok(Json(JourneysBody {
         journeys,
         page: q.page.unwrap_or(1).max(1),
-    }))
-}
-
-/// The read model's row for one journey, if it exists.
-async fn one_summary<S: EventStore, D: AccountDirectory>(
-    app: &AppState<S, D>,
-    id: JourneyId,
-) -> Result<Option<JourneySummary>, ApiError> {
-    let (state, def, _) = match app.engine.load(id).await {
-        Ok(x) => x,
-        Err(passage_runtime::Error::UnknownJourney(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let last = app
-        .engine
-        .timeline(id)
-        .await?
-        .last()
-        .map_or(Timestamp(0), |e| e.recorded_at);
-    Ok(Some(JourneySummary {
-        journey_id: id,
-        definition_id: def.id.clone(),
-        definition_version: def.version,
-        status: state.status.as_str().into(),
-        current_step: state.current_step.as_ref().map(|s| s.0.clone()),
-        email_masked: state.email_masked.clone(),
-        started_at: state.started_at.unwrap_or(Timestamp(0)),
-        updated_at: last,
-        version: state.version,
-        subject: None,
-        failures: state.failures,
-        stall_at: None,
-        stall_keep: false,
     }))
 }
 
@@ -769,7 +711,9 @@ async fn journey_body<S: EventStore, D: AccountDirectory>(
     let timeline = app.engine.timeline(id).await?;
     let total = timeline.len();
     let at = at.unwrap_or(total).clamp(1, total.max(1));
-    let (state, _, _) = app.engine.replay(id, at).await?;
+    // The replayed state from the events the timeline already opened: one read of the stream.
+    let state =
+        JourneyState::from_events(timeline.iter().take(at).filter_map(|e| e.event.as_ref()));
     Ok(JourneyBody {
         journey_id: id,
         at,
@@ -919,9 +863,9 @@ fn attachment(name: &str) -> HeaderValue {
 // ---------------------------------------------------------------------------------------
 // The console's pages
 
-fn frame(b: Option<(&Browser, &str)>, title: &str, kind: &str, body: &str) -> String {
+fn frame(b: Option<&Browser>, title: &str, kind: &str, body: &str) -> String {
     let nav = match b {
-        Some((b, token)) => {
+        Some(b) => {
             let mut links = vec![
                 ("/console/journeys", "Journeys"),
                 ("/console/stalled", "Stalled"),
@@ -941,7 +885,7 @@ fn frame(b: Option<(&Browser, &str)>, title: &str, kind: &str, body: &str) -> St
 <button type=\"submit\" class=\"link-button\" id=\"console-sign-out\">Sign out</button></form>",
                 esc(&b.op.name),
                 esc(b.op.role.as_str()),
-                esc(token)
+                esc(&b.csrf)
             )
         }
         None => String::new(),
@@ -957,15 +901,8 @@ fn frame(b: Option<(&Browser, &str)>, title: &str, kind: &str, body: &str) -> St
     )
 }
 
-fn page(
-    b: &Browser,
-    app_csrf: &str,
-    status: StatusCode,
-    title: &str,
-    kind: &str,
-    body: &str,
-) -> Response {
-    (status, Html(frame(Some((b, app_csrf)), title, kind, body))).into_response()
+fn page(b: &Browser, status: StatusCode, title: &str, kind: &str, body: &str) -> Response {
+    (status, Html(frame(Some(b), title, kind, body))).into_response()
 }
 
 fn unavailable_page() -> Response {
@@ -981,13 +918,9 @@ fn unavailable_page() -> Response {
         .into_response()
 }
 
-fn forbidden_page<S: EventStore, D: AccountDirectory>(
-    b: &Browser,
-    app: &AppState<S, D>,
-) -> Response {
+fn forbidden_page(b: &Browser) -> Response {
     page(
         b,
-        &csrf(app, &b.session),
         StatusCode::FORBIDDEN,
         "Not for your role",
         "forbidden",
@@ -1036,21 +969,32 @@ async fn sign_in_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     if browser(&app, &headers, "GET", "/console/sign-in")
         .await
         .is_ok()
-        && get_cookie(&headers, app.options.secure, CONSOLE).is_some()
     {
         return Redirect::to("/console/journeys").into_response();
     }
-    let (nonce, cookie) = visit(&app, &headers);
     let notice = q
         .contains_key("signed-out")
         .then_some("You are signed out.");
+    sign_in_response(&app, &headers, StatusCode::OK, None, notice)
+}
+
+/// The sign-in page. A browser that came without a visit cookie gets one now, or the form
+/// would carry a token for a nonce it never holds, and be refused forever.
+fn sign_in_response<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Response {
+    let (nonce, cookie) = visit(app, headers);
     let mut resp = (
-        StatusCode::OK,
+        status,
         Html(frame(
             None,
             "Operator sign-in",
             "console-sign-in",
-            &sign_in_form(&visit_token(&app, &nonce), None, notice),
+            &sign_in_form(&visit_token(app, &nonce), error, notice),
         )),
     )
         .into_response();
@@ -1060,42 +1004,14 @@ async fn sign_in_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     resp
 }
 
-/// A hash to verify against for unknown or disabled operators, so every failed sign-in
-/// costs the same argon2id work (no timing oracle for operator names).
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        passage_core::secrets::Argon2id::default()
-            .hash("decoy operator password", &[9u8; 16])
-            .unwrap_or_default()
-    })
-}
-
 async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let refuse = |status: StatusCode, msg: &str| {
-        // A browser that came without a visit cookie gets one now, or the form shown again
-        // would carry a token for a nonce it never holds, and be refused forever.
-        let (nonce, cookie) = visit(&app, &headers);
-        let mut resp = (
-            status,
-            Html(frame(
-                None,
-                "Operator sign-in",
-                "console-sign-in",
-                &sign_in_form(&visit_token(&app, &nonce), Some(msg), None),
-            )),
-        )
-            .into_response();
-        if let Some(c) = cookie {
-            resp.headers_mut().append(header::SET_COOKIE, c);
-        }
-        resp
-    };
+    let refuse =
+        |status: StatusCode, msg: &str| sign_in_response(&app, &headers, status, Some(msg), None);
     let form = match parse_form(&body, &["name", "password", "csrf"], &[]) {
         Ok(f) => f,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
@@ -1114,16 +1030,11 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
             return unavailable_page();
         }
     };
-    let password = passage_core::password::normalize(&form["password"]);
-    let candidate = login.as_ref().map(|l| l.password_phc.clone());
-    // argon2id (and building the decoy the first time) is tens of milliseconds of CPU: off
-    // the async workers.
-    let ok = tokio::task::spawn_blocking(move || {
-        let phc = candidate.unwrap_or_else(|| decoy_hash().to_owned());
-        verify_password(&password, &phc)
-    })
-    .await
-    .unwrap_or(false);
+    let ok = verify_or_decoy(
+        passage_core::password::normalize(&form["password"]),
+        login.as_ref().map(|l| l.password_phc.clone()),
+    )
+    .await;
     let login = match login {
         Some(l) if ok => l,
         refused => {
@@ -1193,8 +1104,8 @@ async fn sign_out<S: EventStore + OperatorStore, D: AccountDirectory>(
         .ok()
         .map(|f| f["csrf"].clone())
         .unwrap_or_default();
-    if !tags_equal(&token, &csrf(&app, &b.session)) {
-        return forbidden_form(&app, &b);
+    if !tags_equal(&token, &b.csrf) {
+        return forbidden_form(&b);
     }
     if let Err(e) = app
         .engine
@@ -1213,13 +1124,9 @@ async fn sign_out<S: EventStore + OperatorStore, D: AccountDirectory>(
     resp
 }
 
-fn forbidden_form<S: EventStore, D: AccountDirectory>(
-    app: &AppState<S, D>,
-    b: &Browser,
-) -> Response {
+fn forbidden_form(b: &Browser) -> Response {
     page(
         b,
-        &csrf(app, &b.session),
         StatusCode::FORBIDDEN,
         "This form has expired",
         "message",
@@ -1261,7 +1168,6 @@ async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let token = csrf(&app, &b.session);
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let searched = !(q.q.is_empty()
         && q.status.is_empty()
@@ -1302,10 +1208,10 @@ async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
         )
     } else {
         match search(&app, &q).await {
-            Ok(Found::One(id)) => {
+            Ok(_) if let Ok(id) = q.q.trim().parse::<JourneyId>() => {
                 return Redirect::to(&format!("/console/journeys/{id}")).into_response();
             }
-            Ok(Found::Many(rows)) => {
+            Ok(rows) => {
                 let page_no = q.page.unwrap_or(1).max(1);
                 let more = if rows.len() == PAGE_SIZE {
                     let next: String = form_urlencoded::Serializer::new(String::new())
@@ -1337,7 +1243,6 @@ async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     };
     page(
         &b,
-        &token,
         status,
         "Journeys",
         "console-search",
@@ -1393,7 +1298,6 @@ async fn journey_view<S: EventStore, D: AccountDirectory>(
     notice: Option<&str>,
     failure: Option<&ApiError>,
 ) -> Response {
-    let token = csrf(app, &b.session);
     let body = match journey_id(raw) {
         Ok(id) => journey_body(app, id, at).await,
         Err(e) => Err(e),
@@ -1403,7 +1307,6 @@ async fn journey_view<S: EventStore, D: AccountDirectory>(
         Err(e) => {
             return page(
                 b,
-                &token,
                 e.status(),
                 "Journey",
                 "console-journey",
@@ -1484,31 +1387,17 @@ async fn journey_view<S: EventStore, D: AccountDirectory>(
         "<table class=\"grid\" id=\"timeline\"><thead><tr><th>#</th><th>Position</th><th>Time (UTC)</th><th>Event</th><th>What happened</th><th>Actor</th></tr></thead><tbody>{rows}</tbody></table>"
     );
     let actions = if b.op.role.allows(Permission::ActOnJourneys) && s.status == "active" {
-        let options: String = [
-            Action::Resend,
-            Action::Nudge,
-            Action::Acknowledge,
-            Action::Cancel,
-        ]
-        .iter()
-        .map(|a| {
-            format!(
-                "<option value=\"{}\">{}</option>",
-                serde_json::to_value(a)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                a.label()
-            )
-        })
-        .collect();
+        let options: String = Action::ALL
+            .iter()
+            .map(|a| format!("<option value=\"{}\">{}</option>", a.as_str(), a.label()))
+            .collect();
         format!(
             "<form id=\"act\" method=\"post\" action=\"/console/journeys/{id}/act\" class=\"act\"><h2>Act on this journey</h2>\
 <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
 <div class=\"field\"><label for=\"action\">Action</label><select id=\"action\" name=\"action\">{options}</select></div>\
 <div class=\"field wide\"><label for=\"reason\">Reason (recorded with the action)</label><input id=\"reason\" name=\"reason\" required minlength=\"3\" maxlength=\"500\"></div>\
 <button type=\"submit\" class=\"primary\" id=\"act-button\">Do it</button></form>",
-            esc(&token)
+            esc(&b.csrf)
         )
     } else if s.status == "active" {
         "<p class=\"aside\">Your role can read this journey but not act on it.</p>".into()
@@ -1527,7 +1416,6 @@ async fn journey_view<S: EventStore, D: AccountDirectory>(
     let failure = failure.map(error_box).unwrap_or_default();
     page(
         b,
-        &token,
         status,
         "Journey",
         "console-journey",
@@ -1554,8 +1442,8 @@ async fn act_form<S: EventStore + OperatorStore, D: AccountDirectory>(
             return journey_view(&app, &b, &raw, None, None, Some(&ApiError::bad_request(e))).await;
         }
     };
-    if !tags_equal(&form["csrf"], &csrf(&app, &b.session)) {
-        return forbidden_form(&app, &b);
+    if !tags_equal(&form["csrf"], &b.csrf) {
+        return forbidden_form(&b);
     }
     let Some(action) = Action::parse(&form["action"]) else {
         let e = ApiError::bad_request("Choose one of the actions offered.");
@@ -1567,12 +1455,9 @@ async fn act_form<S: EventStore + OperatorStore, D: AccountDirectory>(
     };
     match act(&app, &b.op, Some(&client), id, action, &form["reason"]).await {
         Ok(_) => {
-            let done = serde_json::to_value(action)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
             // The canonical id, whatever form of it the path used (braced, urn:uuid:).
-            Redirect::to(&format!("/console/journeys/{id}?done={done}")).into_response()
+            Redirect::to(&format!("/console/journeys/{id}?done={}", action.as_str()))
+                .into_response()
         }
         Err(e) => journey_view(&app, &b, &raw, None, None, Some(&e)).await,
     }
@@ -1586,7 +1471,6 @@ async fn stalled_page<S: EventStore + OperatorStore, D: AccountDirectory>(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let token = csrf(&app, &b.session);
     let (body, status) = match stalled(&app).await {
         Ok(rows) if rows.is_empty() => (
             "<p class=\"notice\" id=\"no-results\">No journey is stalled.</p>".to_owned(),
@@ -1637,7 +1521,6 @@ async fn stalled_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     };
     page(
         &b,
-        &token,
         status,
         "Stalled journeys",
         "console-stalled",
@@ -1687,7 +1570,6 @@ async fn funnel_page<S: EventStore + OperatorStore, D: AccountDirectory>(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let token = csrf(&app, &b.session);
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let result = funnel(&app, &q).await;
     if q.format == "csv" {
@@ -1760,7 +1642,6 @@ async fn funnel_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     };
     page(
         &b,
-        &token,
         status,
         "Funnel",
         "console-funnel",
@@ -1776,7 +1657,6 @@ async fn audit_page<S: EventStore + OperatorStore, D: AccountDirectory>(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let token = csrf(&app, &b.session);
     let head = match app.engine.store().head().await {
         Ok(h) => h.map_or(0, |(p, _)| p),
         Err(e) => {
@@ -1808,7 +1688,6 @@ async fn audit_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     };
     page(
         &b,
-        &token,
         StatusCode::OK,
         "Audit export",
         "console-audit",

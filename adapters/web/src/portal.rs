@@ -6,7 +6,9 @@
 use crate::AppState;
 use crate::html::{Page, esc, message_page};
 use crate::pages::{SESSION, visit, visit_ok, visit_token};
-use crate::security::{ClientIp, clear_cookie, get_cookie, parse_form, set_cookie};
+use crate::security::{
+    ClientIp, clear_cookie, get_cookie, parse_form, set_cookie, verify_or_decoy,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -16,10 +18,10 @@ use axum::routing::{get, post};
 use passage_core::definition::{StepKind, Tile};
 use passage_core::mask::normalize_email;
 use passage_core::ports::{Account, AccountDirectory, EventStore, Session};
-use passage_core::secrets::{PasswordHasher, session_hash, verify_password};
+use passage_core::secrets::session_hash;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 type Shared<S, D> = State<Arc<AppState<S, D>>>;
 
@@ -149,17 +151,6 @@ async fn sign_in_page<S: EventStore, D: AccountDirectory>(
     resp
 }
 
-/// A hash to verify against when the address is unknown or disabled, so every failed
-/// sign-in costs the same argon2id work (no timing oracle, R1's spirit for sign-in).
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        passage_core::secrets::Argon2id::default()
-            .hash("decoy password that matches nothing", &[7u8; 16])
-            .unwrap_or_default()
-    })
-}
-
 async fn sign_in<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Extension(client): Extension<ClientIp>,
@@ -209,13 +200,7 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             None
         }
     };
-    let password = form["password"].clone();
-    let candidate = phc.clone().unwrap_or_else(|| decoy_hash().to_owned());
-    // argon2id takes tens of milliseconds: off the async workers.
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &candidate))
-        .await
-        .unwrap_or(false)
-        && phc.is_some();
+    let ok = verify_or_decoy(form["password"].clone(), phc).await;
     let (Some(account), true) = (account, ok) else {
         tracing::info!(client = %client.limit_key(), "sign-in refused");
         let (nonce, _) = visit(&app, &headers);

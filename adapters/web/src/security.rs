@@ -349,6 +349,31 @@ pub(crate) fn get_cookie(headers: &HeaderMap, secure: bool, base: &str) -> Optio
         .map(|(_, v)| v.to_owned())
 }
 
+/// Checks `password` against `phc`, or against a decoy hash when there is none (unknown or
+/// disabled name), off the async workers: every refused sign-in, portal or console, costs
+/// the same argon2id work whether the name exists or not (no timing oracle, R1's spirit).
+/// True only for a real hash that matches.
+pub(crate) async fn verify_or_decoy(password: String, phc: Option<String>) -> bool {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let known = phc.is_some();
+    let ok = tokio::task::spawn_blocking(move || {
+        let phc = phc.unwrap_or_else(|| {
+            DECOY
+                .get_or_init(|| {
+                    use passage_core::secrets::PasswordHasher as _;
+                    passage_core::secrets::Argon2id::default()
+                        .hash("decoy password that matches nothing", &[7u8; 16])
+                        .unwrap_or_default()
+                })
+                .clone()
+        });
+        passage_core::secrets::verify_password(&password, &phc)
+    })
+    .await
+    .unwrap_or(false);
+    ok && known
+}
+
 /// Constant-time comparison of two tags.
 pub(crate) fn tags_equal(a: &str, b: &str) -> bool {
     passage_core::secrets::tags_equal(a.as_bytes(), b.as_bytes())

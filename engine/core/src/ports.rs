@@ -195,6 +195,11 @@ pub struct JourneyFilter {
     pub definition_id: Option<String>,
     /// The masked address as events and listings show it (`a•••e@e•••.com`).
     pub email_masked: Option<String>,
+    /// The pseudonym of an address ([`crate::secrets::Keys::subject`]): one person's
+    /// journeys exactly, where a masked address may also match look-alikes.
+    pub subject: Option<String>,
+    /// One journey.
+    pub journey_id: Option<JourneyId>,
     /// The step the journey is waiting on.
     pub current_step: Option<String>,
     /// Last activity (`updated_at`) at or after this time.

@@ -478,19 +478,29 @@ impl PgStore {
         } else {
             filter.limit
         };
-        // The masked address gets its own statement, so the planner sees an equality on
-        // the indexed column (an `(x IS NULL OR col = x)` term hides it and scans the
-        // table). Otherwise one static statement for every filter combination: a NULL
+        // The masked address, the pseudonym and the id get their own form of the
+        // statement, so the planner sees an equality on the indexed column (an
+        // `(x IS NULL OR col = x)` term hides it and scans the table). Otherwise one static statement for every filter combination: a NULL
         // parameter disables its condition. journey_id breaks ties so pages are stable.
         let by_email = if filter.email_masked.is_some() {
             "email_masked = $1 AND email_masked IS NOT NULL"
         } else {
             "$1::text IS NULL"
         };
+        let by_subject = if filter.subject.is_some() {
+            "subject = $9 AND subject IS NOT NULL"
+        } else {
+            "$9::text IS NULL"
+        };
+        let by_id = if filter.journey_id.is_some() {
+            "journey_id = $10::uuid"
+        } else {
+            "$10::text IS NULL"
+        };
         let sql = format!(
             "SELECT journey_id, definition_id, definition_version, status, current_step, \
              email_masked, started_at, updated_at, version, subject, failures, stall_at \
-             FROM journeys WHERE {by_email} \
+             FROM journeys WHERE {by_email} AND {by_subject} AND {by_id} \
              AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR definition_id = $3) \
              AND ($4::text IS NULL OR current_step = $4) \
              AND ($5::bigint IS NULL OR updated_at >= $5) AND ($6::bigint IS NULL OR updated_at < $6) \
@@ -505,6 +515,8 @@ impl PgStore {
             .bind(filter.updated_to.map(|t| t.as_millis()))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(i64::try_from(filter.offset).unwrap_or(i64::MAX))
+            .bind(filter.subject.as_deref())
+            .bind(filter.journey_id.map(|id| id.to_string()))
             .fetch_all(&self.inner.pool)
             .await?;
         rows.iter().map(rows::journey).collect()
