@@ -113,7 +113,7 @@ async fn through_console(
     let result = async {
         for q in 0..QUERIES {
             let mask = mask_of((q * 7919 + 13) % n.min(17_576));
-            let query: String = url_query(&mask);
+            let query: String = form_urlencoded::byte_serialize(mask.as_bytes()).collect();
             let t = Instant::now();
             let mut conn = tokio::net::TcpStream::connect(addr).await?;
             conn.write_all(
@@ -139,16 +139,6 @@ async fn through_console(
     .await;
     server.abort();
     result.map(|()| times)
-}
-
-/// Percent-encodes a query value.
-fn url_query(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn ms(d: Duration) -> f64 {

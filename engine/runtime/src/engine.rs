@@ -1021,26 +1021,23 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             },
             r => r.clone(),
         };
-        let erasing = matches!(cmd, Command::ErasePersonalData { .. });
+        // The erasure's own row keeps the address and pseudonym until the key is destroyed,
+        // so an erasure interrupted between the two is found again by the person's pseudonym.
+        let listed = match cmd {
+            Command::ErasePersonalData { .. } => before,
+            _ => after,
+        };
         let summary = JourneySummary {
             journey_id,
             definition_id: def.id.clone(),
             definition_version: def.version,
             status: after.status.as_str().into(),
             current_step: after.current_step.as_ref().map(|s| s.0.clone()),
-            // The erasure's own row keeps them until the key is destroyed, so an erasure
-            // interrupted between the two is found again by the person's pseudonym.
-            email_masked: match erasing {
-                true => before.email_masked.clone(),
-                false => after.email_masked.clone(),
-            },
+            email_masked: listed.email_masked.clone(),
             started_at: after.started_at.unwrap_or(now),
             updated_at: now,
             version: after.version,
-            subject: match erasing {
-                true => before.subject.clone(),
-                false => after.subject.clone(),
-            },
+            subject: listed.subject.clone(),
             failures: after.failures,
             stall_at: None,
             stall_keep: false,
