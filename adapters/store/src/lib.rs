@@ -21,6 +21,7 @@
 
 mod any;
 mod batch;
+mod checkpoints;
 mod error;
 mod migrations;
 pub mod operators;

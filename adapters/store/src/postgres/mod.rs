@@ -339,48 +339,6 @@ impl PgStore {
         Ok(Some((u64::try_from(position).unwrap_or(0), hash)))
     }
 
-    async fn save_checkpoint_inner(
-        &self,
-        c: &passage_core::ports::Checkpoint,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO checkpoints (position, hash, created_at, public_key, signature) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING",
-        )
-        .bind(i64::try_from(c.position).unwrap_or(i64::MAX))
-        .bind(c.hash.to_vec())
-        .bind(c.created_at.as_millis())
-        .bind(&c.public_key)
-        .bind(&c.signature)
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn checkpoints_inner(&self) -> Result<Vec<passage_core::ports::Checkpoint>, Error> {
-        let rows = sqlx::query(
-            "SELECT position, hash, created_at, public_key, signature FROM checkpoints \
-             ORDER BY position",
-        )
-        .fetch_all(&self.inner.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let position: i64 = sqlx::Row::try_get(r, "position")?;
-                let hash: Vec<u8> = sqlx::Row::try_get(r, "hash")?;
-                Ok(passage_core::ports::Checkpoint {
-                    position: u64::try_from(position).unwrap_or(0),
-                    hash: hash
-                        .try_into()
-                        .map_err(|_| Error::Corrupt("checkpoints.hash is not 32 bytes".into()))?,
-                    created_at: Timestamp(sqlx::Row::try_get(r, "created_at")?),
-                    public_key: sqlx::Row::try_get(r, "public_key")?,
-                    signature: sqlx::Row::try_get(r, "signature")?,
-                })
-            })
-            .collect()
-    }
-
     async fn read_all_inner(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -881,6 +839,7 @@ mod tests {
 }
 
 crate::operators::operator_sql!(PgStore, "$", pool, crate::operators::pg_disabled);
+crate::checkpoints::checkpoint_sql!(PgStore, "$", pool);
 crate::personal::personal_sql!(PgStore, "$", "::uuid", "BEGIN", pool);
 
 impl PgStore {
