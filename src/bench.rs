@@ -646,12 +646,7 @@ pub async fn run(
     args: &crate::cli::BenchArgs,
     definitions: Vec<passage_core::definition::Definition>,
 ) -> anyhow::Result<()> {
-    use crate::cli::BenchBackend;
-    let backends: &[&'static str] = match args.backend {
-        BenchBackend::Sqlite => &["sqlite"],
-        BenchBackend::Postgres => &["postgres"],
-        BenchBackend::Both => &["sqlite", "postgres"],
-    };
+    let backends = args.backend.names();
     let emails: Vec<String> = demo_people().into_iter().map(|a| a.email).collect();
     let max_level = args.levels.iter().copied().max().unwrap_or(1);
     let journeys_at = |level: usize| {

@@ -13,12 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 const QUERIES: usize = 25;
 
 pub async fn run(args: &crate::cli::BenchArgs) -> anyhow::Result<()> {
-    use crate::cli::BenchBackend;
-    let backends: &[&'static str] = match args.backend {
-        BenchBackend::Sqlite => &["sqlite"],
-        BenchBackend::Postgres => &["postgres"],
-        BenchBackend::Both => &["sqlite", "postgres"],
-    };
+    let backends = args.backend.names();
     println!(
         "| backend | journeys | matches per address | median search ms | p90 ms | ÷ 10 000-journey baseline | console API median ms | console p90 ms |"
     );

@@ -15,12 +15,7 @@ pub async fn run(
     args: &crate::cli::BenchArgs,
     definitions: Vec<passage_core::definition::Definition>,
 ) -> anyhow::Result<()> {
-    use crate::cli::BenchBackend;
-    let backends: &[&'static str] = match args.backend {
-        BenchBackend::Sqlite => &["sqlite"],
-        BenchBackend::Postgres => &["postgres"],
-        BenchBackend::Both => &["sqlite", "postgres"],
-    };
+    let backends = args.backend.names();
     println!(
         "| backend | healthy open journeys | stalled | due query ms | full scan ms (query + {STALLED} nudges) | scan ÷ baseline |"
     );

@@ -145,6 +145,17 @@ pub enum BenchBackend {
     Both,
 }
 
+impl BenchBackend {
+    /// The stores to measure, in the order the tables list them.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            BenchBackend::Sqlite => &["sqlite"],
+            BenchBackend::Postgres => &["postgres"],
+            BenchBackend::Both => &["sqlite", "postgres"],
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Which store(s) to measure. PostgreSQL uses a scratch database created on the server
