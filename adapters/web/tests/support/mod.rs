@@ -364,3 +364,23 @@ pub async fn portal_without_dev(mut options: WebOptions) -> Portal {
     ));
     p
 }
+
+/// The password every test operator is given.
+pub const OPERATOR_PASSWORD: &str = "correct horse battery staple";
+
+/// Adds an operator with [`OPERATOR_PASSWORD`] (a cheap Argon2id, for speed).
+pub async fn add_operator(p: &Portal, name: &str, role: passage_core::roles::Role) {
+    use passage_core::secrets::PasswordHasher as _;
+    let phc = Argon2id::new(256, 1, 1)
+        .hash(
+            &passage_core::password::normalize(OPERATOR_PASSWORD),
+            &[3u8; 16],
+        )
+        .unwrap();
+    assert!(
+        p.store
+            .add_operator(name, role, &phc, passage_core::time::Timestamp(T0))
+            .await
+            .unwrap()
+    );
+}
