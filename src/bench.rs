@@ -186,14 +186,15 @@ pub async fn engine_level<S: EventStore, D: AccountDirectory>(
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.min(journeys) {
+    for walker in 0..concurrency.min(journeys) {
         let (engine, inbox, next, bar) = (
             engine.clone(),
             inbox.clone(),
             Arc::clone(&next),
             bar.clone(),
         );
-        let emails = emails.to_vec();
+        // Each concurrent person resets their own account, one journey after another.
+        let email = emails[walker % emails.len()].clone();
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -201,7 +202,7 @@ pub async fn engine_level<S: EventStore, D: AccountDirectory>(
                 if n >= journeys {
                     break;
                 }
-                walk(&engine, &inbox, &emails[n % emails.len()], &mut latencies).await?;
+                walk(&engine, &inbox, &email, &mut latencies).await?;
                 bar.inc(1);
             }
             anyhow::Ok(latencies)
@@ -600,8 +601,10 @@ async fn raw_baseline(
     Ok(results)
 }
 
-pub(crate) fn demo_people() -> Vec<passage_core::ports::Account> {
-    (0..64)
+/// Bench accounts: at least one per concurrent person, because two resets of one account
+/// at once are not independent work (completing one cancels the other, R44).
+pub(crate) fn demo_people(count: usize) -> Vec<passage_core::ports::Account> {
+    (0..count.max(64))
         .map(|i| passage_core::ports::Account {
             account_id: format!("bench-{i:03}"),
             email: format!("person{i:03}@example.com"),
@@ -615,9 +618,10 @@ pub(crate) fn demo_people() -> Vec<passage_core::ports::Account> {
 pub(crate) async fn engine_for(
     store: passage_store::AnyStore,
     definitions: &[passage_core::definition::Definition],
+    people: usize,
     production_hashing: bool,
 ) -> anyhow::Result<Engine<passage_store::AnyStore, passage_store::AnyStore>> {
-    for a in demo_people() {
+    for a in demo_people(people) {
         store
             .insert_account_if_missing(&a, "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
             .await?;
@@ -647,8 +651,11 @@ pub async fn run(
     definitions: Vec<passage_core::definition::Definition>,
 ) -> anyhow::Result<()> {
     let backends = args.backend.names();
-    let emails: Vec<String> = demo_people().into_iter().map(|a| a.email).collect();
     let max_level = args.levels.iter().copied().max().unwrap_or(1);
+    let emails: Vec<String> = demo_people(max_level)
+        .into_iter()
+        .map(|a| a.email)
+        .collect();
     let journeys_at = |level: usize| {
         args.journeys
             .unwrap_or(if level == 1 { 40 } else { (3 * level).max(160) })
@@ -668,7 +675,7 @@ pub async fn run(
             let mut replay_source = None;
             for &level in &args.levels {
                 let store = scratch.store(true, &format!("grouped-{level}")).await?;
-                let engine = engine_for(store.clone(), &definitions, args.production_hashing).await?;
+                let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
                 let before = store.stats();
                 let r = engine_level(&engine, &inbox, &emails, level, journeys_at(level), &format!("{backend} engine c={level}")).await?;
                 let after = store.stats();
@@ -684,7 +691,7 @@ pub async fn run(
                 }
             }
             let store = scratch.store(false, "ungrouped").await?;
-            let engine = engine_for(store.clone(), &definitions, args.production_hashing).await?;
+            let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
             let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), &format!("{backend} ungrouped c={max_level}")).await?;
             rows.push(table_row(backend, "one append per transaction", &r, Some(best)));
             if let Some(store) = replay_source {
