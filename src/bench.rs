@@ -681,8 +681,9 @@ pub async fn run(
                 let after = store.stats();
                 let txs = after.transactions - before.transactions;
                 notes.push(format!(
-                    "{backend}: c={level}: {} append requests in {txs} transactions (largest {})",
+                    "{backend}: c={level}: {} append requests and {} other writes in {txs} transactions (largest {} appends)",
                     after.requests - before.requests,
+                    after.writes - before.writes,
                     after.largest_batch
                 ));
                 rows.push(table_row(backend, "grouped", &r, (level == max_level).then_some(best)));

@@ -22,6 +22,9 @@ pub struct StoreStats {
     pub requests: u64,
     /// Most requests in one transaction.
     pub largest_batch: usize,
+    /// Other writes (effect and timer completions, sessions, password changes) committed in
+    /// the writer's transactions; SQLite only, where every write goes through the writer.
+    pub writes: u64,
     /// Batches retried because the database asked for it: SQLite's write lock stayed busy,
     /// or PostgreSQL reported a lock timeout, deadlock or serialization failure.
     pub busy_retries: u64,
@@ -35,6 +38,7 @@ pub(crate) struct Stats {
     pub(crate) transactions: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) largest_batch: AtomicUsize,
+    pub(crate) writes: AtomicU64,
     pub(crate) busy_retries: AtomicU64,
     pub(crate) split_batches: AtomicU64,
 }
@@ -45,15 +49,17 @@ impl Stats {
             transactions: self.transactions.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
             busy_retries: self.busy_retries.load(Ordering::Relaxed),
             split_batches: self.split_batches.load(Ordering::Relaxed),
         }
     }
 
-    /// Records one committed batch of `requests` requests.
-    pub(crate) fn committed(&self, requests: usize) {
+    /// Records one committed batch of `requests` append requests and `writes` other writes.
+    pub(crate) fn committed(&self, requests: usize, writes: usize) {
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
         self.largest_batch.fetch_max(requests, Ordering::Relaxed);
     }
 }

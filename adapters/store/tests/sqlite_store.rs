@@ -642,3 +642,82 @@ async fn wait_for_work_wakes_on_own_appends_and_times_out_for_others() {
     store.close().await;
     other.close().await;
 }
+
+/// Writes other than appends (sessions here; effect and timer completions, password changes
+/// the same way) go through the writer and share the appends' transactions: a burst of
+/// both takes far fewer transactions than writes. A write that fails (a session hash used
+/// twice) fails alone: the appends and sessions batched with it are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_writes_share_the_appends_transactions_and_fail_alone() {
+    use passage_core::ports::Session;
+    let db = TempDb::new();
+    let store = db.open().await;
+    store
+        .upsert_account(&account("u-1", "ada@example.com"), "$argon2id$first")
+        .await
+        .expect("seed");
+    let session = |hash: String| Session {
+        session_hash: hash,
+        account_id: "u-1".into(),
+        journey_id: None,
+        kind: "sign-in".into(),
+        amr: "pwd".into(),
+        created_at: T0,
+        expires_at: passage_core::time::Timestamp(T0.0 + 60_000),
+        revoked_at: None,
+    };
+    store
+        .create_session(&session("taken".into()))
+        .await
+        .expect("first session");
+    let before = store.stats();
+
+    const N: usize = 100;
+    let mut tasks = JoinSet::new();
+    for i in 0..N {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let hash = if i == 50 {
+                "taken".to_owned()
+            } else {
+                format!("s-{i}")
+            };
+            let appended = store.append(request(new_stream(), 0, 1)).await;
+            let created = store.create_session(&session(hash)).await;
+            (i, appended, created)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (i, appended, created) = joined.expect("task panicked");
+        assert!(
+            matches!(appended, Ok(AppendResult::Committed { .. })),
+            "append {i}: {appended:?}"
+        );
+        assert_eq!(created.is_err(), i == 50, "session {i}: {created:?}");
+    }
+    let after = store.stats();
+    let (transactions, writes) = (
+        after.transactions - before.transactions,
+        after.writes - before.writes,
+    );
+    println!("{N} appends and {N} sessions in {transactions} transactions");
+    assert_eq!(after.requests - before.requests, N as u64);
+    assert_eq!(
+        writes,
+        N as u64 - 1,
+        "every session but the refused one was committed by the writer"
+    );
+    assert!(
+        transactions < N as u64,
+        "{N} appends and {N} sessions took {transactions} transactions"
+    );
+    for i in (0..N).filter(|i| *i != 50) {
+        let found = store
+            .find_session(&format!("s-{i}"))
+            .await
+            .expect("read session");
+        assert!(found.is_some(), "session s-{i} was committed");
+    }
+    assert_eq!(assert_log_sound(&all_events(&store).await), N as u64);
+    store.close().await;
+}

@@ -176,7 +176,7 @@ impl Writer {
             .await;
             match result {
                 Ok(verdicts) => {
-                    self.stats.committed(jobs.len());
+                    self.stats.committed(jobs.len(), 0);
                     return Ok(verdicts);
                 }
                 Err(e) if is_transient(&e) && attempt <= self.retries => {

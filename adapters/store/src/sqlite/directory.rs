@@ -1,5 +1,6 @@
 //! The account directory in the same file: [`AccountDirectory`] plus seeding helpers.
 
+use super::writer::Statement;
 use super::{SqliteStore, rows};
 use crate::error::Error;
 use crate::wall_clock_ms;
@@ -127,47 +128,52 @@ impl SqliteStore {
         phc: &str,
         changed_at: Timestamp,
     ) -> Result<bool, Error> {
-        let mut tx = self.write_tx().await?;
-        let exists: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT password_changed_at FROM accounts WHERE account_id = ?1")
-                .bind(account_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        // A reset that changed nothing must not look applied: the effect would be marked
-        // done and the person told their password changed.
-        let Some(previous) = exists else {
-            return Err(Error::UnknownAccount(account_id.to_owned()));
-        };
-        if previous.is_some_and(|p| p > changed_at.as_millis()) {
-            return Ok(false);
+        // One statement with its condition in the WHERE clause, so it can share the writer's
+        // transaction: a reset older than the one already applied changes nothing.
+        let changed = self
+            .write(
+                Statement::new(
+                    "UPDATE accounts SET password_phc = ?2, password_changed_at = ?3, \
+                     updated_at = ?4 WHERE account_id = ?1 \
+                     AND (password_changed_at IS NULL OR password_changed_at <= ?3)",
+                )
+                .text(account_id)
+                .text(phc)
+                .int(changed_at.as_millis())
+                .int(wall_clock_ms()),
+            )
+            .await?;
+        if changed == 1 {
+            return Ok(true);
         }
-        sqlx::query(
-            "UPDATE accounts SET password_phc = ?2, password_changed_at = ?3, updated_at = ?4 \
-             WHERE account_id = ?1",
-        )
-        .bind(account_id)
-        .bind(phc)
-        .bind(changed_at.as_millis())
-        .bind(wall_clock_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        // A reset that changed nothing must not look applied: the effect would be marked
+        // done and the person told their password changed. Either a later reset won
+        // (false), or there is no such account (an error).
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = ?1")
+                .bind(account_id)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        match exists {
+            Some(_) => Ok(false),
+            None => Err(Error::UnknownAccount(account_id.to_owned())),
+        }
     }
 
     async fn create_session_inner(&self, s: &Session) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
-             expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        self.write(
+            Statement::new(
+                "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, \
+                 created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .text(&s.session_hash)
+            .text(&s.account_id)
+            .opt_text(s.journey_id.as_deref())
+            .text(&s.kind)
+            .text(&s.amr)
+            .int(s.created_at.as_millis())
+            .int(s.expires_at.as_millis()),
         )
-        .bind(&s.session_hash)
-        .bind(&s.account_id)
-        .bind(s.journey_id.as_deref())
-        .bind(&s.kind)
-        .bind(&s.amr)
-        .bind(s.created_at.as_millis())
-        .bind(s.expires_at.as_millis())
-        .execute(&self.inner.pool)
         .await?;
         Ok(())
     }
@@ -191,20 +197,20 @@ impl SqliteStore {
         now: Timestamp,
         reason: &str,
     ) -> Result<u64, Error> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = ?3, revoked_reason = ?4 \
-             WHERE account_id = ?1 AND revoked_at IS NULL \
-             AND (journey_id IS NULL OR ?2 IS NULL OR journey_id <> ?2) \
-             AND created_at <= ?5",
+        self.write(
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?3, revoked_reason = ?4 \
+                 WHERE account_id = ?1 AND revoked_at IS NULL \
+                 AND (journey_id IS NULL OR ?2 IS NULL OR journey_id <> ?2) \
+                 AND created_at <= ?5",
+            )
+            .text(account_id)
+            .opt_text(keep_journey)
+            .int(now.as_millis())
+            .text(reason)
+            .int(recovery_until.as_millis()),
         )
-        .bind(account_id)
-        .bind(keep_journey)
-        .bind(now.as_millis())
-        .bind(reason)
-        .bind(recovery_until.as_millis())
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .await
     }
 
     async fn revoke_session_inner(
@@ -213,14 +219,15 @@ impl SqliteStore {
         now: Timestamp,
         reason: &str,
     ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 \
-             WHERE session_hash = ?1 AND revoked_at IS NULL",
+        self.write(
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 \
+                 WHERE session_hash = ?1 AND revoked_at IS NULL",
+            )
+            .text(session_hash)
+            .int(now.as_millis())
+            .text(reason),
         )
-        .bind(session_hash)
-        .bind(now.as_millis())
-        .bind(reason)
-        .execute(&self.inner.pool)
         .await?;
         Ok(())
     }

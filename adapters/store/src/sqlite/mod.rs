@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
-use writer::Writer;
+use writer::{Queued, Statement, Writer};
 
 pub use directory::Seeded;
 
@@ -75,7 +75,8 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     pool: SqlitePool,
-    appends: mpsc::Sender<Job>,
+    /// The writer: appends and every other write go through it (see `writer`).
+    writes: mpsc::Sender<Queued>,
     stats: Arc<Stats>,
     /// Signalled by this handle's writer after commits that add effects or timers. Other
     /// processes' appends are not seen here: `wait_for_work`'s timeout covers them.
@@ -104,6 +105,9 @@ impl SqliteStore {
             // Erasure (ADR 0005): deleted rows are overwritten with zeros, not left in
             // free space where a byte search of the file would still find them.
             .pragma("secure_delete", "ON")
+            // 32 MiB of page cache per connection instead of 2: the indexes a batch touches
+            // stay in memory instead of being read back through the OS on every statement.
+            .pragma("cache_size", "-32768")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -169,7 +173,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                appends: tx,
+                writes: tx,
                 stats,
                 work,
             }),
@@ -193,11 +197,22 @@ impl SqliteStore {
         Ok(self.inner.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Runs one write statement in the writer's next transaction; returns rows affected.
+    pub(crate) async fn write(&self, statement: Statement) -> Result<u64, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writes
+            .send(Queued::Write { statement, reply })
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
     async fn append_inner(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.inner
-            .appends
-            .send(Job { request, reply })
+            .writes
+            .send(Queued::Append(Box::new(Job { request, reply })))
             .await
             .map_err(|_| Error::WriterStopped)?;
         // A dropped reply means the writer died with the request in hand: whether it
@@ -433,16 +448,18 @@ impl SqliteStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'done', done_at = ?3, leased_until = NULL \
-             WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
-        )
-        .bind(effect_id.to_string())
-        .bind(lease.as_millis())
-        .bind(now.as_millis())
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .write(
+                Statement::new(
+                    "UPDATE outbox SET status = 'done', done_at = ?3, leased_until = NULL \
+                     WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
+                )
+                .text(effect_id.to_string())
+                .int(lease.as_millis())
+                .int(now.as_millis()),
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn reschedule_effect_inner(
@@ -452,27 +469,26 @@ impl SqliteStore {
         retry_at: Option<Timestamp>,
         error: &str,
     ) -> Result<bool, Error> {
-        let query = match retry_at {
-            Some(at) => sqlx::query(
+        let statement = match retry_at {
+            Some(at) => Statement::new(
                 "UPDATE outbox SET attempts = attempts + 1, available_at = ?3, \
                  leased_until = NULL, last_error = ?4 \
                  WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
             )
-            .bind(effect_id.to_string())
-            .bind(lease.as_millis())
-            .bind(at.as_millis())
-            .bind(error),
-            None => sqlx::query(
+            .text(effect_id.to_string())
+            .int(lease.as_millis())
+            .int(at.as_millis())
+            .text(error),
+            None => Statement::new(
                 "UPDATE outbox SET attempts = attempts + 1, status = 'dead', \
                  leased_until = NULL, last_error = ?3 \
                  WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
             )
-            .bind(effect_id.to_string())
-            .bind(lease.as_millis())
-            .bind(error),
+            .text(effect_id.to_string())
+            .int(lease.as_millis())
+            .text(error),
         };
-        let changed = query.execute(&self.inner.pool).await?;
-        Ok(changed.rows_affected() == 1)
+        Ok(self.write(statement).await? == 1)
     }
 
     async fn claim_timers_inner(
@@ -517,16 +533,18 @@ impl SqliteStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        let fired = sqlx::query(
-            "UPDATE timers SET status = 'fired', fired_at = ?3, leased_until = NULL \
-             WHERE timer_id = ?1 AND status = 'pending' AND leased_until = ?2",
-        )
-        .bind(timer_id.to_string())
-        .bind(lease.as_millis())
-        .bind(now.as_millis())
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(fired.rows_affected() == 1)
+        let fired = self
+            .write(
+                Statement::new(
+                    "UPDATE timers SET status = 'fired', fired_at = ?3, leased_until = NULL \
+                     WHERE timer_id = ?1 AND status = 'pending' AND leased_until = ?2",
+                )
+                .text(timer_id.to_string())
+                .int(lease.as_millis())
+                .int(now.as_millis()),
+            )
+            .await?;
+        Ok(fired == 1)
     }
 
     async fn next_due_inner(&self) -> Result<Option<Timestamp>, Error> {

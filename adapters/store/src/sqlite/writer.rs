@@ -28,24 +28,97 @@
 //!
 //! A caller that stops waiting (its future dropped) does not cancel its append: the request
 //! is already queued. That is harmless for the same reason: a retry is a duplicate.
+//!
+//! # Every write, not only appends
+//!
+//! SQLite has one write lock per file, so a write outside this task (completing an outbox
+//! entry, recording a session, changing a password) would be a transaction and an fsync of
+//! its own, serialized with the batches: with a journey's nine appends grouped, its five or
+//! six other writes would set the pace. They are therefore queued here too, as single
+//! [`Statement`]s, and commit in the same transaction as the appends around them. A
+//! statement is a complete write on its own (its `WHERE` clause carries its conditions), so
+//! it can be re-run after a busy retry or a rollback, like an append.
 
 use super::rows;
 use crate::batch::{DisplayChain, Job, Stats, Verdict, single_failure};
 use crate::error::Error;
 use passage_core::chain::{ChainFields, GENESIS, event_hash};
-use passage_core::ports::{AppendRequest, JourneyId};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use passage_core::ports::AppendRequest;
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
+
+/// A value bound to a queued statement.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+/// One write statement, owned so that it can wait in the queue and be re-run.
+#[derive(Debug, Clone)]
+pub(crate) struct Statement {
+    sql: &'static str,
+    args: Vec<Arg>,
+}
+
+impl Statement {
+    pub(crate) fn new(sql: &'static str) -> Self {
+        Self {
+            sql,
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn int(mut self, v: i64) -> Self {
+        self.args.push(Arg::Int(v));
+        self
+    }
+
+    pub(crate) fn text(mut self, v: impl Into<String>) -> Self {
+        self.args.push(Arg::Text(v.into()));
+        self
+    }
+
+    pub(crate) fn opt_text(mut self, v: Option<&str>) -> Self {
+        self.args
+            .push(v.map_or(Arg::Null, |v| Arg::Text(v.to_owned())));
+        self
+    }
+
+    /// Rows affected.
+    async fn execute(&self, conn: &mut SqliteConnection) -> Result<u64, Error> {
+        let mut q = sqlx::query(self.sql);
+        for a in &self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_str()),
+                Arg::Null => q.bind(None::<&str>),
+            };
+        }
+        Ok(q.execute(&mut *conn).await?.rows_affected())
+    }
+}
+
+/// What waits for the writer: an append, or another write.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Append(Box<Job>),
+    Write {
+        statement: Statement,
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+}
 
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) pool: SqlitePool,
-    pub(crate) rx: mpsc::Receiver<Job>,
+    pub(crate) rx: mpsc::Receiver<Queued>,
     /// 1 turns grouping off: one request per transaction.
     pub(crate) max_batch: usize,
     pub(crate) busy_retries: u32,
@@ -66,42 +139,68 @@ impl Writer {
         tracing::debug!("append writer stopped: every store handle was dropped");
     }
 
-    async fn commit(&self, jobs: Vec<Job>) {
+    async fn commit(&self, queued: Vec<Queued>) {
+        let mut jobs = Vec::with_capacity(queued.len());
+        let mut writes = Vec::new();
+        for q in queued {
+            match q {
+                Queued::Append(job) => jobs.push(*job),
+                Queued::Write { statement, reply } => writes.push((statement, reply)),
+            }
+        }
         let requests: Vec<&AppendRequest> = jobs.iter().map(|j| &j.request).collect();
-        match self.write_with_retry(&requests).await {
-            Ok(verdicts) => {
+        let statements: Vec<&Statement> = writes.iter().map(|(s, _)| s).collect();
+        match self.write_with_retry(&requests, &statements).await {
+            Ok((verdicts, affected)) => {
                 self.signal_work(jobs.iter().zip(&verdicts));
                 for (job, verdict) in jobs.into_iter().zip(verdicts) {
                     // The caller may have stopped waiting; its append stands regardless.
                     let _ = job.reply.send(verdict.into());
                 }
+                for ((_, reply), rows) in writes.into_iter().zip(affected) {
+                    let _ = reply.send(Ok(rows));
+                }
             }
             Err(Error::Busy { attempts, message }) => {
                 // Contention is not caused by any one request: retrying them one by one
                 // would only wait longer. Everyone gets the same answer.
+                let busy = || Error::Busy {
+                    attempts,
+                    message: message.clone(),
+                };
                 for job in jobs {
-                    let err = Error::Busy {
-                        attempts,
-                        message: message.clone(),
-                    };
-                    let _ = job.reply.send(Err(err.into()));
+                    let _ = job.reply.send(Err(busy().into()));
+                }
+                for (_, reply) in writes {
+                    let _ = reply.send(Err(busy()));
                 }
             }
-            Err(e) if jobs.len() == 1 => {
+            Err(e) if jobs.len() + writes.len() == 1 => {
                 if let Some(job) = jobs.into_iter().next() {
                     let _ = job.reply.send(Err(single_failure(e).into()));
+                } else if let Some((_, reply)) = writes.into_iter().next() {
+                    let _ = reply.send(Err(e));
                 }
             }
             Err(e) => {
                 tracing::warn!(
-                    batch = jobs.len(),
+                    batch = jobs.len() + writes.len(),
                     error = %DisplayChain(&e),
                     "append batch rolled back; writing its requests one by one to isolate the failing one"
                 );
                 self.stats.split_batches.fetch_add(1, Ordering::Relaxed);
+                for (statement, reply) in writes {
+                    let result = self.write_with_retry(&[], &[&statement]).await.and_then(
+                        |(_, mut rows)| {
+                            rows.pop()
+                                .ok_or_else(|| Error::Corrupt("the writer ran no statement".into()))
+                        },
+                    );
+                    let _ = reply.send(result);
+                }
                 for job in jobs {
-                    let result = match self.write_with_retry(&[&job.request]).await {
-                        Ok(mut verdicts) => match verdicts.pop() {
+                    let result = match self.write_with_retry(&[&job.request], &[]).await {
+                        Ok((mut verdicts, _)) => match verdicts.pop() {
                             Some(v) => {
                                 self.signal_work(std::iter::once((&job, &v)));
                                 v.into()
@@ -137,19 +236,23 @@ impl Writer {
     /// SQLite's own busy timeout (another process writing a long batch). Retrying is safe:
     /// a busy error means the transaction did not commit, and the batch is judged again
     /// from scratch.
-    async fn write_with_retry(&self, requests: &[&AppendRequest]) -> Result<Vec<Verdict>, Error> {
+    async fn write_with_retry(
+        &self,
+        requests: &[&AppendRequest],
+        statements: &[&Statement],
+    ) -> Result<(Vec<Verdict>, Vec<u64>), Error> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let result = async {
                 let mut conn = self.pool.acquire().await?;
-                write_batch(&mut conn, requests).await
+                write_batch(&mut conn, requests, statements).await
             }
             .await;
             match result {
-                Ok(verdicts) => {
-                    self.stats.committed(requests.len());
-                    return Ok(verdicts);
+                Ok(written) => {
+                    self.stats.committed(requests.len(), statements.len());
+                    return Ok(written);
                 }
                 Err(Error::Busy { message, .. }) if attempt > self.busy_retries => {
                     return Err(Error::Busy {
@@ -169,16 +272,23 @@ impl Writer {
     }
 }
 
-/// Judges and writes a batch in one `BEGIN IMMEDIATE` transaction.
+/// Judges and writes a batch, then runs the queued statements, in one `BEGIN IMMEDIATE`
+/// transaction.
 ///
 /// `BEGIN IMMEDIATE` takes the write lock before the first read, so the head of the chain
 /// and the stream versions read below cannot change before COMMIT, even with another
 /// process appending to the same file; a deferred transaction would instead fail with
 /// SQLITE_BUSY_SNAPSHOT when it tried to upgrade its stale read to a write.
+///
+/// The number of statements does not grow with the batch: the batch's command ids and
+/// streams are looked up in one read each, and each table gets one multi-row `INSERT` (per
+/// chunk of [`MAX_PARAMS`] values). Each statement is a hop to sqlx's SQLite thread, and
+/// per-row statements made those hops, not SQLite, the cost of a large batch.
 async fn write_batch(
     conn: &mut SqliteConnection,
     requests: &[&AppendRequest],
-) -> Result<Vec<Verdict>, Error> {
+    statements: &[&Statement],
+) -> Result<(Vec<Verdict>, Vec<u64>), Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
 
     // The head of the chain is read once; the batch then continues it in memory.
@@ -189,15 +299,16 @@ async fn write_batch(
         Some(row) => rows::head(&row)?,
         None => (0, GENESIS),
     };
-    // Stream versions and command ids as left by the earlier requests of this batch.
-    let mut versions: HashMap<JourneyId, u64> = HashMap::new();
+    let command_ids: Vec<String> = requests.iter().map(|r| r.command_id.to_string()).collect();
+    let streams: Vec<String> = requests.iter().map(|r| r.stream.0.to_string()).collect();
+    let stored_outcomes = stored_outcomes(&mut tx, &command_ids).await?;
+    // Stream versions as left by the log and then by the earlier requests of this batch.
+    let mut versions = stream_versions(&mut tx, &streams).await?;
     let mut committed_commands: HashMap<Uuid, &str> = HashMap::new();
     let mut verdicts = Vec::with_capacity(requests.len());
+    let mut out = BatchRows::default();
 
-    for &req in requests {
-        let command_id = req.command_id.to_string();
-        let stream = req.stream.0.to_string();
-
+    for ((&req, command_id), stream) in requests.iter().zip(&command_ids).zip(&streams) {
         // Duplicate first: a retry arrives with the expected version of its first attempt,
         // which is stale by now, and must still get the first outcome, not a conflict.
         if let Some(outcome) = committed_commands.get(&req.command_id) {
@@ -206,30 +317,13 @@ async fn write_batch(
             });
             continue;
         }
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT outcome FROM commands WHERE command_id = ?1")
-                .bind(&command_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(outcome) = stored {
-            verdicts.push(Verdict::Duplicate { outcome });
+        if let Some(outcome) = stored_outcomes.get(command_id) {
+            verdicts.push(Verdict::Duplicate {
+                outcome: outcome.clone(),
+            });
             continue;
         }
-
-        let current = match versions.get(&req.stream) {
-            Some(v) => *v,
-            None => {
-                let v: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream = ?1",
-                )
-                .bind(&stream)
-                .fetch_one(&mut *tx)
-                .await?;
-                u64::try_from(v).map_err(|_| {
-                    Error::Corrupt(format!("events.stream_version: negative value {v}"))
-                })?
-            }
-        };
+        let current = versions.get(stream).copied().unwrap_or(0);
         if current != req.expected_version {
             verdicts.push(Verdict::Conflict {
                 stream: req.stream,
@@ -239,7 +333,6 @@ async fn write_batch(
             continue;
         }
 
-        let metadata = req.metadata.as_str();
         let first_position = (!req.events.is_empty()).then_some(last_position + 1);
         let mut version = current;
         for event in &req.events {
@@ -254,87 +347,36 @@ async fn write_batch(
                     event_type: &event.event_type,
                     schema_version: event.schema_version,
                     payload: &event.payload,
-                    metadata,
+                    metadata: &req.metadata,
                     recorded_at: req.recorded_at,
                     command_id: req.command_id,
                 },
             );
-            sqlx::query(
-                "INSERT INTO events (position, stream, stream_version, event_type, \
-                 schema_version, payload, metadata, recorded_at, command_id, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .bind(rows::to_i64(last_position, "position")?)
-            .bind(&stream)
-            .bind(rows::to_i64(version, "stream version")?)
-            .bind(&event.event_type)
-            .bind(i64::from(event.schema_version))
-            .bind(&event.payload)
-            .bind(metadata)
-            .bind(req.recorded_at.as_millis())
-            .bind(&command_id)
-            .bind(prev_hash.as_slice())
-            .bind(hash.as_slice())
-            .execute(&mut *tx)
-            .await?;
+            out.events.push(EventRow {
+                position: rows::to_i64(last_position, "position")?,
+                stream,
+                version: rows::to_i64(version, "stream version")?,
+                event: event_ref(req, event),
+                command_id,
+                prev_hash,
+                hash,
+            });
             prev_hash = hash;
         }
-
-        for effect in &req.effects {
-            sqlx::query(
-                "INSERT INTO outbox (effect_id, stream, kind, payload, available_at, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .bind(effect.effect_id.to_string())
-            .bind(&stream)
-            .bind(&effect.kind)
-            .bind(&effect.payload)
-            .bind(effect.available_at.as_millis())
-            .bind(req.recorded_at.as_millis())
-            .execute(&mut *tx)
-            .await?;
+        if req.summary.journey_id != req.stream {
+            tracing::warn!(
+                stream = %req.stream,
+                summary = %req.summary.journey_id,
+                "append summary names another journey; storing it under the appended stream"
+            );
         }
-
-        for timer in &req.timers {
-            sqlx::query(
-                "INSERT INTO timers (timer_id, stream, fire_at, payload, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(timer.timer_id.to_string())
-            .bind(&stream)
-            .bind(timer.fire_at.as_millis())
-            .bind(&timer.payload)
-            .bind(req.recorded_at.as_millis())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        sqlx::query(
-            "INSERT INTO commands (command_id, stream, outcome, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(&command_id)
-        .bind(&stream)
-        .bind(&req.outcome)
-        .bind(req.recorded_at.as_millis())
-        .execute(&mut *tx)
-        .await?;
-
-        upsert_summary(&mut tx, req, &stream).await?;
-        if let Some(wrapped) = &req.data_key {
-            // An existing row wins: above all an erased one, which must stay erased.
-            sqlx::query(
-                "INSERT INTO journey_keys (journey_id, data_key, created_at) \
-                 VALUES (?1, ?2, ?3) ON CONFLICT (journey_id) DO NOTHING",
-            )
-            .bind(&stream)
-            .bind(wrapped)
-            .bind(req.recorded_at.as_millis())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        versions.insert(req.stream, version);
+        out.requests.push(Committed {
+            req,
+            stream,
+            command_id,
+            summary_version: rows::to_i64(req.summary.version, "summary version")?,
+        });
+        versions.insert(stream.clone(), version);
         committed_commands.insert(req.command_id, &req.outcome);
         verdicts.push(Verdict::Committed {
             first_position,
@@ -342,58 +384,257 @@ async fn write_batch(
         });
     }
 
+    out.write(&mut tx).await?;
+    let mut affected = Vec::with_capacity(statements.len());
+    for s in statements {
+        affected.push(s.execute(&mut tx).await?);
+    }
+
     tx.commit().await?;
-    Ok(verdicts)
+    Ok((verdicts, affected))
 }
 
-/// The row is keyed by the request's stream: that is the journey the events went to.
-async fn upsert_summary(
+/// SQLite's limit on bound values per statement is 32 766; chunks stay well under it.
+const MAX_PARAMS: usize = 30_000;
+
+/// Outcomes already stored for any of `command_ids`, by command id.
+async fn stored_outcomes(
     conn: &mut SqliteConnection,
-    req: &AppendRequest,
-    stream: &str,
-) -> Result<(), Error> {
-    let s = &req.summary;
-    if s.journey_id != req.stream {
-        tracing::warn!(
-            stream = %req.stream,
-            summary = %s.journey_id,
-            "append summary names another journey; storing it under the appended stream"
+    command_ids: &[String],
+) -> Result<HashMap<String, String>, Error> {
+    let mut found = HashMap::new();
+    for chunk in command_ids.chunks(MAX_PARAMS) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT command_id, outcome FROM commands WHERE command_id IN (",
         );
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.as_str());
+        }
+        q.push(")");
+        for (id, outcome) in q
+            .build_query_as::<(String, String)>()
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            found.insert(id, outcome);
+        }
     }
-    sqlx::query(
-        "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-         current_step, email_masked, started_at, updated_at, version, subject, failures, \
-         stall_at, stall_keep) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-         ON CONFLICT (journey_id) DO UPDATE SET \
-         definition_id = excluded.definition_id, \
-         definition_version = excluded.definition_version, \
-         status = excluded.status, \
-         current_step = excluded.current_step, \
-         email_masked = excluded.email_masked, \
-         started_at = excluded.started_at, \
-         updated_at = excluded.updated_at, \
-         version = excluded.version, \
-         subject = excluded.subject, \
-         failures = excluded.failures, \
-         stall_at = CASE WHEN excluded.stall_keep = 1 THEN journeys.stall_at \
-                    ELSE excluded.stall_at END, \
-         stall_keep = excluded.stall_keep",
-    )
-    .bind(stream)
-    .bind(&s.definition_id)
-    .bind(i64::from(s.definition_version))
-    .bind(&s.status)
-    .bind(s.current_step.as_deref())
-    .bind(s.email_masked.as_deref())
-    .bind(s.started_at.as_millis())
-    .bind(s.updated_at.as_millis())
-    .bind(rows::to_i64(s.version, "summary version")?)
-    .bind(s.subject.as_deref())
-    .bind(i64::from(s.failures))
-    .bind(s.stall_at.map(|t| t.as_millis()))
-    .bind(i64::from(s.stall_keep))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(found)
+}
+
+/// Current version of each of `streams` that has events; absent ones are at 0.
+async fn stream_versions(
+    conn: &mut SqliteConnection,
+    streams: &[String],
+) -> Result<HashMap<String, u64>, Error> {
+    let mut versions = HashMap::new();
+    for chunk in streams.chunks(MAX_PARAMS) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT stream, MAX(stream_version) FROM events WHERE stream IN (",
+        );
+        let mut list = q.separated(", ");
+        for s in chunk {
+            list.push_bind(s.as_str());
+        }
+        q.push(") GROUP BY stream");
+        for (stream, v) in q
+            .build_query_as::<(String, i64)>()
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let v = u64::try_from(v).map_err(|_| {
+                Error::Corrupt(format!("events.stream_version: negative value {v}"))
+            })?;
+            versions.insert(stream, v);
+        }
+    }
+    Ok(versions)
+}
+
+/// An event as it is stored, borrowing from its request.
+struct EventRow<'a> {
+    position: i64,
+    stream: &'a str,
+    version: i64,
+    event: EventRef<'a>,
+    command_id: &'a str,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+}
+
+struct EventRef<'a> {
+    event_type: &'a str,
+    schema_version: i64,
+    payload: &'a str,
+    metadata: &'a str,
+    recorded_at: i64,
+}
+
+fn event_ref<'a>(req: &'a AppendRequest, e: &'a passage_core::ports::NewEvent) -> EventRef<'a> {
+    EventRef {
+        event_type: &e.event_type,
+        schema_version: i64::from(e.schema_version),
+        payload: &e.payload,
+        metadata: &req.metadata,
+        recorded_at: req.recorded_at.as_millis(),
+    }
+}
+
+/// Everything a batch's committed requests write, gathered so that each table gets one
+/// multi-row statement.
+#[derive(Default)]
+struct BatchRows<'a> {
+    events: Vec<EventRow<'a>>,
+    /// The committed requests, in order.
+    requests: Vec<Committed<'a>>,
+}
+
+/// A committed request with its stream and command id as text.
+struct Committed<'a> {
+    req: &'a AppendRequest,
+    stream: &'a str,
+    command_id: &'a str,
+    summary_version: i64,
+}
+
+impl BatchRows<'_> {
+    async fn write(&self, conn: &mut SqliteConnection) -> Result<(), Error> {
+        for chunk in self.events.chunks(MAX_PARAMS / 11) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (position, stream, stream_version, event_type, \
+                 schema_version, payload, metadata, recorded_at, command_id, prev_hash, hash) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(e.position)
+                    .push_bind(e.stream)
+                    .push_bind(e.version)
+                    .push_bind(e.event.event_type)
+                    .push_bind(e.event.schema_version)
+                    .push_bind(e.event.payload)
+                    .push_bind(e.event.metadata)
+                    .push_bind(e.event.recorded_at)
+                    .push_bind(e.command_id)
+                    .push_bind(&e.prev_hash[..])
+                    .push_bind(&e.hash[..]);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+
+        let effects: Vec<_> = self
+            .requests
+            .iter()
+            .flat_map(|c| c.req.effects.iter().map(move |e| (c.req, c.stream, e)))
+            .collect();
+        for chunk in effects.chunks(MAX_PARAMS / 6) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO outbox (effect_id, stream, kind, payload, available_at, created_at) ",
+            );
+            q.push_values(chunk, |mut b, (req, stream, e)| {
+                b.push_bind(e.effect_id.to_string())
+                    .push_bind(*stream)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.payload.as_str())
+                    .push_bind(e.available_at.as_millis())
+                    .push_bind(req.recorded_at.as_millis());
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+
+        let timers: Vec<_> = self
+            .requests
+            .iter()
+            .flat_map(|c| c.req.timers.iter().map(move |t| (c.req, c.stream, t)))
+            .collect();
+        for chunk in timers.chunks(MAX_PARAMS / 5) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO timers (timer_id, stream, fire_at, payload, created_at) ",
+            );
+            q.push_values(chunk, |mut b, (req, stream, t)| {
+                b.push_bind(t.timer_id.to_string())
+                    .push_bind(*stream)
+                    .push_bind(t.fire_at.as_millis())
+                    .push_bind(t.payload.as_str())
+                    .push_bind(req.recorded_at.as_millis());
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+
+        for chunk in self.requests.chunks(MAX_PARAMS / 4) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO commands (command_id, stream, outcome, recorded_at) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                b.push_bind(c.command_id)
+                    .push_bind(c.stream)
+                    .push_bind(c.req.outcome.as_str())
+                    .push_bind(c.req.recorded_at.as_millis());
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+
+        // SQLite applies a multi-row upsert row by row, so two requests for one journey in a
+        // batch leave the second one's summary, exactly as two statements would (and
+        // `stall_keep` keeps the stall deadline the first one set).
+        for chunk in self.requests.chunks(MAX_PARAMS / 13) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
+                 current_step, email_masked, started_at, updated_at, version, subject, failures, \
+                 stall_at, stall_keep) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                let s = &c.req.summary;
+                b.push_bind(c.stream)
+                    .push_bind(s.definition_id.as_str())
+                    .push_bind(i64::from(s.definition_version))
+                    .push_bind(s.status.as_str())
+                    .push_bind(s.current_step.as_deref())
+                    .push_bind(s.email_masked.as_deref())
+                    .push_bind(s.started_at.as_millis())
+                    .push_bind(s.updated_at.as_millis())
+                    .push_bind(c.summary_version)
+                    .push_bind(s.subject.as_deref())
+                    .push_bind(i64::from(s.failures))
+                    .push_bind(s.stall_at.map(|t| t.as_millis()))
+                    .push_bind(i64::from(s.stall_keep));
+            });
+            q.push(
+                " ON CONFLICT (journey_id) DO UPDATE SET \
+                 definition_id = excluded.definition_id, \
+                 definition_version = excluded.definition_version, \
+                 status = excluded.status, \
+                 current_step = excluded.current_step, \
+                 email_masked = excluded.email_masked, \
+                 started_at = excluded.started_at, \
+                 updated_at = excluded.updated_at, \
+                 version = excluded.version, \
+                 subject = excluded.subject, \
+                 failures = excluded.failures, \
+                 stall_at = CASE WHEN excluded.stall_keep = 1 THEN journeys.stall_at \
+                            ELSE excluded.stall_at END, \
+                 stall_keep = excluded.stall_keep",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+
+        let keys: Vec<_> = self
+            .requests
+            .iter()
+            .filter_map(|c| c.req.data_key.as_deref().map(|k| (c.req, c.stream, k)))
+            .collect();
+        for chunk in keys.chunks(MAX_PARAMS / 3) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO journey_keys (journey_id, data_key, created_at) ",
+            );
+            q.push_values(chunk, |mut b, (req, stream, key)| {
+                b.push_bind(*stream)
+                    .push_bind(*key)
+                    .push_bind(req.recorded_at.as_millis());
+            });
+            // An existing row wins: above all an erased one, which must stay erased.
+            q.push(" ON CONFLICT (journey_id) DO NOTHING");
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
 }
