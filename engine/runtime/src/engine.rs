@@ -508,6 +508,17 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         Ok((state, def, view))
     }
 
+    /// The address pseudonym a journey is for. It never changes once the email step has set
+    /// it, so this process's cached state answers as well as the log, without a read.
+    pub async fn subject(&self, journey_id: JourneyId) -> Result<Option<String>, Error> {
+        let cached = self.cache().get(&journey_id).and_then(|s| s.subject);
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let (state, ..) = self.load(journey_id).await?;
+        Ok(state.subject)
+    }
+
     /// The state as it was after the first `at` events (support's replay).
     pub async fn replay(
         &self,

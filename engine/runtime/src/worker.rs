@@ -340,8 +340,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                 "password-reset",
             )
             .await?;
-        let (state, ..) = self.engine.load(journey).await?;
-        let Some(subject) = state.subject else {
+        let Some(subject) = self.engine.subject(journey).await? else {
             return Ok(());
         };
         // Journeys live minutes; a day back covers every one that can still be open.

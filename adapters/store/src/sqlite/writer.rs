@@ -291,10 +291,16 @@ async fn write_batch(
 ) -> Result<(Vec<Verdict>, Vec<u64>), Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
 
-    // The head of the chain is read once; the batch then continues it in memory.
-    let head = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await?;
+    // The head of the chain is read once; the batch then continues it in memory. A batch of
+    // other writes only has no use for it.
+    let head = match requests.is_empty() {
+        true => None,
+        false => {
+            sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+    };
     let (mut last_position, mut prev_hash) = match head {
         Some(row) => rows::head(&row)?,
         None => (0, GENESIS),
