@@ -1,10 +1,14 @@
-//! What both group-commit writers share: the queued job, the per-request verdict, the
-//! counters, and the rule that decides which failures belong to one request.
+//! What both group-commit writers share: the queued job, how a batch is judged, the
+//! per-request verdict, the counters, and the rule that decides which failures belong to
+//! one request.
 
 use crate::error::Error;
-use passage_core::ports::{AppendRequest, AppendResult, JourneyId, StoreError};
+use passage_core::chain::{ChainFields, event_hash};
+use passage_core::ports::{AppendRequest, AppendResult, Hash, JourneyId, NewEvent, StoreError};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 /// One queued append and where its answer goes.
 #[derive(Debug)]
@@ -62,6 +66,112 @@ impl Stats {
         self.writes.fetch_add(writes as u64, Ordering::Relaxed);
         self.largest_batch.fetch_max(requests, Ordering::Relaxed);
     }
+}
+
+/// An event of a committed request with its place in the log and its chain hashes.
+pub(crate) struct Placed<'a> {
+    pub(crate) request: &'a AppendRequest,
+    pub(crate) event: &'a NewEvent,
+    pub(crate) position: u64,
+    pub(crate) version: u64,
+    pub(crate) prev_hash: Hash,
+    pub(crate) hash: Hash,
+}
+
+/// A judged batch: what each request gets, and what the committed ones write.
+pub(crate) struct Judged<'a> {
+    /// One per request, in order.
+    pub(crate) verdicts: Vec<Verdict>,
+    /// The committed requests, in order.
+    pub(crate) committed: Vec<&'a AppendRequest>,
+    pub(crate) events: Vec<Placed<'a>>,
+    /// Position and hash of the log's last event after the batch.
+    pub(crate) head: (u64, Hash),
+}
+
+/// Judges each request in order, on its own, against the log (its `head`, the `outcomes`
+/// already stored for the batch's command ids, the `versions` of its streams; absent
+/// streams are at 0) plus the requests before it in the batch: a command id already seen
+/// gets the first outcome, a stale `expected_version` a conflict, and neither writes
+/// anything or affects its neighbours. Committed events get gap-free positions and
+/// continue the hash chain.
+pub(crate) fn judge<'a>(
+    requests: &[&'a AppendRequest],
+    head: (u64, Hash),
+    mut outcomes: HashMap<Uuid, String>,
+    mut versions: HashMap<JourneyId, u64>,
+) -> Judged<'a> {
+    let (mut last_position, mut prev_hash) = head;
+    let mut judged = Judged {
+        verdicts: Vec::with_capacity(requests.len()),
+        committed: Vec::with_capacity(requests.len()),
+        events: Vec::new(),
+        head,
+    };
+    for &req in requests {
+        // Duplicate first: a retry carries the expected version of its first attempt,
+        // stale by now, and must still get the first outcome, not a conflict.
+        if let Some(outcome) = outcomes.get(&req.command_id) {
+            judged.verdicts.push(Verdict::Duplicate {
+                outcome: outcome.clone(),
+            });
+            continue;
+        }
+        let current = versions.get(&req.stream).copied().unwrap_or(0);
+        if current != req.expected_version {
+            judged.verdicts.push(Verdict::Conflict {
+                stream: req.stream,
+                expected: req.expected_version,
+                actual: current,
+            });
+            continue;
+        }
+        let first_position = (!req.events.is_empty()).then_some(last_position + 1);
+        let mut version = current;
+        for event in &req.events {
+            last_position += 1;
+            version += 1;
+            let hash = event_hash(
+                &prev_hash,
+                &ChainFields {
+                    position: last_position,
+                    stream: req.stream.0,
+                    stream_version: version,
+                    event_type: &event.event_type,
+                    schema_version: event.schema_version,
+                    payload: &event.payload,
+                    metadata: &req.metadata,
+                    recorded_at: req.recorded_at,
+                    command_id: req.command_id,
+                },
+            );
+            judged.events.push(Placed {
+                request: req,
+                event,
+                position: last_position,
+                version,
+                prev_hash,
+                hash,
+            });
+            prev_hash = hash;
+        }
+        if req.summary.journey_id != req.stream {
+            tracing::warn!(
+                stream = %req.stream,
+                summary = %req.summary.journey_id,
+                "append summary names another journey; storing it under the appended stream"
+            );
+        }
+        versions.insert(req.stream, version);
+        outcomes.insert(req.command_id, req.outcome.clone());
+        judged.committed.push(req);
+        judged.verdicts.push(Verdict::Committed {
+            first_position,
+            stream_version: version,
+        });
+    }
+    judged.head = (last_position, prev_hash);
+    judged
 }
 
 /// How one request of a batch was judged.

@@ -16,7 +16,7 @@
 //!    checks are race-free across nodes.
 //! 3. Each request is judged in memory, in order, against the database plus the requests
 //!    before it in the batch: duplicate, conflict or committed (positions, versions and
-//!    chain hashes computed here), exactly like the SQLite writer.
+//!    chain hashes computed here) by `batch::judge`, which the SQLite writer uses too.
 //! 4. One `INSERT … SELECT FROM UNNEST(…)` per table for the whole batch, the journeys
 //!    read model upserted (one row per journey: the batch's last summary for it), the head
 //!    moved, and `pg_notify` if the batch added effects or timers (delivered at COMMIT, so
@@ -41,9 +41,8 @@
 //! retried a few times first: they say nothing about the requests.
 
 use super::rows;
-use crate::batch::{DisplayChain, Job, Stats, Verdict, single_failure};
+use crate::batch::{DisplayChain, Job, Stats, Verdict, judge, single_failure};
 use crate::error::Error;
-use passage_core::chain::{ChainFields, event_hash};
 use passage_core::ports::{AppendRequest, AppendResult, JourneyId, StoreError};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::collections::HashMap;
@@ -292,7 +291,6 @@ async fn write_batch(
         .await?
         .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
     let (head_position, head_hash) = rows::head(&head)?;
-    let (mut last_position, mut prev_hash) = (head_position, head_hash);
 
     // Whatever queued up while we waited for the lock joins this batch.
     if let Some((rx, max_batch)) = late {
@@ -338,73 +336,28 @@ async fn write_batch(
     }
 
     // 3. Judge each request in order; committed ones become rows.
+    let judged = judge(&requests, (head_position, head_hash), stored, versions);
     let mut cols = Columns::default();
+    for e in &judged.events {
+        let req = e.request;
+        cols.ev_position.push(rows::to_i64(e.position, "position")?);
+        cols.ev_stream.push(req.stream.0);
+        cols.ev_version
+            .push(rows::to_i64(e.version, "stream version")?);
+        cols.ev_type.push(&e.event.event_type);
+        cols.ev_schema.push(i32::from(e.event.schema_version));
+        cols.ev_payload.push(&e.event.payload);
+        cols.ev_metadata.push(&req.metadata);
+        cols.ev_recorded.push(req.recorded_at.as_millis());
+        cols.ev_command.push(req.command_id);
+        cols.ev_prev.push(e.prev_hash.to_vec());
+        cols.ev_hash.push(e.hash.to_vec());
+    }
     // Journeys read model: the last committed summary per journey (one upserted row each:
     // ON CONFLICT DO UPDATE may not touch a row twice in one statement).
     let mut summaries: HashMap<Uuid, &AppendRequest> = HashMap::new();
-    let mut committed_commands: HashMap<Uuid, &str> = HashMap::new();
     let mut adds_work = false;
-    let mut verdicts = Vec::with_capacity(requests.len());
-
-    for &req in &requests {
-        // Duplicate first: a retry carries the expected version of its first attempt,
-        // stale by now, and must still get the first outcome, not a conflict.
-        if let Some(outcome) = committed_commands.get(&req.command_id) {
-            verdicts.push(Verdict::Duplicate {
-                outcome: (*outcome).to_owned(),
-            });
-            continue;
-        }
-        if let Some(outcome) = stored.get(&req.command_id) {
-            verdicts.push(Verdict::Duplicate {
-                outcome: outcome.clone(),
-            });
-            continue;
-        }
-        let current = versions.get(&req.stream).copied().unwrap_or(0);
-        if current != req.expected_version {
-            verdicts.push(Verdict::Conflict {
-                stream: req.stream,
-                expected: req.expected_version,
-                actual: current,
-            });
-            continue;
-        }
-
-        let first_position = (!req.events.is_empty()).then_some(last_position + 1);
-        let mut version = current;
-        for event in &req.events {
-            last_position += 1;
-            version += 1;
-            let hash = event_hash(
-                &prev_hash,
-                &ChainFields {
-                    position: last_position,
-                    stream: req.stream.0,
-                    stream_version: version,
-                    event_type: &event.event_type,
-                    schema_version: event.schema_version,
-                    payload: &event.payload,
-                    metadata: &req.metadata,
-                    recorded_at: req.recorded_at,
-                    command_id: req.command_id,
-                },
-            );
-            cols.ev_position
-                .push(rows::to_i64(last_position, "position")?);
-            cols.ev_stream.push(req.stream.0);
-            cols.ev_version
-                .push(rows::to_i64(version, "stream version")?);
-            cols.ev_type.push(&event.event_type);
-            cols.ev_schema.push(i32::from(event.schema_version));
-            cols.ev_payload.push(&event.payload);
-            cols.ev_metadata.push(&req.metadata);
-            cols.ev_recorded.push(req.recorded_at.as_millis());
-            cols.ev_command.push(req.command_id);
-            cols.ev_prev.push(prev_hash.to_vec());
-            cols.ev_hash.push(hash.to_vec());
-            prev_hash = hash;
-        }
+    for &req in &judged.committed {
         for effect in &req.effects {
             cols.fx_id.push(effect.effect_id);
             cols.fx_stream.push(req.stream.0);
@@ -430,22 +383,9 @@ async fn write_batch(
             cols.key_wrapped.push(wrapped);
             cols.key_created.push(req.recorded_at.as_millis());
         }
-        if req.summary.journey_id != req.stream {
-            tracing::warn!(
-                stream = %req.stream,
-                summary = %req.summary.journey_id,
-                "append summary names another journey; storing it under the appended stream"
-            );
-        }
         summaries.insert(req.stream.0, req);
-
-        versions.insert(req.stream, version);
-        committed_commands.insert(req.command_id, &req.outcome);
-        verdicts.push(Verdict::Committed {
-            first_position,
-            stream_version: version,
-        });
     }
+    let (last_position, prev_hash) = judged.head;
 
     // 4. The writes, one statement per table for the whole batch.
     if !cols.ev_position.is_empty() {
@@ -543,7 +483,7 @@ async fn write_batch(
 
     // 5. One commit for the batch.
     tx.commit().await?;
-    Ok(verdicts)
+    Ok(judged.verdicts)
 }
 
 /// The row is keyed by the request's stream: that is the journey the events went to.

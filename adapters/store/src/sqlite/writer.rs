@@ -40,10 +40,11 @@
 //! it can be re-run after a busy retry or a rollback, like an append.
 
 use super::rows;
-use crate::batch::{DisplayChain, Job, Stats, Verdict, single_failure};
+use crate::batch::{DisplayChain, Job, Judged, Stats, Verdict, judge, single_failure};
 use crate::error::Error;
-use passage_core::chain::{ChainFields, GENESIS, event_hash};
-use passage_core::ports::AppendRequest;
+use passage_core::chain::GENESIS;
+use passage_core::ports::{AppendRequest, JourneyId};
+use sqlx::query_builder::Separated;
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,8 +57,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
     Int(i64),
-    Text(String),
-    Null,
+    Text(Option<String>),
 }
 
 /// One write statement, owned so that it can wait in the queue and be re-run.
@@ -81,13 +81,12 @@ impl Statement {
     }
 
     pub(crate) fn text(mut self, v: impl Into<String>) -> Self {
-        self.args.push(Arg::Text(v.into()));
+        self.args.push(Arg::Text(Some(v.into())));
         self
     }
 
     pub(crate) fn opt_text(mut self, v: Option<&str>) -> Self {
-        self.args
-            .push(v.map_or(Arg::Null, |v| Arg::Text(v.to_owned())));
+        self.args.push(Arg::Text(v.map(str::to_owned)));
         self
     }
 
@@ -97,8 +96,7 @@ impl Statement {
         for a in &self.args {
             q = match a {
                 Arg::Int(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(v.as_str()),
-                Arg::Null => q.bind(None::<&str>),
+                Arg::Text(v) => q.bind(v.as_deref()),
             };
         }
         Ok(q.execute(&mut *conn).await?.rows_affected())
@@ -290,357 +288,293 @@ async fn write_batch(
     statements: &[&Statement],
 ) -> Result<(Vec<Verdict>, Vec<u64>), Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-
-    // The head of the chain is read once; the batch then continues it in memory. A batch of
-    // other writes only has no use for it.
-    let head = match requests.is_empty() {
-        true => None,
-        false => {
-            sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?
-        }
+    let verdicts = match requests.is_empty() {
+        // A batch of other writes only: nothing to judge, no chain head to read.
+        true => Vec::new(),
+        false => append(&mut tx, requests).await?,
     };
-    let (mut last_position, mut prev_hash) = match head {
+    let mut affected = Vec::with_capacity(statements.len());
+    for s in statements {
+        affected.push(s.execute(&mut tx).await?);
+    }
+    tx.commit().await?;
+    Ok((verdicts, affected))
+}
+
+/// Judges `requests` against the log and writes the committed ones.
+async fn append(
+    conn: &mut SqliteConnection,
+    requests: &[&AppendRequest],
+) -> Result<Vec<Verdict>, Error> {
+    // The head of the chain is read once; the batch then continues it in memory.
+    let head = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let head = match head {
         Some(row) => rows::head(&row)?,
         None => (0, GENESIS),
     };
     let command_ids: Vec<String> = requests.iter().map(|r| r.command_id.to_string()).collect();
     let streams: Vec<String> = requests.iter().map(|r| r.stream.0.to_string()).collect();
-    let stored_outcomes = stored_outcomes(&mut tx, &command_ids).await?;
-    // Stream versions as left by the log and then by the earlier requests of this batch.
-    let mut versions = stream_versions(&mut tx, &streams).await?;
-    let mut committed_commands: HashMap<Uuid, &str> = HashMap::new();
-    let mut verdicts = Vec::with_capacity(requests.len());
-    let mut out = BatchRows::default();
-
-    for ((&req, command_id), stream) in requests.iter().zip(&command_ids).zip(&streams) {
-        // Duplicate first: a retry arrives with the expected version of its first attempt,
-        // which is stale by now, and must still get the first outcome, not a conflict.
-        if let Some(outcome) = committed_commands.get(&req.command_id) {
-            verdicts.push(Verdict::Duplicate {
-                outcome: (*outcome).to_owned(),
-            });
-            continue;
-        }
-        if let Some(outcome) = stored_outcomes.get(command_id) {
-            verdicts.push(Verdict::Duplicate {
-                outcome: outcome.clone(),
-            });
-            continue;
-        }
-        let current = versions.get(stream).copied().unwrap_or(0);
-        if current != req.expected_version {
-            verdicts.push(Verdict::Conflict {
-                stream: req.stream,
-                expected: req.expected_version,
-                actual: current,
-            });
-            continue;
-        }
-
-        let first_position = (!req.events.is_empty()).then_some(last_position + 1);
-        let mut version = current;
-        for event in &req.events {
-            last_position += 1;
-            version += 1;
-            let hash = event_hash(
-                &prev_hash,
-                &ChainFields {
-                    position: last_position,
-                    stream: req.stream.0,
-                    stream_version: version,
-                    event_type: &event.event_type,
-                    schema_version: event.schema_version,
-                    payload: &event.payload,
-                    metadata: &req.metadata,
-                    recorded_at: req.recorded_at,
-                    command_id: req.command_id,
-                },
-            );
-            out.events.push(EventRow {
-                position: rows::to_i64(last_position, "position")?,
-                stream,
-                version: rows::to_i64(version, "stream version")?,
-                event: event_ref(req, event),
-                command_id,
-                prev_hash,
-                hash,
-            });
-            prev_hash = hash;
-        }
-        if req.summary.journey_id != req.stream {
-            tracing::warn!(
-                stream = %req.stream,
-                summary = %req.summary.journey_id,
-                "append summary names another journey; storing it under the appended stream"
-            );
-        }
-        out.requests.push(Committed {
-            req,
-            stream,
-            command_id,
-            summary_version: rows::to_i64(req.summary.version, "summary version")?,
-        });
-        versions.insert(stream.clone(), version);
-        committed_commands.insert(req.command_id, &req.outcome);
-        verdicts.push(Verdict::Committed {
-            first_position,
-            stream_version: version,
-        });
-    }
-
-    out.write(&mut tx).await?;
-    let mut affected = Vec::with_capacity(statements.len());
-    for s in statements {
-        affected.push(s.execute(&mut tx).await?);
-    }
-
-    tx.commit().await?;
-    Ok((verdicts, affected))
+    let outcomes = stored_outcomes(conn, &command_ids).await?;
+    let versions = stream_versions(conn, &streams).await?;
+    let judged = judge(requests, head, outcomes, versions);
+    write_rows(conn, &judged).await?;
+    Ok(judged.verdicts)
 }
 
 /// SQLite's limit on bound values per statement is 32 766; chunks stay well under it.
 const MAX_PARAMS: usize = 30_000;
 
-/// Outcomes already stored for any of `command_ids`, by command id.
-async fn stored_outcomes(
+/// `SELECT … IN (…)` over `keys`, in chunks of [`MAX_PARAMS`]; `tail` follows the list.
+async fn select_in<T>(
     conn: &mut SqliteConnection,
-    command_ids: &[String],
-) -> Result<HashMap<String, String>, Error> {
-    let mut found = HashMap::new();
-    for chunk in command_ids.chunks(MAX_PARAMS) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT command_id, outcome FROM commands WHERE command_id IN (",
-        );
+    select: &str,
+    keys: &[String],
+    tail: &str,
+) -> Result<Vec<T>, Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    let mut found = Vec::new();
+    for chunk in keys.chunks(MAX_PARAMS) {
+        let mut q = QueryBuilder::<Sqlite>::new(select);
+        q.push(" IN (");
         let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(id.as_str());
+        for key in chunk {
+            list.push_bind(key.as_str());
         }
-        q.push(")");
-        for (id, outcome) in q
-            .build_query_as::<(String, String)>()
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            found.insert(id, outcome);
-        }
+        q.push(")").push(tail);
+        found.extend(q.build_query_as::<T>().fetch_all(&mut *conn).await?);
     }
     Ok(found)
 }
 
-/// Current version of each of `streams` that has events; absent ones are at 0.
+fn parse_uuid(text: &str, column: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(text).map_err(|_| Error::Corrupt(format!("{column}: not a UUID: {text}")))
+}
+
+/// Outcomes already stored for any of `command_ids`, by command id.
+async fn stored_outcomes(
+    conn: &mut SqliteConnection,
+    command_ids: &[String],
+) -> Result<HashMap<Uuid, String>, Error> {
+    let rows: Vec<(String, String)> = select_in(
+        conn,
+        "SELECT command_id, outcome FROM commands WHERE command_id",
+        command_ids,
+        "",
+    )
+    .await?;
+    rows.into_iter()
+        .map(|(id, outcome)| Ok((parse_uuid(&id, "commands.command_id")?, outcome)))
+        .collect()
+}
+
+/// Current version of each of `streams` that has events.
 async fn stream_versions(
     conn: &mut SqliteConnection,
     streams: &[String],
-) -> Result<HashMap<String, u64>, Error> {
-    let mut versions = HashMap::new();
-    for chunk in streams.chunks(MAX_PARAMS) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT stream, MAX(stream_version) FROM events WHERE stream IN (",
-        );
-        let mut list = q.separated(", ");
-        for s in chunk {
-            list.push_bind(s.as_str());
-        }
-        q.push(") GROUP BY stream");
-        for (stream, v) in q
-            .build_query_as::<(String, i64)>()
-            .fetch_all(&mut *conn)
-            .await?
-        {
+) -> Result<HashMap<JourneyId, u64>, Error> {
+    let rows: Vec<(String, i64)> = select_in(
+        conn,
+        "SELECT stream, MAX(stream_version) FROM events WHERE stream",
+        streams,
+        " GROUP BY stream",
+    )
+    .await?;
+    rows.into_iter()
+        .map(|(stream, v)| {
             let v = u64::try_from(v).map_err(|_| {
                 Error::Corrupt(format!("events.stream_version: negative value {v}"))
             })?;
-            versions.insert(stream, v);
-        }
+            Ok((JourneyId(parse_uuid(&stream, "events.stream")?), v))
+        })
+        .collect()
+}
+
+/// One multi-row `INSERT` per chunk of `rows` (`columns` values each); `tail` follows the
+/// values (an `ON CONFLICT` clause).
+async fn insert_rows<'r, T>(
+    conn: &mut SqliteConnection,
+    insert: &str,
+    columns: usize,
+    rows: &'r [T],
+    tail: &str,
+    mut bind: impl FnMut(Separated<'_, Sqlite, &'static str>, &'r T),
+) -> Result<(), Error> {
+    for chunk in rows.chunks(MAX_PARAMS / columns) {
+        let mut q = QueryBuilder::<Sqlite>::new(insert);
+        q.push(" ");
+        q.push_values(chunk, &mut bind);
+        q.push(tail);
+        q.build().execute(&mut *conn).await?;
     }
-    Ok(versions)
+    Ok(())
 }
 
-/// An event as it is stored, borrowing from its request.
-struct EventRow<'a> {
-    position: i64,
-    stream: &'a str,
-    version: i64,
-    event: EventRef<'a>,
-    command_id: &'a str,
-    prev_hash: [u8; 32],
-    hash: [u8; 32],
-}
+/// Everything the committed requests of a batch write, one statement per table.
+async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<(), Error> {
+    // Text forms and range checks first: the binders below cannot fail.
+    let events = judged
+        .events
+        .iter()
+        .map(|e| {
+            Ok((
+                rows::to_i64(e.position, "position")?,
+                rows::to_i64(e.version, "stream version")?,
+                e.request.stream.0.to_string(),
+                e.request.command_id.to_string(),
+                e,
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    insert_rows(
+        conn,
+        "INSERT INTO events (position, stream, stream_version, event_type, schema_version, \
+         payload, metadata, recorded_at, command_id, prev_hash, hash)",
+        11,
+        &events,
+        "",
+        |mut b, (position, version, stream, command_id, e)| {
+            b.push_bind(*position)
+                .push_bind(stream.as_str())
+                .push_bind(*version)
+                .push_bind(e.event.event_type.as_str())
+                .push_bind(i64::from(e.event.schema_version))
+                .push_bind(e.event.payload.as_str())
+                .push_bind(e.request.metadata.as_str())
+                .push_bind(e.request.recorded_at.as_millis())
+                .push_bind(command_id.as_str())
+                .push_bind(&e.prev_hash[..])
+                .push_bind(&e.hash[..]);
+        },
+    )
+    .await?;
 
-struct EventRef<'a> {
-    event_type: &'a str,
-    schema_version: i64,
-    payload: &'a str,
-    metadata: &'a str,
-    recorded_at: i64,
-}
-
-fn event_ref<'a>(req: &'a AppendRequest, e: &'a passage_core::ports::NewEvent) -> EventRef<'a> {
-    EventRef {
-        event_type: &e.event_type,
-        schema_version: i64::from(e.schema_version),
-        payload: &e.payload,
-        metadata: &req.metadata,
-        recorded_at: req.recorded_at.as_millis(),
-    }
-}
-
-/// Everything a batch's committed requests write, gathered so that each table gets one
-/// multi-row statement.
-#[derive(Default)]
-struct BatchRows<'a> {
-    events: Vec<EventRow<'a>>,
-    /// The committed requests, in order.
-    requests: Vec<Committed<'a>>,
-}
-
-/// A committed request with its stream and command id as text.
-struct Committed<'a> {
-    req: &'a AppendRequest,
-    stream: &'a str,
-    command_id: &'a str,
-    summary_version: i64,
-}
-
-impl BatchRows<'_> {
-    async fn write(&self, conn: &mut SqliteConnection) -> Result<(), Error> {
-        for chunk in self.events.chunks(MAX_PARAMS / 11) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (position, stream, stream_version, event_type, \
-                 schema_version, payload, metadata, recorded_at, command_id, prev_hash, hash) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(e.position)
-                    .push_bind(e.stream)
-                    .push_bind(e.version)
-                    .push_bind(e.event.event_type)
-                    .push_bind(e.event.schema_version)
-                    .push_bind(e.event.payload)
-                    .push_bind(e.event.metadata)
-                    .push_bind(e.event.recorded_at)
-                    .push_bind(e.command_id)
-                    .push_bind(&e.prev_hash[..])
-                    .push_bind(&e.hash[..]);
-            });
-            q.build().execute(&mut *conn).await?;
-        }
-
-        let effects: Vec<_> = self
-            .requests
-            .iter()
-            .flat_map(|c| c.req.effects.iter().map(move |e| (c.req, c.stream, e)))
-            .collect();
-        for chunk in effects.chunks(MAX_PARAMS / 6) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO outbox (effect_id, stream, kind, payload, available_at, created_at) ",
-            );
-            q.push_values(chunk, |mut b, (req, stream, e)| {
-                b.push_bind(e.effect_id.to_string())
-                    .push_bind(*stream)
-                    .push_bind(e.kind.as_str())
-                    .push_bind(e.payload.as_str())
-                    .push_bind(e.available_at.as_millis())
-                    .push_bind(req.recorded_at.as_millis());
-            });
-            q.build().execute(&mut *conn).await?;
-        }
-
-        let timers: Vec<_> = self
-            .requests
-            .iter()
-            .flat_map(|c| c.req.timers.iter().map(move |t| (c.req, c.stream, t)))
-            .collect();
-        for chunk in timers.chunks(MAX_PARAMS / 5) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO timers (timer_id, stream, fire_at, payload, created_at) ",
-            );
-            q.push_values(chunk, |mut b, (req, stream, t)| {
-                b.push_bind(t.timer_id.to_string())
-                    .push_bind(*stream)
-                    .push_bind(t.fire_at.as_millis())
-                    .push_bind(t.payload.as_str())
-                    .push_bind(req.recorded_at.as_millis());
-            });
-            q.build().execute(&mut *conn).await?;
-        }
-
-        for chunk in self.requests.chunks(MAX_PARAMS / 4) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO commands (command_id, stream, outcome, recorded_at) ",
-            );
-            q.push_values(chunk, |mut b, c| {
-                b.push_bind(c.command_id)
-                    .push_bind(c.stream)
-                    .push_bind(c.req.outcome.as_str())
-                    .push_bind(c.req.recorded_at.as_millis());
-            });
-            q.build().execute(&mut *conn).await?;
-        }
-
-        // SQLite applies a multi-row upsert row by row, so two requests for one journey in a
-        // batch leave the second one's summary, exactly as two statements would (and
-        // `stall_keep` keeps the stall deadline the first one set).
-        for chunk in self.requests.chunks(MAX_PARAMS / 13) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
-                 current_step, email_masked, started_at, updated_at, version, subject, failures, \
-                 stall_at, stall_keep) ",
-            );
-            q.push_values(chunk, |mut b, c| {
-                let s = &c.req.summary;
-                b.push_bind(c.stream)
-                    .push_bind(s.definition_id.as_str())
-                    .push_bind(i64::from(s.definition_version))
-                    .push_bind(s.status.as_str())
-                    .push_bind(s.current_step.as_deref())
-                    .push_bind(s.email_masked.as_deref())
-                    .push_bind(s.started_at.as_millis())
-                    .push_bind(s.updated_at.as_millis())
-                    .push_bind(c.summary_version)
-                    .push_bind(s.subject.as_deref())
-                    .push_bind(i64::from(s.failures))
-                    .push_bind(s.stall_at.map(|t| t.as_millis()))
-                    .push_bind(i64::from(s.stall_keep));
-            });
-            q.push(
-                " ON CONFLICT (journey_id) DO UPDATE SET \
-                 definition_id = excluded.definition_id, \
-                 definition_version = excluded.definition_version, \
-                 status = excluded.status, \
-                 current_step = excluded.current_step, \
-                 email_masked = excluded.email_masked, \
-                 started_at = excluded.started_at, \
-                 updated_at = excluded.updated_at, \
-                 version = excluded.version, \
-                 subject = excluded.subject, \
-                 failures = excluded.failures, \
-                 stall_at = CASE WHEN excluded.stall_keep = 1 THEN journeys.stall_at \
-                            ELSE excluded.stall_at END, \
-                 stall_keep = excluded.stall_keep",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-
-        let keys: Vec<_> = self
-            .requests
-            .iter()
-            .filter_map(|c| c.req.data_key.as_deref().map(|k| (c.req, c.stream, k)))
-            .collect();
-        for chunk in keys.chunks(MAX_PARAMS / 3) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO journey_keys (journey_id, data_key, created_at) ",
-            );
-            q.push_values(chunk, |mut b, (req, stream, key)| {
-                b.push_bind(*stream)
-                    .push_bind(*key)
-                    .push_bind(req.recorded_at.as_millis());
-            });
-            // An existing row wins: above all an erased one, which must stay erased.
-            q.push(" ON CONFLICT (journey_id) DO NOTHING");
-            q.build().execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
+    let committed = judged
+        .committed
+        .iter()
+        .map(|&req| {
+            Ok((
+                req,
+                req.stream.0.to_string(),
+                rows::to_i64(req.summary.version, "summary version")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let effects: Vec<_> = committed
+        .iter()
+        .flat_map(|(req, stream, _)| req.effects.iter().map(move |e| (*req, stream, e)))
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO outbox (effect_id, stream, kind, payload, available_at, created_at)",
+        6,
+        &effects,
+        "",
+        |mut b, (req, stream, e)| {
+            b.push_bind(e.effect_id.to_string())
+                .push_bind(stream.as_str())
+                .push_bind(e.kind.as_str())
+                .push_bind(e.payload.as_str())
+                .push_bind(e.available_at.as_millis())
+                .push_bind(req.recorded_at.as_millis());
+        },
+    )
+    .await?;
+    let timers: Vec<_> = committed
+        .iter()
+        .flat_map(|(req, stream, _)| req.timers.iter().map(move |t| (*req, stream, t)))
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO timers (timer_id, stream, fire_at, payload, created_at)",
+        5,
+        &timers,
+        "",
+        |mut b, (req, stream, t)| {
+            b.push_bind(t.timer_id.to_string())
+                .push_bind(stream.as_str())
+                .push_bind(t.fire_at.as_millis())
+                .push_bind(t.payload.as_str())
+                .push_bind(req.recorded_at.as_millis());
+        },
+    )
+    .await?;
+    insert_rows(
+        conn,
+        "INSERT INTO commands (command_id, stream, outcome, recorded_at)",
+        4,
+        &committed,
+        "",
+        |mut b, (req, stream, _)| {
+            b.push_bind(req.command_id.to_string())
+                .push_bind(stream.as_str())
+                .push_bind(req.outcome.as_str())
+                .push_bind(req.recorded_at.as_millis());
+        },
+    )
+    .await?;
+    // SQLite applies a multi-row upsert row by row, so two requests for one journey in a
+    // batch leave the second one's summary, exactly as two statements would (and
+    // `stall_keep` keeps the stall deadline the first one set). The row is keyed by the
+    // request's stream: that is the journey the events went to.
+    insert_rows(
+        conn,
+        "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
+         current_step, email_masked, started_at, updated_at, version, subject, failures, \
+         stall_at, stall_keep)",
+        13,
+        &committed,
+        " ON CONFLICT (journey_id) DO UPDATE SET \
+         definition_id = excluded.definition_id, \
+         definition_version = excluded.definition_version, \
+         status = excluded.status, \
+         current_step = excluded.current_step, \
+         email_masked = excluded.email_masked, \
+         started_at = excluded.started_at, \
+         updated_at = excluded.updated_at, \
+         version = excluded.version, \
+         subject = excluded.subject, \
+         failures = excluded.failures, \
+         stall_at = CASE WHEN excluded.stall_keep = 1 THEN journeys.stall_at \
+                    ELSE excluded.stall_at END, \
+         stall_keep = excluded.stall_keep",
+        |mut b, (req, stream, summary_version)| {
+            let s = &req.summary;
+            b.push_bind(stream.as_str())
+                .push_bind(s.definition_id.as_str())
+                .push_bind(i64::from(s.definition_version))
+                .push_bind(s.status.as_str())
+                .push_bind(s.current_step.as_deref())
+                .push_bind(s.email_masked.as_deref())
+                .push_bind(s.started_at.as_millis())
+                .push_bind(s.updated_at.as_millis())
+                .push_bind(*summary_version)
+                .push_bind(s.subject.as_deref())
+                .push_bind(i64::from(s.failures))
+                .push_bind(s.stall_at.map(|t| t.as_millis()))
+                .push_bind(i64::from(s.stall_keep));
+        },
+    )
+    .await?;
+    let keys: Vec<_> = committed
+        .iter()
+        .filter_map(|(req, stream, _)| req.data_key.as_deref().map(|k| (*req, stream, k)))
+        .collect();
+    // An existing row wins: above all an erased one, which must stay erased.
+    insert_rows(
+        conn,
+        "INSERT INTO journey_keys (journey_id, data_key, created_at)",
+        3,
+        &keys,
+        " ON CONFLICT (journey_id) DO NOTHING",
+        |mut b, (req, stream, key)| {
+            b.push_bind(stream.as_str())
+                .push_bind(*key)
+                .push_bind(req.recorded_at.as_millis());
+        },
+    )
+    .await
 }
