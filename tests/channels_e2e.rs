@@ -718,11 +718,13 @@ async fn seed_journey_over_smtp_and_twilio() {
     })
     .await;
     assert_eq!(v["journey"]["step"]["prompt"], "Reset Password", "{v}");
-    let gather = fake
-        .callbacks()
-        .into_iter()
-        .find(|c| c.url == gather_url)
-        .expect("the phone posted the gather callback");
+    // The journey moves on while the portal answers the gather; the fake records the
+    // callback once it has read that answer, a moment later.
+    let gather = wait_for("the phone's gather callback", 10, || {
+        let found = fake.callbacks().into_iter().find(|c| c.url == gather_url);
+        async move { found }
+    })
+    .await;
     assert_eq!(gather.status, 200, "{gather:?}");
     assert!(gather.body.contains("Thank you"), "{gather:?}");
     assert_eq!(field(&gather.params, "Digits"), Some("#"));
