@@ -86,7 +86,8 @@ pub struct LevelResult {
     pub journeys: usize,
     pub events: u64,
     pub elapsed: Duration,
-    pub step_latencies: Vec<Duration>,
+    /// Every timed step, named by what the person did.
+    pub step_latencies: Vec<(&'static str, Duration)>,
 }
 
 impl LevelResult {
@@ -99,14 +100,39 @@ impl LevelResult {
     }
 
     pub fn percentile(&self, p: f64) -> Duration {
-        if self.step_latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let mut v = self.step_latencies.clone();
-        v.sort();
-        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[idx.min(v.len() - 1)]
+        percentile(self.step_latencies.iter().map(|(_, d)| *d).collect(), p)
     }
+
+    /// p50 and p99 of each kind of step, in journey order: where the tail comes from.
+    pub fn by_step(&self) -> Vec<(&'static str, Duration, Duration)> {
+        let mut order: Vec<&'static str> = Vec::new();
+        for (what, _) in &self.step_latencies {
+            if !order.contains(what) {
+                order.push(what);
+            }
+        }
+        order
+            .into_iter()
+            .map(|what| {
+                let v: Vec<Duration> = self
+                    .step_latencies
+                    .iter()
+                    .filter(|(w, _)| *w == what)
+                    .map(|(_, d)| *d)
+                    .collect();
+                (what, percentile(v.clone(), 0.5), percentile(v, 0.99))
+            })
+            .collect()
+    }
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[idx.min(v.len() - 1)]
 }
 
 fn accepted(o: &passage_runtime::Outcome, what: &str) -> anyhow::Result<()> {
@@ -116,21 +142,55 @@ fn accepted(o: &passage_runtime::Outcome, what: &str) -> anyhow::Result<()> {
     }
 }
 
-/// One person walking the seed journey: email code, SMS code, new password.
+/// A person's pauses: `think` on average, anywhere from half to one and a half times it.
+/// Equal pauses would move everyone in lockstep (256 people pressing each button at the same
+/// instant), which no real crowd does. A small xorshift, seeded per person: reproducible,
+/// and no dependency for it.
+struct Pauses {
+    think: Duration,
+    state: u64,
+}
+
+impl Pauses {
+    fn new(think: Duration, person: usize) -> Self {
+        // Any odd, non-zero seed; the multiplier spreads neighbouring seeds apart.
+        let state = (person as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        Self { think, state }
+    }
+
+    fn next(&mut self) -> Duration {
+        if self.think.is_zero() {
+            return Duration::ZERO;
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let unit = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        self.think.mul_f64(0.5 + unit)
+    }
+}
+
+/// One person walking the seed journey: email code, SMS code, new password; pausing before
+/// each step, the first one too (see [`Pauses`]).
 async fn walk<S: EventStore, D: AccountDirectory>(
     engine: &Engine<S, D>,
     inbox: &Inbox,
     email: &str,
-    latencies: &mut Vec<Duration>,
+    pauses: &mut Pauses,
+    latencies: &mut Vec<(&'static str, Duration)>,
 ) -> anyhow::Result<()> {
     let person = || Actor::person("bench");
-    let mut timed = async |id: Option<JourneyId>, input: Option<Input>, what: &str| {
+    let mut timed = async |id: Option<JourneyId>, input: Option<Input>, what: &'static str| {
+        let pause = pauses.next();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let t = Instant::now();
         let o = match (id, input) {
             (Some(id), Some(input)) => engine.submit(id, input, person(), None).await?,
             _ => engine.start("password-reset", person(), None).await?,
         };
-        latencies.push(t.elapsed());
+        latencies.push((what, t.elapsed()));
         accepted(&o, what)?;
         anyhow::Ok(o.journey_id)
     };
@@ -161,13 +221,15 @@ pub fn progress(len: u64, label: &str) -> ProgressBar {
     bar
 }
 
-/// Runs `journeys` seed journeys, `concurrency` at a time, with a worker delivering.
+/// Runs `journeys` seed journeys, `concurrency` at a time, with a worker delivering; each
+/// person pauses about `think` before each step (zero: flat out).
 pub async fn engine_level<S: EventStore, D: AccountDirectory>(
     engine: &Engine<S, D>,
     inbox: &Inbox,
     emails: &[String],
     concurrency: usize,
     journeys: usize,
+    think: Duration,
     label: &str,
 ) -> anyhow::Result<LevelResult> {
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -197,12 +259,13 @@ pub async fn engine_level<S: EventStore, D: AccountDirectory>(
         let email = emails[walker % emails.len()].clone();
         tasks.spawn(async move {
             let mut latencies = Vec::new();
+            let mut pauses = Pauses::new(think, walker);
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if n >= journeys {
                     break;
                 }
-                walk(&engine, &inbox, &email, &mut latencies).await?;
+                walk(&engine, &inbox, &email, &mut pauses, &mut latencies).await?;
                 bar.inc(1);
             }
             anyhow::Ok(latencies)
@@ -283,6 +346,17 @@ pub async fn replay<S: EventStore>(store: &S) -> anyhow::Result<(u64, Duration, 
     let from_memory = t.elapsed();
     std::hint::black_box(&states);
     Ok((all.len() as u64, from_store, from_memory))
+}
+
+/// "step p50/p99 ms: start 1.2/4.0, email …", for the notes under the table.
+fn by_step(r: &LevelResult) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let steps: Vec<String> = r
+        .by_step()
+        .into_iter()
+        .map(|(what, p50, p99)| format!("{what} {:.1}/{:.1}", ms(p50), ms(p99)))
+        .collect();
+    format!("step p50/p99 ms: {}", steps.join(", "))
 }
 
 pub fn table_row(backend: &str, mode: &str, r: &LevelResult, baseline: Option<f64>) -> String {
@@ -677,7 +751,7 @@ pub async fn run(
                 let store = scratch.store(true, &format!("grouped-{level}")).await?;
                 let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
                 let before = store.stats();
-                let r = engine_level(&engine, &inbox, &emails, level, journeys_at(level), &format!("{backend} engine c={level}")).await?;
+                let r = engine_level(&engine, &inbox, &emails, level, journeys_at(level), Duration::ZERO, &format!("{backend} engine c={level}")).await?;
                 let after = store.stats();
                 let txs = after.transactions - before.transactions;
                 // Only SQLite's writer carries other writes; PostgreSQL runs them on the pool.
@@ -685,19 +759,33 @@ pub async fn run(
                     0 => String::new(),
                     n => format!(" and {n} other writes"),
                 };
+                // PostgreSQL groups outbox completions in statements of their own.
+                let completions = match after.completions - before.completions {
+                    0 => String::new(),
+                    n => format!("; {n} outbox completions in {} statements", after.completion_statements - before.completion_statements),
+                };
                 notes.push(format!(
-                    "{backend}: c={level}: {} append requests{writes} in {txs} transactions (largest {} appends)",
+                    "{backend}: c={level}: {} append requests{writes} in {txs} transactions (largest {} appends){completions}",
                     after.requests - before.requests,
                     after.largest_batch
                 ));
                 rows.push(table_row(backend, "grouped", &r, (level == max_level).then_some(best)));
                 if level == max_level {
+                    notes.push(format!("{backend}: c={level}, flat out: {}", by_step(&r)));
                     replay_source = Some(store.clone());
                 }
             }
+            if args.think_ms > 0 {
+                let think = Duration::from_millis(args.think_ms);
+                let store = scratch.store(true, "paced").await?;
+                let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
+                let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), think, &format!("{backend} paced c={max_level}")).await?;
+                rows.push(table_row(backend, &format!("grouped, people pausing ~{} ms before each step", args.think_ms), &r, None));
+                notes.push(format!("{backend}: c={max_level}, {} ms pauses: {}", args.think_ms, by_step(&r)));
+            }
             let store = scratch.store(false, "ungrouped").await?;
             let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
-            let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), &format!("{backend} ungrouped c={max_level}")).await?;
+            let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), Duration::ZERO, &format!("{backend} ungrouped c={max_level}")).await?;
             rows.push(table_row(backend, "one append per transaction", &r, Some(best)));
             if let Some(store) = replay_source {
                 let (events, from_store, from_memory) = replay(&store).await?;

@@ -175,6 +175,13 @@ pub struct BenchArgs {
     /// Journeys per level (default: 40 at level 1, otherwise 3 x the level, at least 160).
     #[arg(long)]
     pub journeys: Option<usize>,
+    /// Also run the highest level with each simulated person pausing about this long before
+    /// each step (0: skip; each pause is drawn between half and one and a half times it). The
+    /// other rows run flat out, so their step latency is mostly queueing behind every other
+    /// person; this row shows a step's latency when that many people are mid-reset at a
+    /// human pace (people take seconds to read and type a code).
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub think_ms: u64,
     /// Hash new passwords with the production Argon2id cost (19 MiB, 2 passes) instead of a
     /// light one. The light one measures the engine; with the production one, password
     /// hashing sets the pace (docs/benchmarks.md).

@@ -29,6 +29,10 @@ pub struct StoreStats {
     /// Other writes (effect and timer completions, sessions, password changes) committed in
     /// the writer's transactions; SQLite only, where every write goes through the writer.
     pub writes: u64,
+    /// Outbox completions grouped by PostgreSQL's completer, and the statements (each its
+    /// own commit) that wrote them. Zero on SQLite, whose completions are `writes`.
+    pub completions: u64,
+    pub completion_statements: u64,
     /// Batches retried because the database asked for it: SQLite's write lock stayed busy,
     /// or PostgreSQL reported a lock timeout, deadlock or serialization failure.
     pub busy_retries: u64,
@@ -43,6 +47,8 @@ pub(crate) struct Stats {
     pub(crate) requests: AtomicU64,
     pub(crate) largest_batch: AtomicUsize,
     pub(crate) writes: AtomicU64,
+    pub(crate) completions: AtomicU64,
+    pub(crate) completion_statements: AtomicU64,
     pub(crate) busy_retries: AtomicU64,
     pub(crate) split_batches: AtomicU64,
 }
@@ -54,6 +60,8 @@ impl Stats {
             requests: self.requests.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
+            completions: self.completions.load(Ordering::Relaxed),
+            completion_statements: self.completion_statements.load(Ordering::Relaxed),
             busy_retries: self.busy_retries.load(Ordering::Relaxed),
             split_batches: self.split_batches.load(Ordering::Relaxed),
         }
@@ -65,6 +73,12 @@ impl Stats {
         self.requests.fetch_add(requests as u64, Ordering::Relaxed);
         self.writes.fetch_add(writes as u64, Ordering::Relaxed);
         self.largest_batch.fetch_max(requests, Ordering::Relaxed);
+    }
+
+    pub(crate) fn completed(&self, completions: usize) {
+        self.completion_statements.fetch_add(1, Ordering::Relaxed);
+        self.completions
+            .fetch_add(completions as u64, Ordering::Relaxed);
     }
 }
 

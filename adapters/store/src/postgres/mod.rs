@@ -15,6 +15,7 @@
 //!   missing, set as the search_path of every pooled connection), which is how tests get a
 //!   fresh store each.
 
+mod completer;
 mod directory;
 mod listener;
 mod migrate;
@@ -24,6 +25,7 @@ mod writer;
 use crate::batch::{Job, Stats, StoreStats};
 use crate::error::Error;
 use crate::{lease_token, wall_clock_ms};
+use completer::{Completer, Completion};
 use passage_core::ports::{
     AppendRequest, AppendResult, EventStore, JourneyFilter, JourneyId, JourneySummary, OutboxEntry,
     StoreError, StoredEvent, TimerEntry,
@@ -84,6 +86,7 @@ pub struct PgStore {
 struct Inner {
     pool: PgPool,
     appends: mpsc::Sender<Job>,
+    completions: mpsc::Sender<Completion>,
     stats: Arc<Stats>,
     /// The schema the tables live in, and whether it is this store's own (droppable).
     schema: String,
@@ -226,10 +229,23 @@ impl PgStore {
             }
             .run(),
         );
+        // With grouping off (measuring what it buys), completions are single statements.
+        let (completions, completions_rx) = mpsc::channel(1024);
+        if options.group_commit {
+            runtime.spawn(
+                Completer {
+                    pool: pool.clone(),
+                    rx: completions_rx,
+                    stats: Arc::clone(&stats),
+                }
+                .run(),
+            );
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 appends: tx,
+                completions,
                 stats,
                 schema,
                 own_schema: options.schema.is_some(),
@@ -532,6 +548,22 @@ impl PgStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<bool, Error> {
+        if !self.inner.completions.is_closed() {
+            let (reply, answer) = oneshot::channel();
+            let queued = Completion {
+                effect_id,
+                lease,
+                now,
+                reply,
+            };
+            if self.inner.completions.send(queued).await.is_ok() {
+                return match answer.await {
+                    Ok(Ok(done)) => Ok(done),
+                    Ok(Err(e)) => Err(Error::Grouped(e)),
+                    Err(_) => Err(Error::WriterStopped),
+                };
+            }
+        }
         // Fenced: only the claim holding this token may finish the entry.
         let done = sqlx::query(
             "UPDATE outbox SET status = 'done', done_at = $3, leased_until = NULL \
