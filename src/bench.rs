@@ -99,40 +99,41 @@ impl LevelResult {
         self.journeys as f64 / self.elapsed.as_secs_f64()
     }
 
-    pub fn percentile(&self, p: f64) -> Duration {
-        percentile(self.step_latencies.iter().map(|(_, d)| *d).collect(), p)
+    /// p50 and p99 of every step.
+    pub fn p50_p99(&self) -> (Duration, Duration) {
+        p50_p99(self.step_latencies.iter().map(|(_, d)| *d).collect())
     }
 
     /// p50 and p99 of each kind of step, in journey order: where the tail comes from.
     pub fn by_step(&self) -> Vec<(&'static str, Duration, Duration)> {
-        let mut order: Vec<&'static str> = Vec::new();
-        for (what, _) in &self.step_latencies {
-            if !order.contains(what) {
-                order.push(what);
+        let mut groups: Vec<(&'static str, Vec<Duration>)> = Vec::new();
+        for &(what, d) in &self.step_latencies {
+            match groups.iter_mut().find(|(w, _)| *w == what) {
+                Some((_, v)) => v.push(d),
+                None => groups.push((what, vec![d])),
             }
         }
-        order
+        groups
             .into_iter()
-            .map(|what| {
-                let v: Vec<Duration> = self
-                    .step_latencies
-                    .iter()
-                    .filter(|(w, _)| *w == what)
-                    .map(|(_, d)| *d)
-                    .collect();
-                (what, percentile(v.clone(), 0.5), percentile(v, 0.99))
+            .map(|(what, v)| {
+                let (p50, p99) = p50_p99(v);
+                (what, p50, p99)
             })
             .collect()
     }
 }
 
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    if v.is_empty() {
+fn p50_p99(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort_unstable();
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
         return Duration::ZERO;
     }
-    v.sort();
-    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[idx.min(v.len() - 1)]
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
 }
 
 fn accepted(o: &passage_runtime::Outcome, what: &str) -> anyhow::Result<()> {
@@ -158,10 +159,15 @@ impl Pauses {
         Self { think, state }
     }
 
-    fn next(&mut self) -> Duration {
-        if self.think.is_zero() {
-            return Duration::ZERO;
+    /// Waits for the next pause (not at all when running flat out: even a zero sleep can
+    /// wait for the timer's next tick).
+    async fn pause(&mut self) {
+        if !self.think.is_zero() {
+            tokio::time::sleep(self.next()).await;
         }
+    }
+
+    fn next(&mut self) -> Duration {
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
@@ -181,10 +187,7 @@ async fn walk<S: EventStore, D: AccountDirectory>(
 ) -> anyhow::Result<()> {
     let person = || Actor::person("bench");
     let mut timed = async |id: Option<JourneyId>, input: Option<Input>, what: &'static str| {
-        let pause = pauses.next();
-        if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
+        pauses.pause().await;
         let t = Instant::now();
         let o = match (id, input) {
             (Some(id), Some(input)) => engine.submit(id, input, person(), None).await?,
@@ -363,14 +366,15 @@ pub fn table_row(backend: &str, mode: &str, r: &LevelResult, baseline: Option<f6
     let ratio = baseline
         .map(|b| format!("{:.0} %", 100.0 * r.events_per_sec() / b))
         .unwrap_or_else(|| "-".into());
+    let (p50, p99) = r.p50_p99();
     format!(
         "| {backend} | {mode} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {ratio} |",
         r.concurrency,
         r.journeys,
         r.events_per_sec(),
         r.journeys_per_sec(),
-        r.percentile(0.5).as_secs_f64() * 1000.0,
-        r.percentile(0.99).as_secs_f64() * 1000.0,
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0,
     )
 }
 
@@ -692,12 +696,12 @@ pub(crate) fn demo_people(count: usize) -> Vec<passage_core::ports::Account> {
 pub(crate) async fn engine_for(
     store: passage_store::AnyStore,
     definitions: &[passage_core::definition::Definition],
-    people: usize,
+    people: &[passage_core::ports::Account],
     production_hashing: bool,
 ) -> anyhow::Result<Engine<passage_store::AnyStore, passage_store::AnyStore>> {
-    for a in demo_people(people) {
+    for a in people {
         store
-            .insert_account_if_missing(&a, "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
+            .insert_account_if_missing(a, "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
             .await?;
     }
     let hasher = if production_hashing {
@@ -726,10 +730,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let backends = args.backend.names();
     let max_level = args.levels.iter().copied().max().unwrap_or(1);
-    let emails: Vec<String> = demo_people(max_level)
-        .into_iter()
-        .map(|a| a.email)
-        .collect();
+    let people = demo_people(max_level);
+    let emails: Vec<String> = people.iter().map(|a| a.email.clone()).collect();
     let journeys_at = |level: usize| {
         args.journeys
             .unwrap_or(if level == 1 { 40 } else { (3 * level).max(160) })
@@ -749,7 +751,7 @@ pub async fn run(
             let mut replay_source = None;
             for &level in &args.levels {
                 let store = scratch.store(true, &format!("grouped-{level}")).await?;
-                let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
+                let engine = engine_for(store.clone(), &definitions, &people, args.production_hashing).await?;
                 let before = store.stats();
                 let r = engine_level(&engine, &inbox, &emails, level, journeys_at(level), Duration::ZERO, &format!("{backend} engine c={level}")).await?;
                 let after = store.stats();
@@ -778,13 +780,13 @@ pub async fn run(
             if args.think_ms > 0 {
                 let think = Duration::from_millis(args.think_ms);
                 let store = scratch.store(true, "paced").await?;
-                let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
+                let engine = engine_for(store.clone(), &definitions, &people, args.production_hashing).await?;
                 let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), think, &format!("{backend} paced c={max_level}")).await?;
                 rows.push(table_row(backend, &format!("grouped, people pausing ~{} ms before each step", args.think_ms), &r, None));
                 notes.push(format!("{backend}: c={max_level}, {} ms pauses: {}", args.think_ms, by_step(&r)));
             }
             let store = scratch.store(false, "ungrouped").await?;
-            let engine = engine_for(store.clone(), &definitions, max_level, args.production_hashing).await?;
+            let engine = engine_for(store.clone(), &definitions, &people, args.production_hashing).await?;
             let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), Duration::ZERO, &format!("{backend} ungrouped c={max_level}")).await?;
             rows.push(table_row(backend, "one append per transaction", &r, Some(best)));
             if let Some(store) = replay_source {

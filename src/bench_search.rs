@@ -74,7 +74,7 @@ async fn through_console(
     store: passage_store::AnyStore,
     n: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let engine = crate::bench::engine_for(store.clone(), &[], 0, false).await?;
+    let engine = crate::bench::engine_for(store.clone(), &[], &[], false).await?;
     let now = engine.now();
     store
         .add_operator(

@@ -27,14 +27,14 @@ pub async fn run(
             for healthy in [0usize, 10_000, 100_000] {
                 let name = format!("stalls-{healthy}");
                 let store = scratch.store(true, &name).await?;
-                let engine =
-                    crate::bench::engine_for(store.clone(), &definitions, STALLED, false).await?;
                 let people = crate::bench::demo_people(STALLED);
-                for i in 0..STALLED {
+                let engine =
+                    crate::bench::engine_for(store.clone(), &definitions, &people, false).await?;
+                for person in people.iter().take(STALLED) {
                     let o = engine
                         .start("password-reset", Actor::person("bench"), None)
                         .await?;
-                    let email = people[i % people.len()].email.clone();
+                    let email = person.email.clone();
                     engine
                         .submit(
                             o.journey_id,

@@ -636,17 +636,15 @@ async fn journey(app: &App, cmd: JourneyCommand) -> anyhow::Result<()> {
                 // The events as the engine reads them: personal fields opened with the
                 // journey's key (or `[erased]`), beside the stored hash that covers the sealed
                 // form.
-                let stored = app.store.read_stream(id).await?;
-                let opened = app.engine.timeline(id).await?;
-                for (e, t) in stored.iter().zip(&opened) {
+                for t in app.engine.timeline(id).await? {
                     let line = serde_json::json!({
-                        "position": e.position,
-                        "version": e.stream_version,
-                        "recorded_at": e.recorded_at.to_rfc3339(),
-                        "type": e.event_type,
+                        "position": t.position,
+                        "version": t.version,
+                        "recorded_at": t.recorded_at.to_rfc3339(),
+                        "type": t.event_type,
                         "event": t.event,
                         "metadata": { "actor": t.actor },
-                        "hash": chain::to_hex(&e.hash),
+                        "hash": chain::to_hex(&t.hash),
                     });
                     println!("{line}");
                 }

@@ -234,6 +234,14 @@ impl From<Verdict> for Result<AppendResult, StoreError> {
 /// A constraint the request's own data violates (an effect id already used, a timer id
 /// twice, a string PostgreSQL cannot store) fails the same way on every retry, so the
 /// caller is told [`StoreError::Rejected`] instead of a retryable `Unavailable`.
+/// One failure shared by every request of a batch that did not commit.
+pub(crate) fn shared_failure(e: &std::sync::Arc<Error>) -> StoreError {
+    match &**e {
+        Error::Corrupt(msg) => StoreError::Corrupt(msg.clone()),
+        _ => StoreError::Unavailable(Box::new(std::sync::Arc::clone(e))),
+    }
+}
+
 pub(crate) fn single_failure(e: Error) -> Error {
     match &e {
         Error::Sql(sql) if caused_by_request_data(sql) => Error::Rejected(format!(

@@ -88,10 +88,6 @@ pub enum Error {
     /// panicked. Nothing more can be appended through this handle.
     #[error("the store's writer task has stopped")]
     WriterStopped,
-    /// A statement that wrote several callers' requests together failed; each caller gets
-    /// this, sharing the cause.
-    #[error("a grouped write failed")]
-    Grouped(#[source] std::sync::Arc<Error>),
     /// The store spawns its append writer on the current tokio runtime.
     #[error("the store must be opened inside a tokio runtime")]
     NoRuntime,

@@ -99,7 +99,7 @@ macro_rules! operator_sql {
                 Ok(token_id)
             }
 
-            /// The live token with this hash, with its operator still enabled.
+            /// The token with this hash, revoked or not, if its operator still exists.
             pub async fn api_token(&self, token_hash: &str) -> Result<Option<$crate::operators::ApiToken>, $crate::error::Error> {
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT t.token_id, t.operator, t.role, t.label, t.created_at, t.revoked_at \
@@ -205,20 +205,32 @@ macro_rules! operator_sql {
                 &self,
                 token_hash: &str,
             ) -> Result<Option<passage_core::ports::OperatorIdentity>, passage_core::ports::StoreError> {
-                let Some(token) = self.api_token(token_hash).await? else {
-                    return Ok(None);
-                };
-                if token.revoked_at.is_some() {
-                    return Ok(None);
-                }
-                let enabled = passage_core::ports::OperatorStore::operator_login(self, &token.operator)
-                    .await?
-                    .is_some_and(|o| !o.disabled);
-                Ok(enabled.then(|| passage_core::ports::OperatorIdentity {
-                    name: token.operator,
-                    role: token.role,
-                    via: format!("token:{}", token.token_id),
-                }))
+                // Every API request asks this: one statement, the token and its operator.
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT t.token_id, t.operator, t.role, o.disabled \
+                     FROM api_tokens t JOIN operators o ON o.name = t.operator \
+                     WHERE t.token_hash = {p}1 AND t.revoked_at IS NULL",
+                    p = $p
+                )))
+                .bind(token_hash)
+                .fetch_optional(&self.inner.$pool)
+                .await
+                .map_err($crate::error::Error::from)?;
+                let identity = row
+                    .map(|r| -> Result<_, $crate::error::Error> {
+                        let r = &r;
+                        if $bool_disabled(r)? {
+                            return Ok(None);
+                        }
+                        let token_id: String = sqlx::Row::try_get(r, "token_id")?;
+                        Ok(Some(passage_core::ports::OperatorIdentity {
+                            name: sqlx::Row::try_get(r, "operator")?,
+                            role: $crate::operators::role(sqlx::Row::try_get(r, "role")?)?,
+                            via: format!("token:{token_id}"),
+                        }))
+                    })
+                    .transpose()?;
+                Ok(identity.flatten())
             }
 
             async fn create_operator_session(

@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use passage_core::funnel::{Funnel, seconds};
+use passage_core::journey::state::AlertState;
 use passage_core::journey::{JourneyState, Reply, Status};
 use passage_core::mask::normalize_email;
 use passage_core::ports::{
@@ -448,17 +449,18 @@ async fn stalled<S: EventStore, D: AccountDirectory>(
         .map_err(passage_runtime::Error::from)?;
     let mut rows = Vec::new();
     for j in candidates {
+        // The read model's status is written with the events: finished journeys are
+        // skipped without reading their streams.
+        if j.status != Status::Active.as_str() {
+            continue;
+        }
         let (state, _, _) = app.engine.load(j.journey_id).await?;
         let overdue = j.stall_at.is_some_and(|t| t <= now);
         if state.status != Status::Active || !(overdue || state.nudged || state.alert.is_some()) {
             continue;
         }
         rows.push(StalledRow {
-            alert: state.alert.as_ref().map(|a| AlertRow {
-                since: a.alerted_at.to_rfc3339(),
-                acknowledged: a.acknowledged,
-                escalated: a.escalated,
-            }),
+            alert: state.alert.as_ref().map(AlertRow::from),
             nudged: state.nudged,
             summary: j.into(),
         });
@@ -471,6 +473,16 @@ struct AlertRow {
     since: String,
     acknowledged: bool,
     escalated: bool,
+}
+
+impl From<&AlertState> for AlertRow {
+    fn from(a: &AlertState) -> Self {
+        Self {
+            since: a.alerted_at.to_rfc3339(),
+            acknowledged: a.acknowledged,
+            escalated: a.escalated,
+        }
+    }
 }
 
 /// A journey's row as operators see it: the read model's row without the address's
@@ -726,11 +738,7 @@ async fn journey_body<S: EventStore, D: AccountDirectory>(
             passed: state.passed.iter().map(|s| s.0.clone()).collect(),
             failures: state.failures,
             nudged: state.nudged,
-            alert: state.alert.as_ref().map(|a| AlertRow {
-                since: a.alerted_at.to_rfc3339(),
-                acknowledged: a.acknowledged,
-                escalated: a.escalated,
-            }),
+            alert: state.alert.as_ref().map(AlertRow::from),
             finish_reason: state.finish_reason.clone(),
         },
         events: timeline.iter().map(EventRow::from).collect(),
@@ -1055,18 +1063,12 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
             );
         }
     };
-    let token =
-        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let (token, hash) = passage_core::secrets::session_token(&mut passage_runtime::OsEntropy);
     let now = app.engine.now();
     if let Err(e) = app
         .engine
         .store()
-        .create_operator_session(
-            &session_hash(&token),
-            &login.name,
-            now,
-            now.plus(SESSION_LIFETIME),
-        )
+        .create_operator_session(&hash, &login.name, now, now.plus(SESSION_LIFETIME))
         .await
     {
         tracing::error!("cannot create a console session: {e}");

@@ -213,11 +213,11 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             StatusCode::UNAUTHORIZED,
         );
     };
-    let token =
-        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let (token, session_hash) =
+        passage_core::secrets::session_token(&mut passage_runtime::OsEntropy);
     let now = app.engine.now();
     let session = Session {
-        session_hash: session_hash(&token),
+        session_hash,
         account_id: account.account_id.clone(),
         journey_id: None,
         kind: "sign-in".into(),

@@ -17,12 +17,8 @@
 //! keystream.
 
 use crate::journey::JourneyEvent;
-use crate::secrets::{Entropy, Keys, hex, tags_equal};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use crate::secrets::{Entropy, Keys, hex, hmac, tags_equal, unhex};
 use std::fmt;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// What a sealed value reads as once its journey's key is destroyed.
 pub const ERASED: &str = "[erased]";
@@ -85,16 +81,6 @@ impl DataKey {
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    for p in parts {
-        mac.update(&(p.len() as u64).to_be_bytes());
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().into()
-}
-
 fn xor_keystream(enc: &[u8; 32], nonce: &[u8], data: &mut [u8]) {
     for (block, chunk) in data.chunks_mut(32).enumerate() {
         let ks = hmac(enc, &[nonce, &(block as u64).to_be_bytes()]);
@@ -140,16 +126,6 @@ pub(crate) fn open_bytes(
     let mut plain = ciphertext.to_vec();
     xor_keystream(enc, nonce, &mut plain);
     Ok(plain)
-}
-
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Whether a stored value is sealed (as opposed to written before sealing existed).

@@ -224,6 +224,9 @@ pub struct TimelineEntry {
     pub actor: Option<Actor>,
     #[serde(skip)]
     pub event: Option<JourneyEvent>,
+    /// The stored event's chain hash (over its sealed form).
+    #[serde(skip)]
+    pub hash: passage_core::ports::Hash,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -290,6 +293,11 @@ const STATE_CACHE_CAPACITY: usize = 50_000;
 impl StateCache {
     fn get(&self, id: &JourneyId) -> Option<JourneyState> {
         self.map.get(id).cloned()
+    }
+
+    /// One field, without cloning the whole state.
+    fn subject(&self, id: &JourneyId) -> Option<String> {
+        self.map.get(id)?.subject.clone()
     }
 
     fn put(&mut self, id: JourneyId, state: JourneyState) {
@@ -511,7 +519,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
     /// The address pseudonym a journey is for. It never changes once the email step has set
     /// it, so this process's cached state answers as well as the log, without a read.
     pub async fn subject(&self, journey_id: JourneyId) -> Result<Option<String>, Error> {
-        let cached = self.cache().get(&journey_id).and_then(|s| s.subject);
+        let cached = self.cache().subject(&journey_id);
         if cached.is_some() {
             return Ok(cached);
         }
@@ -624,6 +632,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     description: event.describe(),
                     actor,
                     event: Some(event),
+                    hash: e.hash,
                 })
             })
             .collect()

@@ -5,7 +5,8 @@
 //! autocommit statement with a WAL flush of its own. The worker delivers a pass's entries
 //! concurrently, so their completions arrive together; this task takes every completion
 //! waiting and writes them in one statement, one commit. It runs beside the append writer,
-//! on its own pooled connection, so completions never wait behind an append batch.
+//! taking a connection from the shared pool per statement, so completions never wait behind
+//! an append batch.
 //!
 //! Semantics are those of the single statement: an entry is completed only if it is still
 //! pending and still leased under the caller's token (the fence), and each caller learns
@@ -14,8 +15,9 @@
 //! failed completion (the lease lapses and the entry is delivered again under the same
 //! idempotency key).
 
-use crate::batch::{DisplayChain, Stats};
+use crate::batch::{DisplayChain, Stats, shared_failure};
 use crate::error::Error;
+use passage_core::ports::StoreError;
 use passage_core::time::Timestamp;
 use sqlx::PgPool;
 use std::collections::HashSet;
@@ -32,7 +34,7 @@ pub(crate) struct Completion {
     pub(crate) effect_id: Uuid,
     pub(crate) lease: Timestamp,
     pub(crate) now: Timestamp,
-    pub(crate) reply: oneshot::Sender<Result<bool, Arc<Error>>>,
+    pub(crate) reply: oneshot::Sender<Result<bool, StoreError>>,
 }
 
 #[derive(Debug)]
@@ -45,19 +47,16 @@ pub(crate) struct Completer {
 impl Completer {
     /// Runs until every store handle is gone.
     pub(crate) async fn run(mut self) {
-        let mut waiting = Vec::with_capacity(MAX_BATCH);
-        while self.rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
-            let batch = std::mem::take(&mut waiting);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while self.rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             match complete(&self.pool, &batch).await {
-                Ok(done) => {
+                Ok(mut done) => {
                     self.stats.completed(batch.len());
-                    let mut answered = HashSet::with_capacity(batch.len());
-                    for c in batch {
-                        let key = (c.effect_id, c.lease.as_millis());
+                    for c in batch.drain(..) {
                         // The same entry and token twice in one batch: the first caller
                         // completed it, as if the calls had run one after the other.
-                        let first = answered.insert(key);
-                        let _ = c.reply.send(Ok(first && done.contains(&key)));
+                        let completed = done.remove(&(c.effect_id, c.lease.as_millis()));
+                        let _ = c.reply.send(Ok(completed));
                     }
                 }
                 Err(e) => {
@@ -68,8 +67,8 @@ impl Completer {
                         "grouped outbox completions failed"
                     );
                     let e = Arc::new(e);
-                    for c in batch {
-                        let _ = c.reply.send(Err(Arc::clone(&e)));
+                    for c in batch.drain(..) {
+                        let _ = c.reply.send(Err(shared_failure(&e)));
                     }
                 }
             }

@@ -45,8 +45,9 @@ use writer::Writer;
 /// `Options { schema: Some("t_1".into()), ..Options::default() }`.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Commit concurrent appends of this handle together, one transaction per batch. Turn
-    /// off only to measure what grouping buys.
+    /// Commit concurrent appends of this handle together, one transaction per batch, and
+    /// complete concurrent outbox entries with one statement. Turn off only to measure what
+    /// grouping buys.
     pub group_commit: bool,
     /// Most appends in one group transaction.
     pub max_batch: usize,
@@ -86,7 +87,9 @@ pub struct PgStore {
 struct Inner {
     pool: PgPool,
     appends: mpsc::Sender<Job>,
-    completions: mpsc::Sender<Completion>,
+    /// The completer's queue; `None` with grouping off, where each completion is a
+    /// statement of its own.
+    completions: Option<mpsc::Sender<Completion>>,
     stats: Arc<Stats>,
     /// The schema the tables live in, and whether it is this store's own (droppable).
     schema: String,
@@ -229,18 +232,18 @@ impl PgStore {
             }
             .run(),
         );
-        // With grouping off (measuring what it buys), completions are single statements.
-        let (completions, completions_rx) = mpsc::channel(1024);
-        if options.group_commit {
+        let completions = options.group_commit.then(|| {
+            let (completions, rx) = mpsc::channel(1024);
             runtime.spawn(
                 Completer {
                     pool: pool.clone(),
-                    rx: completions_rx,
+                    rx,
                     stats: Arc::clone(&stats),
                 }
                 .run(),
             );
-        }
+            completions
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -258,7 +261,7 @@ impl PgStore {
         })
     }
 
-    /// Counters of this handle's append writer since connect.
+    /// Counters of this handle's append writer and outbox completer since connect.
     pub fn stats(&self) -> StoreStats {
         self.inner.stats.snapshot()
     }
@@ -452,10 +455,11 @@ impl PgStore {
         } else {
             filter.limit
         };
-        // The masked address, the pseudonym and the id get their own form of the
-        // statement, so the planner sees an equality on the indexed column (an
-        // `(x IS NULL OR col = x)` term hides it and scans the table). Otherwise one static statement for every filter combination: a NULL
-        // parameter disables its condition. journey_id breaks ties so pages are stable.
+        // The masked address, the pseudonym and the id each switch the statement to a form
+        // with a plain equality on their indexed column (an `(x IS NULL OR col = x)` term
+        // hides it and the planner scans the table). The other filters stay in that form:
+        // a NULL parameter disables its condition. journey_id breaks ties so pages are
+        // stable.
         let by_email = if filter.email_masked.is_some() {
             "email_masked = $1 AND email_masked IS NOT NULL"
         } else {
@@ -548,22 +552,6 @@ impl PgStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        if !self.inner.completions.is_closed() {
-            let (reply, answer) = oneshot::channel();
-            let queued = Completion {
-                effect_id,
-                lease,
-                now,
-                reply,
-            };
-            if self.inner.completions.send(queued).await.is_ok() {
-                return match answer.await {
-                    Ok(Ok(done)) => Ok(done),
-                    Ok(Err(e)) => Err(Error::Grouped(e)),
-                    Err(_) => Err(Error::WriterStopped),
-                };
-            }
-        }
         // Fenced: only the claim holding this token may finish the entry.
         let done = sqlx::query(
             "UPDATE outbox SET status = 'done', done_at = $3, leased_until = NULL \
@@ -767,7 +755,22 @@ impl EventStore for PgStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        Ok(self.complete_effect_inner(effect_id, lease, now).await?)
+        let Some(completions) = &self.inner.completions else {
+            return Ok(self.complete_effect_inner(effect_id, lease, now).await?);
+        };
+        let (reply, answer) = oneshot::channel();
+        let queued = Completion {
+            effect_id,
+            lease,
+            now,
+            reply,
+        };
+        // A stopped completer is a stopped writer: the caller cannot know what happened.
+        completions
+            .send(queued)
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        answer.await.map_err(|_| Error::WriterStopped)?
     }
 
     async fn reschedule_effect(

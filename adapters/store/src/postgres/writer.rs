@@ -41,7 +41,7 @@
 //! retried a few times first: they say nothing about the requests.
 
 use super::rows;
-use crate::batch::{DisplayChain, Job, Stats, Verdict, judge, single_failure};
+use crate::batch::{DisplayChain, Job, Stats, Verdict, judge, shared_failure, single_failure};
 use crate::error::Error;
 use passage_core::ports::{AppendRequest, AppendResult, JourneyId, StoreError};
 use sqlx::{Connection, PgConnection, PgPool, Row};
@@ -193,13 +193,6 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-    }
-}
-
-fn shared_failure(e: &Arc<Error>) -> StoreError {
-    match &**e {
-        Error::Corrupt(msg) => StoreError::Corrupt(msg.clone()),
-        _ => StoreError::Unavailable(Box::new(Arc::clone(e))),
     }
 }
 

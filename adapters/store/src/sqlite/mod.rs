@@ -353,10 +353,11 @@ impl SqliteStore {
         } else {
             filter.limit
         };
-        // The masked address, the pseudonym and the id get their own form of the
-        // statement, so the planner sees an equality on the indexed column (an
-        // `(x IS NULL OR col = x)` term hides it and scans the table). Otherwise one static statement for every filter combination: a NULL
-        // parameter disables its condition. journey_id breaks ties so pages are stable.
+        // The masked address, the pseudonym and the id each switch the statement to a form
+        // with a plain equality on their indexed column (an `(x IS NULL OR col = x)` term
+        // hides it and the planner scans the table). The other filters stay in that form:
+        // a NULL parameter disables its condition. journey_id breaks ties so pages are
+        // stable.
         let by_email = if filter.email_masked.is_some() {
             "email_masked = ?1 AND email_masked IS NOT NULL"
         } else {

@@ -54,14 +54,14 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 /// A value bound to a queued statement.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Arg {
     Int(i64),
     Text(Option<String>),
 }
 
 /// One write statement, owned so that it can wait in the queue and be re-run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Statement {
     sql: &'static str,
     args: Vec<Arg>,
