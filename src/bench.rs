@@ -761,7 +761,8 @@ pub async fn run(
                     0 => String::new(),
                     n => format!(" and {n} other writes"),
                 };
-                // PostgreSQL groups outbox completions in statements of their own.
+                // Outbox completions are grouped: on SQLite inside the writer's transactions
+                // (repeats of an effect id excepted), on PostgreSQL in statements of their own.
                 let completions = match after.completions - before.completions {
                     0 => String::new(),
                     n => format!("; {n} outbox completions in {} statements", after.completion_statements - before.completion_statements),

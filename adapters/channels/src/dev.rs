@@ -100,7 +100,13 @@ pub struct MessageFilter {
 /// The development outbox: a [`Channel`] for every message kind.
 #[derive(Debug, Clone)]
 pub struct DevOutbox {
+    /// Readers (listing, counting, the demo's inbox).
     pool: SqlitePool,
+    /// The one connection that writes. SQLite admits one writer at a time, and writers on
+    /// several connections wait for each other in SQLite's busy handler, which sleeps in
+    /// steps of milliseconds: under a burst of deliveries that sleeping, not the writing, set
+    /// the pace. Queued on this pool instead, each write starts as soon as the previous ends.
+    writer: SqlitePool,
 }
 
 fn now_ms() -> i64 {
@@ -128,16 +134,21 @@ impl DevOutbox {
             .busy_timeout(Duration::from_secs(5))
             // Erasure: a forgotten message is overwritten, not left in free pages.
             .pragma("secure_delete", "ON");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&writer)
+            .await
+            .map_err(open_err)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(open_err)?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
     async fn store(&self, m: &OutboundMessage) -> Result<(i64, bool), Error> {
@@ -178,7 +189,7 @@ impl DevOutbox {
         .bind(call_id)
         .bind(expect)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         let id: i64 = inserted.get(0);
         let deliveries: i64 = inserted.get(1);
@@ -211,12 +222,12 @@ impl DevOutbox {
         for j in journeys {
             deleted += sqlx::query("DELETE FROM messages WHERE journey_id = $1")
                 .bind(j.to_string())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
         }
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(deleted)
     }
@@ -224,6 +235,7 @@ impl DevOutbox {
     /// Waits for queries in flight and closes the file (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// The newest message of a journey on a channel.

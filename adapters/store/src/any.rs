@@ -342,6 +342,10 @@ impl AccountDirectory for AnyStore {
         delegate!(self, s => s.get(account_id).await)
     }
 
+    async fn get_many(&self, account_ids: &[&str]) -> Result<Vec<Account>, DirectoryError> {
+        delegate!(self, s => s.get_many(account_ids).await)
+    }
+
     async fn set_password_hash(
         &self,
         account_id: &str,

@@ -1313,6 +1313,122 @@ pub async fn journeys_by_subject<S: EventStore>(store: S) {
     );
 }
 
+/// Concurrent outbox completions are each answered as if alone, however a backend groups
+/// them: the holder of the current token completes, a stale token or an unknown id does
+/// not, and the same token twice completes once. `n` entries (a multiple of 50), completed
+/// concurrently with their current token, a sixth of them also with a stale one and another
+/// sixth twice, plus one unknown id. Returns how many completions were attempted.
+pub async fn concurrent_completions<S: EventStore>(store: S, n: usize) -> usize {
+    for _ in 0..n / 50 {
+        let mut req = request(new_stream(), 0, 1);
+        req.effects = (0..50).map(|_| effect(T0)).collect();
+        assert!(
+            matches!(store.append(req).await, Ok(AppendResult::Committed { .. })),
+            "append 50 effects"
+        );
+    }
+    let lease = secs(30);
+    let first = store.claim_effects(T0, lease, n).await.expect("claim");
+    assert_eq!(first.len(), n);
+    // The first claims lapse; a second claim takes every entry over with a new token.
+    let later = at(secs(31));
+    let current = store.claim_effects(later, lease, n).await.expect("reclaim");
+    assert_eq!(current.len(), n);
+    let stale: HashMap<Uuid, Timestamp> = first.iter().map(|e| (e.effect_id, e.lease)).collect();
+
+    let mut tasks = JoinSet::new();
+    for (i, entry) in current.iter().enumerate() {
+        let (id, token) = (entry.effect_id, entry.lease);
+        let attempts: Vec<(Timestamp, &str)> = match i % 6 {
+            0 => vec![(stale[&id], "stale"), (token, "current")],
+            1 => vec![(token, "current"), (token, "repeat")],
+            _ => vec![(token, "current")],
+        };
+        for (token, what) in attempts {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let done = store
+                    .complete_effect(id, token, later)
+                    .await
+                    .expect("complete_effect failed");
+                (id, what, done)
+            });
+        }
+    }
+    let unknown = {
+        let store = store.clone();
+        let token = current[0].lease;
+        tokio::spawn(async move { store.complete_effect(Uuid::new_v4(), token, later).await })
+    };
+    let mut completed_by: HashMap<Uuid, Vec<&str>> = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (id, what, done) = joined.expect("completion task panicked");
+        if what == "stale" {
+            assert!(!done, "a stale token completed {id}");
+        }
+        if done {
+            completed_by.entry(id).or_default().push(what);
+        }
+    }
+    assert!(
+        !unknown
+            .await
+            .expect("task")
+            .expect("complete_effect failed"),
+        "an unknown id completed"
+    );
+    assert_eq!(completed_by.len(), n, "every entry completed by its holder");
+    for (id, by) in &completed_by {
+        assert_eq!(by.len(), 1, "{id} completed more than once: {by:?}");
+    }
+    assert!(
+        store
+            .claim_effects(at(secs(120)), lease, n)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "completed entries are never claimed again"
+    );
+    n + n / 6 * 2 + 1
+}
+
+/// `get_many` answers what `get` answers for each id, in one read: existing accounts once
+/// each however often they are named, unknown ids left out, nothing for no ids.
+pub async fn directory_get_many<D: passage_core::ports::AccountDirectory>(
+    dir: D,
+    existing: &[&str],
+) {
+    assert!(
+        dir.get_many(&[]).await.expect("no ids").is_empty(),
+        "no ids, no accounts"
+    );
+    let mut asked: Vec<&str> = existing.to_vec();
+    asked.extend_from_slice(existing);
+    asked.push("no-such-account");
+    let mut found = dir.get_many(&asked).await.expect("get_many");
+    found.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+    let mut expected = Vec::new();
+    for id in existing {
+        expected.push(
+            dir.get(id)
+                .await
+                .expect("get")
+                .expect("an existing account"),
+        );
+    }
+    expected.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+    expected.dedup_by(|a, b| a.account_id == b.account_id);
+    assert_eq!(
+        found, expected,
+        "each existing account once, unknown ids left out"
+    );
+    let unknown = dir
+        .get_many(&["no-such-account", "nor-this-one"])
+        .await
+        .expect("unknown ids");
+    assert!(unknown.is_empty(), "unknown ids find nothing: {unknown:?}");
+}
+
 /// Sessions and password order for an existing account `account_id` whose password was
 /// never reset: a later reset wins whatever order resets are applied in (attack 15); R45
 /// revokes every session but the resetting journey's; sign-out revokes one.

@@ -829,6 +829,11 @@ async fn directory_sessions_and_password_order() {
             .upsert_account(&account("u-9", "grace@example.com"), "$argon2id$first")
             .await
             .expect("seed");
+        store
+            .upsert_account(&account("u-10", "hopper@example.com"), "$argon2id$first")
+            .await
+            .expect("seed");
+        passage_store::contract::directory_get_many(store.clone(), &["u-9", "u-10"]).await;
         passage_store::contract::directory_sessions(store.clone(), "u-9").await;
     })
     .await;
@@ -968,93 +973,21 @@ async fn any_store_opens_the_backend_the_target_names() {
 }
 
 /// Outbox completions through one handle are grouped (one statement for all those
-/// waiting) without changing what each caller hears: the holder of the current token
-/// completes, a stale token or an unknown id does not, and the same token twice completes
-/// once. 300 entries, completed concurrently with their own token, another 100 attempts with
-/// a stale token and 50 repeats of a token already sent.
+/// waiting, `postgres/completer.rs`) without changing what each caller hears
+/// (`contract::concurrent_completions`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_outbox_completions_share_statements_and_keep_the_fence() {
-    const N: usize = 300;
     pg::with_store(PgOptions::default(), |store, _url, _schema| async move {
-        for _ in 0..N / 50 {
-            let mut req = request(new_stream(), 0, 1);
-            for _ in 0..50 {
-                req = with_effect(req, T0);
-            }
-            assert!(matches!(
-                store.append(req).await,
-                Ok(AppendResult::Committed { .. })
-            ));
-        }
-        let lease = Duration::from_secs(30);
-        let first = store.claim_effects(T0, lease, N).await.expect("claim");
-        assert_eq!(first.len(), N);
-        // The first claims lapse; a second claim takes every entry over with a new token.
-        let later = Timestamp(T0.0 + 31_000);
-        let current = store.claim_effects(later, lease, N).await.expect("reclaim");
-        assert_eq!(current.len(), N);
-        let stale: HashMap<Uuid, Timestamp> =
-            first.iter().map(|e| (e.effect_id, e.lease)).collect();
-
         let before = store.stats();
-        let mut tasks = JoinSet::new();
-        for (i, entry) in current.iter().enumerate() {
-            let (id, token) = (entry.effect_id, entry.lease);
-            let attempts: Vec<(Timestamp, &str)> = match i % 6 {
-                0 => vec![(stale[&id], "stale"), (token, "current")],
-                1 => vec![(token, "current"), (token, "repeat")],
-                _ => vec![(token, "current")],
-            };
-            for (token, what) in attempts {
-                let store = store.clone();
-                tasks.spawn(async move {
-                    let done = store
-                        .complete_effect(id, token, later)
-                        .await
-                        .expect("complete_effect failed");
-                    (id, what, done)
-                });
-            }
-        }
-        let unknown = {
-            let store = store.clone();
-            let token = current[0].lease;
-            tokio::spawn(async move { store.complete_effect(Uuid::new_v4(), token, later).await })
-        };
-        let mut completed_by: HashMap<Uuid, Vec<&str>> = HashMap::new();
-        while let Some(joined) = tasks.join_next().await {
-            let (id, what, done) = joined.expect("completion task panicked");
-            if what == "stale" {
-                assert!(!done, "a stale token completed {id}");
-            }
-            if done {
-                completed_by.entry(id).or_default().push(what);
-            }
-        }
-        assert!(
-            !unknown
-                .await
-                .expect("task")
-                .expect("complete_effect failed"),
-            "an unknown id completed"
-        );
-        assert_eq!(completed_by.len(), N, "every entry completed by its holder");
-        for (id, by) in &completed_by {
-            assert_eq!(by.len(), 1, "{id} completed more than once: {by:?}");
-        }
-        assert!(
-            store
-                .claim_effects(Timestamp(later.0 + 60_000), lease, N)
-                .await
-                .expect("claim")
-                .is_empty(),
-            "completed entries are never claimed again"
-        );
+        let attempts = passage_store::contract::concurrent_completions(store.clone(), 300).await;
         let after = store.stats();
         let completions = after.completions - before.completions;
         let statements = after.completion_statements - before.completion_statements;
         println!("{completions} completions in {statements} statements");
-        assert_eq!(completions, (N + N / 6 * 2 + 1) as u64);
+        assert_eq!(
+            completions, attempts as u64,
+            "every completion goes through the completer"
+        );
         assert!(
             statements < completions / 4,
             "completions should share statements: {completions} in {statements}"

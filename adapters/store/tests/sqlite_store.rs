@@ -565,6 +565,11 @@ async fn directory_sessions_and_password_order() {
         .upsert_account(&account("u-9", "grace@example.com"), "$argon2id$first")
         .await
         .expect("seed");
+    store
+        .upsert_account(&account("u-10", "hopper@example.com"), "$argon2id$first")
+        .await
+        .expect("seed");
+    passage_store::contract::directory_get_many(store.clone(), &["u-9", "u-10"]).await;
     passage_store::contract::directory_sessions(store.clone(), "u-9").await;
     store.close().await;
 }
@@ -737,5 +742,30 @@ async fn other_writes_share_the_appends_transactions_and_fail_alone() {
         assert!(found.is_some(), "session {hash} was committed");
     }
     assert_eq!(assert_log_sound(&all_events(&store).await), N as u64 + 50);
+    store.close().await;
+}
+
+/// Completions queued with the appends are written in one fenced statement per batch
+/// (`complete_effects` in the writer) without changing what each caller hears
+/// (`contract::concurrent_completions`). Repeats of an effect id run alone, so not every
+/// completion is grouped, but most are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_outbox_completions_share_statements_and_keep_the_fence() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let before = store.stats();
+    let attempts = passage_store::contract::concurrent_completions(store.clone(), 300).await;
+    let after = store.stats();
+    let grouped = after.completions - before.completions;
+    let statements = after.completion_statements - before.completion_statements;
+    println!("{attempts} completions, {grouped} of them in {statements} grouped statements");
+    assert!(
+        grouped >= attempts as u64 / 2,
+        "most completions should be grouped: {grouped} of {attempts}"
+    );
+    assert!(
+        statements < grouped / 4,
+        "grouped completions should share statements: {grouped} in {statements}"
+    );
     store.close().await;
 }

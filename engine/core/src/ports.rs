@@ -507,6 +507,13 @@ pub trait AccountDirectory: Clone + Send + Sync + 'static {
         account_id: &str,
     ) -> impl Future<Output = Result<Option<Account>, DirectoryError>> + Send;
 
+    /// The accounts among `account_ids` that exist, in no particular order: one read for a
+    /// batch of deliveries instead of one each.
+    fn get_many(
+        &self,
+        account_ids: &[&str],
+    ) -> impl Future<Output = Result<Vec<Account>, DirectoryError>> + Send;
+
     /// Replaces the stored password hash (PHC string, argon2id) with one chosen at
     /// `changed_at`, unless a newer one is already stored: two resets completed concurrently
     /// end with the later one's password whatever order they are applied in (attack 15).

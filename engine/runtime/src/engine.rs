@@ -723,6 +723,10 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         // No lookup of the command id first: the append itself refuses an id it has seen
         // and returns the first outcome (a repeated start finds its journey because the
         // journey id is derived from the command id, see `start`).
+        // A start without one has a journey id made a moment ago (UUIDv7, 74 random bits):
+        // there is no log to read for it. Should the append still meet a stream there, it
+        // reports a conflict and the retry reads.
+        let brand_new = command_id.is_none() && matches!(pending, Pending::Start { .. });
         let command_id = command_id.unwrap_or_else(Uuid::new_v4);
         let store = &self.inner.store;
         let lock = self.journey_lock(journey_id);
@@ -743,6 +747,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     let key = self.data_key(journey_id).await?;
                     (state, key)
                 }
+                None if brand_new && attempt == 0 => (JourneyState::default(), JourneyKey::Missing),
                 None => {
                     let stored = store.read_stream(journey_id).await?;
                     let key = match stored.is_empty() {

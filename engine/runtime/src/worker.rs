@@ -11,11 +11,13 @@ use crate::error::Error;
 use crate::messages;
 use passage_core::journey::{Effect, TimerKind};
 use passage_core::ports::{
-    AccountDirectory, CallExpectation, Channel, EventStore, MessageKind, OutboundMessage,
+    Account, AccountDirectory, CallExpectation, Channel, EventStore, MessageKind, OutboundMessage,
     OutboxEntry, SendError, TimerEntry,
 };
 use passage_core::secrets::{derived_id, unseal};
 use passage_core::time::Timestamp;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -156,12 +158,33 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                 .claim_effects(now, self.options.lease, self.options.batch)
                 .await?
         };
+        // The accounts the batch is addressed to, in one read: the deliveries below would
+        // otherwise each make their own, at the same moment.
+        let effects: Vec<Result<Effect, serde_json::Error>> = entries
+            .iter()
+            .map(|e| serde_json::from_str(&e.payload))
+            .collect();
+        let mut ids: Vec<&str> = effects
+            .iter()
+            .filter_map(|e| e.as_ref().ok().and_then(account_of))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let accounts: Arc<HashMap<String, Account>> = Arc::new(
+            self.engine
+                .directory()
+                .get_many(&ids)
+                .await?
+                .into_iter()
+                .map(|a| (a.account_id.clone(), a))
+                .collect(),
+        );
         // Deliveries of one pass run concurrently: a slow provider call does not hold up
         // the others, and the outcomes they record share the store's group commits.
         let mut running = tokio::task::JoinSet::new();
-        for entry in entries {
-            let worker = self.clone();
-            running.spawn(async move { worker.deliver(&entry).await });
+        for (entry, effect) in entries.into_iter().zip(effects) {
+            let (worker, accounts) = (self.clone(), Arc::clone(&accounts));
+            running.spawn(async move { worker.deliver(&entry, effect, &accounts).await });
         }
         let mut first_error = None;
         while let Some(joined) = running.join_next().await {
@@ -229,9 +252,14 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         Ok(())
     }
 
-    async fn deliver(&self, entry: &OutboxEntry) -> Result<Delivery, Error> {
+    async fn deliver(
+        &self,
+        entry: &OutboxEntry,
+        effect: Result<Effect, serde_json::Error>,
+        accounts: &HashMap<String, Account>,
+    ) -> Result<Delivery, Error> {
         let store = self.engine.store();
-        let effect: Effect = match serde_json::from_str(&entry.payload) {
+        let effect = match effect {
             Ok(e) => e,
             Err(e) => {
                 error!(effect = %entry.effect_id, "failed to decode outbox entry: {e}");
@@ -244,7 +272,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                 return Ok(Delivery::Failed);
             }
         };
-        let result = match self.message_for(entry, &effect).await? {
+        let result = match self.message_for(entry, &effect, accounts).await? {
             Ok(Some(message)) => self.channel.deliver(&message).await.map(Some),
             Ok(None) => Ok(None),
             Err(permanent) => Err(SendError::Permanent(permanent)),
@@ -381,36 +409,34 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         &self,
         entry: &OutboxEntry,
         effect: &Effect,
+        accounts: &HashMap<String, Account>,
     ) -> Result<Result<Option<OutboundMessage>, String>, Error> {
         let portal = &self.options.portal_name;
         let directory = self.engine.directory();
         let keys = self.engine.keys();
-        let account_id = match effect {
-            Effect::SendCode { account_id, .. }
-            | Effect::PlaceCall { account_id, .. }
-            | Effect::ApplyPassword { account_id, .. }
-            | Effect::SendNudge { account_id, .. }
-            | Effect::NotifyPasswordChanged { account_id, .. } => account_id,
-            Effect::RaiseAlert {
-                dedup_key,
-                text,
-                update,
-                mention,
-                ..
-            } => {
-                return Ok(Ok(Some(OutboundMessage {
-                    idempotency_key: entry.effect_id,
-                    journey_id: entry.stream,
-                    kind: MessageKind::Alert {
-                        dedup_key: dedup_key.clone(),
-                        text: text.clone(),
-                        update: *update,
-                        mention: *mention,
-                    },
-                })));
-            }
+        if let Effect::RaiseAlert {
+            dedup_key,
+            text,
+            update,
+            mention,
+            ..
+        } = effect
+        {
+            return Ok(Ok(Some(OutboundMessage {
+                idempotency_key: entry.effect_id,
+                journey_id: entry.stream,
+                kind: MessageKind::Alert {
+                    dedup_key: dedup_key.clone(),
+                    text: text.clone(),
+                    update: *update,
+                    mention: *mention,
+                },
+            })));
+        }
+        let Some(account_id) = account_of(effect) else {
+            return Ok(Err("the effect names no account".into()));
         };
-        let Some(account) = directory.get(account_id).await? else {
+        let Some(account) = accounts.get(account_id) else {
             return Ok(Err(format!("account {account_id} no longer exists")));
         };
         let phone = || {
@@ -533,6 +559,18 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             journey_id: entry.stream,
             kind,
         })))
+    }
+}
+
+/// The account an effect is addressed to (alerts go to support, not to an account).
+fn account_of(effect: &Effect) -> Option<&str> {
+    match effect {
+        Effect::SendCode { account_id, .. }
+        | Effect::PlaceCall { account_id, .. }
+        | Effect::ApplyPassword { account_id, .. }
+        | Effect::SendNudge { account_id, .. }
+        | Effect::NotifyPasswordChanged { account_id, .. } => Some(account_id),
+        Effect::RaiseAlert { .. } => None,
     }
 }
 

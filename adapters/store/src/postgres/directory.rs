@@ -116,6 +116,20 @@ impl PgStore {
         row.as_ref().map(rows::account).transpose()
     }
 
+    async fn get_many_inner(&self, account_ids: &[&str]) -> Result<Vec<Account>, Error> {
+        if account_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT account_id, email, display_name, phone, enabled FROM accounts \
+             WHERE account_id = ANY($1)",
+        )
+        .bind(account_ids)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(rows::account).collect()
+    }
+
     async fn set_password_hash_inner(
         &self,
         account_id: &str,
@@ -232,6 +246,10 @@ impl AccountDirectory for PgStore {
 
     async fn get(&self, account_id: &str) -> Result<Option<Account>, DirectoryError> {
         Ok(self.get_inner(account_id).await?)
+    }
+
+    async fn get_many(&self, account_ids: &[&str]) -> Result<Vec<Account>, DirectoryError> {
+        Ok(self.get_many_inner(account_ids).await?)
     }
 
     async fn set_password_hash(

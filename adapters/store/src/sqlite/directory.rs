@@ -122,6 +122,26 @@ impl SqliteStore {
         row.as_ref().map(rows::account).transpose()
     }
 
+    async fn get_many_inner(&self, account_ids: &[&str]) -> Result<Vec<Account>, Error> {
+        let mut found = Vec::with_capacity(account_ids.len());
+        // Far below SQLite's 32 766 bound values per statement.
+        for chunk in account_ids.chunks(10_000) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT account_id, email, display_name, phone, enabled FROM accounts \
+                 WHERE account_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&self.inner.pool).await? {
+                found.push(rows::account(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn set_password_hash_inner(
         &self,
         account_id: &str,
@@ -266,6 +286,10 @@ impl AccountDirectory for SqliteStore {
 
     async fn get(&self, account_id: &str) -> Result<Option<Account>, DirectoryError> {
         Ok(self.get_inner(account_id).await?)
+    }
+
+    async fn get_many(&self, account_ids: &[&str]) -> Result<Vec<Account>, DirectoryError> {
+        Ok(self.get_many_inner(account_ids).await?)
     }
 
     async fn set_password_hash(

@@ -428,13 +428,8 @@ impl SqliteStore {
             .iter()
             .map(|row| rows::outbox_entry(row, token))
             .collect::<Result<Vec<_>, _>>()?;
-        for entry in &entries {
-            sqlx::query("UPDATE outbox SET leased_until = ?1 WHERE effect_id = ?2")
-                .bind(token.as_millis())
-                .bind(entry.effect_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let ids: Vec<String> = entries.iter().map(|e| e.effect_id.to_string()).collect();
+        lease_rows(&mut tx, "outbox", "effect_id", &ids, token).await?;
         tx.commit().await?;
         Ok(entries)
     }
@@ -450,15 +445,11 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<bool, Error> {
         let done = self
-            .write(
-                Statement::new(
-                    "UPDATE outbox SET status = 'done', done_at = ?3, leased_until = NULL \
-                     WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
-                )
-                .text(effect_id.to_string())
-                .int(lease.as_millis())
-                .int(now.as_millis()),
-            )
+            .write(Statement::complete_effect(
+                effect_id.to_string(),
+                lease.as_millis(),
+                now.as_millis(),
+            ))
             .await?;
         Ok(done == 1)
     }
@@ -517,13 +508,8 @@ impl SqliteStore {
             .iter()
             .map(|row| rows::timer_entry(row, token))
             .collect::<Result<Vec<_>, _>>()?;
-        for entry in &entries {
-            sqlx::query("UPDATE timers SET leased_until = ?1 WHERE timer_id = ?2")
-                .bind(token.as_millis())
-                .bind(entry.timer_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let ids: Vec<String> = entries.iter().map(|e| e.timer_id.to_string()).collect();
+        lease_rows(&mut tx, "timers", "timer_id", &ids, token).await?;
         tx.commit().await?;
         Ok(entries)
     }
@@ -747,4 +733,28 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+/// Sets the lease token on the claimed rows: one UPDATE per claim, not one per row.
+async fn lease_rows(
+    conn: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    id_column: &'static str,
+    ids: &[String],
+    token: Timestamp,
+) -> Result<(), Error> {
+    // Claims are a few hundred rows; chunks keep far below SQLite's 32 766 bound values.
+    for chunk in ids.chunks(10_000) {
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("UPDATE {table} SET leased_until = "));
+        q.push_bind(token.as_millis());
+        q.push(format!(" WHERE {id_column} IN ("));
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.as_str());
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }

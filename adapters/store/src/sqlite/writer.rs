@@ -65,6 +65,16 @@ pub(crate) enum Arg {
 pub(crate) struct Statement {
     sql: &'static str,
     args: Vec<Arg>,
+    /// Set for an outbox completion, which a batch writes together with the others.
+    completion: Option<Completion>,
+}
+
+/// A fenced outbox completion: effect id, the lease token it must still hold, and when.
+#[derive(Debug)]
+struct Completion {
+    effect_id: String,
+    lease: i64,
+    now: i64,
 }
 
 impl Statement {
@@ -72,6 +82,28 @@ impl Statement {
         Self {
             sql,
             args: Vec::new(),
+            completion: None,
+        }
+    }
+
+    /// Marks an outbox entry done if it is still pending under lease token `lease`.
+    /// Alone it is the single fenced UPDATE; in a batch, every completion with a distinct
+    /// effect id shares one statement (see [`complete_effects`]).
+    pub(crate) fn complete_effect(effect_id: String, lease: i64, now: i64) -> Self {
+        let single = Self::new(
+            "UPDATE outbox SET status = 'done', done_at = ?3, leased_until = NULL \
+             WHERE effect_id = ?1 AND status = 'pending' AND leased_until = ?2",
+        )
+        .text(effect_id.clone())
+        .int(lease)
+        .int(now);
+        Self {
+            completion: Some(Completion {
+                effect_id,
+                lease,
+                now,
+            }),
+            ..single
         }
     }
 
@@ -250,7 +282,10 @@ impl Writer {
             match result {
                 Ok(written) => {
                     self.stats.committed(requests.len(), statements.len());
-                    return Ok(written);
+                    for n in written.grouped {
+                        self.stats.completed(n);
+                    }
+                    return Ok((written.verdicts, written.affected));
                 }
                 Err(Error::Busy { message, .. }) if attempt > self.busy_retries => {
                     return Err(Error::Busy {
@@ -286,19 +321,87 @@ async fn write_batch(
     conn: &mut SqliteConnection,
     requests: &[&AppendRequest],
     statements: &[&Statement],
-) -> Result<(Vec<Verdict>, Vec<u64>), Error> {
+) -> Result<Written, Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let verdicts = match requests.is_empty() {
         // A batch of other writes only: nothing to judge, no chain head to read.
         true => Vec::new(),
         false => append(&mut tx, requests).await?,
     };
-    let mut affected = Vec::with_capacity(statements.len());
-    for s in statements {
-        affected.push(s.execute(&mut tx).await?);
+    let mut affected: Vec<Option<u64>> = vec![None; statements.len()];
+    let grouped = complete_effects(&mut tx, statements, &mut affected).await?;
+    for (s, rows) in statements.iter().zip(affected.iter_mut()) {
+        if rows.is_none() {
+            *rows = Some(s.execute(&mut tx).await?);
+        }
     }
     tx.commit().await?;
-    Ok((verdicts, affected))
+    let affected = affected.into_iter().map(|r| r.unwrap_or(0)).collect();
+    Ok(Written {
+        verdicts,
+        affected,
+        grouped,
+    })
+}
+
+/// What a committed batch wrote.
+struct Written {
+    verdicts: Vec<Verdict>,
+    /// Rows affected by each statement, in order.
+    affected: Vec<u64>,
+    /// How many completions each grouped completion statement carried.
+    grouped: Vec<usize>,
+}
+
+/// Writes the batch's outbox completions in one fenced `UPDATE … FROM (VALUES …)`, setting
+/// the rows affected of each one it wrote in `affected`; returns the size of each statement. A worker completes
+/// every delivery it makes, so a busy batch carries dozens: one statement instead of one
+/// hop to SQLite's thread each.
+///
+/// Only the first completion of each effect id joins: SQLite's `RETURNING` can name only
+/// the updated row, not which (id, token) pair matched it, so ids must be unique in the
+/// statement. A repeat (a stale worker and the current one, say) runs alone afterwards and
+/// finds the entry already done or still held under the other token, as it would have in
+/// either order.
+async fn complete_effects(
+    conn: &mut SqliteConnection,
+    statements: &[&Statement],
+    affected: &mut [Option<u64>],
+) -> Result<Vec<usize>, Error> {
+    let mut seen = std::collections::HashSet::new();
+    let group: Vec<(usize, &Completion)> = statements
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.completion.as_ref().map(|c| (i, c)))
+        .filter(|(_, c)| seen.insert(c.effect_id.as_str()))
+        .collect();
+    if group.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut sizes = Vec::new();
+    // Three values per completion: chunks stay far below the bound-value limit.
+    for chunk in group.chunks(MAX_PARAMS / 3) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE outbox SET status = 'done', done_at = u.column3, leased_until = NULL \
+             FROM (",
+        );
+        q.push_values(chunk, |mut row, (_, c)| {
+            row.push_bind(c.effect_id.as_str())
+                .push_bind(c.lease)
+                .push_bind(c.now);
+        });
+        q.push(
+            ") AS u WHERE outbox.effect_id = u.column1 AND outbox.leased_until = u.column2 \
+             AND outbox.status = 'pending' RETURNING outbox.effect_id",
+        );
+        let done: Vec<(String,)> = q.build_query_as().fetch_all(&mut *conn).await?;
+        let done: std::collections::HashSet<&str> = done.iter().map(|(id,)| id.as_str()).collect();
+        for (i, c) in chunk {
+            affected[*i] = Some(u64::from(done.contains(c.effect_id.as_str())));
+        }
+        sizes.push(chunk.len());
+    }
+    Ok(sizes)
 }
 
 /// Judges `requests` against the log and writes the committed ones.
