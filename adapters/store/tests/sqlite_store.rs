@@ -769,3 +769,71 @@ async fn concurrent_outbox_completions_share_statements_and_keep_the_fence() {
     );
     store.close().await;
 }
+
+/// Claims queue in the writer with the appends (`Statement::claim`): four claimers racing
+/// 40 concurrent appends of 5 effects each get every effect exactly once, and the claims
+/// share the appends' transactions instead of taking the write lock on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_share_the_writers_transactions_and_never_overlap() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let before = store.stats();
+    let mut appends = JoinSet::new();
+    for _ in 0..40 {
+        let store = store.clone();
+        appends.spawn(async move {
+            let mut req = request(new_stream(), 0, 1);
+            for _ in 0..5 {
+                req.effects.push(NewEffect {
+                    effect_id: Uuid::new_v4(),
+                    kind: "send_email".into(),
+                    payload: "{}".into(),
+                    available_at: T0,
+                });
+            }
+            assert!(matches!(
+                store.append(req).await,
+                Ok(AppendResult::Committed { .. })
+            ));
+        });
+    }
+    let mut claimers = JoinSet::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        claimers.spawn(async move {
+            let mut mine = Vec::new();
+            let mut idle = 0;
+            // Until the appends are surely done and nothing is left to claim.
+            while idle < 20 {
+                let batch = store
+                    .claim_effects(T0, Duration::from_secs(60), 16)
+                    .await
+                    .expect("claim");
+                idle = if batch.is_empty() { idle + 1 } else { 0 };
+                mine.extend(batch.into_iter().map(|e| e.effect_id));
+                tokio::task::yield_now().await;
+            }
+            mine
+        });
+    }
+    while let Some(j) = appends.join_next().await {
+        j.expect("append task");
+    }
+    let mut claimed = Vec::new();
+    while let Some(j) = claimers.join_next().await {
+        claimed.extend(j.expect("claimer"));
+    }
+    let unique: std::collections::HashSet<Uuid> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), 200, "every effect claimed, none twice");
+    assert_eq!(unique.len(), 200);
+    let after = store.stats();
+    let transactions = after.transactions - before.transactions;
+    let writes = after.writes - before.writes;
+    println!("40 appends and {writes} claims in {transactions} transactions");
+    assert!(
+        transactions < 40 + writes,
+        "claims and appends should share transactions: {transactions} for {} requests",
+        40 + writes
+    );
+    store.close().await;
+}

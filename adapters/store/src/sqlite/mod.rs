@@ -199,6 +199,10 @@ impl SqliteStore {
 
     /// Runs one write statement in the writer's next transaction; returns rows affected.
     pub(crate) async fn write(&self, statement: Statement) -> Result<u64, Error> {
+        Ok(self.queue(statement).await?.affected)
+    }
+
+    async fn queue(&self, statement: Statement) -> Result<writer::Done, Error> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .writes
@@ -408,30 +412,27 @@ impl SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Select and lease in one write transaction: two dispatchers (two processes) can
-        // never both see an entry as free.
-        let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(
+        // Select and lease in one write transaction (the writer's): two dispatchers (two
+        // processes) can never both see an entry as free.
+        let token = lease_token(now, lease);
+        let claim = Statement::claim(
             "SELECT effect_id, stream, kind, payload, attempts FROM outbox \
              WHERE status = 'pending' AND available_at <= ?1 \
              AND (leased_until IS NULL OR leased_until <= ?1) \
              AND (?3 IS NULL OR kind <> ?3) \
              ORDER BY available_at, created_at, effect_id LIMIT ?2",
+            "outbox",
+            "effect_id",
+            token.as_millis(),
         )
-        .bind(now.as_millis())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(skip_kind)
-        .fetch_all(&mut *tx)
-        .await?;
-        let token = lease_token(now, lease);
-        let entries = rows
+        .int(now.as_millis())
+        .int(i64::try_from(limit).unwrap_or(i64::MAX))
+        .opt_text(skip_kind);
+        let done = self.queue(claim).await?;
+        done.rows
             .iter()
             .map(|row| rows::outbox_entry(row, token))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<String> = entries.iter().map(|e| e.effect_id.to_string()).collect();
-        lease_rows(&mut tx, "outbox", "effect_id", &ids, token).await?;
-        tx.commit().await?;
-        Ok(entries)
+            .collect()
     }
 
     // The three fenced updates below need no write transaction of their own: a single
@@ -492,26 +493,23 @@ impl SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(
+        let token = lease_token(now, lease);
+        let claim = Statement::claim(
             "SELECT timer_id, stream, fire_at, payload FROM timers \
              WHERE status = 'pending' AND fire_at <= ?1 \
              AND (leased_until IS NULL OR leased_until <= ?1) \
              ORDER BY fire_at, created_at, timer_id LIMIT ?2",
+            "timers",
+            "timer_id",
+            token.as_millis(),
         )
-        .bind(now.as_millis())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
-        let token = lease_token(now, lease);
-        let entries = rows
+        .int(now.as_millis())
+        .int(i64::try_from(limit).unwrap_or(i64::MAX));
+        let done = self.queue(claim).await?;
+        done.rows
             .iter()
             .map(|row| rows::timer_entry(row, token))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<String> = entries.iter().map(|e| e.timer_id.to_string()).collect();
-        lease_rows(&mut tx, "timers", "timer_id", &ids, token).await?;
-        tx.commit().await?;
-        Ok(entries)
+            .collect()
     }
 
     async fn complete_timer_inner(
@@ -733,28 +731,4 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
-}
-
-/// Sets the lease token on the claimed rows: one UPDATE per claim, not one per row.
-async fn lease_rows(
-    conn: &mut sqlx::SqliteConnection,
-    table: &'static str,
-    id_column: &'static str,
-    ids: &[String],
-    token: Timestamp,
-) -> Result<(), Error> {
-    // Claims are a few hundred rows; chunks keep far below SQLite's 32 766 bound values.
-    for chunk in ids.chunks(10_000) {
-        let mut q =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("UPDATE {table} SET leased_until = "));
-        q.push_bind(token.as_millis());
-        q.push(format!(" WHERE {id_column} IN ("));
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(id.as_str());
-        }
-        q.push(")");
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
 }

@@ -38,6 +38,10 @@
 //! [`Statement`]s, and commit in the same transaction as the appends around them. A
 //! statement is a complete write on its own (its `WHERE` clause carries its conditions), so
 //! it can be re-run after a busy retry or a rollback, like an append.
+//!
+//! Claims of due outbox entries and timers queue here too ([`Statement::claim`]: a `SELECT`
+//! and the lease of what it found, inside the batch's transaction), and a batch's outbox
+//! completions share one statement (`complete_effects`).
 
 use super::rows;
 use crate::batch::{DisplayChain, Job, Judged, Stats, Verdict, judge, single_failure};
@@ -67,6 +71,23 @@ pub(crate) struct Statement {
     args: Vec<Arg>,
     /// Set for an outbox completion, which a batch writes together with the others.
     completion: Option<Completion>,
+    /// Set for a claim: the statement selects due rows, which are then leased.
+    lease: Option<Lease>,
+}
+
+/// How a claim leases the rows its `SELECT` found.
+#[derive(Debug)]
+struct Lease {
+    table: &'static str,
+    id_column: &'static str,
+    token: i64,
+}
+
+/// What a queued statement did: rows affected, and for a claim the rows it leased.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    pub(crate) affected: u64,
+    pub(crate) rows: Vec<sqlx::sqlite::SqliteRow>,
 }
 
 /// A fenced outbox completion: effect id, the lease token it must still hold, and when.
@@ -83,6 +104,29 @@ impl Statement {
             sql,
             args: Vec::new(),
             completion: None,
+            lease: None,
+        }
+    }
+
+    /// A claim: `select` (with its arguments bound afterwards) finds the due rows of
+    /// `table`, which are then leased with `token`, in the writer's transaction. Claims
+    /// queue with the appends instead of taking SQLite's write lock on their own: a worker
+    /// claims whenever work is committed, and as separate transactions its claims fought
+    /// the writer for the lock (SQLite's busy handler sleeping in steps of milliseconds)
+    /// and split its batches.
+    pub(crate) fn claim(
+        select: &'static str,
+        table: &'static str,
+        id_column: &'static str,
+        token: i64,
+    ) -> Self {
+        Self {
+            lease: Some(Lease {
+                table,
+                id_column,
+                token,
+            }),
+            ..Self::new(select)
         }
     }
 
@@ -122,8 +166,7 @@ impl Statement {
         self
     }
 
-    /// Rows affected.
-    async fn execute(&self, conn: &mut SqliteConnection) -> Result<u64, Error> {
+    async fn execute(&self, conn: &mut SqliteConnection) -> Result<Done, Error> {
         let mut q = sqlx::query(self.sql);
         for a in &self.args {
             q = match a {
@@ -131,7 +174,22 @@ impl Statement {
                 Arg::Text(v) => q.bind(v.as_deref()),
             };
         }
-        Ok(q.execute(&mut *conn).await?.rows_affected())
+        let Some(lease) = &self.lease else {
+            return Ok(Done {
+                affected: q.execute(&mut *conn).await?.rows_affected(),
+                rows: Vec::new(),
+            });
+        };
+        let rows = q.fetch_all(&mut *conn).await?;
+        let ids = rows
+            .iter()
+            .map(|r| sqlx::Row::try_get::<String, _>(r, lease.id_column))
+            .collect::<Result<Vec<_>, _>>()?;
+        lease_rows(conn, lease.table, lease.id_column, &ids, lease.token).await?;
+        Ok(Done {
+            affected: rows.len() as u64,
+            rows,
+        })
     }
 }
 
@@ -141,7 +199,7 @@ pub(crate) enum Queued {
     Append(Box<Job>),
     Write {
         statement: Statement,
-        reply: oneshot::Sender<Result<u64, Error>>,
+        reply: oneshot::Sender<Result<Done, Error>>,
     },
 }
 
@@ -270,7 +328,7 @@ impl Writer {
         &self,
         requests: &[&AppendRequest],
         statements: &[&Statement],
-    ) -> Result<(Vec<Verdict>, Vec<u64>), Error> {
+    ) -> Result<(Vec<Verdict>, Vec<Done>), Error> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -328,15 +386,18 @@ async fn write_batch(
         true => Vec::new(),
         false => append(&mut tx, requests).await?,
     };
-    let mut affected: Vec<Option<u64>> = vec![None; statements.len()];
+    let mut affected: Vec<Option<Done>> = statements.iter().map(|_| None).collect();
     let grouped = complete_effects(&mut tx, statements, &mut affected).await?;
-    for (s, rows) in statements.iter().zip(affected.iter_mut()) {
-        if rows.is_none() {
-            *rows = Some(s.execute(&mut tx).await?);
+    for (s, done) in statements.iter().zip(affected.iter_mut()) {
+        if done.is_none() {
+            *done = Some(s.execute(&mut tx).await?);
         }
     }
     tx.commit().await?;
-    let affected = affected.into_iter().map(|r| r.unwrap_or(0)).collect();
+    let affected = affected
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
     Ok(Written {
         verdicts,
         affected,
@@ -347,8 +408,8 @@ async fn write_batch(
 /// What a committed batch wrote.
 struct Written {
     verdicts: Vec<Verdict>,
-    /// Rows affected by each statement, in order.
-    affected: Vec<u64>,
+    /// What each statement did, in order.
+    affected: Vec<Done>,
     /// How many completions each grouped completion statement carried.
     grouped: Vec<usize>,
 }
@@ -366,7 +427,7 @@ struct Written {
 async fn complete_effects(
     conn: &mut SqliteConnection,
     statements: &[&Statement],
-    affected: &mut [Option<u64>],
+    affected: &mut [Option<Done>],
 ) -> Result<Vec<usize>, Error> {
     let mut seen = std::collections::HashSet::new();
     let group: Vec<(usize, &Completion)> = statements
@@ -397,7 +458,10 @@ async fn complete_effects(
         let done: Vec<(String,)> = q.build_query_as().fetch_all(&mut *conn).await?;
         let done: std::collections::HashSet<&str> = done.iter().map(|(id,)| id.as_str()).collect();
         for (i, c) in chunk {
-            affected[*i] = Some(u64::from(done.contains(c.effect_id.as_str())));
+            affected[*i] = Some(Done {
+                affected: u64::from(done.contains(c.effect_id.as_str())),
+                rows: Vec::new(),
+            });
         }
         sizes.push(chunk.len());
     }
@@ -680,4 +744,28 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
         },
     )
     .await
+}
+
+/// Sets the lease token on the claimed rows: one UPDATE per claim, not one per row.
+async fn lease_rows(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    id_column: &'static str,
+    ids: &[String],
+    token: i64,
+) -> Result<(), Error> {
+    // Claims are a few hundred rows; chunks keep far below SQLite's 32 766 bound values.
+    for chunk in ids.chunks(10_000) {
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("UPDATE {table} SET leased_until = "));
+        q.push_bind(token);
+        q.push(format!(" WHERE {id_column} IN ("));
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.as_str());
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
