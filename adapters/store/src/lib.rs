@@ -48,6 +48,24 @@ pub(crate) fn lease_token(now: Timestamp, lease: Duration) -> Timestamp {
     now.plus(lease.max(Duration::from_millis(1)))
 }
 
+/// What a conditional password change that changed `changed` rows means. A reset that
+/// changed nothing must not look applied (the effect would be marked done and the person
+/// told their password changed): either a later reset won (`false`, if `exists` finds the
+/// account) or there is no such account (an error).
+pub(crate) async fn password_applied(
+    account_id: &str,
+    changed: u64,
+    exists: impl std::future::Future<Output = Result<bool, Error>>,
+) -> Result<bool, Error> {
+    if changed == 1 {
+        return Ok(true);
+    }
+    match exists.await? {
+        true => Ok(false),
+        false => Err(Error::UnknownAccount(account_id.to_owned())),
+    }
+}
+
 /// Wall-clock time for bookkeeping columns the ports give no time for (`saved_at`,
 /// `applied_at`, accounts' `updated_at`). Nothing is decided on these values.
 pub(crate) fn wall_clock_ms() -> i64 {

@@ -151,21 +151,15 @@ impl PgStore {
         .execute(&self.inner.pool)
         .await?
         .rows_affected();
-        if changed == 1 {
-            return Ok(true);
-        }
-        // A reset that changed nothing must not look applied: the effect would be marked
-        // done and the person told their password changed. Either a later reset won
-        // (false), or there is no such account (an error).
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = $1")
-                .bind(account_id)
-                .fetch_optional(&self.inner.pool)
-                .await?;
-        match exists {
-            Some(_) => Ok(false),
-            None => Err(Error::UnknownAccount(account_id.to_owned())),
-        }
+        let exists = async {
+            let found: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_optional(&self.inner.pool)
+                    .await?;
+            Ok(found.is_some())
+        };
+        crate::password_applied(account_id, changed, exists).await
     }
 
     async fn create_session_inner(&self, s: &Session) -> Result<(), Error> {
