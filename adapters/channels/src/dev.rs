@@ -226,9 +226,17 @@ impl DevOutbox {
                 .await?
                 .rows_affected();
         }
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
+        // The checkpoint reports a reader it waited for in vain (past the busy timeout) as
+        // data, not as an error: "busy" is its first column. Then the log was not truncated
+        // and still holds the deleted rows, which an erasure must not report as done.
+        let busy: i64 = sqlx::query_scalar("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.writer)
             .await?;
+        if busy != 0 {
+            return Err(Error::NotTruncated(format!(
+                "{deleted} messages deleted, but a reader kept the log from being truncated"
+            )));
+        }
         Ok(deleted)
     }
 
@@ -374,6 +382,55 @@ mod tests {
         assert_eq!(latest.deliveries, 2);
         assert_eq!(latest.recipient_masked(), "+61 ••• ••• 678");
         drop(outbox);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// Erasure deletes and truncates the write-ahead log; a reader that keeps the log from
+    /// being truncated (past the 5 s busy timeout) makes it an error, not a silent success
+    /// with the deleted messages still on disk.
+    #[tokio::test]
+    async fn forgetting_reports_a_log_it_could_not_truncate() {
+        use sqlx::Connection;
+        let path = std::env::temp_dir().join(format!("passage-outbox-{}.db", Uuid::new_v4()));
+        let outbox = DevOutbox::open(&path).await.unwrap();
+        let journey = JourneyId(Uuid::new_v4());
+        let m = OutboundMessage {
+            idempotency_key: Uuid::new_v4(),
+            journey_id: journey,
+            kind: MessageKind::Sms {
+                to: "+61412345678".into(),
+                text: "123456 is your code".into(),
+            },
+        };
+        outbox.deliver(&m).await.unwrap();
+        // A reader in the middle of a transaction holds its snapshot of the log.
+        let mut reader = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut reader).await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+            .fetch_one(&mut reader)
+            .await
+            .unwrap();
+        assert_eq!(seen, 1);
+        let err = outbox.forget_journeys(&[journey]).await.unwrap_err();
+        assert!(matches!(err, Error::NotTruncated(_)), "{err}");
+        assert_eq!(
+            outbox.counts().await.unwrap().0,
+            0,
+            "the rows are deleted all the same"
+        );
+        // Once the reader is gone, erasing again truncates the log.
+        sqlx::raw_sql("COMMIT").execute(&mut reader).await.unwrap();
+        reader.close().await.unwrap();
+        assert_eq!(outbox.forget_journeys(&[journey]).await.unwrap(), 0);
+        let wal = std::fs::metadata(format!("{}-wal", path.display()))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert_eq!(wal, 0, "the log is truncated");
+        outbox.close().await;
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }

@@ -70,6 +70,11 @@ pub enum Error {
     Query(#[from] sqlx::Error),
     #[error("dev outbox row is corrupt: {0}")]
     Corrupt(String),
+    /// The messages were deleted but a copy may remain in the write-ahead log.
+    #[error(
+        "dev outbox: deleted messages may remain in its write-ahead log: {0}; run the erasure again"
+    )]
+    NotTruncated(String),
     /// The channel configuration cannot work (missing field, bad address, bad URL).
     #[error("channel configuration: {0}")]
     Config(String),

@@ -26,11 +26,13 @@ pub struct StoreStats {
     pub requests: u64,
     /// Most requests in one transaction.
     pub largest_batch: usize,
-    /// Other writes (effect and timer completions, sessions, password changes) committed in
-    /// the writer's transactions; SQLite only, where every write goes through the writer.
+    /// Other writes (effect and timer completions, sessions, password changes, claims)
+    /// committed in the writer's transactions; SQLite only, where every write goes through
+    /// the writer.
     pub writes: u64,
-    /// Outbox completions grouped by PostgreSQL's completer, and the statements (each its
-    /// own commit) that wrote them. Zero on SQLite, whose completions are `writes`.
+    /// Outbox completions written in grouped statements, and those statements: PostgreSQL's
+    /// completer (each statement its own commit), or SQLite's writer (inside a batch; a
+    /// repeated effect id in one batch runs alone and is counted only in `writes`).
     pub completions: u64,
     pub completion_statements: u64,
     /// Batches retried because the database asked for it: SQLite's write lock stayed busy,

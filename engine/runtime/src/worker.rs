@@ -170,21 +170,31 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let accounts: Arc<HashMap<String, Account>> = Arc::new(
-            self.engine
-                .directory()
-                .get_many(&ids)
-                .await?
-                .into_iter()
-                .map(|a| (a.account_id.clone(), a))
-                .collect(),
-        );
+        // When the batch read fails, each delivery looks its account up alone, so that a
+        // directory failure fails only the deliveries that need an account (each then stays
+        // leased and is retried), as before the batch read, and alerts still go out.
+        let accounts: Option<Arc<HashMap<String, Account>>> =
+            match self.engine.directory().get_many(&ids).await {
+                Ok(found) => Some(Arc::new(
+                    found
+                        .into_iter()
+                        .map(|a| (a.account_id.clone(), a))
+                        .collect(),
+                )),
+                Err(e) => {
+                    warn!(
+                        "failed to read the accounts of {} deliveries at once: {e}",
+                        ids.len()
+                    );
+                    None
+                }
+            };
         // Deliveries of one pass run concurrently: a slow provider call does not hold up
         // the others, and the outcomes they record share the store's group commits.
         let mut running = tokio::task::JoinSet::new();
         for (entry, effect) in entries.into_iter().zip(effects) {
-            let (worker, accounts) = (self.clone(), Arc::clone(&accounts));
-            running.spawn(async move { worker.deliver(&entry, effect, &accounts).await });
+            let (worker, accounts) = (self.clone(), accounts.clone());
+            running.spawn(async move { worker.deliver(&entry, effect, accounts.as_deref()).await });
         }
         let mut first_error = None;
         while let Some(joined) = running.join_next().await {
@@ -256,7 +266,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         &self,
         entry: &OutboxEntry,
         effect: Result<Effect, serde_json::Error>,
-        accounts: &HashMap<String, Account>,
+        accounts: Option<&HashMap<String, Account>>,
     ) -> Result<Delivery, Error> {
         let store = self.engine.store();
         let effect = match effect {
@@ -409,7 +419,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         &self,
         entry: &OutboxEntry,
         effect: &Effect,
-        accounts: &HashMap<String, Account>,
+        accounts: Option<&HashMap<String, Account>>,
     ) -> Result<Result<Option<OutboundMessage>, String>, Error> {
         let portal = &self.options.portal_name;
         let directory = self.engine.directory();
@@ -436,7 +446,11 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         let Some(account_id) = account_of(effect) else {
             return Ok(Err("the effect names no account".into()));
         };
-        let Some(account) = accounts.get(account_id) else {
+        let account = match accounts {
+            Some(found) => found.get(account_id).cloned(),
+            None => directory.get(account_id).await?,
+        };
+        let Some(account) = account else {
             return Ok(Err(format!("account {account_id} no longer exists")));
         };
         let phone = || {

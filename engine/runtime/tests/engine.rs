@@ -3,7 +3,9 @@
 use passage_channels::DevOutbox;
 use passage_core::definition::load;
 use passage_core::journey::{JourneyEvent, Reply, Status};
-use passage_core::ports::{Account, Channel, EventStore, OutboundMessage, Receipt, SendError};
+use passage_core::ports::{
+    Account, Channel, DirectoryError, EventStore, OutboundMessage, Receipt, SendError, Session,
+};
 use passage_core::secrets::{Argon2id, Keys};
 use passage_core::time::Timestamp;
 use passage_runtime::{Actor, Engine, EngineOptions, Input, ManualClock, Worker, WorkerOptions};
@@ -859,4 +861,107 @@ async fn an_undeliverable_message_alerts_support_at_once() {
         })
         .expect("alerted");
     assert!(reason.contains("could not be delivered"), "{reason}");
+}
+
+/// The real directory, except that reading several accounts at once fails (a directory
+/// outage hitting the worker's batch read).
+#[derive(Clone)]
+struct BatchReadFails(SqliteStore);
+
+impl passage_core::ports::AccountDirectory for BatchReadFails {
+    async fn find_by_email(&self, email: &str) -> Result<Option<Account>, DirectoryError> {
+        self.0.find_by_email(email).await
+    }
+    async fn get(&self, account_id: &str) -> Result<Option<Account>, DirectoryError> {
+        self.0.get(account_id).await
+    }
+    async fn get_many(&self, _: &[&str]) -> Result<Vec<Account>, DirectoryError> {
+        Err(DirectoryError("the directory timed out".into()))
+    }
+    async fn set_password_hash(
+        &self,
+        account_id: &str,
+        phc: &str,
+        changed_at: Timestamp,
+    ) -> Result<bool, DirectoryError> {
+        self.0.set_password_hash(account_id, phc, changed_at).await
+    }
+    async fn password_hash(&self, account_id: &str) -> Result<Option<String>, DirectoryError> {
+        passage_core::ports::AccountDirectory::password_hash(&self.0, account_id).await
+    }
+    async fn create_session(&self, session: &Session) -> Result<(), DirectoryError> {
+        self.0.create_session(session).await
+    }
+    async fn find_session(&self, hash: &str) -> Result<Option<Session>, DirectoryError> {
+        self.0.find_session(hash).await
+    }
+    async fn revoke_sessions(
+        &self,
+        account_id: &str,
+        keep_journey: Option<&str>,
+        recovery_until: Timestamp,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<u64, DirectoryError> {
+        self.0
+            .revoke_sessions(account_id, keep_journey, recovery_until, now, reason)
+            .await
+    }
+    async fn revoke_session(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), DirectoryError> {
+        self.0.revoke_session(hash, now, reason).await
+    }
+    async fn erase_account(&self, account_id: &str) -> Result<bool, DirectoryError> {
+        self.0.erase_account(account_id).await
+    }
+}
+
+/// When the worker's one read of a batch's accounts fails, each delivery looks its account
+/// up alone: the code still goes out, rather than the whole batch waiting for its leases to
+/// lapse, or worse, the accounts looking missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_read_of_accounts_falls_back_to_one_read_per_delivery() {
+    let f = fixture("batch-read").await;
+    let store = f.engine.store().clone();
+    let engine = Engine::new(
+        store.clone(),
+        BatchReadFails(store),
+        Arc::new(f.clock.clone()),
+        EngineOptions {
+            keys: Keys::derive(b"runtime test secret"),
+            hasher: Argon2id::new(256, 1, 1),
+        },
+    );
+    engine
+        .register(load("password-reset.toml", SEED).unwrap())
+        .await
+        .unwrap();
+    let o = engine
+        .start("password-reset", Actor::person("test"), None)
+        .await
+        .unwrap();
+    engine
+        .submit(
+            o.journey_id,
+            Input::Email("alice@example.com".into()),
+            Actor::person("test"),
+            None,
+        )
+        .await
+        .unwrap();
+    let w = Worker::new(engine, f.outbox.clone(), WorkerOptions::default());
+    let report = w.drain().await.unwrap();
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    let m = f
+        .outbox
+        .latest(o.journey_id, "email")
+        .await
+        .unwrap()
+        .expect("the code email went out");
+    assert_eq!(m.recipient, "alice@example.com");
+    assert!(m.code().is_some());
 }
