@@ -388,14 +388,32 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             .store()
             .journeys_by_subject(&subject, since)
             .await?;
+        // Journeys started after the reset completed are new requests, not leftovers. Times
+        // are milliseconds, so one started in the very millisecond the reset completed is
+        // placed by the log instead: before or after the completing event.
+        let mut leftovers = Vec::new();
+        let mut completed_at_position = None;
+        for j in others.iter().filter(|j| {
+            j.journey_id != journey && j.status == "active" && j.started_at <= changed_at
+        }) {
+            if j.started_at < changed_at {
+                leftovers.push(j);
+                continue;
+            }
+            let completed = match completed_at_position {
+                Some(p) => p,
+                None => {
+                    let p = self.position_of(journey, "PasswordChanged").await?;
+                    *completed_at_position.insert(p)
+                }
+            };
+            let started = self.position_of(j.journey_id, "JourneyStarted").await?;
+            if started < completed {
+                leftovers.push(j);
+            }
+        }
         let mut cancelled = 0;
-        for other in others
-            .iter()
-            // Journeys started after the reset completed are new requests, not leftovers.
-            .filter(|j| {
-                j.journey_id != journey && j.status == "active" && j.started_at <= changed_at
-            })
-        {
+        for other in leftovers {
             let id = derived_id(&[
                 b"revoke-after-reset",
                 entry.effect_id.as_bytes(),
@@ -411,6 +429,21 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         }
         info!(%journey, sessions = revoked, journeys = cancelled, "revoked after the reset (R44, R45)");
         Ok(())
+    }
+
+    /// The log position of the last event of `event_type` in `journey` (`u64::MAX` when it
+    /// has none, which sorts after everything).
+    async fn position_of(
+        &self,
+        journey: passage_core::ports::JourneyId,
+        event_type: &str,
+    ) -> Result<u64, Error> {
+        let stored = self.engine.store().read_stream(journey).await?;
+        Ok(stored
+            .iter()
+            .rev()
+            .find(|e| e.event_type == event_type)
+            .map_or(u64::MAX, |e| e.position))
     }
 
     /// Builds the message for an effect. `Ok(Err(reason))` is a permanent failure;

@@ -965,3 +965,80 @@ async fn a_failed_batch_read_of_accounts_falls_back_to_one_read_per_delivery() {
     assert_eq!(m.recipient, "alice@example.com");
     assert!(m.code().is_some());
 }
+
+/// R44 with a clock that does not move: a journey started before the reset completed is a
+/// leftover and is cancelled, one started after it is a new request and stays open, even
+/// when both start in the very millisecond of the completion (the log orders them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journeys_started_in_the_millisecond_of_a_reset_are_ordered_by_the_log() {
+    let f = fixture("same-ms").await;
+    let w = worker(&f, f.outbox.clone());
+    let code = |channel: &'static str, id| {
+        let outbox = f.outbox.clone();
+        async move {
+            outbox
+                .latest(id, channel)
+                .await
+                .unwrap()
+                .and_then(|m| m.code())
+                .expect("a code")
+        }
+    };
+    let person = || Actor::person("t");
+    let a = started(&f).await;
+    w.drain().await.unwrap();
+    f.engine
+        .submit(a, Input::Code(code("email", a).await), person(), None)
+        .await
+        .unwrap();
+    f.engine
+        .submit(a, Input::Choose("sms".into()), person(), None)
+        .await
+        .unwrap();
+    w.drain().await.unwrap();
+    f.engine
+        .submit(a, Input::Code(code("sms", a).await), person(), None)
+        .await
+        .unwrap();
+    let before = started(&f).await;
+    let pw = "lantern harbour velvet comet";
+    let done = f
+        .engine
+        .submit(
+            a,
+            Input::Password {
+                new: pw.into(),
+                confirm: pw.into(),
+            },
+            person(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            done.reply,
+            Reply::Accepted {
+                session_token: Some(_)
+            }
+        ),
+        "{:?}",
+        done.reply
+    );
+    let after = started(&f).await;
+    w.drain().await.unwrap();
+    let status = |id| {
+        let engine = f.engine.clone();
+        async move { engine.load(id).await.unwrap().0.status }
+    };
+    assert_eq!(
+        status(before).await,
+        Status::Cancelled,
+        "a leftover is cancelled"
+    );
+    assert_eq!(
+        status(after).await,
+        Status::Active,
+        "a new request stays open"
+    );
+}
