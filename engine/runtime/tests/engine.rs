@@ -40,6 +40,23 @@ fn alice() -> Account {
     }
 }
 
+/// An engine on `store` and `directory` with the tests' keys, light hashing and `clock`.
+fn engine_on<D: passage_core::ports::AccountDirectory>(
+    store: SqliteStore,
+    directory: D,
+    clock: &ManualClock,
+) -> Engine<SqliteStore, D> {
+    Engine::new(
+        store,
+        directory,
+        Arc::new(clock.clone()),
+        EngineOptions {
+            keys: Keys::derive(b"runtime test secret"),
+            hasher: Argon2id::new(256, 1, 1),
+        },
+    )
+}
+
 async fn fixture(name: &str) -> Fixture {
     let dir = std::env::temp_dir().join(format!("passage-runtime-{name}-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -49,15 +66,7 @@ async fn fixture(name: &str) -> Fixture {
         .await
         .unwrap();
     let clock = ManualClock::new(Timestamp::from_millis(1_795_000_000_000));
-    let engine = Engine::new(
-        store.clone(),
-        store,
-        Arc::new(clock.clone()),
-        EngineOptions {
-            keys: Keys::derive(b"runtime test secret"),
-            hasher: Argon2id::new(256, 1, 1),
-        },
-    );
+    let engine = engine_on(store.clone(), store, &clock);
     engine
         .register(load("password-reset.toml", SEED).unwrap())
         .await
@@ -360,15 +369,7 @@ async fn effects_committed_before_a_crash_are_delivered_after_restart() {
     let id = started(&f).await;
     let db = f.dir.join("passage.db");
     let store = SqliteStore::open(&db).await.unwrap();
-    let engine = Engine::new(
-        store.clone(),
-        store,
-        Arc::new(f.clock.clone()),
-        EngineOptions {
-            keys: Keys::derive(b"runtime test secret"),
-            hasher: Argon2id::new(256, 1, 1),
-        },
-    );
+    let engine = engine_on(store.clone(), store, &f.clock);
     let w = Worker::new(engine, f.outbox.clone(), WorkerOptions::default());
     assert_eq!(w.drain().await.unwrap().delivered, 1);
     let m = f
@@ -412,15 +413,7 @@ async fn two_engines_on_one_database_settle_races_by_optimistic_concurrency() {
     let f = fixture("two-engines").await;
     let id = started(&f).await;
     let store_b = SqliteStore::open(&f.dir.join("passage.db")).await.unwrap();
-    let engine_b = Engine::new(
-        store_b.clone(),
-        store_b,
-        Arc::new(f.clock.clone()),
-        EngineOptions {
-            keys: Keys::derive(b"runtime test secret"),
-            hasher: Argon2id::new(256, 1, 1),
-        },
-    );
+    let engine_b = engine_on(store_b.clone(), store_b, &f.clock);
     let mut tasks = Vec::new();
     for i in 0..20 {
         let engine = if i % 2 == 0 {
@@ -927,15 +920,7 @@ impl passage_core::ports::AccountDirectory for BatchReadFails {
 async fn a_failed_batch_read_of_accounts_falls_back_to_one_read_per_delivery() {
     let f = fixture("batch-read").await;
     let store = f.engine.store().clone();
-    let engine = Engine::new(
-        store.clone(),
-        BatchReadFails(store),
-        Arc::new(f.clock.clone()),
-        EngineOptions {
-            keys: Keys::derive(b"runtime test secret"),
-            hasher: Argon2id::new(256, 1, 1),
-        },
-    );
+    let engine = engine_on(store.clone(), BatchReadFails(store), &f.clock);
     engine
         .register(load("password-reset.toml", SEED).unwrap())
         .await
