@@ -402,10 +402,8 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             }
             let completed = match completed_at_position {
                 Some(p) => p,
-                None => {
-                    let p = self.position_of(journey, "PasswordChanged").await?;
-                    *completed_at_position.insert(p)
-                }
+                None => *completed_at_position
+                    .insert(self.position_of(journey, "PasswordChanged").await?),
             };
             let started = self.position_of(j.journey_id, "JourneyStarted").await?;
             if started < completed {

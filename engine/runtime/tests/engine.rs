@@ -85,13 +85,18 @@ fn worker<C: Channel>(f: &Fixture, channel: C) -> Worker<SqliteStore, SqliteStor
 }
 
 async fn started(f: &Fixture) -> passage_core::ports::JourneyId {
-    let o = f
-        .engine
+    started_on(&f.engine).await
+}
+
+/// A journey for Alice, past the email step.
+async fn started_on<D: passage_core::ports::AccountDirectory>(
+    engine: &Engine<SqliteStore, D>,
+) -> passage_core::ports::JourneyId {
+    let o = engine
         .start("password-reset", Actor::person("test"), None)
         .await
         .unwrap();
-    let o = f
-        .engine
+    let o = engine
         .submit(
             o.journey_id,
             Input::Email("alice@example.com".into()),
@@ -925,25 +930,13 @@ async fn a_failed_batch_read_of_accounts_falls_back_to_one_read_per_delivery() {
         .register(load("password-reset.toml", SEED).unwrap())
         .await
         .unwrap();
-    let o = engine
-        .start("password-reset", Actor::person("test"), None)
-        .await
-        .unwrap();
-    engine
-        .submit(
-            o.journey_id,
-            Input::Email("alice@example.com".into()),
-            Actor::person("test"),
-            None,
-        )
-        .await
-        .unwrap();
+    let id = started_on(&engine).await;
     let w = Worker::new(engine, f.outbox.clone(), WorkerOptions::default());
     let report = w.drain().await.unwrap();
     assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
     let m = f
         .outbox
-        .latest(o.journey_id, "email")
+        .latest(id, "email")
         .await
         .unwrap()
         .expect("the code email went out");

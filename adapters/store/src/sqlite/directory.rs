@@ -1,6 +1,6 @@
 //! The account directory in the same file: [`AccountDirectory`] plus seeding helpers.
 
-use super::writer::Statement;
+use super::writer::{MAX_PARAMS, Statement, push_in_list};
 use super::{SqliteStore, rows};
 use crate::error::Error;
 use crate::wall_clock_ms;
@@ -124,17 +124,12 @@ impl SqliteStore {
 
     async fn get_many_inner(&self, account_ids: &[&str]) -> Result<Vec<Account>, Error> {
         let mut found = Vec::with_capacity(account_ids.len());
-        // Far below SQLite's 32 766 bound values per statement.
-        for chunk in account_ids.chunks(10_000) {
+        for chunk in account_ids.chunks(MAX_PARAMS) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "SELECT account_id, email, display_name, phone, enabled FROM accounts \
-                 WHERE account_id IN (",
+                 WHERE account_id",
             );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
+            push_in_list(&mut q, chunk.iter().copied());
             for row in q.build().fetch_all(&self.inner.pool).await? {
                 found.push(rows::account(&row)?);
             }

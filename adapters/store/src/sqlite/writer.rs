@@ -415,9 +415,9 @@ struct Written {
 }
 
 /// Writes the batch's outbox completions in one fenced `UPDATE … FROM (VALUES …)`, setting
-/// the rows affected of each one it wrote in `affected`; returns the size of each statement. A worker completes
-/// every delivery it makes, so a busy batch carries dozens: one statement instead of one
-/// hop to SQLite's thread each.
+/// the rows affected of each one it wrote in `affected`; returns the size of each
+/// statement. A worker completes every delivery it makes, so a busy batch carries dozens:
+/// one statement instead of one hop to SQLite's thread each.
 ///
 /// Only the first completion of each effect id joins: SQLite's `RETURNING` can name only
 /// the updated row, not which (id, token) pair matched it, so ids must be unique in the
@@ -491,7 +491,20 @@ async fn append(
 }
 
 /// SQLite's limit on bound values per statement is 32 766; chunks stay well under it.
-const MAX_PARAMS: usize = 30_000;
+pub(super) const MAX_PARAMS: usize = 30_000;
+
+/// Appends ` IN (?, ?, …)` binding `keys`; callers chunk by [`MAX_PARAMS`].
+pub(super) fn push_in_list<'a>(
+    q: &mut QueryBuilder<Sqlite>,
+    keys: impl IntoIterator<Item = &'a str>,
+) {
+    q.push(" IN (");
+    let mut list = q.separated(", ");
+    for key in keys {
+        list.push_bind(key);
+    }
+    q.push(")");
+}
 
 /// `SELECT … IN (…)` over `keys`, in chunks of [`MAX_PARAMS`]; `tail` follows the list.
 async fn select_in<T>(
@@ -506,12 +519,8 @@ where
     let mut found = Vec::new();
     for chunk in keys.chunks(MAX_PARAMS) {
         let mut q = QueryBuilder::<Sqlite>::new(select);
-        q.push(" IN (");
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(key.as_str());
-        }
-        q.push(")").push(tail);
+        push_in_list(&mut q, chunk.iter().map(String::as_str));
+        q.push(tail);
         found.extend(q.build_query_as::<T>().fetch_all(&mut *conn).await?);
     }
     Ok(found)
@@ -754,17 +763,12 @@ async fn lease_rows(
     ids: &[String],
     token: i64,
 ) -> Result<(), Error> {
-    // Claims are a few hundred rows; chunks keep far below SQLite's 32 766 bound values.
-    for chunk in ids.chunks(10_000) {
-        let mut q =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("UPDATE {table} SET leased_until = "));
+    // One value more than the ids: the token.
+    for chunk in ids.chunks(MAX_PARAMS - 1) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("UPDATE {table} SET leased_until = "));
         q.push_bind(token);
-        q.push(format!(" WHERE {id_column} IN ("));
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(id.as_str());
-        }
-        q.push(")");
+        q.push(format!(" WHERE {id_column}"));
+        push_in_list(&mut q, chunk.iter().map(String::as_str));
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
