@@ -767,10 +767,14 @@ pub async fn run(
                     0 => String::new(),
                     n => format!("; {n} outbox completions in {} statements", after.completion_statements - before.completion_statements),
                 };
+                // How much of the run the append writer spent in transactions: near 100 %
+                // it is the bottleneck, and more concurrency only queues behind it.
+                let busy = (after.busy - before.busy).as_secs_f64() / r.elapsed.as_secs_f64();
                 notes.push(format!(
-                    "{backend}: c={level}: {} append requests{writes} in {txs} transactions (largest {} appends){completions}",
+                    "{backend}: c={level}: {} append requests{writes} in {txs} transactions (largest {} appends){completions}; writer busy {:.0} % of the run",
                     after.requests - before.requests,
-                    after.largest_batch
+                    after.largest_batch,
+                    busy * 100.0
                 ));
                 rows.push(table_row(backend, "grouped", &r, (level == max_level).then_some(best)));
                 if level == max_level {

@@ -7,6 +7,7 @@ use passage_core::chain::{ChainFields, event_hash};
 use passage_core::ports::{AppendRequest, AppendResult, Hash, JourneyId, NewEvent, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -40,6 +41,10 @@ pub struct StoreStats {
     pub busy_retries: u64,
     /// Batches rolled back by an SQL error and rewritten one request at a time.
     pub split_batches: u64,
+    /// Time the writer spent on committed transactions, from taking its connection to the
+    /// end of COMMIT. Against the wall time of a run it says how close the writer is to
+    /// being the bottleneck: near 100 %, more concurrency only queues.
+    pub busy: Duration,
 }
 
 /// Counters a writer keeps; read through [`StoreStats`].
@@ -53,6 +58,7 @@ pub(crate) struct Stats {
     pub(crate) completion_statements: AtomicU64,
     pub(crate) busy_retries: AtomicU64,
     pub(crate) split_batches: AtomicU64,
+    pub(crate) busy_micros: AtomicU64,
 }
 
 impl Stats {
@@ -66,11 +72,15 @@ impl Stats {
             completion_statements: self.completion_statements.load(Ordering::Relaxed),
             busy_retries: self.busy_retries.load(Ordering::Relaxed),
             split_batches: self.split_batches.load(Ordering::Relaxed),
+            busy: Duration::from_micros(self.busy_micros.load(Ordering::Relaxed)),
         }
     }
 
-    /// Records one committed batch of `requests` append requests and `writes` other writes.
-    pub(crate) fn committed(&self, requests: usize, writes: usize) {
+    /// Records one committed batch of `requests` append requests and `writes` other writes,
+    /// which `took` that long.
+    pub(crate) fn committed(&self, requests: usize, writes: usize, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.busy_micros.fetch_add(micros, Ordering::Relaxed);
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(requests as u64, Ordering::Relaxed);
         self.writes.fetch_add(writes as u64, Ordering::Relaxed);

@@ -84,13 +84,17 @@ pub enum Error {
     /// A value from the caller that the schema cannot hold (a version beyond `i64::MAX`).
     #[error("value out of range: {0}")]
     OutOfRange(String),
-    /// The group-commit writer task is gone: the runtime it was spawned on shut down, or it
-    /// panicked. Nothing more can be appended through this handle.
+    /// The group-commit writer is gone: it panicked, or (PostgreSQL) the runtime it was
+    /// spawned on shut down. Nothing more can be appended through this handle.
     #[error("the store's writer task has stopped")]
     WriterStopped,
-    /// The store spawns its append writer on the current tokio runtime.
+    /// The stores' pools need the current tokio runtime, and PostgreSQL's append writer is
+    /// spawned on it.
     #[error("the store must be opened inside a tokio runtime")]
     NoRuntime,
+    /// The SQLite store could not start its writer's thread (out of threads or memory).
+    #[error("could not start the SQLite append writer's thread")]
+    WriterThread(#[source] std::io::Error),
     #[error("no account with id {0:?}")]
     UnknownAccount(String),
     #[error("another account already uses that email address")]

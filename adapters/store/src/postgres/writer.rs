@@ -48,7 +48,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -168,6 +168,7 @@ impl Writer {
         loop {
             attempt += 1;
             let late = join_late.then_some((&mut self.rx, self.max_batch));
+            let started = Instant::now();
             let result = async {
                 let mut conn = self.pool.acquire().await?;
                 write_batch(&mut conn, jobs, late, &self.channel).await
@@ -175,7 +176,7 @@ impl Writer {
             .await;
             match result {
                 Ok(verdicts) => {
-                    self.stats.committed(jobs.len(), 0);
+                    self.stats.committed(jobs.len(), 0, started.elapsed());
                     return Ok(verdicts);
                 }
                 Err(e) if is_transient(&e) && attempt <= self.retries => {

@@ -49,7 +49,8 @@ pub struct Options {
     /// How many times the append writer retries a batch that stayed busy past
     /// `busy_timeout`, before answering [`StoreError::Unavailable`].
     pub busy_retries: u32,
-    /// Pooled connections (the append writer takes one per batch; readers share the rest).
+    /// Pooled connections for readers and the few writes outside the writer; the append
+    /// writer has one more of its own.
     pub max_connections: u32,
 }
 
@@ -75,6 +76,8 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     pool: SqlitePool,
+    /// The append writer's own connection (the same pool as `pool` in memory).
+    writer_pool: SqlitePool,
     /// The writer: appends and every other write go through it (see `writer`).
     writes: mpsc::Sender<Queued>,
     stats: Arc<Stats>,
@@ -85,8 +88,8 @@ struct Inner {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path` with default [`Options`], and
-    /// brings its schema up to date. Must be called inside a tokio runtime: it spawns the
-    /// append writer.
+    /// brings its schema up to date. Must be called inside a tokio runtime (sqlx's pool
+    /// needs one); the append writer runs on a thread of its own.
     pub async fn open(path: &Path) -> Result<Self, Error> {
         Self::open_with(path, Options::default()).await
     }
@@ -109,15 +112,26 @@ impl SqliteStore {
             // stay in memory instead of being read back through the OS on every statement.
             .pragma("cache_size", "-32768")
             .foreign_keys(true);
+        let open_err = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
-            .map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Self::start(pool, &options).await
+            .map_err(open_err)?;
+        // The writer keeps one connection of its own. SQLite empties a connection's page
+        // cache whenever another connection committed since its last transaction, so a
+        // writer taking any pooled connection started every batch cold (every page of the
+        // indexes it touches read back through the OS); on its own connection its commits
+        // keep its cache warm. Readers pay the invalidation either way.
+        let writer_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(connect);
+        Self::start(pool, writer_pool, &options).await
     }
 
     /// A private in-memory database, for tests. It lives as long as the store: one pooled
@@ -140,12 +154,18 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(open_err)?;
-        Self::start(pool, &Options::default()).await
+        // One connection is the whole database here, so the writer shares it.
+        Self::start(pool.clone(), pool, &Options::default()).await
     }
 
-    async fn start(pool: SqlitePool, options: &Options) -> Result<Self, Error> {
-        // Checked, not assumed: `tokio::spawn` would panic under another executor.
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    async fn start(
+        pool: SqlitePool,
+        writer_pool: SqlitePool,
+        options: &Options,
+    ) -> Result<Self, Error> {
+        // Checked, not assumed: sqlx's pool needs tokio's timers, and would panic under
+        // another executor.
+        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         {
             let mut conn = pool.acquire().await?;
             migrate::run(&mut conn, wall_clock_ms()).await?;
@@ -159,20 +179,30 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4).max(64));
         let stats = Arc::new(Stats::default());
         let work = Arc::new(Notify::new());
-        runtime.spawn(
-            Writer {
-                pool: pool.clone(),
-                rx,
-                max_batch,
-                busy_retries: options.busy_retries,
-                stats: Arc::clone(&stats),
-                work: Arc::clone(&work),
-            }
-            .run(),
-        );
+        let writer = Writer {
+            pool: writer_pool.clone(),
+            rx,
+            max_batch,
+            busy_retries: options.busy_retries,
+            stats: Arc::clone(&stats),
+            work: Arc::clone(&work),
+        };
+        // The writer gets a thread and a runtime of its own. A batch is a few dozen hops to
+        // sqlx's SQLite thread and back; as a task among the engine's, every hop back waited
+        // in the runtime's queue behind whatever else was runnable, and the single writer,
+        // which bounds the throughput, sat idle between its statements.
+        let writer_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::WriterThread)?;
+        std::thread::Builder::new()
+            .name("passage-sqlite-writer".into())
+            .spawn(move || writer_runtime.block_on(writer.run()))
+            .map_err(Error::WriterThread)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                writer_pool,
                 writes: tx,
                 stats,
                 work,
@@ -190,6 +220,7 @@ impl SqliteStore {
     /// delete the file). Later calls on any clone fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.inner.pool.close().await;
+        self.inner.writer_pool.close().await;
     }
 
     /// A write transaction that holds the write lock from its first statement.
@@ -730,5 +761,68 @@ impl SqliteStore {
             .execute(&self.inner.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passage_core::ports::{AppendResult, NewEvent};
+
+    /// The writer has a connection of its own: readers holding every pooled connection (an
+    /// audit export, a slow search) neither stall appends nor the writes queued behind them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_holding_every_pooled_connection_do_not_stall_appends() {
+        let path = std::env::temp_dir().join(format!("passage-writer-{}.db", Uuid::new_v4()));
+        let options = Options {
+            max_connections: 2,
+            ..Options::default()
+        };
+        let store = SqliteStore::open_with(&path, options).await.expect("open");
+        let held = [
+            store.inner.pool.acquire().await.expect("reader 1"),
+            store.inner.pool.acquire().await.expect("reader 2"),
+        ];
+        let request = AppendRequest {
+            stream: JourneyId(Uuid::new_v4()),
+            expected_version: 0,
+            command_id: Uuid::new_v4(),
+            metadata: "{}".into(),
+            recorded_at: Timestamp(1_700_000_000_000),
+            events: vec![NewEvent {
+                event_type: "JourneyStarted".into(),
+                schema_version: 1,
+                payload: "{}".into(),
+            }],
+            effects: Vec::new(),
+            timers: Vec::new(),
+            summary: passage_core::ports::JourneySummary {
+                journey_id: JourneyId(Uuid::nil()),
+                definition_id: "password-reset".into(),
+                definition_version: 1,
+                status: "open".into(),
+                current_step: None,
+                email_masked: None,
+                started_at: Timestamp(1_700_000_000_000),
+                updated_at: Timestamp(1_700_000_000_000),
+                version: 1,
+                subject: None,
+                failures: 0,
+                stall_at: None,
+                stall_keep: false,
+            },
+            outcome: "{}".into(),
+            data_key: None,
+        };
+        let appended = tokio::time::timeout(Duration::from_secs(5), store.append(request)).await;
+        assert!(
+            matches!(appended, Ok(Ok(AppendResult::Committed { .. }))),
+            "an append with every reader connection held: {appended:?}"
+        );
+        drop(held);
+        store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }

@@ -53,7 +53,7 @@ use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -332,6 +332,7 @@ impl Writer {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let started = Instant::now();
             let result = async {
                 let mut conn = self.pool.acquire().await?;
                 write_batch(&mut conn, requests, statements).await
@@ -339,7 +340,8 @@ impl Writer {
             .await;
             match result {
                 Ok(written) => {
-                    self.stats.committed(requests.len(), statements.len());
+                    self.stats
+                        .committed(requests.len(), statements.len(), started.elapsed());
                     for n in written.grouped {
                         self.stats.completed(n);
                     }
