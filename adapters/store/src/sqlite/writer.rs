@@ -375,8 +375,9 @@ impl Writer {
 ///
 /// The number of statements does not grow with the batch: the batch's command ids and
 /// streams are looked up in one read each, and each table gets one multi-row `INSERT` (per
-/// chunk of [`MAX_PARAMS`] values). Each statement is a hop to sqlx's SQLite thread, and
-/// per-row statements made those hops, not SQLite, the cost of a large batch.
+/// chunk of [`MAX_PARAMS`] values), and those `INSERT`s go as one query. Each query is a
+/// hop to sqlx's SQLite thread, and per-row statements made those hops, not SQLite, the
+/// cost of a large batch.
 async fn write_batch(
     conn: &mut SqliteConnection,
     requests: &[&AppendRequest],
@@ -571,28 +572,56 @@ async fn stream_versions(
         .collect()
 }
 
-/// One multi-row `INSERT` per chunk of `rows` (`columns` values each); `tail` follows the
-/// values (an `ON CONFLICT` clause).
-async fn insert_rows<'r, T>(
-    conn: &mut SqliteConnection,
-    insert: &str,
-    columns: usize,
-    rows: &'r [T],
-    tail: &str,
-    mut bind: impl FnMut(Separated<'_, Sqlite, &'static str>, &'r T),
-) -> Result<(), Error> {
-    for chunk in rows.chunks(MAX_PARAMS / columns) {
-        let mut q = QueryBuilder::<Sqlite>::new(insert);
-        q.push(" ");
-        q.push_values(chunk, &mut bind);
-        q.push(tail);
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+/// A batch's multi-row `INSERT`s, sent as one query: sqlx's SQLite driver runs the
+/// statements of a query one after the other in a single hop to its thread, binding the
+/// `?`s in order across them, so the whole write costs one hop instead of one per table.
+struct Inserts {
+    q: QueryBuilder<Sqlite>,
+    statements: usize,
 }
 
-/// Everything the committed requests of a batch write, one statement per table.
+impl Inserts {
+    fn new() -> Self {
+        Self {
+            q: QueryBuilder::new(""),
+            statements: 0,
+        }
+    }
+
+    /// One multi-row `INSERT` per chunk of `rows` (`columns` values each); `tail` follows
+    /// the values (an `ON CONFLICT` clause). Nothing for no rows.
+    fn push<'r, T>(
+        &mut self,
+        insert: &str,
+        columns: usize,
+        rows: &'r [T],
+        tail: &str,
+        mut bind: impl FnMut(Separated<'_, Sqlite, &'static str>, &'r T),
+    ) {
+        for chunk in rows.chunks(MAX_PARAMS / columns) {
+            if self.statements > 0 {
+                self.q.push(";\n");
+            }
+            self.q.push(insert);
+            self.q.push(" ");
+            self.q.push_values(chunk, &mut bind);
+            self.q.push(tail);
+            self.statements += 1;
+        }
+    }
+
+    async fn execute(mut self, conn: &mut SqliteConnection) -> Result<(), Error> {
+        if self.statements > 0 {
+            self.q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the committed requests of a batch write: one statement per table, all in
+/// one query.
 async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<(), Error> {
+    let mut inserts = Inserts::new();
     // Text forms and range checks first: the binders below cannot fail.
     let events = judged
         .events
@@ -607,8 +636,7 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
             ))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    insert_rows(
-        conn,
+    inserts.push(
         "INSERT INTO events (position, stream, stream_version, event_type, schema_version, \
          payload, metadata, recorded_at, command_id, prev_hash, hash)",
         11,
@@ -627,8 +655,7 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(&e.prev_hash[..])
                 .push_bind(&e.hash[..]);
         },
-    )
-    .await?;
+    );
 
     let committed = judged
         .committed
@@ -645,8 +672,7 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
         .iter()
         .flat_map(|(req, stream, _)| req.effects.iter().map(move |e| (*req, stream, e)))
         .collect();
-    insert_rows(
-        conn,
+    inserts.push(
         "INSERT INTO outbox (effect_id, stream, kind, payload, available_at, created_at)",
         6,
         &effects,
@@ -659,14 +685,12 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(e.available_at.as_millis())
                 .push_bind(req.recorded_at.as_millis());
         },
-    )
-    .await?;
+    );
     let timers: Vec<_> = committed
         .iter()
         .flat_map(|(req, stream, _)| req.timers.iter().map(move |t| (*req, stream, t)))
         .collect();
-    insert_rows(
-        conn,
+    inserts.push(
         "INSERT INTO timers (timer_id, stream, fire_at, payload, created_at)",
         5,
         &timers,
@@ -678,10 +702,8 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(t.payload.as_str())
                 .push_bind(req.recorded_at.as_millis());
         },
-    )
-    .await?;
-    insert_rows(
-        conn,
+    );
+    inserts.push(
         "INSERT INTO commands (command_id, stream, outcome, recorded_at)",
         4,
         &committed,
@@ -692,14 +714,12 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(req.outcome.as_str())
                 .push_bind(req.recorded_at.as_millis());
         },
-    )
-    .await?;
+    );
     // SQLite applies a multi-row upsert row by row, so two requests for one journey in a
     // batch leave the second one's summary, exactly as two statements would (and
     // `stall_keep` keeps the stall deadline the first one set). The row is keyed by the
     // request's stream: that is the journey the events went to.
-    insert_rows(
-        conn,
+    inserts.push(
         "INSERT INTO journeys (journey_id, definition_id, definition_version, status, \
          current_step, email_masked, started_at, updated_at, version, subject, failures, \
          stall_at, stall_keep)",
@@ -735,15 +755,13 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(s.stall_at.map(|t| t.as_millis()))
                 .push_bind(i64::from(s.stall_keep));
         },
-    )
-    .await?;
+    );
     let keys: Vec<_> = committed
         .iter()
         .filter_map(|(req, stream, _)| req.data_key.as_deref().map(|k| (*req, stream, k)))
         .collect();
     // An existing row wins: above all an erased one, which must stay erased.
-    insert_rows(
-        conn,
+    inserts.push(
         "INSERT INTO journey_keys (journey_id, data_key, created_at)",
         3,
         &keys,
@@ -753,8 +771,8 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(*key)
                 .push_bind(req.recorded_at.as_millis());
         },
-    )
-    .await
+    );
+    inserts.execute(conn).await
 }
 
 /// Sets the lease token on the claimed rows: one UPDATE per claim, not one per row.
