@@ -574,7 +574,11 @@ async fn stream_versions(
 
 /// A batch's multi-row `INSERT`s, sent as one query: sqlx's SQLite driver runs the
 /// statements of a query one after the other in a single hop to its thread, binding the
-/// `?`s in order across them, so the whole write costs one hop instead of one per table.
+/// `?`s in order across them, so the whole write costs one hop instead of one per table
+/// (+11 to 24 % grouped throughput, docs/benchmarks.md). sqlx 0.9 calls several statements
+/// in one query a deprecated SQLite-only behaviour (launchbadge/sqlx#3108): should an
+/// upgrade drop it, the contract suite fails on the missing outbox, command and journeys
+/// rows, and the fix is one `execute` per statement, as before.
 struct Inserts {
     q: QueryBuilder<Sqlite>,
     statements: usize,
