@@ -41,9 +41,10 @@ pub struct StoreStats {
     pub busy_retries: u64,
     /// Batches rolled back by an SQL error and rewritten one request at a time.
     pub split_batches: u64,
-    /// Time the writer spent on committed transactions, from taking its connection to the
-    /// end of COMMIT. Against the wall time of a run it says how close the writer is to
-    /// being the bottleneck: near 100 %, more concurrency only queues.
+    /// Time the writer spent on the attempts that committed, from asking for its connection
+    /// to the end of COMMIT (rolled back and retried attempts are not counted, so it reads
+    /// low when batches split). Against the wall time of a run it says how close the
+    /// writer is to being the bottleneck: near 100 %, more concurrency only queues.
     pub busy: Duration,
 }
 

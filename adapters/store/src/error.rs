@@ -86,7 +86,7 @@ pub enum Error {
     OutOfRange(String),
     /// The group-commit writer is gone: it panicked, or (PostgreSQL) the runtime it was
     /// spawned on shut down. Nothing more can be appended through this handle.
-    #[error("the store's writer task has stopped")]
+    #[error("the store's writer has stopped")]
     WriterStopped,
     /// The stores' pools need the current tokio runtime, and PostgreSQL's append writer is
     /// spawned on it.

@@ -393,8 +393,11 @@ async fn a_failing_request_does_not_fail_its_batch() {
     first.effects.push(effect(taken));
     store.append(first).await.expect("first");
 
-    // Queue everything before the writer gets a chance to run, so the poison request is
-    // very likely batched with the others (the assertions hold either way).
+    // Another connection holds the write lock while everything queues, so the poison is
+    // batched with others: its outbox insert fails after the batch's events were written
+    // in the same query, and the batch must roll back and be split.
+    let holder = hold_write_lock(&db, Duration::from_secs(1)).await;
+    let before = store.stats();
     let mut tasks = JoinSet::new();
     for i in 0..50 {
         let store = store.clone();
@@ -417,9 +420,70 @@ async fn a_failing_request_does_not_fail_its_batch() {
             );
         }
     }
+    holder.await.expect("holder");
     assert_eq!(assert_log_sound(&all_events(&store).await), 50);
-    println!("{:?}", store.stats());
+    let after = store.stats();
+    println!("{after:?}");
+    assert!(
+        after.split_batches > before.split_batches,
+        "the poison should have failed a batch of several requests: {after:?}"
+    );
+    assert!(
+        after.busy > before.busy,
+        "committed batches count busy time"
+    );
     store.close().await;
+}
+
+/// A batch with more events than one statement can bind (SQLite's limit on values per
+/// statement) writes them with several `INSERT`s in the batch's one query, each bound at
+/// its own offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_one_statement_per_table_commits_whole() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    // Held long enough for all 1 000 to queue even on a loaded machine. The writer's first
+    // batch takes whatever had queued when it woke (at most `max_batch`, 512) and waits for
+    // the lock; the next takes at least 488 of the rest.
+    let holder = hold_write_lock(&db, Duration::from_secs(1)).await;
+    let mut tasks = JoinSet::new();
+    for _ in 0..1_000 {
+        let store = store.clone();
+        tasks.spawn(async move { store.append(request(new_stream(), 0, 6)).await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.expect("task panicked");
+        assert!(
+            matches!(result, Ok(AppendResult::Committed { .. })),
+            "{result:?}"
+        );
+    }
+    holder.await.expect("holder");
+    let stats = store.stats();
+    // 11 values per event row, at most 30 000 values per statement: 2 727 events.
+    assert!(
+        stats.largest_batch * 6 > 30_000 / 11,
+        "no batch needed two events statements: {stats:?}"
+    );
+    let events = all_events(&store).await;
+    assert_eq!(assert_log_sound(&events), 6_000);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_refuses_appends() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    store
+        .append(request(new_stream(), 0, 1))
+        .await
+        .expect("append while open");
+    store.close().await;
+    let refused = store.append(request(new_stream(), 0, 1)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "an append after close must be refused: {refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,9 @@ impl SqliteStore {
         // keep its cache warm. Readers pay the invalidation either way.
         let writer_pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // No ping on each batch's acquire: a round trip to SQLite's thread for a
+            // connection only this writer uses, whose failures the batch reports anyway.
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_lazy_with(connect);
@@ -191,13 +194,29 @@ impl SqliteStore {
         // sqlx's SQLite thread and back; as a task among the engine's, every hop back waited
         // in the runtime's queue behind whatever else was runnable, and the single writer,
         // which bounds the throughput, sat idle between its statements.
-        let writer_runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(Error::WriterThread)?;
+        // The runtime is built on that thread: dropped here, in async context, after a
+        // failed spawn, it would panic instead of returning the error.
+        let (started, runtime_built) = oneshot::channel();
         std::thread::Builder::new()
             .name("passage-sqlite-writer".into())
-            .spawn(move || writer_runtime.block_on(writer.run()))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => {
+                        let _ = started.send(Ok(()));
+                        runtime.block_on(writer.run());
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                    }
+                }
+            })
+            .map_err(Error::WriterThread)?;
+        runtime_built
+            .await
+            .map_err(|_| Error::WriterStopped)?
             .map_err(Error::WriterThread)?;
         Ok(Self {
             inner: Arc::new(Inner {

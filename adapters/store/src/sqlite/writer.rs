@@ -1,11 +1,12 @@
-//! Group commit: one task owns every append and commits waiting appends together.
+//! Group commit: one writer, on a thread of its own, owns every append and commits waiting
+//! appends together.
 //!
 //! # Why group, and why it stays durable
 //!
 //! With `synchronous=FULL` every COMMIT waits for an fsync of the WAL, which costs about as
 //! much as everything else in an append together. One transaction per append would make
 //! throughput "one fsync per append". Instead, [`SqliteStore::append`](super::SqliteStore)
-//! sends its request to this task and waits; the task takes every request that is waiting
+//! sends its request to the writer and waits; the writer takes every request that is waiting
 //! (up to `max_batch`), writes them all in one `BEGIN IMMEDIATE` transaction and commits
 //! once: one fsync per batch. While a batch is committing, new requests queue up and form
 //! the next batch, so batches grow exactly when load does and a lone request is not delayed
@@ -602,6 +603,12 @@ impl Inserts {
         tail: &str,
         mut bind: impl FnMut(Separated<'_, Sqlite, &'static str>, &'r T),
     ) {
+        // sqlx offsets only plain `?`s by the statements before them; a numbered `?1`
+        // would bind a value of the first statement.
+        debug_assert!(
+            !insert.contains(['?', '$']) && !tail.contains(['?', '$']),
+            "statements of a combined query bind with plain `?` in the values only"
+        );
         for chunk in rows.chunks(MAX_PARAMS / columns) {
             if self.statements > 0 {
                 self.q.push(";\n");
@@ -616,7 +623,8 @@ impl Inserts {
 
     async fn execute(mut self, conn: &mut SqliteConnection) -> Result<(), Error> {
         if self.statements > 0 {
-            self.q.build().execute(&mut *conn).await?;
+            // Not cached: the text differs with every batch's row counts.
+            self.q.build().persistent(false).execute(&mut *conn).await?;
         }
         Ok(())
     }
