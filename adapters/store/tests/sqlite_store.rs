@@ -32,13 +32,14 @@ fn assert_log_sound(events: &[StoredEvent]) -> u64 {
     verifier.checked()
 }
 
-/// Appends one single-event command to each of `n` new streams, all at once.
-async fn concurrent_appends(store: &SqliteStore, n: usize) -> Duration {
+/// Appends a command of `events` events to each of `n` new streams, all at once; every
+/// append must commit.
+async fn concurrent_appends(store: &SqliteStore, n: usize, events: usize) -> Duration {
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..n {
         let store = store.clone();
-        tasks.spawn(async move { store.append(request(new_stream(), 0, 1)).await });
+        tasks.spawn(async move { store.append(request(new_stream(), 0, events)).await });
     }
     while let Some(joined) = tasks.join_next().await {
         let result = joined.expect("append task panicked");
@@ -55,7 +56,7 @@ async fn group_commit_puts_concurrent_appends_in_few_transactions() {
     const N: usize = 200;
     let grouped_db = TempDb::new();
     let grouped = grouped_db.open().await;
-    let grouped_time = concurrent_appends(&grouped, N).await;
+    let grouped_time = concurrent_appends(&grouped, N, 1).await;
     let g = grouped.stats();
 
     let single_db = TempDb::new();
@@ -65,7 +66,7 @@ async fn group_commit_puts_concurrent_appends_in_few_transactions() {
             ..Options::default()
         })
         .await;
-    let single_time = concurrent_appends(&single, N).await;
+    let single_time = concurrent_appends(&single, N, 1).await;
     let s = single.stats();
 
     println!(
@@ -446,18 +447,7 @@ async fn a_batch_too_large_for_one_statement_per_table_commits_whole() {
     // batch takes whatever had queued when it woke (at most `max_batch`, 512) and waits for
     // the lock; the next takes at least 488 of the rest.
     let holder = hold_write_lock(&db, Duration::from_secs(1)).await;
-    let mut tasks = JoinSet::new();
-    for _ in 0..1_000 {
-        let store = store.clone();
-        tasks.spawn(async move { store.append(request(new_stream(), 0, 6)).await });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.expect("task panicked");
-        assert!(
-            matches!(result, Ok(AppendResult::Committed { .. })),
-            "{result:?}"
-        );
-    }
+    concurrent_appends(&store, 1_000, 6).await;
     holder.await.expect("holder");
     let stats = store.stats();
     // 11 values per event row, at most 30 000 values per statement: 2 727 events.
