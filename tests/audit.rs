@@ -396,25 +396,8 @@ async fn checkpoints_catch_truncation_and_a_rewritten_chain() {
 #[tokio::test]
 async fn tampering_in_postgres_is_named_by_position() {
     use sqlx::postgres::PgPoolOptions;
-    let server = std::env::var("PASSAGE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = server
-        .rsplit_once('/')
-        .expect("a URL ending in /database")
-        .0
-        .to_owned();
-    let admin = match PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect(&format!("{base}/postgres"))
-        .await
-    {
-        Ok(p) => p,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("\n*** SKIPPED: PostgreSQL not reachable at {server} ({e}) ***\n");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL not reachable at {server} in CI: {e}"),
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
     };
     let cases: [(&str, &str, &str); 4] = [
         (
@@ -441,17 +424,7 @@ async fn tampering_in_postgres_is_named_by_position() {
     ];
     for (name, tamper, expected) in cases {
         let db = format!("passage_audit_{name}_{}", std::process::id());
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let url = format!("{base}/{db}");
+        let url = server.fresh_database(&db).await;
         let dir = TestDir::new(&format!("audit-pg-{name}"));
         let p = Passage::new(&dir);
         let pg = |args: &[&str]| {
@@ -478,11 +451,6 @@ async fn tampering_in_postgres_is_named_by_position() {
         assert!(done.rows_affected() >= 1, "{name} changed nothing");
         pool.close().await;
         pg(&["audit", "verify"]).expect_code(1).stderr_has(expected);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
+        server.drop_database(&db).await;
     }
 }

@@ -261,37 +261,11 @@ fn subjects_erase_explains_bad_input() {
 #[tokio::test]
 async fn erasure_leaves_no_personal_data_in_any_postgres_table() {
     use sqlx::postgres::PgPoolOptions;
-    let server = std::env::var("PASSAGE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = server
-        .rsplit_once('/')
-        .expect("a URL ending in /database")
-        .0
-        .to_owned();
-    let admin = match PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect(&format!("{base}/postgres"))
-        .await
-    {
-        Ok(p) => p,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("\n*** SKIPPED: PostgreSQL not reachable at {server} ({e}) ***\n");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL not reachable at {server} in CI: {e}"),
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
     };
     let db = format!("passage_erasure_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&admin)
-            .await
-            .expect("prepare the database");
-    }
-    let url = format!("{base}/{db}");
+    let url = server.fresh_database(&db).await;
     let dir = TestDir::new("erasure-pg");
     let p = Passage::new(&dir);
     let run = |args: &[&str]| {
@@ -349,10 +323,5 @@ async fn erasure_leaves_no_personal_data_in_any_postgres_table() {
     }
     assert!(!rows_with("bob.smith@example.com").await.is_empty());
     pool.close().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .expect("drop the database");
+    server.drop_database(&db).await;
 }

@@ -4,6 +4,8 @@
 //! again, and every journey must end in the state its inputs imply, every event must
 //! verify, and every issued code must have been delivered once.
 
+mod common;
+
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::postgres::PgPoolOptions;
@@ -25,19 +27,6 @@ const UNLIMITED_CHANNELS: &str = include_str!("fixtures/unlimited-channels.toml"
 const CONCURRENCY: usize = 48;
 const SECRET: &str = "multinode-test-secret-0123456789abcdef0123456789abcdef";
 const PASSWORD: &str = "harbour lantern meadow copper violet";
-
-fn server_url() -> String {
-    std::env::var("PASSAGE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
-}
-
-/// `postgres://…/test` → the same server with another database name.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, _) = url
-        .rsplit_once('/')
-        .expect("a database URL ends with /name");
-    format!("{base}/{db}")
-}
 
 struct Node {
     child: Child,
@@ -319,34 +308,11 @@ async fn drive(i: usize, run: &str, cluster: &Cluster, outbox: &sqlx::SqlitePool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_one_database_survive_a_sigkill() {
-    let server = server_url();
-    let admin = match PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(&with_database(&server, "postgres"))
-        .await
-    {
-        Ok(p) => p,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!(
-                "\n*** SKIPPED: PostgreSQL not reachable at {server} ({e}); set PASSAGE_TEST_DATABASE_URL ***\n"
-            );
-            return;
-        }
-        Err(e) => panic!("PostgreSQL not reachable at {server} in CI: {e}"),
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
     };
     let db = format!("passage_multinode_{}", std::process::id());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let db_url = with_database(&server, &db);
+    let db_url = server.fresh_database(&db).await;
     let dir: PathBuf =
         std::env::temp_dir().join(format!("passage-multinode-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -540,10 +506,6 @@ async fn two_nodes_one_database_survive_a_sigkill() {
     drop((a, b));
     pg.close().await;
     outbox.close().await;
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await;
+    server.drop_database(&db).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -414,4 +414,5 @@ pub fn copy_files(from: &Path, to: &Path, only_ext: Option<&str>) {
         std::fs::copy(&p, to.join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", p.display()));
     }
 }
+pub mod postgres;
 pub mod webdriver;
