@@ -640,9 +640,11 @@ struct JourneysBody {
 async fn api_search<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JourneysBody>, ApiError> {
-    api_caller(&app, &headers, "GET", "/console/api/journeys").await?;
+    api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let journeys = search(&app, &q)
         .await?
@@ -758,10 +760,12 @@ fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
 async fn api_journey<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
     q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JourneyBody>, ApiError> {
-    api_caller(&app, &headers, "GET", "/console/api/journeys/id").await?;
+    api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     Ok(Json(journey_body(&app, journey_id(&id)?, q.at).await?))
 }
@@ -784,10 +788,12 @@ async fn api_act<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ActDone>, ApiError> {
-    let op = api_caller(&app, &headers, "POST", "/console/api/journeys/id/actions").await?;
+    let op = api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     let body: ActBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "Send {{\"action\": \"resend\"|\"nudge\"|\"cancel\"|\"acknowledge\", \"reason\": \"...\"}}: {e}"
@@ -805,8 +811,10 @@ async fn api_act<S: EventStore + OperatorStore, D: AccountDirectory>(
 async fn api_stalled<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    api_caller(&app, &headers, "GET", "/console/api/stalled").await?;
+    api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     #[derive(Serialize)]
     struct Body {
         stalled: Vec<StalledRow>,
@@ -820,9 +828,11 @@ async fn api_stalled<S: EventStore + OperatorStore, D: AccountDirectory>(
 async fn api_funnel<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     q: Result<Query<FunnelQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    api_caller(&app, &headers, "GET", "/console/api/funnel").await?;
+    api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let f = funnel(&app, &q).await?;
     if q.format == "csv" {
@@ -834,10 +844,11 @@ async fn api_funnel<S: EventStore + OperatorStore, D: AccountDirectory>(
 async fn api_audit_file<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     q: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let op = api_caller(&app, &headers, "GET", "/console/api/audit/export").await?;
+    let op = api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     export(&app, &op, &q, uri.path().ends_with("/manifest")).await
 }
@@ -973,8 +984,10 @@ async fn sign_in_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
 ) -> Response {
-    if browser(&app, &headers, "GET", "/console/sign-in")
+    if browser(&app, &headers, method.as_str(), uri.path())
         .await
         .is_ok()
     {
@@ -1097,9 +1110,11 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
 async fn sign_out<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     body: Bytes,
 ) -> Response {
-    let Ok(b) = browser(&app, &headers, "POST", "/console/sign-out").await else {
+    let Ok(b) = browser(&app, &headers, method.as_str(), uri.path()).await else {
         return Redirect::to("/console/sign-in").into_response();
     };
     let token = parse_form(&body, &["csrf"], &[])
@@ -1164,9 +1179,11 @@ fn summary_rows(rows: &[JourneySummary]) -> String {
 async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let b = match browser(&app, &headers, "GET", "/console/journeys").await {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1273,10 +1290,12 @@ fn actor_text(a: &Option<Actor>) -> String {
 async fn journey_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     Path(raw): Path<String>,
     q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let b = match browser(&app, &headers, "GET", "/console/journeys/id").await {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1431,10 +1450,12 @@ async fn act_form<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
-    let b = match browser(&app, &headers, "POST", "/console/journeys/id/act").await {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1468,8 +1489,10 @@ async fn act_form<S: EventStore + OperatorStore, D: AccountDirectory>(
 async fn stalled_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
 ) -> Response {
-    let b = match browser(&app, &headers, "GET", "/console/stalled").await {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1566,9 +1589,11 @@ fn funnel_svg(f: &Funnel) -> String {
 async fn funnel_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     q: Result<Query<FunnelQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let b = match browser(&app, &headers, "GET", "/console/funnel").await {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1654,8 +1679,10 @@ async fn funnel_page<S: EventStore + OperatorStore, D: AccountDirectory>(
 async fn audit_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
 ) -> Response {
-    let b = match browser(&app, &headers, "GET", "/console/audit").await {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1700,10 +1727,11 @@ async fn audit_page<S: EventStore + OperatorStore, D: AccountDirectory>(
 async fn audit_file<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     q: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let b = match browser(&app, &headers, "GET", "/console/audit/export").await {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
