@@ -63,7 +63,7 @@ fn summary(stream: JourneyId, version: u64) -> JourneySummary {
 }
 
 /// A fresh command appending `events` events to `stream` at `expected`, with nothing else.
-fn request(stream: JourneyId, expected: u64, events: usize) -> AppendRequest {
+pub(crate) fn request(stream: JourneyId, expected: u64, events: usize) -> AppendRequest {
     let command_id = Uuid::new_v4();
     AppendRequest {
         stream,

@@ -194,6 +194,7 @@ impl SqliteStore {
         // sqlx's SQLite thread and back; as a task among the engine's, every hop back waited
         // in the runtime's queue behind whatever else was runnable, and the single writer,
         // which bounds the throughput, sat idle between its statements.
+        //
         // The runtime is built on that thread: dropped here, in async context, after a
         // failed spawn, it would panic instead of returning the error.
         let (started, runtime_built) = oneshot::channel();
@@ -786,7 +787,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use passage_core::ports::{AppendResult, NewEvent};
+    use passage_core::ports::AppendResult;
 
     /// The writer has a connection of its own: readers holding every pooled connection (an
     /// audit export, a slow search) neither stall appends nor the writes queued behind them.
@@ -802,37 +803,7 @@ mod tests {
             store.inner.pool.acquire().await.expect("reader 1"),
             store.inner.pool.acquire().await.expect("reader 2"),
         ];
-        let request = AppendRequest {
-            stream: JourneyId(Uuid::new_v4()),
-            expected_version: 0,
-            command_id: Uuid::new_v4(),
-            metadata: "{}".into(),
-            recorded_at: Timestamp(1_700_000_000_000),
-            events: vec![NewEvent {
-                event_type: "JourneyStarted".into(),
-                schema_version: 1,
-                payload: "{}".into(),
-            }],
-            effects: Vec::new(),
-            timers: Vec::new(),
-            summary: passage_core::ports::JourneySummary {
-                journey_id: JourneyId(Uuid::nil()),
-                definition_id: "password-reset".into(),
-                definition_version: 1,
-                status: "open".into(),
-                current_step: None,
-                email_masked: None,
-                started_at: Timestamp(1_700_000_000_000),
-                updated_at: Timestamp(1_700_000_000_000),
-                version: 1,
-                subject: None,
-                failures: 0,
-                stall_at: None,
-                stall_keep: false,
-            },
-            outcome: "{}".into(),
-            data_key: None,
-        };
+        let request = crate::contract::request(JourneyId(Uuid::new_v4()), 0, 1);
         let appended = tokio::time::timeout(Duration::from_secs(5), store.append(request)).await;
         assert!(
             matches!(appended, Ok(Ok(AppendResult::Committed { .. }))),
