@@ -756,7 +756,8 @@ pub async fn run(
                 let r = engine_level(&engine, &inbox, &emails, level, journeys_at(level), Duration::ZERO, &format!("{backend} engine c={level}")).await?;
                 let after = store.stats();
                 let txs = after.transactions - before.transactions;
-                // Only SQLite's writer carries other writes; PostgreSQL runs them on the pool.
+                // Writes other than appends that shared the writer's transactions (which
+                // ones differs by backend: StoreStats::writes).
                 let writes = match after.writes - before.writes {
                     0 => String::new(),
                     n => format!(" and {n} other writes"),

@@ -27,9 +27,9 @@ pub struct StoreStats {
     pub requests: u64,
     /// Most requests in one transaction.
     pub largest_batch: usize,
-    /// Other writes (effect and timer completions, sessions, password changes, claims)
-    /// committed in the writer's transactions; SQLite only, where every write goes through
-    /// the writer.
+    /// Other writes committed in the writer's transactions: on SQLite every write (effect
+    /// and timer completions, sessions, revocations, password changes, claims); on
+    /// PostgreSQL, with grouping on, sessions, revocations and password changes.
     pub writes: u64,
     /// Outbox completions written in grouped statements, and those statements: PostgreSQL's
     /// completer (each statement its own commit), or SQLite's writer (inside a batch; a

@@ -95,6 +95,10 @@ pub enum Error {
     /// The SQLite store could not start its writer's thread (out of threads or memory).
     #[error("could not start the SQLite append writer's thread")]
     WriterThread(#[source] std::io::Error),
+    /// The group-commit transaction a write shared with others failed for a reason none of
+    /// them caused (connection lost, pool closed): each write gets the same error.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
     #[error("no account with id {0:?}")]
     UnknownAccount(String),
     #[error("another account already uses that email address")]

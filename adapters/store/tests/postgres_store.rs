@@ -839,6 +839,206 @@ async fn directory_sessions_and_password_order() {
     .await;
 }
 
+/// Grouping off: each directory write is a statement of its own instead of a part of the
+/// writer's next transaction. Same contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_sessions_with_grouping_off() {
+    let options = PgOptions {
+        group_commit: false,
+        ..PgOptions::default()
+    };
+    pg::with_store(options, |store, _, _| async move {
+        store
+            .upsert_account(&account("u-9", "grace@example.com"), "$argon2id$first")
+            .await
+            .expect("seed");
+        passage_store::contract::directory_sessions(store.clone(), "u-9").await;
+        assert_eq!(store.stats().writes, 0, "none through the writer");
+    })
+    .await;
+}
+
+/// With grouping on, sessions, revocations and password changes commit in the writer's
+/// transactions (a WAL flush shared with the appends, not one each), and each caller gets
+/// what it would have got alone: its rows counted, a later password change kept over an
+/// earlier one whatever order they arrive in, a failing write failing alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_writes_share_the_writers_transactions_and_answer_as_if_alone() {
+    use passage_core::ports::Session;
+    const N: usize = 40;
+    const SESSIONS: usize = 3;
+    pg::with_store(PgOptions::default(), |store, url, schema| async move {
+        let session = |hash: String, account: String| Session {
+            session_hash: hash,
+            account_id: account,
+            journey_id: None,
+            kind: "sign-in".into(),
+            amr: "pwd".into(),
+            created_at: T0,
+            expires_at: Timestamp(T0.0 + 3_600_000),
+            revoked_at: None,
+        };
+        for i in 0..N {
+            store
+                .upsert_account(
+                    &account(&format!("g-{i}"), &format!("g{i}@example.com")),
+                    "$argon2id$first",
+                )
+                .await
+                .expect("seed");
+        }
+        let before = store.stats();
+
+        let mut tasks = JoinSet::new();
+        for i in 0..N {
+            for k in 0..SESSIONS {
+                let (store, s) = (
+                    store.clone(),
+                    session(format!("g-{i}-{k}"), format!("g-{i}")),
+                );
+                tasks.spawn(async move { store.create_session(&s).await });
+            }
+        }
+        for created in tasks.join_all().await {
+            created.expect("create_session");
+        }
+        let after = store.stats();
+        let (writes, transactions) = (
+            after.writes - before.writes,
+            after.transactions - before.transactions,
+        );
+        println!("{writes} concurrent session inserts in {transactions} writer transactions");
+        assert_eq!(writes, (N * SESSIONS) as u64);
+        assert!(transactions <= writes / 4, "{transactions} transactions");
+
+        // Per account at once: a revocation, two of them for g-1, and two password changes
+        // for g-2 (the later one must win whichever commits first).
+        let mut revokes = JoinSet::new();
+        for i in 0..N {
+            let copies = if i == 1 { 2 } else { 1 };
+            for _ in 0..copies {
+                let store = store.clone();
+                revokes.spawn(async move {
+                    let n = store
+                        .revoke_sessions(
+                            &format!("g-{i}"),
+                            None,
+                            T0,
+                            Timestamp(T0.0 + 60_000),
+                            "test",
+                        )
+                        .await
+                        .expect("revoke_sessions");
+                    (i, n)
+                });
+            }
+        }
+        let mut passwords = JoinSet::new();
+        for (phc, at) in [("$argon2id$earlier", 10_000), ("$argon2id$later", 20_000)] {
+            let store = store.clone();
+            passwords.spawn(async move {
+                store
+                    .set_password_hash("g-2", phc, Timestamp(T0.0 + at))
+                    .await
+                    .expect("set_password_hash")
+            });
+        }
+        let mut revoked: HashMap<usize, u64> = HashMap::new();
+        for (i, n) in revokes.join_all().await {
+            *revoked.entry(i).or_default() += n;
+        }
+        for i in 0..N {
+            assert_eq!(
+                revoked[&i], SESSIONS as u64,
+                "sessions revoked for g-{i}, once"
+            );
+        }
+        let applied = passwords.join_all().await;
+        assert!(
+            applied.iter().any(|a| *a),
+            "the later change applies: {applied:?}"
+        );
+        assert_eq!(
+            store.password_hash("g-2").await.expect("read").as_deref(),
+            Some("$argon2id$later")
+        );
+        assert!(matches!(
+            store.set_password_hash("nobody", "$argon2id$x", T0).await,
+            Err(e) if e.to_string().contains("nobody")
+        ));
+
+        // A failing write fails alone: a session hash already used, among fresh ones. The
+        // head lock, held here, stalls the writer on an append while the writes queue up,
+        // so that they certainly share the next batch.
+        let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET search_path TO \"{schema}\"; BEGIN; SELECT 1 FROM log_head FOR UPDATE"
+        )))
+        .execute(&mut holder)
+        .await
+        .expect("hold the head lock");
+        let split_before = store.stats().split_batches;
+        let stalled = tokio::spawn({
+            let store = store.clone();
+            async move { store.append(request(new_stream(), 0, 1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut tasks = JoinSet::new();
+        for k in 0..8 {
+            let (store, s) = (store.clone(), session(format!("fresh-{k}"), "g-3".into()));
+            tasks.spawn(async move { store.create_session(&s).await.is_ok() });
+        }
+        let (store2, dup) = (store.clone(), session("g-0-0".into(), "g-3".into()));
+        let dup = tokio::spawn(async move { store2.create_session(&dup).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut holder)
+            .await
+            .expect("release the head lock");
+        assert!(
+            matches!(
+                stalled.await.expect("task"),
+                Ok(AppendResult::Committed { .. })
+            ),
+            "the stalled append commits"
+        );
+        assert!(
+            tasks.join_all().await.into_iter().all(|ok| ok),
+            "the fresh ones commit"
+        );
+        let err = dup
+            .await
+            .expect("task")
+            .expect_err("a session hash is unique");
+        assert!(format!("{err:?}").contains("sessions_pkey"), "{err:?}");
+        assert_eq!(
+            store.stats().split_batches - split_before,
+            1,
+            "the nine writes shared a batch, which was split"
+        );
+        for k in 0..8 {
+            assert!(
+                store
+                    .find_session(&format!("fresh-{k}"))
+                    .await
+                    .expect("find")
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            store
+                .find_session("g-0-0")
+                .await
+                .expect("find")
+                .map(|s| s.account_id)
+                .as_deref(),
+            Some("g-0"),
+            "the original row is untouched"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_seeds_finds_and_changes_passwords() {
     pg::with_store(PgOptions::default(), |store, _, _| async move {

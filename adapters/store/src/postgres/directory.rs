@@ -1,6 +1,7 @@
 //! The account directory in the same database: [`AccountDirectory`] plus seeding helpers,
 //! with the same behaviour as the SQLite one.
 
+use super::writer::Write;
 use super::{PgStore, rows};
 use crate::Seeded;
 use crate::error::Error;
@@ -137,20 +138,30 @@ impl PgStore {
         changed_at: Timestamp,
     ) -> Result<bool, Error> {
         // One statement with its condition in the WHERE clause (re-checked on the row version
-        // it updates, so concurrent resets are ordered by the row lock): one round trip
-        // instead of a transaction of four.
-        let changed = sqlx::query(
-            "UPDATE accounts SET password_phc = $2, password_changed_at = $3, updated_at = $4 \
+        // it updates, so concurrent resets are ordered by the row lock). With grouping on,
+        // it commits in the writer's next batch instead of with a WAL flush of its own.
+        let changed = if self.inner.group_writes {
+            self.write_grouped(Write::Password {
+                account_id: account_id.to_owned(),
+                phc: phc.to_owned(),
+                changed_at: changed_at.as_millis(),
+                now: wall_clock_ms(),
+            })
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE accounts SET password_phc = $2, password_changed_at = $3, updated_at = $4 \
              WHERE account_id = $1 \
              AND (password_changed_at IS NULL OR password_changed_at <= $3)",
-        )
-        .bind(account_id)
-        .bind(phc)
-        .bind(changed_at.as_millis())
-        .bind(wall_clock_ms())
-        .execute(&self.inner.pool)
-        .await?
-        .rows_affected();
+            )
+            .bind(account_id)
+            .bind(phc)
+            .bind(changed_at.as_millis())
+            .bind(wall_clock_ms())
+            .execute(&self.inner.pool)
+            .await?
+            .rows_affected()
+        };
         let exists = async {
             let found: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = $1")
@@ -163,6 +174,10 @@ impl PgStore {
     }
 
     async fn create_session_inner(&self, s: &Session) -> Result<(), Error> {
+        if self.inner.group_writes {
+            self.write_grouped(Write::Session(s.clone())).await?;
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
              expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -198,6 +213,17 @@ impl PgStore {
         now: Timestamp,
         reason: &str,
     ) -> Result<u64, Error> {
+        if self.inner.group_writes {
+            return self
+                .write_grouped(Write::Revoke {
+                    account_id: account_id.to_owned(),
+                    keep_journey: keep_journey.map(str::to_owned),
+                    recovery_until: recovery_until.as_millis(),
+                    now: now.as_millis(),
+                    reason: reason.to_owned(),
+                })
+                .await;
+        }
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
              WHERE account_id = $1 AND revoked_at IS NULL \

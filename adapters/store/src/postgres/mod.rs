@@ -39,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
-use writer::Writer;
+use writer::{Queued, Write, Writer};
 
 /// How to connect a [`PgStore`]. Build with struct update syntax:
 /// `Options { schema: Some("t_1".into()), ..Options::default() }`.
@@ -86,7 +86,11 @@ pub struct PgStore {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
-    appends: mpsc::Sender<Job>,
+    /// The writer's queue: appends, and with grouping on the directory's writes too.
+    appends: mpsc::Sender<Queued>,
+    /// Whether sessions, revocations and password changes go through the writer (grouping
+    /// on) or run as statements of their own.
+    group_writes: bool,
     /// The completer's queue; `None` with grouping off, where each completion is a
     /// statement of its own.
     completions: Option<mpsc::Sender<Completion>>,
@@ -248,6 +252,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pool,
                 appends: tx,
+                group_writes: options.group_commit,
                 completions,
                 stats,
                 schema,
@@ -314,11 +319,23 @@ impl PgStore {
         let (reply, answer) = oneshot::channel();
         self.inner
             .appends
-            .send(Job { request, reply })
+            .send(Queued::Append(Box::new(Job { request, reply })))
             .await
             .map_err(|_| Error::WriterStopped)?;
         // A dropped reply means the writer died with the request in hand: whether it
         // committed is unknown, which a retry with the same command id resolves.
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Commits `write` in the writer's next batch; returns the rows it affected.
+    async fn write_grouped(&self, write: Write) -> Result<u64, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .appends
+            .send(Queued::Write(write, reply))
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        // As for an append: a dropped reply leaves the outcome unknown.
         answer.await.map_err(|_| Error::WriterStopped)?
     }
 

@@ -31,6 +31,19 @@
 //! nodes each node's batch takes its turn on the head lock: throughput is bounded by how
 //! many commits the database can do, times the batch size, not by one fsync per event.
 //!
+//! # Other writes
+//!
+//! Sessions, session revocations and password changes ([`Write`]) queue here too when
+//! grouping is on. As statements of their own each was a commit with its own WAL flush,
+//! three per completed reset, and together they cost the engine about a quarter of its
+//! throughput; here they ride in the batch's one statement (`sessions_in`, `passwords`,
+//! `revoked`) and its COMMIT. A batch of such writes alone needs neither the head lock nor
+//! the reads. Every clause of that statement works on one snapshot, so two writes that
+//! update the same rows must not share it: a second password change or revocation of an
+//! account already in the batch waits for the next batch ([`Batch::add`]). Sessions the
+//! batch inserts are not seen by its revocations: as if the revocations ran first, which
+//! concurrent callers cannot tell from any other order.
+//!
 //! # Failures
 //!
 //! A database error rolls the batch back; the requests are then written one per
@@ -44,22 +57,109 @@
 use super::rows;
 use crate::batch::{DisplayChain, Job, Stats, Verdict, judge, shared_failure, single_failure};
 use crate::error::Error;
+use passage_core::chain::GENESIS;
+use passage_core::ports::Session;
 use passage_core::ports::{AppendRequest, AppendResult, JourneyId, StoreError};
+use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// The name migrations give the `(stream, stream_version)` constraint.
 const STREAM_VERSION_KEY: &str = "events_stream_version_key";
 
+/// A write other than an append, committed in the writer's transaction together with the
+/// appends around it (module docs, "Other writes").
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// A new session row.
+    Session(Session),
+    /// A password change, applied unless a later change is stored already.
+    Password {
+        account_id: String,
+        phc: String,
+        changed_at: i64,
+        now: i64,
+    },
+    /// Revokes an account's live sessions, as `AccountDirectory::revoke_sessions` says.
+    Revoke {
+        account_id: String,
+        keep_journey: Option<String>,
+        recovery_until: i64,
+        now: i64,
+        reason: String,
+    },
+}
+
+impl Write {
+    /// Two password changes, or two revocations, of one account never share a batch: an
+    /// `UPDATE … FROM` updates a row once however many of its source rows match, so the
+    /// second would neither apply after the first nor report what it did.
+    fn account_key(&self) -> Option<(bool, &str)> {
+        match self {
+            Write::Session(_) => None,
+            Write::Password { account_id, .. } => Some((true, account_id)),
+            Write::Revoke { account_id, .. } => Some((false, account_id)),
+        }
+    }
+}
+
+/// Rows the write affected.
+pub(crate) type WriteReply = oneshot::Sender<Result<u64, Error>>;
+
+/// What waits for the writer: an append, or another write.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Append(Box<Job>),
+    Write(Write, WriteReply),
+}
+
+/// The requests one transaction carries.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    writes: Vec<(Write, WriteReply)>,
+    /// Writes that must wait for the next batch (see [`Write::account_key`]).
+    carried: Vec<Queued>,
+}
+
+impl Batch {
+    fn add(&mut self, queued: Queued) {
+        match queued {
+            Queued::Append(job) => self.jobs.push(*job),
+            Queued::Write(write, reply) => {
+                let taken = write.account_key().is_some_and(|key| {
+                    self.writes
+                        .iter()
+                        .any(|(w, _)| w.account_key() == Some(key))
+                });
+                match taken {
+                    true => self.carried.push(Queued::Write(write, reply)),
+                    false => self.writes.push((write, reply)),
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.jobs.len() + self.writes.len()
+    }
+}
+
+/// What a committed batch answers: a verdict per append, rows affected per write.
+struct Written {
+    verdicts: Vec<Verdict>,
+    affected: Vec<u64>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) pool: PgPool,
-    pub(crate) rx: mpsc::Receiver<Job>,
+    pub(crate) rx: mpsc::Receiver<Queued>,
     /// 1 turns grouping off: one request per transaction.
     pub(crate) max_batch: usize,
     /// Attempts after the first for lock timeouts, deadlocks and serialization failures.
@@ -72,56 +172,100 @@ pub(crate) struct Writer {
 impl Writer {
     /// Runs until every handle (every sender) is gone.
     pub(crate) async fn run(mut self) {
-        let mut jobs = Vec::with_capacity(self.max_batch);
-        // Wait for the first request, then take whatever else is already queued: that is
-        // the whole batching policy (no timer delays a lone request).
-        while self.rx.recv_many(&mut jobs, self.max_batch).await > 0 {
-            self.commit(std::mem::take(&mut jobs)).await;
+        let mut queued = Vec::with_capacity(self.max_batch);
+        let mut carried = Vec::new();
+        loop {
+            if carried.is_empty() {
+                // Wait for the first request, then take whatever else is already queued:
+                // that is the whole batching policy (no timer delays a lone request).
+                if self.rx.recv_many(&mut queued, self.max_batch).await == 0 {
+                    break;
+                }
+            } else {
+                // Held-back writes go first, with whatever is queued behind them.
+                queued.append(&mut carried);
+                while queued.len() < self.max_batch {
+                    match self.rx.try_recv() {
+                        Ok(q) => queued.push(q),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut batch = Batch::default();
+            for q in queued.drain(..) {
+                batch.add(q);
+            }
+            carried = self.commit(batch).await;
         }
         tracing::debug!("postgres append writer stopped: every store handle was dropped");
     }
 
-    async fn commit(&mut self, jobs: Vec<Job>) {
-        let mut jobs = jobs;
+    /// Commits `batch` and answers everyone in it; returns the writes held for the next.
+    async fn commit(&mut self, mut batch: Batch) -> Vec<Queued> {
         // Grouping on: latecomers may join once the head lock is held.
         let join_late = self.max_batch > 1;
-        match self.write_with_retry(&mut jobs, join_late).await {
-            Ok(verdicts) => {
-                for (job, verdict) in jobs.into_iter().zip(verdicts) {
+        let result = self.write_with_retry(&mut batch, join_late).await;
+        let Batch {
+            jobs,
+            writes,
+            carried,
+        } = batch;
+        match result {
+            Ok(written) => {
+                for (job, verdict) in jobs.into_iter().zip(written.verdicts) {
                     // The caller may have stopped waiting; its append stands regardless.
                     let _ = job.reply.send(verdict.into());
                 }
+                for ((_, reply), n) in writes.into_iter().zip(written.affected) {
+                    let _ = reply.send(Ok(n));
+                }
             }
-            Err(e) if jobs.len() > 1 && is_statement_error(&e) => {
+            Err(e) if jobs.len() + writes.len() > 1 && is_statement_error(&e) => {
                 tracing::warn!(
-                    batch = jobs.len(),
+                    batch = jobs.len() + writes.len(),
                     error = %DisplayChain(&e),
                     "append batch rolled back; writing its requests one by one to isolate the failing one"
                 );
                 self.stats.split_batches.fetch_add(1, Ordering::Relaxed);
-                for job in jobs {
-                    let mut one = vec![job];
-                    let result = match self.write_with_retry(&mut one, false).await {
-                        Ok(mut verdicts) => match verdicts.pop() {
-                            Some(v) => Ok(v),
-                            None => Err(Error::Corrupt(
-                                "the writer produced no verdict for a request".into(),
-                            )),
-                        },
-                        Err(e) => Err(e),
+                for (write, reply) in writes {
+                    let mut one = Batch {
+                        writes: vec![(write, reply)],
+                        ..Batch::default()
                     };
-                    let Some(job) = one.pop() else { continue };
-                    let answer = match result {
-                        Ok(v) => v.into(),
+                    let result = self.write_with_retry(&mut one, false).await;
+                    let Some((_, reply)) = one.writes.pop() else {
+                        continue;
+                    };
+                    let _ = reply.send(result.and_then(|w| {
+                        w.affected.first().copied().ok_or_else(|| {
+                            Error::Corrupt("the writer ran no statement for a write".into())
+                        })
+                    }));
+                }
+                for job in jobs {
+                    let mut one = Batch {
+                        jobs: vec![job],
+                        ..Batch::default()
+                    };
+                    let result = self.write_with_retry(&mut one, false).await;
+                    let Some(job) = one.jobs.pop() else { continue };
+                    let answer = match result.map(|mut w| w.verdicts.pop()) {
+                        Ok(Some(v)) => v.into(),
+                        Ok(None) => Err(Error::Corrupt(
+                            "the writer produced no verdict for a request".into(),
+                        )
+                        .into()),
                         Err(e) => self.single_failure(&job.request, e).await,
                     };
                     let _ = job.reply.send(answer);
                 }
             }
-            Err(e) if jobs.len() == 1 => {
+            Err(e) if jobs.len() + writes.len() == 1 => {
                 if let Some(job) = jobs.into_iter().next() {
                     let result = self.single_failure(&job.request, e).await;
                     let _ = job.reply.send(result);
+                } else if let Some((_, reply)) = writes.into_iter().next() {
+                    let _ = reply.send(Err(e));
                 }
             }
             Err(e) => {
@@ -131,8 +275,12 @@ impl Writer {
                 for job in jobs {
                     let _ = job.reply.send(Err(shared_failure(&shared)));
                 }
+                for (_, reply) in writes {
+                    let _ = reply.send(Err(Error::Shared(Arc::clone(&shared))));
+                }
             }
         }
+        carried
     }
 
     /// The answer for one request that failed on its own. A `(stream, stream_version)`
@@ -157,14 +305,14 @@ impl Writer {
         Err(single_failure(e).into())
     }
 
-    /// Writes `jobs` in one transaction, retrying transient failures. With `join_late`,
-    /// requests queued by the time the head lock is held are added to `jobs` (and judged
-    /// with them); the verdicts are in `jobs` order either way.
+    /// Writes `batch` in one transaction, retrying transient failures. With `join_late`,
+    /// appends queued by the time the head lock is held join it (and are judged with it);
+    /// writes queued by then are held for the next batch.
     async fn write_with_retry(
         &mut self,
-        jobs: &mut Vec<Job>,
+        batch: &mut Batch,
         join_late: bool,
-    ) -> Result<Vec<Verdict>, Error> {
+    ) -> Result<Written, Error> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -172,13 +320,14 @@ impl Writer {
             let started = Instant::now();
             let result = async {
                 let mut conn = self.pool.acquire().await?;
-                write_batch(&mut conn, jobs, late, &self.channel).await
+                write_batch(&mut conn, batch, late, &self.channel).await
             }
             .await;
             match result {
-                Ok(verdicts) => {
-                    self.stats.committed(jobs.len(), 0, started.elapsed());
-                    return Ok(verdicts);
+                Ok(written) => {
+                    self.stats
+                        .committed(batch.jobs.len(), batch.writes.len(), started.elapsed());
+                    return Ok(written);
                 }
                 Err(e) if is_transient(&e) && attempt <= self.retries => {
                     self.stats.busy_retries.fetch_add(1, Ordering::Relaxed);
@@ -274,63 +423,38 @@ struct Columns<'a> {
 /// Judges and writes a batch in one transaction (see the module docs for the steps).
 async fn write_batch(
     conn: &mut PgConnection,
-    jobs: &mut Vec<Job>,
-    late: Option<(&mut mpsc::Receiver<Job>, usize)>,
+    batch: &mut Batch,
+    late: Option<(&mut mpsc::Receiver<Queued>, usize)>,
     channel: &str,
-) -> Result<Vec<Verdict>, Error> {
+) -> Result<Written, Error> {
     let mut tx = conn.begin().await?;
+    let mut head = (0, GENESIS);
+    let mut stored: HashMap<Uuid, String> = HashMap::new();
+    let mut versions: HashMap<JourneyId, u64> = HashMap::new();
+    // Other writes alone touch no log table: they need neither the head lock nor a read.
+    if !batch.jobs.is_empty() {
+        // 1. The global append lock. Nothing below may be read before it is held.
+        let row = sqlx::query("SELECT position, hash FROM log_head WHERE singleton FOR UPDATE")
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
+        head = rows::head(&row)?;
 
-    // 1. The global append lock. Nothing below may be read before it is held.
-    let head = sqlx::query("SELECT position, hash FROM log_head WHERE singleton FOR UPDATE")
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
-    let (head_position, head_hash) = rows::head(&head)?;
-
-    // Whatever queued up while we waited for the lock joins this batch.
-    if let Some((rx, max_batch)) = late {
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+        // Appends that queued up while we waited for the lock join this batch; other writes
+        // wait for the next one (their accounts were not checked against this one's).
+        if let Some((rx, max_batch)) = late {
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(Queued::Append(job)) => batch.jobs.push(*job),
+                    Ok(write) => batch.carried.push(write),
+                    Err(_) => break,
+                }
             }
         }
+        (stored, versions) = judging_reads(&mut tx, &batch.jobs).await?;
     }
-    let requests: Vec<&AppendRequest> = jobs.iter().map(|j| &j.request).collect();
-
-    // 2. What the batch needs to know, read under the lock and in one statement: stored
-    //    outcomes of its command ids, and the current version of its streams (top-1 per
-    //    stream on the unique index). Rows are told apart by `kind`.
-    let command_ids: Vec<Uuid> = requests.iter().map(|r| r.command_id).collect();
-    let mut streams: Vec<Uuid> = requests.iter().map(|r| r.stream.0).collect();
-    streams.sort_unstable();
-    streams.dedup();
-    let mut stored: HashMap<Uuid, String> = HashMap::new();
-    let mut versions: HashMap<JourneyId, u64> = HashMap::with_capacity(streams.len());
-    for row in sqlx::query(
-        "SELECT 'command' AS kind, command_id AS id, outcome, 0::bigint AS version \
-         FROM commands WHERE command_id = ANY($1) \
-         UNION ALL \
-         SELECT 'stream', s.stream, NULL, COALESCE((SELECT e.stream_version FROM events e \
-         WHERE e.stream = s.stream ORDER BY e.stream_version DESC LIMIT 1), 0) \
-         FROM UNNEST($2::uuid[]) AS s(stream)",
-    )
-    .bind(&command_ids)
-    .bind(&streams)
-    .fetch_all(&mut *tx)
-    .await?
-    {
-        let kind: &str = row.try_get("kind")?;
-        let id: Uuid = row.try_get("id")?;
-        if kind == "command" {
-            stored.insert(id, row.try_get("outcome")?);
-            continue;
-        }
-        let v: i64 = row.try_get("version")?;
-        let v = u64::try_from(v)
-            .map_err(|_| Error::Corrupt(format!("events.stream_version: negative value {v}")))?;
-        versions.insert(JourneyId(id), v);
-    }
+    let requests: Vec<&AppendRequest> = batch.jobs.iter().map(|j| &j.request).collect();
+    let (head_position, head_hash) = head;
 
     // 3. Judge each request in order; committed ones become rows.
     let judged = judge(&requests, (head_position, head_hash), stored, versions);
@@ -386,14 +510,18 @@ async fn write_batch(
 
     // 4. The writes: every table's rows, the head moved and the notification, in one
     //    statement (see `WRITE_BATCH`).
-    if judged.committed.is_empty() {
+    if judged.committed.is_empty() && batch.writes.is_empty() {
         // Duplicates and conflicts only: nothing to write, and the head did not move.
         tx.commit().await?;
-        return Ok(judged.verdicts);
+        return Ok(Written {
+            verdicts: judged.verdicts,
+            affected: Vec::new(),
+        });
     }
     let sums = Summaries::new(&summaries)?;
+    let others = Others::new(&batch.writes)?;
     let moved = last_position != head_position;
-    sqlx::query(WRITE_BATCH)
+    let counted = sqlx::query(WRITE_BATCH)
         .bind(&cols.ev_position)
         .bind(&cols.ev_stream)
         .bind(&cols.ev_version)
@@ -441,12 +569,74 @@ async fn write_batch(
         .bind(prev_hash.as_slice())
         .bind(adds_work)
         .bind(channel)
-        .execute(&mut *tx)
+        .bind(&others.session_hash)
+        .bind(&others.session_account)
+        .bind(&others.session_journey)
+        .bind(&others.session_kind)
+        .bind(&others.session_amr)
+        .bind(&others.session_created)
+        .bind(&others.session_expires)
+        .bind(&others.password_ord)
+        .bind(&others.password_account)
+        .bind(&others.password_phc)
+        .bind(&others.password_changed)
+        .bind(&others.password_now)
+        .bind(&others.revoke_ord)
+        .bind(&others.revoke_account)
+        .bind(&others.revoke_keep)
+        .bind(&others.revoke_until)
+        .bind(&others.revoke_now)
+        .bind(&others.revoke_reason)
+        .fetch_all(&mut *tx)
         .await?;
+    let affected = others.affected(&batch.writes, &counted)?;
 
     // 5. One commit for the batch.
     tx.commit().await?;
-    Ok(judged.verdicts)
+    Ok(Written {
+        verdicts: judged.verdicts,
+        affected,
+    })
+}
+
+/// Step 2: the stored outcomes of the batch's command ids, and the current version of its
+/// streams (top-1 per stream on the unique index), read under the lock in one statement.
+/// Rows are told apart by `kind`.
+async fn judging_reads(
+    conn: &mut PgConnection,
+    jobs: &[Job],
+) -> Result<(HashMap<Uuid, String>, HashMap<JourneyId, u64>), Error> {
+    let command_ids: Vec<Uuid> = jobs.iter().map(|j| j.request.command_id).collect();
+    let mut streams: Vec<Uuid> = jobs.iter().map(|j| j.request.stream.0).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let mut stored = HashMap::new();
+    let mut versions = HashMap::with_capacity(streams.len());
+    for row in sqlx::query(
+        "SELECT 'command' AS kind, command_id AS id, outcome, 0::bigint AS version \
+         FROM commands WHERE command_id = ANY($1) \
+         UNION ALL \
+         SELECT 'stream', s.stream, NULL, COALESCE((SELECT e.stream_version FROM events e \
+         WHERE e.stream = s.stream ORDER BY e.stream_version DESC LIMIT 1), 0) \
+         FROM UNNEST($2::uuid[]) AS s(stream)",
+    )
+    .bind(&command_ids)
+    .bind(&streams)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let kind: &str = row.try_get("kind")?;
+        let id: Uuid = row.try_get("id")?;
+        if kind == "command" {
+            stored.insert(id, row.try_get("outcome")?);
+            continue;
+        }
+        let v: i64 = row.try_get("version")?;
+        let v = u64::try_from(v)
+            .map_err(|_| Error::Corrupt(format!("events.stream_version: negative value {v}")))?;
+        versions.insert(JourneyId(id), v);
+    }
+    Ok((stored, versions))
 }
 
 /// A batch's writes as one statement. Each table's rows arrive as arrays expanded by
@@ -502,8 +692,134 @@ keys_in AS (\
   SELECT * FROM UNNEST($40::uuid[], $41::text[], $42::bigint[]) \
   ON CONFLICT (journey_id) DO NOTHING), \
 head_moved AS (\
-  UPDATE log_head SET position = $44, hash = $45 WHERE singleton AND $43) \
-SELECT pg_notify($47, '') WHERE $46";
+  UPDATE log_head SET position = $44, hash = $45 WHERE singleton AND $43), \
+sessions_in AS (\
+  INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
+  expires_at) \
+  SELECT * FROM UNNEST($48::text[], $49::text[], $50::text[], $51::text[], $52::text[], \
+  $53::bigint[], $54::bigint[])), \
+passwords AS (\
+  UPDATE accounts a SET password_phc = u.phc, password_changed_at = u.changed_at, \
+  updated_at = u.now \
+  FROM UNNEST($55::integer[], $56::text[], $57::text[], $58::bigint[], $59::bigint[]) \
+  AS u(ord, account_id, phc, changed_at, now) \
+  WHERE a.account_id = u.account_id \
+  AND (a.password_changed_at IS NULL OR a.password_changed_at <= u.changed_at) \
+  RETURNING u.ord), \
+revoked AS (\
+  UPDATE sessions s SET revoked_at = u.now, revoked_reason = u.reason \
+  FROM UNNEST($60::integer[], $61::text[], $62::text[], $63::bigint[], $64::bigint[], \
+  $65::text[]) AS u(ord, account_id, keep, recovery_until, now, reason) \
+  WHERE s.account_id = u.account_id AND s.revoked_at IS NULL \
+  AND (s.journey_id IS NULL OR u.keep IS NULL OR s.journey_id <> u.keep) \
+  AND s.created_at <= u.recovery_until \
+  RETURNING u.ord) \
+SELECT ord, count(*) AS n FROM passwords GROUP BY ord \
+UNION ALL SELECT ord, count(*) FROM revoked GROUP BY ord \
+UNION ALL SELECT -1, 0 FROM (SELECT pg_notify($47, '') WHERE $46) AS notified";
+
+/// A batch's other writes, one vector per column; `ord` is the write's place in the
+/// batch, which the statement returns with the rows each update touched.
+#[derive(Default)]
+struct Others<'a> {
+    session_hash: Vec<&'a str>,
+    session_account: Vec<&'a str>,
+    session_journey: Vec<Option<&'a str>>,
+    session_kind: Vec<&'a str>,
+    session_amr: Vec<&'a str>,
+    session_created: Vec<i64>,
+    session_expires: Vec<i64>,
+    password_ord: Vec<i32>,
+    password_account: Vec<&'a str>,
+    password_phc: Vec<&'a str>,
+    password_changed: Vec<i64>,
+    password_now: Vec<i64>,
+    revoke_ord: Vec<i32>,
+    revoke_account: Vec<&'a str>,
+    revoke_keep: Vec<Option<&'a str>>,
+    revoke_until: Vec<i64>,
+    revoke_now: Vec<i64>,
+    revoke_reason: Vec<&'a str>,
+}
+
+impl<'a> Others<'a> {
+    fn new(writes: &'a [(Write, WriteReply)]) -> Result<Self, Error> {
+        let mut o = Self::default();
+        for (i, queued) in writes.iter().enumerate() {
+            let write: &'a Write = &queued.0;
+            let ord = i32::try_from(i)
+                .map_err(|_| Error::OutOfRange(format!("write {i} of one batch")))?;
+            match write {
+                Write::Session(s) => {
+                    o.session_hash.push(&s.session_hash);
+                    o.session_account.push(&s.account_id);
+                    o.session_journey.push(s.journey_id.as_deref());
+                    o.session_kind.push(&s.kind);
+                    o.session_amr.push(&s.amr);
+                    o.session_created.push(s.created_at.as_millis());
+                    o.session_expires.push(s.expires_at.as_millis());
+                }
+                Write::Password {
+                    account_id,
+                    phc,
+                    changed_at,
+                    now,
+                } => {
+                    o.password_ord.push(ord);
+                    o.password_account.push(account_id);
+                    o.password_phc.push(phc);
+                    o.password_changed.push(*changed_at);
+                    o.password_now.push(*now);
+                }
+                Write::Revoke {
+                    account_id,
+                    keep_journey,
+                    recovery_until,
+                    now,
+                    reason,
+                } => {
+                    o.revoke_ord.push(ord);
+                    o.revoke_account.push(account_id);
+                    o.revoke_keep.push(keep_journey.as_deref());
+                    o.revoke_until.push(*recovery_until);
+                    o.revoke_now.push(*now);
+                    o.revoke_reason.push(reason);
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// Rows affected per write, in batch order: an inserted session is one row (a failed
+    /// insert fails the statement); an update touched what the statement counted for it.
+    fn affected(
+        &self,
+        writes: &[(Write, WriteReply)],
+        counted: &[PgRow],
+    ) -> Result<Vec<u64>, Error> {
+        let mut affected: Vec<u64> = writes
+            .iter()
+            .map(|(w, _)| u64::from(matches!(w, Write::Session(_))))
+            .collect();
+        for row in counted {
+            let ord: i32 = row.try_get("ord")?;
+            let n: i64 = row.try_get("n")?;
+            let (Ok(i), Ok(n)) = (usize::try_from(ord), u64::try_from(n)) else {
+                continue; // the notification's row
+            };
+            match affected.get_mut(i) {
+                Some(slot) => *slot = n,
+                None => {
+                    return Err(Error::Corrupt(format!(
+                        "the batch statement counted rows for write {i} of {}",
+                        writes.len()
+                    )));
+                }
+            }
+        }
+        Ok(affected)
+    }
+}
 
 /// The journeys read model's rows for a batch, one vector per column.
 struct Summaries<'a> {
