@@ -38,7 +38,8 @@
 //! three per completed reset, and together they cost the engine about a quarter of its
 //! throughput; here they ride in the batch's one statement (`sessions_in`, `passwords`,
 //! `revoked`) and its COMMIT. A batch of such writes alone needs neither the head lock nor
-//! the reads. Every clause of that statement works on one snapshot, so two writes that
+//! the reads, and is that one statement committing on its own: one round trip, as each
+//! was before. Every clause of that statement works on one snapshot, so two writes that
 //! update the same rows must not share it: a second password change or revocation of an
 //! account already in the batch waits for the next batch ([`Batch::add`]). Sessions the
 //! batch inserts are not seen by its revocations: as if the revocations ran first, which
@@ -57,10 +58,11 @@
 use super::rows;
 use crate::batch::{DisplayChain, Job, Stats, Verdict, judge, shared_failure, single_failure};
 use crate::error::Error;
-use passage_core::chain::GENESIS;
 use passage_core::ports::Session;
 use passage_core::ports::{AppendRequest, AppendResult, JourneyId, StoreError};
-use sqlx::postgres::PgRow;
+use sqlx::Postgres;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -427,34 +429,50 @@ async fn write_batch(
     late: Option<(&mut mpsc::Receiver<Queued>, usize)>,
     channel: &str,
 ) -> Result<Written, Error> {
+    if batch.jobs.is_empty() {
+        // Other writes alone touch no log table, so they need neither the head lock nor a
+        // read; and one statement commits on its own: one round trip, not BEGIN and COMMIT
+        // around it.
+        let others = Others::new(&batch.writes)?;
+        let none = Columns::default();
+        let counted = batch_statement(
+            &none,
+            &Summaries::default(),
+            &others,
+            (false, 0, &[]),
+            false,
+            channel,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        return Ok(Written {
+            verdicts: Vec::new(),
+            affected: others.affected(&batch.writes, &counted)?,
+        });
+    }
     let mut tx = conn.begin().await?;
-    let mut head = (0, GENESIS);
-    let mut stored: HashMap<Uuid, String> = HashMap::new();
-    let mut versions: HashMap<JourneyId, u64> = HashMap::new();
-    // Other writes alone touch no log table: they need neither the head lock nor a read.
-    if !batch.jobs.is_empty() {
-        // 1. The global append lock. Nothing below may be read before it is held.
-        let row = sqlx::query("SELECT position, hash FROM log_head WHERE singleton FOR UPDATE")
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
-        head = rows::head(&row)?;
 
-        // Appends that queued up while we waited for the lock join this batch; other writes
-        // wait for the next one (their accounts were not checked against this one's).
-        if let Some((rx, max_batch)) = late {
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(Queued::Append(job)) => batch.jobs.push(*job),
-                    Ok(write) => batch.carried.push(write),
-                    Err(_) => break,
-                }
+    // 1. The global append lock. Nothing below may be read before it is held.
+    let row = sqlx::query("SELECT position, hash FROM log_head WHERE singleton FOR UPDATE")
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
+    let (head_position, head_hash) = rows::head(&row)?;
+
+    // Appends that queued up while we waited for the lock join this batch; other writes
+    // wait for the next one (their accounts were not checked against this one's).
+    if let Some((rx, max_batch)) = late {
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Queued::Append(job)) => batch.jobs.push(*job),
+                Ok(write) => batch.carried.push(write),
+                Err(_) => break,
             }
         }
-        (stored, versions) = judging_reads(&mut tx, &batch.jobs).await?;
     }
+    // 2. What the batch needs to know, read under the lock.
+    let (stored, versions) = judging_reads(&mut tx, &batch.jobs).await?;
     let requests: Vec<&AppendRequest> = batch.jobs.iter().map(|j| &j.request).collect();
-    let (head_position, head_hash) = head;
 
     // 3. Judge each request in order; committed ones become rows.
     let judged = judge(&requests, (head_position, head_hash), stored, versions);
@@ -521,72 +539,9 @@ async fn write_batch(
     let sums = Summaries::new(&summaries)?;
     let others = Others::new(&batch.writes)?;
     let moved = last_position != head_position;
-    let counted = sqlx::query(WRITE_BATCH)
-        .bind(&cols.ev_position)
-        .bind(&cols.ev_stream)
-        .bind(&cols.ev_version)
-        .bind(&cols.ev_type)
-        .bind(&cols.ev_schema)
-        .bind(&cols.ev_payload)
-        .bind(&cols.ev_metadata)
-        .bind(&cols.ev_recorded)
-        .bind(&cols.ev_command)
-        .bind(&cols.ev_prev)
-        .bind(&cols.ev_hash)
-        .bind(&cols.fx_id)
-        .bind(&cols.fx_stream)
-        .bind(&cols.fx_kind)
-        .bind(&cols.fx_payload)
-        .bind(&cols.fx_available)
-        .bind(&cols.fx_created)
-        .bind(&cols.tm_id)
-        .bind(&cols.tm_stream)
-        .bind(&cols.tm_fire)
-        .bind(&cols.tm_payload)
-        .bind(&cols.tm_created)
-        .bind(&cols.cmd_id)
-        .bind(&cols.cmd_stream)
-        .bind(&cols.cmd_outcome)
-        .bind(&cols.cmd_recorded)
-        .bind(&sums.id)
-        .bind(&sums.definition)
-        .bind(&sums.definition_version)
-        .bind(&sums.status)
-        .bind(&sums.step)
-        .bind(&sums.email)
-        .bind(&sums.started)
-        .bind(&sums.updated)
-        .bind(&sums.version)
-        .bind(&sums.subject)
-        .bind(&sums.failures)
-        .bind(&sums.stall_at)
-        .bind(&sums.stall_keep)
-        .bind(&cols.key_stream)
-        .bind(&cols.key_wrapped)
-        .bind(&cols.key_created)
-        .bind(moved)
-        .bind(rows::to_i64(last_position, "position")?)
-        .bind(prev_hash.as_slice())
-        .bind(adds_work)
-        .bind(channel)
-        .bind(&others.session_hash)
-        .bind(&others.session_account)
-        .bind(&others.session_journey)
-        .bind(&others.session_kind)
-        .bind(&others.session_amr)
-        .bind(&others.session_created)
-        .bind(&others.session_expires)
-        .bind(&others.password_ord)
-        .bind(&others.password_account)
-        .bind(&others.password_phc)
-        .bind(&others.password_changed)
-        .bind(&others.password_now)
-        .bind(&others.revoke_ord)
-        .bind(&others.revoke_account)
-        .bind(&others.revoke_keep)
-        .bind(&others.revoke_until)
-        .bind(&others.revoke_now)
-        .bind(&others.revoke_reason)
+    let position = rows::to_i64(last_position, "position")?;
+    let head = (moved, position, prev_hash.as_slice());
+    let counted = batch_statement(&cols, &sums, &others, head, adds_work, channel)
         .fetch_all(&mut *tx)
         .await?;
     let affected = others.affected(&batch.writes, &counted)?;
@@ -637,6 +592,83 @@ async fn judging_reads(
         versions.insert(JourneyId(id), v);
     }
     Ok((stored, versions))
+}
+
+/// [`WRITE_BATCH`] with its arguments; `head` is whether the head moves, and to where.
+fn batch_statement(
+    cols: &Columns<'_>,
+    sums: &Summaries<'_>,
+    others: &Others<'_>,
+    (moved, position, hash): (bool, i64, &[u8]),
+    adds_work: bool,
+    channel: &str,
+) -> Query<'static, Postgres, PgArguments> {
+    sqlx::query(WRITE_BATCH)
+        .bind(&cols.ev_position)
+        .bind(&cols.ev_stream)
+        .bind(&cols.ev_version)
+        .bind(&cols.ev_type)
+        .bind(&cols.ev_schema)
+        .bind(&cols.ev_payload)
+        .bind(&cols.ev_metadata)
+        .bind(&cols.ev_recorded)
+        .bind(&cols.ev_command)
+        .bind(&cols.ev_prev)
+        .bind(&cols.ev_hash)
+        .bind(&cols.fx_id)
+        .bind(&cols.fx_stream)
+        .bind(&cols.fx_kind)
+        .bind(&cols.fx_payload)
+        .bind(&cols.fx_available)
+        .bind(&cols.fx_created)
+        .bind(&cols.tm_id)
+        .bind(&cols.tm_stream)
+        .bind(&cols.tm_fire)
+        .bind(&cols.tm_payload)
+        .bind(&cols.tm_created)
+        .bind(&cols.cmd_id)
+        .bind(&cols.cmd_stream)
+        .bind(&cols.cmd_outcome)
+        .bind(&cols.cmd_recorded)
+        .bind(&sums.id)
+        .bind(&sums.definition)
+        .bind(&sums.definition_version)
+        .bind(&sums.status)
+        .bind(&sums.step)
+        .bind(&sums.email)
+        .bind(&sums.started)
+        .bind(&sums.updated)
+        .bind(&sums.version)
+        .bind(&sums.subject)
+        .bind(&sums.failures)
+        .bind(&sums.stall_at)
+        .bind(&sums.stall_keep)
+        .bind(&cols.key_stream)
+        .bind(&cols.key_wrapped)
+        .bind(&cols.key_created)
+        .bind(moved)
+        .bind(position)
+        .bind(hash)
+        .bind(adds_work)
+        .bind(channel)
+        .bind(&others.session_hash)
+        .bind(&others.session_account)
+        .bind(&others.session_journey)
+        .bind(&others.session_kind)
+        .bind(&others.session_amr)
+        .bind(&others.session_created)
+        .bind(&others.session_expires)
+        .bind(&others.password_ord)
+        .bind(&others.password_account)
+        .bind(&others.password_phc)
+        .bind(&others.password_changed)
+        .bind(&others.password_now)
+        .bind(&others.revoke_ord)
+        .bind(&others.revoke_account)
+        .bind(&others.revoke_keep)
+        .bind(&others.revoke_until)
+        .bind(&others.revoke_now)
+        .bind(&others.revoke_reason)
 }
 
 /// A batch's writes as one statement. Each table's rows arrive as arrays expanded by
@@ -822,6 +854,7 @@ impl<'a> Others<'a> {
 }
 
 /// The journeys read model's rows for a batch, one vector per column.
+#[derive(Default)]
 struct Summaries<'a> {
     id: Vec<Uuid>,
     definition: Vec<&'a str>,
