@@ -21,7 +21,8 @@ pub(crate) struct Job {
 /// What an append writer has done since open; for tests and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Append transactions committed (one per batch).
+    /// Writer transactions committed, one per batch (on PostgreSQL a batch of other writes
+    /// alone is one statement in autocommit, counted here too).
     pub transactions: u64,
     /// Append requests answered by those transactions (committed, duplicate or conflict).
     pub requests: u64,

@@ -96,7 +96,8 @@ pub enum Error {
     #[error("could not start the SQLite append writer's thread")]
     WriterThread(#[source] std::io::Error),
     /// The group-commit transaction a write shared with others failed for a reason none of
-    /// them caused (connection lost, pool closed): each write gets the same error.
+    /// them caused (connection lost, pool closed, the lock still busy after the retries,
+    /// corrupt stored data): each write gets the same error.
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
     #[error("no account with id {0:?}")]

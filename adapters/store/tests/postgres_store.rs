@@ -542,6 +542,128 @@ async fn group_commit_puts_concurrent_appends_in_few_transactions() {
     .await;
 }
 
+/// Appends and directory writes queued together share one transaction, and one account's
+/// writes commit in queue order: a revocation queued after a session's insert waits for
+/// the next batch (the batch statement's revocations would not see that session, R45), as
+/// does a second password change of one account. The writer is stalled on a row lock held
+/// here so that everything queues up behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_and_directory_writes_share_batches_in_queue_order() {
+    use passage_core::ports::Session;
+    pg::with_store(PgOptions::default(), |store, url, schema| async move {
+        for (id, email) in [
+            ("a-stall", "stall@example.com"),
+            ("a-1", "one@example.com"),
+            ("a-2", "two@example.com"),
+        ] {
+            store
+                .upsert_account(&account(id, email), "$argon2id$first")
+                .await
+                .expect("seed");
+        }
+        let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET search_path TO \"{schema}\"; BEGIN; \
+             SELECT 1 FROM accounts WHERE account_id = 'a-stall' FOR UPDATE"
+        )))
+        .execute(&mut holder)
+        .await
+        .expect("lock the account row");
+        let before = store.stats();
+        let spawn_password = |account: &'static str, phc: &'static str, at: i64| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .set_password_hash(account, phc, Timestamp(T0.0 + at))
+                    .await
+                    .expect("set_password_hash")
+            })
+        };
+        // The writer takes this alone and waits for the row lock.
+        let stalled = spawn_password("a-stall", "$argon2id$stalled", 1_000);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let mut appends = JoinSet::new();
+        for _ in 0..3 {
+            let store = store.clone();
+            appends.spawn(async move { store.append(request(new_stream(), 0, 1)).await });
+        }
+        let session = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = Session {
+                    session_hash: "s-signed-in-with-the-old-password".into(),
+                    account_id: "a-1".into(),
+                    journey_id: None,
+                    kind: "sign-in".into(),
+                    amr: "pwd".into(),
+                    created_at: T0,
+                    expires_at: Timestamp(T0.0 + 3_600_000),
+                    revoked_at: None,
+                };
+                store.create_session(&s).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let revoke = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .revoke_sessions(
+                        "a-1",
+                        None,
+                        Timestamp(T0.0 + 1_000),
+                        Timestamp(T0.0 + 2_000),
+                        "password-reset",
+                    )
+                    .await
+            })
+        };
+        let earlier = spawn_password("a-2", "$argon2id$earlier", 10_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let later = spawn_password("a-2", "$argon2id$later", 20_000);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut holder)
+            .await
+            .expect("release the row");
+        assert!(stalled.await.expect("task"));
+        for appended in appends.join_all().await {
+            assert!(
+                matches!(appended, Ok(AppendResult::Committed { .. })),
+                "{appended:?}"
+            );
+        }
+        session.await.expect("task").expect("create_session");
+        assert_eq!(
+            revoke.await.expect("task").expect("revoke_sessions"),
+            1,
+            "the revocation queued after the session's insert sees it"
+        );
+        assert!(
+            earlier.await.expect("task"),
+            "the earlier change applied first"
+        );
+        assert!(later.await.expect("task"), "then the later one");
+        assert_eq!(
+            store.password_hash("a-2").await.expect("read").as_deref(),
+            Some("$argon2id$later")
+        );
+
+        let after = store.stats();
+        assert_eq!(after.requests - before.requests, 3);
+        assert_eq!(after.writes - before.writes, 5);
+        assert_eq!(
+            after.transactions - before.transactions,
+            3,
+            "the stalled write; the appends with the session and the first change of a-2; \
+             the held revocation and second change"
+        );
+    })
+    .await;
+}
+
 /// Group commit across nodes: 4 handles with 64 journeys each progressing at once (one
 /// task per journey, each appending its next event as soon as the previous one commits).
 /// The head lock lets one transaction commit at a time, so what decides throughput is how

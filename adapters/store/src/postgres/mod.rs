@@ -327,7 +327,8 @@ impl PgStore {
         answer.await.map_err(|_| Error::WriterStopped)?
     }
 
-    /// Commits `write` in the writer's next batch; returns the rows it affected.
+    /// Commits `write` in one of the writer's next batches (the next unless it must wait
+    /// behind another write of its account); returns the rows it affected.
     async fn write_grouped(&self, write: Write) -> Result<u64, Error> {
         let (reply, answer) = oneshot::channel();
         self.inner

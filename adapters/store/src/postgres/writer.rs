@@ -4,7 +4,8 @@
 //! # One batch, one transaction
 //!
 //! The task takes every request waiting (up to `max_batch`) and writes them in one
-//! transaction with a fixed number of statements, whatever the batch size:
+//! transaction with a fixed number of statements, whatever the batch size (a batch of
+//! other writes alone, below, is one statement in autocommit):
 //!
 //! 1. `SELECT … FROM log_head FOR UPDATE`: the global append lock (one row). Every node's
 //!    writer queues here, so from now until COMMIT nobody else can append: positions are
@@ -40,10 +41,17 @@
 //! `revoked`) and its COMMIT. A batch of such writes alone needs neither the head lock nor
 //! the reads, and is that one statement committing on its own: one round trip, as each
 //! was before. Every clause of that statement works on one snapshot, so two writes that
-//! update the same rows must not share it: a second password change or revocation of an
-//! account already in the batch waits for the next batch ([`Batch::add`]). Sessions the
-//! batch inserts are not seen by its revocations: as if the revocations ran first, which
-//! concurrent callers cannot tell from any other order.
+//! touch the same rows must not share it: a second password change or revocation of an
+//! account, or a revocation queued after a session's insert for that account (it would not
+//! see the session, and a session signed in with the old password would survive the
+//! reset), waits for the next batch, and so does everything of that account queued behind
+//! it ([`Batch::add`]): one account's writes commit in queue order.
+//!
+//! A batch with appends holds the head lock while its clauses lock account and session
+//! rows. A transaction holding one of those rows (seeding an account, erasing one: both a
+//! few statements long) therefore delays every node's appends until it ends, and should it
+//! wait for something the writer holds, PostgreSQL breaks the deadlock after
+//! `deadlock_timeout` and the batch is retried (40P01, below).
 //!
 //! # Failures
 //!
@@ -98,15 +106,30 @@ pub(crate) enum Write {
 }
 
 impl Write {
-    /// Two password changes, or two revocations, of one account never share a batch: an
-    /// `UPDATE … FROM` updates a row once however many of its source rows match, so the
-    /// second would neither apply after the first nor report what it did.
-    fn account_key(&self) -> Option<(bool, &str)> {
+    fn account(&self) -> &str {
         match self {
-            Write::Session(_) => None,
-            Write::Password { account_id, .. } => Some((true, account_id)),
-            Write::Revoke { account_id, .. } => Some((false, account_id)),
+            Write::Session(s) => &s.account_id,
+            Write::Password { account_id, .. } | Write::Revoke { account_id, .. } => account_id,
         }
+    }
+
+    /// Whether this write, queued after `earlier` (same account), must not share its batch.
+    /// The batch statement's clauses all work on one snapshot: an `UPDATE … FROM` updates a
+    /// row once however many of its source rows match, so a second password change or
+    /// revocation would neither apply after the first nor report what it did; and a
+    /// revocation does not see a session inserted by the same statement, so a revocation
+    /// queued after a session's insert must wait for it to commit (R45: a session signed
+    /// in with the old password does not survive the reset). A session inserted after a
+    /// revocation may share its batch: not seeing it is what queue order says.
+    fn waits_for(&self, earlier: &Write) -> bool {
+        matches!(
+            (earlier, self),
+            (Write::Password { .. }, Write::Password { .. })
+                | (
+                    Write::Revoke { .. } | Write::Session(_),
+                    Write::Revoke { .. }
+                )
+        )
     }
 }
 
@@ -130,16 +153,24 @@ struct Batch {
 }
 
 impl Batch {
+    /// Adds `queued` to this batch, or holds it for the next one: behind a write it must
+    /// wait for, and behind anything already held for its account, so that one account's
+    /// writes commit in queue order.
     fn add(&mut self, queued: Queued) {
         match queued {
             Queued::Append(job) => self.jobs.push(*job),
             Queued::Write(write, reply) => {
-                let taken = write.account_key().is_some_and(|key| {
-                    self.writes
-                        .iter()
-                        .any(|(w, _)| w.account_key() == Some(key))
+                let account = write.account();
+                let held = self.carried.iter().any(|q| match q {
+                    Queued::Write(w, _) => w.account() == account,
+                    Queued::Append(_) => false,
                 });
-                match taken {
+                let waits = held
+                    || self
+                        .writes
+                        .iter()
+                        .any(|(w, _)| w.account() == account && write.waits_for(w));
+                match waits {
                     true => self.carried.push(Queued::Write(write, reply)),
                     false => self.writes.push((write, reply)),
                 }
@@ -147,8 +178,9 @@ impl Batch {
         }
     }
 
+    /// Everything taken from the queue, held writes included.
     fn len(&self) -> usize {
-        self.jobs.len() + self.writes.len()
+        self.jobs.len() + self.writes.len() + self.carried.len()
     }
 }
 
@@ -459,13 +491,12 @@ async fn write_batch(
         .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
     let (head_position, head_hash) = rows::head(&row)?;
 
-    // Appends that queued up while we waited for the lock join this batch; other writes
-    // wait for the next one (their accounts were not checked against this one's).
+    // Whatever queued up while we waited for the lock joins this batch (or, for a write
+    // that must wait, the next one).
     if let Some((rx, max_batch)) = late {
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(Queued::Append(job)) => batch.jobs.push(*job),
-                Ok(write) => batch.carried.push(write),
+                Ok(queued) => batch.add(queued),
                 Err(_) => break,
             }
         }
@@ -672,14 +703,18 @@ fn batch_statement(
 }
 
 /// A batch's writes as one statement. Each table's rows arrive as arrays expanded by
-/// `UNNEST`; empty arrays insert nothing. A batch is then five round trips (BEGIN, the head
-/// lock, the read, this, COMMIT) whatever it holds: with a statement per table it was twelve,
+/// `UNNEST`; empty arrays insert nothing. A batch with appends is then five round trips
+/// (BEGIN, the head lock, the read, this, COMMIT) whatever it holds, and a batch of other
+/// writes alone is this statement in autocommit: with a statement per table it was twelve,
 /// and under load each round trip waits for the server's turn on a busy CPU, which made
 /// them, not the rows, most of a batch's time.
 ///
 /// Data-modifying `WITH` clauses run exactly once and to completion whether or not the
-/// outer query reads them, all on the statement's snapshot: none of them reads what another
-/// writes (no foreign keys or triggers join these tables), so their order does not matter.
+/// outer query reads them, all on the statement's snapshot, so none sees another's rows
+/// (no foreign keys or triggers join these tables). The one pair that touches the same
+/// table, `sessions_in` and `revoked`, therefore acts as if the revocations ran first,
+/// which [`Batch::add`] makes true by holding a revocation queued after a session's insert
+/// for the next batch.
 /// A constraint violation anywhere fails the whole statement with the constraint's name
 /// (`events_stream_version_key` stays a conflict). The outer `SELECT` calls `pg_notify` only
 /// when `$46` is set: queued with the transaction, delivered at COMMIT, never on rollback,
