@@ -542,6 +542,19 @@ async fn group_commit_puts_concurrent_appends_in_few_transactions() {
     .await;
 }
 
+/// A connection of its own holding the row locks `select` takes (`… FOR UPDATE`) in an open
+/// transaction, to stall the writer until it runs `COMMIT`.
+async fn hold_rows(url: &str, schema: &str, select: &str) -> sqlx::PgConnection {
+    let mut holder = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO \"{schema}\"; BEGIN; {select}"
+    )))
+    .execute(&mut holder)
+    .await
+    .unwrap_or_else(|e| panic!("hold the rows of {select}: {e}"));
+    holder
+}
+
 /// Appends and directory writes queued together share one transaction, and one account's
 /// writes commit in queue order: a revocation queued after a session's insert waits for
 /// the next batch (the batch statement's revocations would not see that session, R45), as
@@ -561,14 +574,12 @@ async fn appends_and_directory_writes_share_batches_in_queue_order() {
                 .await
                 .expect("seed");
         }
-        let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET search_path TO \"{schema}\"; BEGIN; \
-             SELECT 1 FROM accounts WHERE account_id = 'a-stall' FOR UPDATE"
-        )))
-        .execute(&mut holder)
-        .await
-        .expect("lock the account row");
+        let mut holder = hold_rows(
+            &url,
+            &schema,
+            "SELECT 1 FROM accounts WHERE account_id = 'a-stall' FOR UPDATE",
+        )
+        .await;
         let before = store.stats();
         let spawn_password = |account: &'static str, phc: &'static str, at: i64| {
             let store = store.clone();
@@ -1092,13 +1103,7 @@ async fn directory_writes_share_the_writers_transactions_and_answer_as_if_alone(
         // A failing write fails alone: a session hash already used, among fresh ones. The
         // head lock, held here, stalls the writer on an append while the writes queue up,
         // so that they certainly share the next batch.
-        let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET search_path TO \"{schema}\"; BEGIN; SELECT 1 FROM log_head FOR UPDATE"
-        )))
-        .execute(&mut holder)
-        .await
-        .expect("hold the head lock");
+        let mut holder = hold_rows(&url, &schema, "SELECT 1 FROM log_head FOR UPDATE").await;
         let split_before = store.stats().split_batches;
         let stalled = tokio::spawn({
             let store = store.clone();
