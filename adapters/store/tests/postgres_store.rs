@@ -542,6 +542,20 @@ async fn group_commit_puts_concurrent_appends_in_few_transactions() {
     .await;
 }
 
+/// A password sign-in's session row, created at T0, valid for an hour.
+fn sign_in(session_hash: String, account_id: String) -> passage_core::ports::Session {
+    passage_core::ports::Session {
+        session_hash,
+        account_id,
+        journey_id: None,
+        kind: "sign-in".into(),
+        amr: "pwd".into(),
+        created_at: T0,
+        expires_at: Timestamp(T0.0 + 3_600_000),
+        revoked_at: None,
+    }
+}
+
 /// A connection of its own holding the row locks `select` takes (`… FOR UPDATE`) in an open
 /// transaction, to stall the writer until it runs `COMMIT`.
 async fn hold_rows(url: &str, schema: &str, select: &str) -> sqlx::PgConnection {
@@ -562,7 +576,6 @@ async fn hold_rows(url: &str, schema: &str, select: &str) -> sqlx::PgConnection 
 /// here so that everything queues up behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_and_directory_writes_share_batches_in_queue_order() {
-    use passage_core::ports::Session;
     pg::with_store(PgOptions::default(), |store, url, schema| async move {
         for (id, email) in [
             ("a-stall", "stall@example.com"),
@@ -602,16 +615,7 @@ async fn appends_and_directory_writes_share_batches_in_queue_order() {
         let session = {
             let store = store.clone();
             tokio::spawn(async move {
-                let s = Session {
-                    session_hash: "s-signed-in-with-the-old-password".into(),
-                    account_id: "a-1".into(),
-                    journey_id: None,
-                    kind: "sign-in".into(),
-                    amr: "pwd".into(),
-                    created_at: T0,
-                    expires_at: Timestamp(T0.0 + 3_600_000),
-                    revoked_at: None,
-                };
+                let s = sign_in("s-signed-in-with-the-old-password".into(), "a-1".into());
                 store.create_session(&s).await
             })
         };
@@ -997,20 +1001,10 @@ async fn directory_sessions_with_grouping_off() {
 /// earlier one whatever order they arrive in, a failing write failing alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_writes_share_the_writers_transactions_and_answer_as_if_alone() {
-    use passage_core::ports::Session;
     const N: usize = 40;
     const SESSIONS: usize = 3;
     pg::with_store(PgOptions::default(), |store, url, schema| async move {
-        let session = |hash: String, account: String| Session {
-            session_hash: hash,
-            account_id: account,
-            journey_id: None,
-            kind: "sign-in".into(),
-            amr: "pwd".into(),
-            created_at: T0,
-            expires_at: Timestamp(T0.0 + 3_600_000),
-            revoked_at: None,
-        };
+        let session = sign_in;
         for i in 0..N {
             store
                 .upsert_account(
