@@ -148,7 +148,7 @@ pub(crate) enum Queued {
 struct Batch {
     jobs: Vec<Job>,
     writes: Vec<(Write, WriteReply)>,
-    /// Writes that must wait for the next batch (see [`Write::account_key`]).
+    /// Writes that must wait for the next batch (see [`Batch::add`]).
     carried: Vec<Queued>,
 }
 
