@@ -771,6 +771,25 @@ async fn seed_journey_over_smtp_and_twilio() {
                 .unwrap()
         }
     };
+    // The fake has the call request, but the worker may not yet have recorded its outcome
+    // (an event): count once Bob's due outbox entries are all handled.
+    wait_for("Bob's call to be recorded", 10, || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE stream = ? AND status = 'pending' \
+             AND available_at <= ?",
+        )
+        .bind(&bob_j.id)
+        .bind(now)
+        .fetch_one(&store)
+        .await
+        .unwrap();
+        (pending == 0).then_some(())
+    })
+    .await;
     let events_before = count_events(bob_j.id.clone()).await;
     assert!(events_before > 0, "the stream column holds the journey id");
     let params = |digits: &str| {
