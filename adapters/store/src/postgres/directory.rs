@@ -137,31 +137,17 @@ impl PgStore {
         phc: &str,
         changed_at: Timestamp,
     ) -> Result<bool, Error> {
-        // One statement with its condition in the WHERE clause (re-checked on the row version
-        // it updates, so concurrent resets are ordered by the row lock). With grouping on,
-        // it commits in the writer's next batch instead of with a WAL flush of its own.
-        let changed = if self.inner.group_writes {
-            self.write_grouped(Write::Password {
+        // The condition (no later change stored) is in the statement's WHERE clause,
+        // re-checked on the row version it updates: concurrent resets are ordered by the
+        // row lock.
+        let changed = self
+            .write(Write::Password {
                 account_id: account_id.to_owned(),
                 phc: phc.to_owned(),
                 changed_at: changed_at.as_millis(),
                 now: wall_clock_ms(),
             })
-            .await?
-        } else {
-            sqlx::query(
-                "UPDATE accounts SET password_phc = $2, password_changed_at = $3, updated_at = $4 \
-             WHERE account_id = $1 \
-             AND (password_changed_at IS NULL OR password_changed_at <= $3)",
-            )
-            .bind(account_id)
-            .bind(phc)
-            .bind(changed_at.as_millis())
-            .bind(wall_clock_ms())
-            .execute(&self.inner.pool)
-            .await?
-            .rows_affected()
-        };
+            .await?;
         let exists = async {
             let found: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = $1")
@@ -174,23 +160,7 @@ impl PgStore {
     }
 
     async fn create_session_inner(&self, s: &Session) -> Result<(), Error> {
-        if self.inner.group_writes {
-            self.write_grouped(Write::Session(s.clone())).await?;
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&s.session_hash)
-        .bind(&s.account_id)
-        .bind(s.journey_id.as_deref())
-        .bind(&s.kind)
-        .bind(&s.amr)
-        .bind(s.created_at.as_millis())
-        .bind(s.expires_at.as_millis())
-        .execute(&self.inner.pool)
-        .await?;
+        self.write(Write::Session(s.clone())).await?;
         Ok(())
     }
 
@@ -213,31 +183,14 @@ impl PgStore {
         now: Timestamp,
         reason: &str,
     ) -> Result<u64, Error> {
-        if self.inner.group_writes {
-            return self
-                .write_grouped(Write::Revoke {
-                    account_id: account_id.to_owned(),
-                    keep_journey: keep_journey.map(str::to_owned),
-                    recovery_until: recovery_until.as_millis(),
-                    now: now.as_millis(),
-                    reason: reason.to_owned(),
-                })
-                .await;
-        }
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
-             WHERE account_id = $1 AND revoked_at IS NULL \
-             AND (journey_id IS NULL OR $2::text IS NULL OR journey_id <> $2) \
-             AND created_at <= $5",
-        )
-        .bind(account_id)
-        .bind(keep_journey)
-        .bind(now.as_millis())
-        .bind(reason)
-        .bind(recovery_until.as_millis())
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.write(Write::Revoke {
+            account_id: account_id.to_owned(),
+            keep_journey: keep_journey.map(str::to_owned),
+            recovery_until: recovery_until.as_millis(),
+            now: now.as_millis(),
+            reason: reason.to_owned(),
+        })
+        .await
     }
 
     async fn revoke_session_inner(

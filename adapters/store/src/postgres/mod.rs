@@ -317,27 +317,41 @@ impl PgStore {
 
     async fn append_inner(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .appends
-            .send(Queued::Append(Box::new(Job { request, reply })))
-            .await
-            .map_err(|_| Error::WriterStopped)?;
-        // A dropped reply means the writer died with the request in hand: whether it
-        // committed is unknown, which a retry with the same command id resolves.
-        answer.await.map_err(|_| Error::WriterStopped)?
+        let queued = Queued::Append(Box::new(Job { request, reply }));
+        self.through_writer(queued, answer).await?
     }
 
-    /// Commits `write` in one of the writer's next batches (the next unless it must wait
-    /// behind another write of its account); returns the rows it affected.
-    async fn write_grouped(&self, write: Write) -> Result<u64, Error> {
+    /// Commits a session, revocation or password change and returns the rows it affected:
+    /// with grouping on in one of the writer's next batches (the next unless it must wait
+    /// behind another write of its account), with grouping off as a statement of its own.
+    async fn write(&self, write: Write) -> Result<u64, Error> {
+        if !self.inner.group_writes {
+            let mut conn = self.inner.pool.acquire().await?;
+            let affected = writer::write_alone(&mut conn, &[&write], &self.inner.channel).await?;
+            return affected
+                .first()
+                .copied()
+                .ok_or_else(|| Error::Corrupt("the statement counted no write".into()));
+        }
         let (reply, answer) = oneshot::channel();
+        self.through_writer(Queued::Write(write, reply), answer)
+            .await?
+    }
+
+    /// Queues `queued` for the writer and waits for its answer on `answer`. A dropped reply
+    /// means the writer died with the request in hand: whether it committed is unknown,
+    /// which a retry resolves (an append's command id makes it a duplicate).
+    async fn through_writer<T>(
+        &self,
+        queued: Queued,
+        answer: oneshot::Receiver<T>,
+    ) -> Result<T, Error> {
         self.inner
             .appends
-            .send(Queued::Write(write, reply))
+            .send(queued)
             .await
             .map_err(|_| Error::WriterStopped)?;
-        // As for an append: a dropped reply leaves the outcome unknown.
-        answer.await.map_err(|_| Error::WriterStopped)?
+        answer.await.map_err(|_| Error::WriterStopped)
     }
 
     async fn command_outcome_inner(&self, command_id: Uuid) -> Result<Option<String>, Error> {

@@ -66,8 +66,7 @@
 use super::rows;
 use crate::batch::{DisplayChain, Job, Stats, Verdict, judge, shared_failure, single_failure};
 use crate::error::Error;
-use passage_core::ports::Session;
-use passage_core::ports::{AppendRequest, AppendResult, JourneyId, StoreError};
+use passage_core::ports::{AppendRequest, AppendResult, JourneyId, Session, StoreError};
 use sqlx::Postgres;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -149,7 +148,7 @@ struct Batch {
     jobs: Vec<Job>,
     writes: Vec<(Write, WriteReply)>,
     /// Writes that must wait for the next batch (see [`Batch::add`]).
-    carried: Vec<Queued>,
+    carried: Vec<(Write, WriteReply)>,
 }
 
 impl Batch {
@@ -161,17 +160,14 @@ impl Batch {
             Queued::Append(job) => self.jobs.push(*job),
             Queued::Write(write, reply) => {
                 let account = write.account();
-                let held = self.carried.iter().any(|q| match q {
-                    Queued::Write(w, _) => w.account() == account,
-                    Queued::Append(_) => false,
-                });
+                let held = self.carried.iter().any(|(w, _)| w.account() == account);
                 let waits = held
                     || self
                         .writes
                         .iter()
                         .any(|(w, _)| w.account() == account && write.waits_for(w));
                 match waits {
-                    true => self.carried.push(Queued::Write(write, reply)),
+                    true => self.carried.push((write, reply)),
                     false => self.writes.push((write, reply)),
                 }
             }
@@ -217,7 +213,7 @@ impl Writer {
                 }
             } else {
                 // Held-back writes go first, with whatever is queued behind them.
-                queued.append(&mut carried);
+                queued.extend(carried.drain(..).map(|(w, r)| Queued::Write(w, r)));
                 while queued.len() < self.max_batch {
                     match self.rx.try_recv() {
                         Ok(q) => queued.push(q),
@@ -235,7 +231,7 @@ impl Writer {
     }
 
     /// Commits `batch` and answers everyone in it; returns the writes held for the next.
-    async fn commit(&mut self, mut batch: Batch) -> Vec<Queued> {
+    async fn commit(&mut self, mut batch: Batch) -> Vec<(Write, WriteReply)> {
         // Grouping on: latecomers may join once the head lock is held.
         let join_late = self.max_batch > 1;
         let result = self.write_with_retry(&mut batch, join_late).await;
@@ -340,8 +336,8 @@ impl Writer {
     }
 
     /// Writes `batch` in one transaction, retrying transient failures. With `join_late`,
-    /// appends queued by the time the head lock is held join it (and are judged with it);
-    /// writes queued by then are held for the next batch.
+    /// whatever queued by the time the head lock is held joins it through [`Batch::add`]
+    /// (appends are judged with the rest).
     async fn write_with_retry(
         &mut self,
         batch: &mut Batch,
@@ -462,24 +458,10 @@ async fn write_batch(
     channel: &str,
 ) -> Result<Written, Error> {
     if batch.jobs.is_empty() {
-        // Other writes alone touch no log table, so they need neither the head lock nor a
-        // read; and one statement commits on its own: one round trip, not BEGIN and COMMIT
-        // around it.
-        let others = Others::new(&batch.writes)?;
-        let none = Columns::default();
-        let counted = batch_statement(
-            &none,
-            &Summaries::default(),
-            &others,
-            (false, 0, &[]),
-            false,
-            channel,
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let writes: Vec<&Write> = batch.writes.iter().map(|(w, _)| w).collect();
         return Ok(Written {
             verdicts: Vec::new(),
-            affected: others.affected(&batch.writes, &counted)?,
+            affected: write_alone(conn, &writes, channel).await?,
         });
     }
     let mut tx = conn.begin().await?;
@@ -568,14 +550,15 @@ async fn write_batch(
         });
     }
     let sums = Summaries::new(&summaries)?;
-    let others = Others::new(&batch.writes)?;
+    let writes: Vec<&Write> = batch.writes.iter().map(|(w, _)| w).collect();
+    let others = Others::new(&writes)?;
     let moved = last_position != head_position;
     let position = rows::to_i64(last_position, "position")?;
     let head = (moved, position, prev_hash.as_slice());
     let counted = batch_statement(&cols, &sums, &others, head, adds_work, channel)
         .fetch_all(&mut *tx)
         .await?;
-    let affected = others.affected(&batch.writes, &counted)?;
+    let affected = Others::affected(&writes, &counted)?;
 
     // 5. One commit for the batch.
     tx.commit().await?;
@@ -583,6 +566,29 @@ async fn write_batch(
         verdicts: judged.verdicts,
         affected,
     })
+}
+
+/// Writes other than appends, without appends: they touch no log table, so they need
+/// neither the head lock nor a read, and the batch statement commits on its own: one
+/// round trip, not BEGIN and COMMIT around it. A writer batch of such writes alone is this,
+/// and so is each one of them on a store with grouping off. Returns rows affected per write.
+pub(crate) async fn write_alone(
+    conn: &mut PgConnection,
+    writes: &[&Write],
+    channel: &str,
+) -> Result<Vec<u64>, Error> {
+    let others = Others::new(writes)?;
+    let counted = batch_statement(
+        &Columns::default(),
+        &Summaries::default(),
+        &others,
+        (false, 0, &[]),
+        false,
+        channel,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Others::affected(writes, &counted)
 }
 
 /// Step 2: the stored outcomes of the batch's command ids, and the current version of its
@@ -810,10 +816,9 @@ struct Others<'a> {
 }
 
 impl<'a> Others<'a> {
-    fn new(writes: &'a [(Write, WriteReply)]) -> Result<Self, Error> {
+    fn new(writes: &[&'a Write]) -> Result<Self, Error> {
         let mut o = Self::default();
-        for (i, queued) in writes.iter().enumerate() {
-            let write: &'a Write = &queued.0;
+        for (i, &write) in writes.iter().enumerate() {
             let ord = i32::try_from(i)
                 .map_err(|_| Error::OutOfRange(format!("write {i} of one batch")))?;
             match write {
@@ -859,14 +864,10 @@ impl<'a> Others<'a> {
 
     /// Rows affected per write, in batch order: an inserted session is one row (a failed
     /// insert fails the statement); an update touched what the statement counted for it.
-    fn affected(
-        &self,
-        writes: &[(Write, WriteReply)],
-        counted: &[PgRow],
-    ) -> Result<Vec<u64>, Error> {
+    fn affected(writes: &[&Write], counted: &[PgRow]) -> Result<Vec<u64>, Error> {
         let mut affected: Vec<u64> = writes
             .iter()
-            .map(|(w, _)| u64::from(matches!(w, Write::Session(_))))
+            .map(|w| u64::from(matches!(w, Write::Session(_))))
             .collect();
         for row in counted {
             let ord: i32 = row.try_get("ord")?;
@@ -879,7 +880,7 @@ impl<'a> Others<'a> {
                 None => {
                     return Err(Error::Corrupt(format!(
                         "the batch statement counted rows for write {i} of {}",
-                        writes.len()
+                        affected.len()
                     )));
                 }
             }
@@ -909,22 +910,7 @@ struct Summaries<'a> {
 impl<'a> Summaries<'a> {
     /// The row is keyed by the request's stream: that is the journey the events went to.
     fn new(summaries: &HashMap<Uuid, &'a AppendRequest>) -> Result<Self, Error> {
-        let n = summaries.len();
-        let mut s = Self {
-            id: Vec::with_capacity(n),
-            definition: Vec::with_capacity(n),
-            definition_version: Vec::with_capacity(n),
-            status: Vec::with_capacity(n),
-            step: Vec::with_capacity(n),
-            email: Vec::with_capacity(n),
-            started: Vec::with_capacity(n),
-            updated: Vec::with_capacity(n),
-            version: Vec::with_capacity(n),
-            subject: Vec::with_capacity(n),
-            failures: Vec::with_capacity(n),
-            stall_at: Vec::with_capacity(n),
-            stall_keep: Vec::with_capacity(n),
-        };
+        let mut s = Self::default();
         for (stream, req) in summaries {
             let sum = &req.summary;
             s.id.push(*stream);
