@@ -1004,7 +1004,6 @@ async fn directory_writes_share_the_writers_transactions_and_answer_as_if_alone(
     const N: usize = 40;
     const SESSIONS: usize = 3;
     pg::with_store(PgOptions::default(), |store, url, schema| async move {
-        let session = sign_in;
         for i in 0..N {
             store
                 .upsert_account(
@@ -1021,7 +1020,7 @@ async fn directory_writes_share_the_writers_transactions_and_answer_as_if_alone(
             for k in 0..SESSIONS {
                 let (store, s) = (
                     store.clone(),
-                    session(format!("g-{i}-{k}"), format!("g-{i}")),
+                    sign_in(format!("g-{i}-{k}"), format!("g-{i}")),
                 );
                 tasks.spawn(async move { store.create_session(&s).await });
             }
@@ -1106,10 +1105,10 @@ async fn directory_writes_share_the_writers_transactions_and_answer_as_if_alone(
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut tasks = JoinSet::new();
         for k in 0..8 {
-            let (store, s) = (store.clone(), session(format!("fresh-{k}"), "g-3".into()));
+            let (store, s) = (store.clone(), sign_in(format!("fresh-{k}"), "g-3".into()));
             tasks.spawn(async move { store.create_session(&s).await.is_ok() });
         }
-        let (store2, dup) = (store.clone(), session("g-0-0".into(), "g-3".into()));
+        let (store2, dup) = (store.clone(), sign_in("g-0-0".into(), "g-3".into()));
         let dup = tokio::spawn(async move { store2.create_session(&dup).await });
         tokio::time::sleep(Duration::from_millis(200)).await;
         sqlx::raw_sql("COMMIT")
