@@ -88,6 +88,7 @@ pub(crate) fn request(stream: JourneyId, expected: u64, events: usize) -> Append
         summary: summary(stream, expected + events as u64),
         outcome: format!(r#"{{"accepted":"{command_id}"}}"#),
         data_key: None,
+        session: None,
     }
 }
 
@@ -1551,6 +1552,165 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
         1,
         "then only the later reset's session was left to revoke"
     );
+}
+
+/// A completing append's recovery session (`AppendRequest::session`) is stored in the
+/// append's transaction: found once the append commits, never written by a duplicate or a
+/// conflict, and when it cannot be stored (a colliding hash) the append fails with it,
+/// events and all, while the appends it shared a batch with commit. With
+/// `writes_queue_behind_appends` (the store's directory writes go through its append
+/// writer, in order), a revocation queued right after such an append sees its session,
+/// even when both share one transaction. `accounts` are ids of existing accounts, at least
+/// two.
+pub async fn completing_appends_store_their_sessions<S>(
+    store: S,
+    accounts: &[&str],
+    writes_queue_behind_appends: bool,
+) where
+    S: EventStore + passage_core::ports::AccountDirectory + Clone + 'static,
+{
+    use passage_core::ports::Session;
+    let session = |hash: &str, account: &str, journey: JourneyId| Session {
+        session_hash: hash.into(),
+        account_id: account.into(),
+        journey_id: Some(journey.to_string()),
+        kind: "recovery".into(),
+        amr: "email-otp sms-otp".into(),
+        created_at: at(secs(5)),
+        expires_at: at(secs(3600)),
+        revoked_at: None,
+    };
+    let found = |store: S, hash: String| async move {
+        match store.find_session(&hash).await {
+            Ok(s) => s,
+            Err(e) => panic!("find_session({hash}) failed: {e}"),
+        }
+    };
+
+    // Committed: the session is there, as given.
+    let stream = new_stream();
+    let mut req = request(stream, 0, 2);
+    let first = session("h-completed", accounts[0], stream);
+    req.session = Some(first.clone());
+    let retry = AppendRequest {
+        session: Some(session("h-retried", accounts[0], stream)),
+        ..req.clone()
+    };
+    append_ok(&store, req, "a completing append").await;
+    assert_eq!(
+        found(store.clone(), "h-completed".into()).await,
+        Some(first),
+        "the session commits with the events"
+    );
+    // A retry of the same command is a duplicate: its session is not stored.
+    assert!(matches!(
+        append_ok(&store, retry, "the completing command repeated").await,
+        AppendResult::Duplicate { .. }
+    ));
+    assert_eq!(found(store.clone(), "h-retried".into()).await, None);
+    // A stale append writes neither its events nor its session.
+    let mut stale = request(stream, 0, 1);
+    stale.session = Some(session("h-stale", accounts[0], stream));
+    assert_conflict(
+        store.append(stale).await,
+        stream,
+        0,
+        2,
+        "an append behind the stream",
+    );
+    assert_eq!(found(store.clone(), "h-stale".into()).await, None);
+
+    // A session that cannot be stored fails its append, events and all; appends queued
+    // with it commit with their sessions.
+    let mut tasks = JoinSet::new();
+    let colliding = new_stream();
+    let mut streams = Vec::new();
+    for i in 0..16 {
+        let stream = if i == 7 { colliding } else { new_stream() };
+        streams.push(stream);
+        let hash = if i == 7 {
+            "h-completed".to_owned()
+        } else {
+            format!("h-batch-{i}")
+        };
+        let mut req = request(stream, 0, 1);
+        req.session = Some(session(&hash, accounts[i % 2], stream));
+        let store = store.clone();
+        tasks.spawn(async move { (i, store.append(req).await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (i, result) = joined.expect("append task panicked");
+        match (i, result) {
+            (7, Err(StoreError::Rejected(_))) => {}
+            (7, other) => panic!("a colliding session must reject its append, got {other:?}"),
+            (_, Ok(AppendResult::Committed { .. })) => {}
+            (i, other) => panic!("append {i} beside the rejected one: {other:?}"),
+        }
+    }
+    assert!(
+        stream_of(&store, colliding).await.is_empty(),
+        "the rejected append wrote no events"
+    );
+    for (i, stream) in streams.iter().enumerate().filter(|(i, _)| *i != 7) {
+        assert_eq!(stream_of(&store, *stream).await.len(), 1);
+        let s = found(store.clone(), format!("h-batch-{i}")).await;
+        assert_eq!(
+            s.map(|s| s.journey_id),
+            Some(Some(stream.to_string())),
+            "append {i}'s session"
+        );
+    }
+    assert_eq!(
+        found(store.clone(), "h-completed".into())
+            .await
+            .map(|s| s.journey_id),
+        Some(Some(stream.to_string())),
+        "the colliding append did not overwrite the first session"
+    );
+
+    if !writes_queue_behind_appends {
+        return;
+    }
+    // A revocation queued right behind a completing append of the same account, up to a
+    // time after the session was made, revokes that session, whichever batch each lands in.
+    // One account per pair (sessions need no account row), so only its own revocation can
+    // revoke a pair's session.
+    let mut pairs = JoinSet::new();
+    for i in 0..24 {
+        let store = store.clone();
+        let account = format!("pair-{i}");
+        pairs.spawn(async move {
+            let stream = new_stream();
+            let mut req = request(stream, 0, 1);
+            let hash = format!("h-pair-{i}");
+            req.session = Some(Session {
+                created_at: at(secs(100 + i as u64)),
+                ..session(&hash, &account, stream)
+            });
+            let appended = store.append(req);
+            let revoked =
+                store.revoke_sessions(&account, None, at(secs(200)), at(secs(300)), "test");
+            // `join!` polls in order: the append is queued before the revocation.
+            let (appended, revoked) = tokio::join!(appended, revoked);
+            appended.expect("the completing append");
+            assert_eq!(
+                revoked.expect("the revocation"),
+                1,
+                "pair {i}: rows revoked"
+            );
+            (i, hash)
+        });
+    }
+    while let Some(joined) = pairs.join_next().await {
+        let (i, hash) = joined.expect("pair task panicked");
+        let s = found(store.clone(), hash)
+            .await
+            .expect("the pair's session");
+        assert!(
+            s.revoked_at.is_some(),
+            "pair {i}: the revocation queued after the append saw its session"
+        );
+    }
 }
 
 /// The head of the log and checkpoints: `head` is the last event's position and hash;

@@ -976,6 +976,34 @@ async fn directory_sessions_and_password_order() {
     .await;
 }
 
+/// A completed reset's session commits with its events or not at all
+/// (`contract::completing_appends_store_their_sessions`); with grouping on, a revocation
+/// queued behind a completing append of its account waits for that append's batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_appends_store_their_sessions() {
+    for group_commit in [true, false] {
+        let options = PgOptions {
+            group_commit,
+            ..PgOptions::default()
+        };
+        pg::with_store(options, |store, _, _| async move {
+            for (id, email) in [("u-1", "ada@example.com"), ("u-2", "grace@example.com")] {
+                store
+                    .upsert_account(&account(id, email), "$argon2id$first")
+                    .await
+                    .expect("seed");
+            }
+            passage_store::contract::completing_appends_store_their_sessions(
+                store.clone(),
+                &["u-1", "u-2"],
+                group_commit,
+            )
+            .await;
+        })
+        .await;
+    }
+}
+
 /// Grouping off: each directory write is a statement of its own instead of a part of the
 /// writer's next transaction. Same contract.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

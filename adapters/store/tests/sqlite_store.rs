@@ -628,6 +628,35 @@ async fn directory_sessions_and_password_order() {
     store.close().await;
 }
 
+/// A completed reset's session commits with its events or not at all, on both writer
+/// settings (`contract::completing_appends_store_their_sessions`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_appends_store_their_sessions() {
+    for group_commit in [true, false] {
+        let db = TempDb::new();
+        let store = db
+            .open_with(Options {
+                group_commit,
+                ..Options::default()
+            })
+            .await;
+        for (id, email) in [("u-1", "ada@example.com"), ("u-2", "grace@example.com")] {
+            store
+                .upsert_account(&account(id, email), "$argon2id$first")
+                .await
+                .expect("seed");
+        }
+        // One writer either way: directory writes queue behind the appends.
+        passage_store::contract::completing_appends_store_their_sessions(
+            store.clone(),
+            &["u-1", "u-2"],
+            true,
+        )
+        .await;
+        store.close().await;
+    }
+}
+
 /// The store is a cheap handle: dropping every clone stops the writer without hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_share_one_writer() {

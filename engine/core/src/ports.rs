@@ -106,6 +106,12 @@ pub struct AppendRequest {
     /// transaction when the stream has no key row yet; an existing row (live or erased) is
     /// left as it is.
     pub data_key: Option<String>,
+    /// The recovery session a completing command hands out (R45, R47), written in the same
+    /// transaction as the events: a journey is never completed without its session, nor a
+    /// session stored for a completion that did not commit (a conflict, a duplicate or a
+    /// crash writes neither). The store keeps the account directory's `sessions` table in
+    /// the same database, which is why this is the store's to write (ADR 0006).
+    pub session: Option<Session>,
 }
 
 /// A journey's personal-data key as the store holds it.

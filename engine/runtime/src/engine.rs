@@ -837,6 +837,12 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 key.open(),
             )?;
             request.data_key = new_key;
+            if let Reply::Accepted {
+                session_token: Some(token),
+            } = &decision.reply
+            {
+                request.session = recovery_session(journey_id, &next, token, &def, now);
+            }
             match store.append(request).await {
                 Ok(AppendResult::Committed { .. }) => {
                     self.cache().put_key(journey_id, key);
@@ -845,13 +851,6 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                         self.inner.wake.notify_one();
                     }
                     self.cache().put(journey_id, next.clone());
-                    if let Reply::Accepted {
-                        session_token: Some(token),
-                    } = &decision.reply
-                    {
-                        self.record_session(journey_id, &next, token, &def, now)
-                            .await?;
-                    }
                     let view = JourneyView::build(&next, &def);
                     return Ok(Outcome {
                         journey_id,
@@ -884,46 +883,6 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
         let since = Timestamp(now.0 - journey::SUBJECT_FAILURE_WINDOW.as_millis() as i64);
         let journeys = self.inner.store.journeys_by_subject(subject, since).await?;
         Ok(journeys.iter().map(|j| j.failures).sum())
-    }
-
-    /// The session handed out when a reset completes (R45, R47): a `recovery` session whose
-    /// AMR names the factors the journey verified. Only the token's hash is stored.
-    async fn record_session(
-        &self,
-        journey_id: JourneyId,
-        state: &JourneyState,
-        token: &str,
-        def: &Definition,
-        now: Timestamp,
-    ) -> Result<(), Error> {
-        let Some(account_id) = state.account_id.clone() else {
-            return Ok(());
-        };
-        let amr = state
-            .passed
-            .iter()
-            .filter_map(|s| match def.step(s).map(|s| &s.kind) {
-                Some(definition::StepKind::Code(c)) => Some(format!("{}-otp", c.channel.as_str())),
-                Some(definition::StepKind::Voice(_)) => Some("voice".to_owned()),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        let session = passage_core::ports::Session {
-            session_hash: passage_core::secrets::session_hash(token),
-            account_id,
-            journey_id: Some(journey_id.to_string()),
-            kind: "recovery".into(),
-            amr,
-            created_at: now,
-            expires_at: now.plus(RECOVERY_SESSION_LIFETIME),
-            revoked_at: None,
-        };
-        self.inner
-            .directory
-            .create_session(&session)
-            .await
-            .map_err(Error::from)
     }
 
     /// The journey's key: from memory, else from the store (once per journey and process).
@@ -1085,6 +1044,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             summary,
             outcome: json(serde_json::to_string(&stored_reply))?,
             data_key: None,
+            session: None,
         })
     }
 
@@ -1119,6 +1079,40 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The session handed out when a reset completes (R45, R47): a `recovery` session whose
+/// AMR names the factors the journey verified. Only the token's hash is stored, and it is
+/// stored by the completing append itself, so that the journey and its session commit
+/// together or not at all.
+fn recovery_session(
+    journey_id: JourneyId,
+    state: &JourneyState,
+    token: &str,
+    def: &Definition,
+    now: Timestamp,
+) -> Option<passage_core::ports::Session> {
+    let account_id = state.account_id.clone()?;
+    let amr = state
+        .passed
+        .iter()
+        .filter_map(|s| match def.step(s).map(|s| &s.kind) {
+            Some(definition::StepKind::Code(c)) => Some(format!("{}-otp", c.channel.as_str())),
+            Some(definition::StepKind::Voice(_)) => Some("voice".to_owned()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(passage_core::ports::Session {
+        session_hash: passage_core::secrets::session_hash(token),
+        account_id,
+        journey_id: Some(journey_id.to_string()),
+        kind: "recovery".into(),
+        amr,
+        created_at: now,
+        expires_at: now.plus(RECOVERY_SESSION_LIFETIME),
+        revoked_at: None,
+    })
 }
 
 /// When the stall scanner should look at the journey next, or `(None, true)` to keep what

@@ -586,6 +586,25 @@ async fn two_tabs_setting_the_password_change_it_once() {
         "exactly one tab succeeds: {:?} / {:?}",
         a.reply, b.reply
     );
+    // The winner's token opens a recovery session, stored with the completing events.
+    let token = [&a.reply, &b.reply]
+        .into_iter()
+        .find_map(|r| match r {
+            Reply::Accepted {
+                session_token: Some(t),
+            } => Some(t.clone()),
+            _ => None,
+        })
+        .expect("one token");
+    let hash = passage_core::secrets::session_hash(&token);
+    let session = passage_core::ports::AccountDirectory::find_session(f.engine.directory(), &hash)
+        .await
+        .unwrap()
+        .expect("the token's session is stored");
+    assert_eq!(session.kind, "recovery");
+    assert_eq!(session.amr, "email-otp sms-otp");
+    assert_eq!(session.journey_id, Some(id.to_string()));
+    assert!(session.is_live(f.engine.now()));
     let changes = events(&f, id)
         .await
         .iter()

@@ -45,7 +45,9 @@
 //! account, or a revocation queued after a session's insert for that account (it would not
 //! see the session, and a session signed in with the old password would survive the
 //! reset), waits for the next batch, and so does everything of that account queued behind
-//! it ([`Batch::add`]): one account's writes commit in queue order.
+//! it ([`Batch::add`]): one account's writes commit in queue order. A completing append's
+//! recovery session (`AppendRequest::session`) joins `sessions_in` when, and only when, its
+//! append commits, and counts as a session insert for that rule.
 //!
 //! A batch with appends holds the head lock while its clauses lock account and session
 //! rows. A transaction holding one of those rows (seeding an account, erasing one: both a
@@ -161,7 +163,16 @@ impl Batch {
             Queued::Write(write, reply) => {
                 let account = write.account();
                 let held = self.carried.iter().any(|(w, _)| w.account() == account);
+                // A completing append's session is a session insert like any other.
+                let after_session = matches!(write, Write::Revoke { .. })
+                    && self.jobs.iter().any(|j| {
+                        j.request
+                            .session
+                            .as_ref()
+                            .is_some_and(|s| s.account_id == account)
+                    });
                 let waits = held
+                    || after_session
                     || self
                         .writes
                         .iter()
@@ -551,7 +562,11 @@ async fn write_batch(
     }
     let sums = Summaries::new(&summaries)?;
     let writes: Vec<&Write> = batch.writes.iter().map(|(w, _)| w).collect();
-    let others = Others::new(&writes)?;
+    let mut others = Others::new(&writes)?;
+    // Completed journeys' sessions commit with their events (`AppendRequest::session`).
+    for session in judged.committed.iter().filter_map(|r| r.session.as_ref()) {
+        others.session(session);
+    }
     let moved = last_position != head_position;
     let position = rows::to_i64(last_position, "position")?;
     let head = (moved, position, prev_hash.as_slice());
@@ -822,15 +837,7 @@ impl<'a> Others<'a> {
             let ord = i32::try_from(i)
                 .map_err(|_| Error::OutOfRange(format!("write {i} of one batch")))?;
             match write {
-                Write::Session(s) => {
-                    o.session_hash.push(&s.session_hash);
-                    o.session_account.push(&s.account_id);
-                    o.session_journey.push(s.journey_id.as_deref());
-                    o.session_kind.push(&s.kind);
-                    o.session_amr.push(&s.amr);
-                    o.session_created.push(s.created_at.as_millis());
-                    o.session_expires.push(s.expires_at.as_millis());
-                }
+                Write::Session(s) => o.session(s),
                 Write::Password {
                     account_id,
                     phc,
@@ -860,6 +867,16 @@ impl<'a> Others<'a> {
             }
         }
         Ok(o)
+    }
+
+    fn session(&mut self, s: &'a Session) {
+        self.session_hash.push(&s.session_hash);
+        self.session_account.push(&s.account_id);
+        self.session_journey.push(s.journey_id.as_deref());
+        self.session_kind.push(&s.kind);
+        self.session_amr.push(&s.amr);
+        self.session_created.push(s.created_at.as_millis());
+        self.session_expires.push(s.expires_at.as_millis());
     }
 
     /// Rows affected per write, in batch order: an inserted session is one row (a failed

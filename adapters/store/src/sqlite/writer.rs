@@ -784,6 +784,30 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(req.recorded_at.as_millis());
         },
     );
+    // Completed journeys' sessions commit with their events (`AppendRequest::session`).
+    // They are written before the batch's queued statements, so a revocation queued
+    // earlier in the same batch sees them; it revokes only sessions created up to its
+    // password change, which such a session was, so R45 wants it revoked anyway.
+    let sessions: Vec<_> = committed
+        .iter()
+        .filter_map(|(req, ..)| req.session.as_ref())
+        .collect();
+    inserts.push(
+        "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
+         expires_at)",
+        7,
+        &sessions,
+        "",
+        |mut b, s| {
+            b.push_bind(s.session_hash.as_str())
+                .push_bind(s.account_id.as_str())
+                .push_bind(s.journey_id.as_deref())
+                .push_bind(s.kind.as_str())
+                .push_bind(s.amr.as_str())
+                .push_bind(s.created_at.as_millis())
+                .push_bind(s.expires_at.as_millis());
+        },
+    );
     inserts.execute(conn).await
 }
 

@@ -95,6 +95,7 @@ pub fn request(stream: JourneyId, expected: u64, events: usize) -> AppendRequest
         summary: summary(stream, expected + events as u64),
         outcome: format!(r#"{{"command":"{command_id}"}}"#),
         data_key: None,
+        session: None,
     }
 }
 
