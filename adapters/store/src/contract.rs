@@ -1560,16 +1560,14 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
 /// events and all, while the appends it shared a batch with commit. With
 /// `writes_queue_behind_appends` (the store's directory writes go through its append
 /// writer, in order), a revocation queued right after such an append sees its session,
-/// even when both share one transaction. `accounts` are ids of existing accounts, at least
-/// two.
-pub async fn completing_appends_store_their_sessions<S>(
-    store: S,
-    accounts: &[&str],
-    writes_queue_behind_appends: bool,
-) where
+/// even when both share one transaction. (Session rows reference accounts by id only, so
+/// no account rows are needed.)
+pub async fn completing_appends_store_their_sessions<S>(store: S, writes_queue_behind_appends: bool)
+where
     S: EventStore + passage_core::ports::AccountDirectory + Clone + 'static,
 {
     use passage_core::ports::Session;
+    let accounts = ["acct-a", "acct-b"];
     let session = |hash: &str, account: &str, journey: JourneyId| Session {
         session_hash: hash.into(),
         account_id: account.into(),

@@ -987,15 +987,8 @@ async fn completing_appends_store_their_sessions() {
             ..PgOptions::default()
         };
         pg::with_store(options, |store, _, _| async move {
-            for (id, email) in [("u-1", "ada@example.com"), ("u-2", "grace@example.com")] {
-                store
-                    .upsert_account(&account(id, email), "$argon2id$first")
-                    .await
-                    .expect("seed");
-            }
             passage_store::contract::completing_appends_store_their_sessions(
                 store.clone(),
-                &["u-1", "u-2"],
                 group_commit,
             )
             .await;
