@@ -837,12 +837,6 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                 key.open(),
             )?;
             request.data_key = new_key;
-            if let Reply::Accepted {
-                session_token: Some(token),
-            } = &decision.reply
-            {
-                request.session = recovery_session(journey_id, &next, token, &def, now);
-            }
             match store.append(request).await {
                 Ok(AppendResult::Committed { .. }) => {
                     self.cache().put_key(journey_id, key);
@@ -998,12 +992,18 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         // The session token is handed out once and never stored, not even for idempotent
-        // retries: a repeated completing command gets "accepted" without a second session (R31).
-        let stored_reply = match &decision.reply {
-            Reply::Accepted { .. } => Reply::Accepted {
-                session_token: None,
-            },
-            r => r.clone(),
+        // retries: a repeated completing command gets "accepted" without a second session
+        // (R31). Its hash becomes the session row, which commits with these events.
+        let (stored_reply, session) = match &decision.reply {
+            Reply::Accepted { session_token } => (
+                Reply::Accepted {
+                    session_token: None,
+                },
+                session_token
+                    .as_deref()
+                    .and_then(|t| recovery_session(journey_id, after, t, def, now)),
+            ),
+            r => (r.clone(), None),
         };
         // The erasure's own row keeps the address and pseudonym until the key is destroyed,
         // so an erasure interrupted between the two is found again by the person's pseudonym.
@@ -1044,7 +1044,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             summary,
             outcome: json(serde_json::to_string(&stored_reply))?,
             data_key: None,
-            session: None,
+            session,
         })
     }
 
