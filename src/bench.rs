@@ -741,7 +741,7 @@ pub async fn run(
     for backend in backends {
         let scratch = Scratch::new(backend, &args.bench_postgres).await?;
         let result = async {
-            let raw = raw_baseline(&scratch, max_level, 20_000).await?;
+            let raw = raw_baseline(&scratch, max_level, args.raw_rows).await?;
             let best = raw.iter().map(|(_, r)| *r).fold(0.0, f64::max);
             for (batch, r) in &raw {
                 notes.push(format!("{backend}: raw batched INSERT, {max_level} clients, {batch} rows per transaction: {r:.0} rows/s"));

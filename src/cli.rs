@@ -169,12 +169,16 @@ pub struct BenchArgs {
         default_value = "postgres://root@127.0.0.1:5432/postgres"
     )]
     pub bench_postgres: String,
-    /// Concurrent journeys per level.
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 256])]
+    /// Concurrent journeys per level, e.g. `--levels 1,16,256` or `--levels 1 16 256`.
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_parser = positive, default_values_t = [1usize, 16, 256])]
     pub levels: Vec<usize>,
     /// Journeys per level (default: 40 at level 1, otherwise 3 x the level, at least 160).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub journeys: Option<usize>,
+    /// Rows the raw baseline inserts at each batch size (1, 8 and 64 rows per transaction).
+    /// Fewer rows finish sooner but measure ramp-up more than the database's pace.
+    #[arg(long, value_parser = positive, default_value_t = 20_000)]
+    pub raw_rows: usize,
     /// Also run the highest level with each simulated person pausing about this long before
     /// each step (0: skip; each pause is drawn between half and one and a half times it). The
     /// other rows run flat out, so their step latency is mostly queueing behind every other
@@ -281,8 +285,18 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub lease: std::time::Duration,
     /// Entries claimed per pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     pub batch: usize,
+}
+
+/// A count that must be at least 1: zero journeys measure nothing, and a worker claiming
+/// zero entries per pass would never deliver.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -451,7 +465,8 @@ pub enum JourneysCommand {
         /// nothing stores it) or the masked form listings show (`a•••e@e•••.com`).
         #[arg(long)]
         email: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// At most this many journeys.
+        #[arg(long, default_value_t = 50, value_parser = positive)]
         limit: usize,
     },
 }
@@ -464,7 +479,8 @@ pub struct OutboxArgs {
     /// Only this channel.
     #[arg(long, value_parser = ["email", "sms", "voice"])]
     pub channel: Option<String>,
-    #[arg(long, default_value_t = 20)]
+    /// At most this many messages.
+    #[arg(long, default_value_t = 20, value_parser = positive)]
     pub limit: usize,
 }
 

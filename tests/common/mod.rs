@@ -153,6 +153,7 @@ pub struct Passage {
     db: PathBuf,
     cwd: PathBuf,
     workflows: PathBuf,
+    envs: Vec<(String, String)>,
 }
 
 impl Passage {
@@ -162,7 +163,14 @@ impl Passage {
             db: dir.db(),
             cwd: dir.path().to_owned(),
             workflows: PathBuf::from(REPO_WORKFLOWS),
+            envs: Vec::new(),
         }
+    }
+
+    /// The same runner, with `key` set to `value` in the binary's environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// The same store, with definitions from `workflows` instead.
@@ -207,6 +215,7 @@ impl Passage {
         }
         // A panic would show its backtrace, which `Run::no_panic` looks for.
         cmd.env("RUST_BACKTRACE", "1");
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.stdin(if input.is_some() {
             Stdio::piped()
         } else {

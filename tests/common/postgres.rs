@@ -60,6 +60,20 @@ impl ScratchServer {
         format!("{}/{name}", self.base)
     }
 
+    /// The URL of database `name` on the test server.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    /// The server's databases whose names match the SQL `LIKE` pattern, sorted.
+    pub async fn databases_like(&self, pattern: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1")
+            .bind(pattern)
+            .fetch_all(&self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("list databases like {pattern}: {e}"))
+    }
+
     /// Drops database `name` (cleanup at the end of a test).
     pub async fn drop_database(&self, name: &str) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

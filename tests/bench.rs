@@ -1,0 +1,246 @@
+//! `passage bench` end to end (issue: PostgreSQL event store and several engine nodes, point 5).
+//! A small run on each store must print a complete table whose figures agree with each other
+//! and with the journeys it ran, leave no scratch store behind, and counts that would measure
+//! nothing are refused before anything runs.
+
+mod common;
+
+use common::{Passage, Run, TestDir};
+use std::collections::HashMap;
+
+/// Journeys per level in the small runs.
+const JOURNEYS: usize = 6;
+
+/// What the bench's person does (email code, SMS code, new password) stores 12 events per
+/// journey, from `JourneyStarted` to the delivery of the "password changed" notice.
+const EVENTS_PER_JOURNEY: usize = 12;
+
+/// The steps the bench times, in journey order.
+const STEPS: [&str; 6] = [
+    "start",
+    "email",
+    "email code",
+    "choice",
+    "sms code",
+    "password",
+];
+
+/// One row of the bench's table.
+#[derive(Debug)]
+struct Row {
+    mode: String,
+    concurrency: usize,
+    journeys: usize,
+    events_per_sec: f64,
+    journeys_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ratio: String,
+}
+
+fn rows(run: &Run, backend: &str) -> Vec<Row> {
+    let prefix = format!("| {backend} |");
+    run.stdout
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 9, "a table row has 9 cells: {l}");
+            let num = |i: usize| -> f64 {
+                cells[i]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("cell {i} of {l:?} is not a number"))
+            };
+            Row {
+                mode: cells[1].to_owned(),
+                concurrency: num(2) as usize,
+                journeys: num(3) as usize,
+                events_per_sec: num(4),
+                journeys_per_sec: num(5),
+                p50_ms: num(6),
+                p99_ms: num(7),
+                ratio: cells[8].to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// The number that follows `{backend}: {start}` in a note under the table, after `skip`.
+fn note_number(run: &Run, backend: &str, start: &str, skip: &str) -> f64 {
+    let line = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("- {backend}: {start}")))
+        .unwrap_or_else(|| panic!("no note starting {start:?} for {backend} in {run}"));
+    let after = line
+        .strip_prefix(skip)
+        .unwrap_or_else(|| panic!("{line:?} does not start with {skip:?}"));
+    let digits: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {start:?} in {line:?}"))
+}
+
+/// Runs a small bench on `backend` and checks everything it printed.
+fn small_run(p: &Passage, backend: &str, extra: &[&str]) {
+    let journeys = JOURNEYS.to_string();
+    let mut args = vec![
+        "bench",
+        "--backend",
+        backend,
+        // Space separated, as the default is shown in --help.
+        "--levels",
+        "1",
+        "3",
+        "--journeys",
+        &journeys,
+        "--think-ms",
+        "20",
+        "--raw-rows",
+        "400",
+    ];
+    args.extend_from_slice(extra);
+    let run = p.run(&args);
+    run.expect_ok().no_panic();
+
+    let rows = rows(&run, backend);
+    let modes: Vec<(&str, usize)> = rows
+        .iter()
+        .map(|r| (r.mode.as_str(), r.concurrency))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("grouped", 1),
+            ("grouped", 3),
+            ("grouped, people pausing ~20 ms before each step", 3),
+            ("one append per transaction", 3),
+        ],
+        "rows of {run}"
+    );
+    for r in &rows {
+        assert_eq!(r.journeys, JOURNEYS, "{r:?}");
+        assert!(r.events_per_sec > 0.0 && r.journeys_per_sec > 0.0, "{r:?}");
+        // Both rates divide a count by one elapsed time: their ratio is the events each
+        // journey stored, up to the table's rounding (whole events/s, tenths of journeys/s),
+        // which is well under one event in the run's 72 at these rates.
+        let per_journey = r.events_per_sec / r.journeys_per_sec;
+        let rounding = per_journey * (0.5 / r.events_per_sec + 0.05 / r.journeys_per_sec);
+        assert!(
+            (per_journey - EVENTS_PER_JOURNEY as f64).abs() <= rounding,
+            "{per_journey:.3} events per journey (±{rounding:.3} for rounding) in {r:?}"
+        );
+        assert!(0.0 < r.p50_ms && r.p50_ms <= r.p99_ms, "{r:?}");
+        // The efficiency ratio belongs to the rows at the highest level run flat out.
+        let flat_out_top = r.concurrency == 3 && !r.mode.contains("pausing");
+        assert_eq!(r.ratio.ends_with(" %"), flat_out_top, "{r:?}");
+        assert_eq!(r.ratio == "-", !flat_out_top, "{r:?}");
+    }
+
+    let mut raw = HashMap::new();
+    for batch in [1, 8, 64] {
+        let rate = note_number(
+            &run,
+            backend,
+            &format!("raw batched INSERT, 3 clients, {batch} rows per transaction"),
+            ":",
+        );
+        assert!(rate > 0.0, "x{batch}: {rate} rows/s in {run}");
+        raw.insert(batch, rate);
+    }
+    let best = note_number(&run, backend, "raw baseline (best)", "");
+    let max = raw.values().copied().fold(0.0, f64::max);
+    // The notes round to whole rows/s.
+    assert!((best - max).abs() <= 1.0, "best {best} of {raw:?}");
+
+    // The replay reads the store of the highest flat-out level: all its journeys' events.
+    let replayed = note_number(&run, backend, "replay of", "");
+    assert_eq!(replayed as usize, JOURNEYS * EVENTS_PER_JOURNEY, "{run}");
+
+    for note in ["c=3, flat out: ", "c=3, 20 ms pauses: "] {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("- {backend}: {note}")))
+            .unwrap_or_else(|| panic!("no {note:?} note in {run}"));
+        let named: Vec<&str> = line
+            .split_once("step p50/p99 ms: ")
+            .expect("the steps' latencies")
+            .1
+            .split(", ")
+            .map(|s| s.rsplit_once(' ').expect("a step and its figures").0)
+            .collect();
+        assert_eq!(named, STEPS, "{line}");
+    }
+}
+
+/// A runner whose temporary files (the bench's scratch stores) go to `dir`, where the test
+/// can check they were removed.
+fn in_dir(dir: &TestDir) -> Passage {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).expect("create the scratch parent");
+    Passage::new(dir).with_env("TMPDIR", &tmp.display().to_string())
+}
+
+/// What the bench left in the temporary directory it was given.
+fn leftovers(dir: &TestDir) -> Vec<String> {
+    std::fs::read_dir(dir.join("tmp"))
+        .expect("list the scratch parent")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_small_run_on_sqlite_prints_a_consistent_table() {
+    let dir = TestDir::new("bench-sqlite");
+    small_run(&in_dir(&dir), "sqlite", &[]);
+    assert_eq!(leftovers(&dir), Vec::<String>::new(), "scratch files left");
+}
+
+#[tokio::test]
+async fn a_small_run_on_postgres_prints_a_consistent_table_and_drops_its_database() {
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
+    };
+    let before = server.databases_like("passage\\_bench\\_%").await;
+    let dir = TestDir::new("bench-postgres");
+    let admin = server.url("postgres");
+    small_run(&in_dir(&dir), "postgres", &["--bench-postgres", &admin]);
+    assert_eq!(leftovers(&dir), Vec::<String>::new(), "scratch files left");
+    assert_eq!(
+        server.databases_like("passage\\_bench\\_%").await,
+        before,
+        "the bench's scratch database was not dropped"
+    );
+}
+
+#[test]
+fn counts_that_measure_nothing_are_refused() {
+    let dir = TestDir::new("bench-usage");
+    let p = Passage::new(&dir);
+    for (args, flag) in [
+        (&["bench", "--levels", "0"][..], "--levels"),
+        (&["bench", "--levels", "1,0,4"][..], "--levels"),
+        (&["bench", "--journeys", "0"][..], "--journeys"),
+        (&["bench", "--raw-rows", "0"][..], "--raw-rows"),
+        (&["worker", "--batch", "0"][..], "--batch"),
+        (&["journeys", "list", "--limit", "0"][..], "--limit"),
+        (&["outbox", "--limit", "0"][..], "--limit"),
+    ] {
+        p.run(args)
+            .expect_code(2)
+            .no_panic()
+            .stderr_has(&format!("invalid value '0' for '{flag}"))
+            .stderr_has("must be at least 1");
+    }
+    p.run(&["bench", "--levels", "1,x"])
+        .expect_code(2)
+        .stderr_has("`x` is not a whole number");
+    // Nothing ran: no store was created for the refused commands.
+    assert!(!dir.db().exists(), "a refused command opened the store");
+}
