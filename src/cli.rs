@@ -236,7 +236,7 @@ pub struct ServeArgs {
     pub escalate_after: std::time::Duration,
     /// How often to sign a checkpoint of the chain's head (docs/audit.md); skipped when no
     /// event was added since the last one.
-    #[arg(long, env = "PASSAGE_CHECKPOINT_EVERY", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "PASSAGE_CHECKPOINT_EVERY", default_value = "10m", value_parser = parse_period)]
     pub checkpoint_every: std::time::Duration,
     /// Erase the personal data of finished journeys (completed, failed, expired, cancelled)
     /// started longer ago than this, e.g. `90d`; checked at start and hourly. Off unless
@@ -281,8 +281,10 @@ fn parse_proxies(s: &str) -> Result<passage_web::TrustedProxies, String> {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// How long a claimed outbox entry or timer stays with this worker. If the worker dies,
-    /// another one (or this one, restarted) takes the work over once the lease lapses.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// another one (or this one, restarted) takes the work over once the lease lapses; a
+    /// delivery still running then may be made twice, so keep it above the providers'
+    /// timeouts (at least 1s).
+    #[arg(long, default_value = "30s", value_parser = parse_period)]
     pub lease: std::time::Duration,
     /// Entries claimed per pass.
     #[arg(long, default_value_t = 64, value_parser = positive)]
@@ -302,6 +304,16 @@ fn positive(s: &str) -> Result<usize, String> {
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     passage_core::time::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration: write e.g. 500ms, 30s or 5m"))
+}
+
+/// A lease or a pause between background passes: under a second, a lease lapses while its
+/// delivery runs (another node sends it again), and a loop spins on the database.
+fn parse_period(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{s}` is too short: at least 1s"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -228,9 +228,6 @@ fn counts_that_measure_nothing_are_refused() {
         (&["bench", "--levels", "1,0,4"][..], "--levels"),
         (&["bench", "--journeys", "0"][..], "--journeys"),
         (&["bench", "--raw-rows", "0"][..], "--raw-rows"),
-        (&["worker", "--batch", "0"][..], "--batch"),
-        (&["journeys", "list", "--limit", "0"][..], "--limit"),
-        (&["outbox", "--limit", "0"][..], "--limit"),
     ] {
         p.run(args)
             .expect_code(2)
@@ -241,6 +238,4 @@ fn counts_that_measure_nothing_are_refused() {
     p.run(&["bench", "--levels", "1,x"])
         .expect_code(2)
         .stderr_has("`x` is not a whole number");
-    // Nothing ran: no store was created for the refused commands.
-    assert!(!dir.db().exists(), "a refused command opened the store");
 }

@@ -764,3 +764,40 @@ fn operators_and_their_tokens() {
         }
     }
 }
+
+/// Values that would quietly do nothing or harm are usage errors: a worker claiming 0 entries
+/// never delivers, a listing of 0 rows says "no journeys" when there are some, a lease under
+/// a second lapses while its delivery runs (another node sends it again), and a checkpoint
+/// every 0s spins on the database.
+#[test]
+fn zero_counts_and_too_short_periods_are_refused() {
+    let dir = TestDir::new("usage-bounds");
+    let p = Passage::new(&dir);
+    for (args, flag) in [
+        (&["worker", "--batch", "0"][..], "--batch"),
+        (&["journeys", "list", "--limit", "0"][..], "--limit"),
+        (&["outbox", "--limit", "0"][..], "--limit"),
+    ] {
+        p.run(args)
+            .expect_code(2)
+            .no_panic()
+            .stderr_has(&format!("invalid value '0' for '{flag}"))
+            .stderr_has("must be at least 1");
+    }
+    for (args, flag) in [
+        (&["worker", "--lease", "0s"][..], "--lease"),
+        (&["worker", "--lease", "500ms"][..], "--lease"),
+        (
+            &["serve", "--checkpoint-every", "0s"][..],
+            "--checkpoint-every",
+        ),
+    ] {
+        p.run(args)
+            .expect_code(2)
+            .no_panic()
+            .stderr_has(&format!("for '{flag}"))
+            .stderr_has("is too short: at least 1s");
+    }
+    // Refused before anything ran: no store was created.
+    assert!(!dir.db().exists(), "a refused command opened the store");
+}
