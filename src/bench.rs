@@ -724,91 +724,79 @@ pub(crate) async fn engine_for(
     Ok(engine)
 }
 
+/// The figures of one run at the highest level that the targets are judged on
+/// (docs/benchmarks.md, "Reading the figures").
+struct Judged {
+    /// Grouped events/s ÷ the events/s with one append per transaction.
+    grouping: f64,
+    /// Grouped events/s ÷ the best raw rows/s, in percent.
+    of_raw: f64,
+    /// Step p99 when running flat out, grouped, in milliseconds.
+    p99_ms: f64,
+}
+
+/// What every run of one backend shares: the definitions and the simulated people.
+struct Setup<'a> {
+    args: &'a crate::cli::BenchArgs,
+    definitions: &'a [passage_core::definition::Definition],
+    people: &'a [passage_core::ports::Account],
+    emails: &'a [String],
+    max_level: usize,
+}
+
+impl Setup<'_> {
+    fn journeys_at(&self, level: usize) -> usize {
+        self.args
+            .journeys
+            .unwrap_or(if level == 1 { 40 } else { (3 * level).max(160) })
+    }
+
+    async fn engine(
+        &self,
+        store: &passage_store::AnyStore,
+    ) -> anyhow::Result<Engine<passage_store::AnyStore, passage_store::AnyStore>> {
+        engine_for(
+            store.clone(),
+            self.definitions,
+            self.people,
+            self.args.production_hashing,
+        )
+        .await
+    }
+}
+
 pub async fn run(
     args: &crate::cli::BenchArgs,
     definitions: Vec<passage_core::definition::Definition>,
 ) -> anyhow::Result<()> {
-    let backends = args.backend.names();
     let max_level = args.levels.iter().copied().max().unwrap_or(1);
     let people = demo_people(max_level);
     let emails: Vec<String> = people.iter().map(|a| a.email.clone()).collect();
-    let journeys_at = |level: usize| {
-        args.journeys
-            .unwrap_or(if level == 1 { 40 } else { (3 * level).max(160) })
+    let setup = Setup {
+        args,
+        definitions: &definitions,
+        people: &people,
+        emails: &emails,
+        max_level,
     };
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    for backend in backends {
-        let scratch = Scratch::new(backend, &args.bench_postgres).await?;
-        let result = async {
-            let raw = raw_baseline(&scratch, max_level, args.raw_rows).await?;
-            let best = raw.iter().map(|(_, r)| *r).fold(0.0, f64::max);
-            for (batch, r) in &raw {
-                notes.push(format!("{backend}: raw batched INSERT, {max_level} clients, {batch} rows per transaction: {r:.0} rows/s"));
-            }
-            let inbox_outbox = DevOutbox::open(&scratch.dir.join("outbox.db")).await?;
-            let inbox = Inbox::new(inbox_outbox);
-            let mut replay_source = None;
-            for &level in &args.levels {
-                let store = scratch.store(true, &format!("grouped-{level}")).await?;
-                let engine = engine_for(store.clone(), &definitions, &people, args.production_hashing).await?;
-                let before = store.stats();
-                let r = engine_level(&engine, &inbox, &emails, level, journeys_at(level), Duration::ZERO, &format!("{backend} engine c={level}")).await?;
-                let after = store.stats();
-                let txs = after.transactions - before.transactions;
-                // Writes other than appends that shared the writer's transactions (which
-                // ones differs by backend: StoreStats::writes).
-                let writes = match after.writes - before.writes {
-                    0 => String::new(),
-                    n => format!(" and {n} other writes"),
-                };
-                // Outbox completions are grouped: on SQLite inside the writer's transactions
-                // (repeats of an effect id excepted), on PostgreSQL in statements of their own.
-                let completions = match after.completions - before.completions {
-                    0 => String::new(),
-                    n => format!("; {n} outbox completions in {} statements", after.completion_statements - before.completion_statements),
-                };
-                // How much of the run the append writer spent in transactions: near 100 %
-                // it is the bottleneck, and more concurrency only queues behind it.
-                let busy = (after.busy - before.busy).as_secs_f64() / r.elapsed.as_secs_f64();
-                notes.push(format!(
-                    "{backend}: c={level}: {} append requests{writes} in {txs} transactions (largest {} appends){completions}; writer busy {:.0} % of the run",
-                    after.requests - before.requests,
-                    after.largest_batch,
-                    busy * 100.0
-                ));
-                rows.push(table_row(backend, "grouped", &r, (level == max_level).then_some(best)));
-                if level == max_level {
-                    notes.push(format!("{backend}: c={level}, flat out: {}", by_step(&r)));
-                    replay_source = Some(store.clone());
-                }
-            }
-            if args.think_ms > 0 {
-                let think = Duration::from_millis(args.think_ms);
-                let store = scratch.store(true, "paced").await?;
-                let engine = engine_for(store.clone(), &definitions, &people, args.production_hashing).await?;
-                let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), think, &format!("{backend} paced c={max_level}")).await?;
-                rows.push(table_row(backend, &format!("grouped, people pausing ~{} ms before each step", args.think_ms), &r, None));
-                notes.push(format!("{backend}: c={max_level}, {} ms pauses: {}", args.think_ms, by_step(&r)));
-            }
-            let store = scratch.store(false, "ungrouped").await?;
-            let engine = engine_for(store.clone(), &definitions, &people, args.production_hashing).await?;
-            let r = engine_level(&engine, &inbox, &emails, max_level, journeys_at(max_level), Duration::ZERO, &format!("{backend} ungrouped c={max_level}")).await?;
-            rows.push(table_row(backend, "one append per transaction", &r, Some(best)));
-            if let Some(store) = replay_source {
-                let (events, from_store, from_memory) = replay(&store).await?;
-                notes.push(format!(
-                    "{backend}: replay of {events} events: {:.0} events/s from the store, {:.0} events/s from memory",
-                    events as f64 / from_store.as_secs_f64(),
-                    events as f64 / from_memory.as_secs_f64()
-                ));
-            }
-            anyhow::Ok(best)
+    let mut judged = Vec::new();
+    for &backend in args.backend.names() {
+        let mut runs = Vec::new();
+        for run in 1..=args.repeat {
+            // Each run gets fresh stores and its own baseline: a run's ratios never mix
+            // figures from two moments of a machine whose pace drifts.
+            let label = match args.repeat {
+                1 => backend.to_owned(),
+                _ => format!("{backend} (run {run})"),
+            };
+            let scratch = Scratch::new(backend, &args.bench_postgres).await?;
+            let result = measure(&setup, &scratch, &label, &mut rows, &mut notes).await;
+            scratch.cleanup().await;
+            runs.push(result?);
         }
-        .await;
-        scratch.cleanup().await;
-        let best = result?;
-        notes.push(format!("{backend}: raw baseline (best) {best:.0} rows/s"));
+        judged.push((backend, runs));
     }
     println!(
         "| backend | mode | concurrent journeys | journeys | events/s | journeys/s | step p50 ms | step p99 ms | engine ÷ raw |"
@@ -821,5 +809,174 @@ pub async fn run(
     for n in notes {
         println!("- {n}");
     }
+    println!();
+    println!("Ratios at {max_level} concurrent journeys, flat out:");
+    for (backend, runs) in judged {
+        println!("- {}", ratios(backend, &runs));
+    }
     Ok(())
+}
+
+/// "sqlite: grouped ÷ one append per transaction 5.4×, …", with the median and range of
+/// several runs.
+fn ratios(backend: &str, runs: &[Judged]) -> String {
+    let figure = |pick: fn(&Judged) -> f64, decimals: usize, unit: &str| -> String {
+        let mut v: Vec<f64> = runs.iter().map(pick).collect();
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median = if v.len().is_multiple_of(2) {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        };
+        match v.len() {
+            1 => format!("{median:.decimals$}{unit}"),
+            _ => format!(
+                "{median:.decimals$}{unit} ({:.decimals$}–{:.decimals$}{unit})",
+                v[0],
+                v[v.len() - 1]
+            ),
+        }
+    };
+    let which = match runs.len() {
+        1 => backend.to_owned(),
+        n => format!("{backend}, median of {n} runs (lowest–highest)"),
+    };
+    format!(
+        "{which}: grouped ÷ one append per transaction {}, engine ÷ raw {}, step p99 {}",
+        figure(|j| j.grouping, 1, "×"),
+        figure(|j| j.of_raw, 0, " %"),
+        figure(|j| j.p99_ms, 1, " ms"),
+    )
+}
+
+/// One run on one backend: the raw baseline, each level grouped, the paced row, the highest
+/// level ungrouped, and the replay; table rows and notes are labelled with `label`.
+async fn measure(
+    setup: &Setup<'_>,
+    scratch: &Scratch,
+    label: &str,
+    rows: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Judged> {
+    let args = setup.args;
+    let max_level = setup.max_level;
+    let raw = raw_baseline(scratch, max_level, args.raw_rows).await?;
+    let best = raw.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+    for (batch, r) in &raw {
+        notes.push(format!("{label}: raw batched INSERT, {max_level} clients, {batch} rows per transaction: {r:.0} rows/s"));
+    }
+    let inbox = Inbox::new(DevOutbox::open(&scratch.dir.join("outbox.db")).await?);
+    let mut top = None;
+    for &level in &args.levels {
+        let store = scratch.store(true, &format!("grouped-{level}")).await?;
+        let engine = setup.engine(&store).await?;
+        let before = store.stats();
+        let r = engine_level(
+            &engine,
+            &inbox,
+            setup.emails,
+            level,
+            setup.journeys_at(level),
+            Duration::ZERO,
+            &format!("{label} engine c={level}"),
+        )
+        .await?;
+        let after = store.stats();
+        let txs = after.transactions - before.transactions;
+        // Writes other than appends that shared the writer's transactions (which ones
+        // differs by backend: StoreStats::writes).
+        let writes = match after.writes - before.writes {
+            0 => String::new(),
+            n => format!(" and {n} other writes"),
+        };
+        // Outbox completions are grouped: on SQLite inside the writer's transactions
+        // (repeats of an effect id excepted), on PostgreSQL in statements of their own.
+        let completions = match after.completions - before.completions {
+            0 => String::new(),
+            n => format!(
+                "; {n} outbox completions in {} statements",
+                after.completion_statements - before.completion_statements
+            ),
+        };
+        // How much of the run the append writer spent in transactions: near 100 % it is
+        // the bottleneck, and more concurrency only queues behind it.
+        let busy = (after.busy - before.busy).as_secs_f64() / r.elapsed.as_secs_f64();
+        notes.push(format!(
+            "{label}: c={level}: {} append requests{writes} in {txs} transactions (largest {} appends){completions}; writer busy {:.0} % of the run",
+            after.requests - before.requests,
+            after.largest_batch,
+            busy * 100.0
+        ));
+        rows.push(table_row(
+            label,
+            "grouped",
+            &r,
+            (level == max_level).then_some(best),
+        ));
+        if level == max_level {
+            notes.push(format!("{label}: c={level}, flat out: {}", by_step(&r)));
+            top = Some((store.clone(), r));
+        }
+    }
+    if args.think_ms > 0 {
+        let think = Duration::from_millis(args.think_ms);
+        let store = scratch.store(true, "paced").await?;
+        let engine = setup.engine(&store).await?;
+        let r = engine_level(
+            &engine,
+            &inbox,
+            setup.emails,
+            max_level,
+            setup.journeys_at(max_level),
+            think,
+            &format!("{label} paced c={max_level}"),
+        )
+        .await?;
+        rows.push(table_row(
+            label,
+            &format!(
+                "grouped, people pausing ~{} ms before each step",
+                args.think_ms
+            ),
+            &r,
+            None,
+        ));
+        notes.push(format!(
+            "{label}: c={max_level}, {} ms pauses: {}",
+            args.think_ms,
+            by_step(&r)
+        ));
+    }
+    let store = scratch.store(false, "ungrouped").await?;
+    let engine = setup.engine(&store).await?;
+    let ungrouped = engine_level(
+        &engine,
+        &inbox,
+        setup.emails,
+        max_level,
+        setup.journeys_at(max_level),
+        Duration::ZERO,
+        &format!("{label} ungrouped c={max_level}"),
+    )
+    .await?;
+    rows.push(table_row(
+        label,
+        "one append per transaction",
+        &ungrouped,
+        Some(best),
+    ));
+    let (top_store, grouped) = top.context("the highest level is one of the levels")?;
+    let (events, from_store, from_memory) = replay(&top_store).await?;
+    notes.push(format!(
+        "{label}: replay of {events} events: {:.0} events/s from the store, {:.0} events/s from memory",
+        events as f64 / from_store.as_secs_f64(),
+        events as f64 / from_memory.as_secs_f64()
+    ));
+    notes.push(format!("{label}: raw baseline (best) {best:.0} rows/s"));
+    Ok(Judged {
+        grouping: grouped.events_per_sec() / ungrouped.events_per_sec(),
+        of_raw: 100.0 * grouped.events_per_sec() / best,
+        p99_ms: grouped.p50_p99().1.as_secs_f64() * 1000.0,
+    })
 }

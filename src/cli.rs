@@ -191,6 +191,11 @@ pub struct BenchArgs {
     /// hashing sets the pace (docs/benchmarks.md).
     #[arg(long)]
     pub production_hashing: bool,
+    /// Measure everything this many times, each time on fresh stores with its own raw
+    /// baseline, and summarize the ratios the targets are judged on by their median and
+    /// range: runs on a busy or shared machine vary by 15 % or more.
+    #[arg(long, value_parser = positive, default_value_t = 1)]
+    pub repeat: usize,
     /// What to measure: the engine's throughput against the raw baseline, the stall
     /// scanner's cost against the number of healthy open journeys (0, 10 000, 100 000), or
     /// the search by masked address over 10 000 and 1 000 000 journeys.

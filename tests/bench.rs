@@ -85,6 +85,44 @@ fn note_number(run: &Run, backend: &str, start: &str, skip: &str) -> f64 {
         .unwrap_or_else(|_| panic!("no number after {start:?} in {line:?}"))
 }
 
+/// The three figures on the summary line that starts with `which`: grouped ÷ ungrouped,
+/// engine ÷ raw (as printed) and the step p99, each a median when `which` says so.
+fn ratios<'a>(run: &'a Run, which: &str) -> (f64, &'a str, f64) {
+    let line = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("grouped ÷ one append per transaction"))
+        .find_map(|l| l.strip_prefix(&format!("- {which}")))
+        .unwrap_or_else(|| panic!("no ratios for {which:?} in {run}"));
+    let after = |marker: &str| -> &'a str {
+        line.split_once(marker)
+            .unwrap_or_else(|| panic!("{marker:?} not in {line:?}"))
+            .1
+            .split([' ', '×'])
+            .next()
+            .expect("a figure")
+    };
+    let num = |text: &str| -> f64 {
+        text.parse()
+            .unwrap_or_else(|_| panic!("{text:?} is not a number in {line:?}"))
+    };
+    (
+        num(after("grouped ÷ one append per transaction ")),
+        after("engine ÷ raw "),
+        num(after("step p99 ")),
+    )
+}
+
+/// `printed` (one decimal) is `exact` computed from the table's whole events/s.
+#[track_caller]
+fn assert_close(printed: f64, exact: f64, run: &Run) {
+    // The summary rounds the unrounded ratio; the table's rates are rounded to whole events.
+    assert!(
+        (printed - exact).abs() <= 0.05 + exact * 0.02,
+        "{printed} against {exact:.3} from the table in {run}"
+    );
+}
+
 /// Runs a small bench on `backend` and checks everything it printed.
 fn small_run(p: &Passage, backend: &str, extra: &[&str]) {
     let journeys = JOURNEYS.to_string();
@@ -161,6 +199,17 @@ fn small_run(p: &Passage, backend: &str, extra: &[&str]) {
     let replayed = note_number(&run, backend, "replay of", "");
     assert_eq!(replayed as usize, JOURNEYS * EVENTS_PER_JOURNEY, "{run}");
 
+    // The summary's ratios are the table's, at the highest level.
+    let (grouping, of_raw, p99) = ratios(&run, &format!("{backend}: "));
+    let (grouped, ungrouped) = (&rows[1], &rows[3]);
+    assert_close(
+        grouping,
+        grouped.events_per_sec / ungrouped.events_per_sec,
+        &run,
+    );
+    assert_eq!(format!("{of_raw} %"), grouped.ratio, "{run}");
+    assert_eq!(p99, grouped.p99_ms, "{run}");
+
     for note in ["c=3, flat out: ", "c=3, 20 ms pauses: "] {
         let line = run
             .stdout
@@ -202,6 +251,62 @@ fn a_small_run_on_sqlite_prints_a_consistent_table() {
     assert_eq!(leftovers(&dir), Vec::<String>::new(), "scratch files left");
 }
 
+/// `--repeat 2`: each run has its own rows (and baseline), and the summary gives the median
+/// and range of what the rows say.
+#[test]
+fn repeated_runs_are_summarized_by_median_and_range() {
+    let dir = TestDir::new("bench-repeat");
+    let run = in_dir(&dir).run(&[
+        "bench",
+        "--levels",
+        "2",
+        "--journeys",
+        "4",
+        "--think-ms",
+        "0",
+        "--raw-rows",
+        "200",
+        "--repeat",
+        "2",
+    ]);
+    run.expect_ok().no_panic();
+    let mut grouping = Vec::new();
+    let mut p99 = Vec::new();
+    for n in [1, 2] {
+        let label = format!("sqlite (run {n})");
+        let rows = rows(&run, &label);
+        let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+        assert_eq!(modes, ["grouped", "one append per transaction"], "{run}");
+        grouping.push(rows[0].events_per_sec / rows[1].events_per_sec);
+        p99.push(rows[0].p99_ms);
+        let replayed = note_number(&run, &label, "replay of", "");
+        assert_eq!(replayed as usize, 4 * EVENTS_PER_JOURNEY, "{run}");
+    }
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("- sqlite, median of 2 runs (lowest–highest): "))
+        .unwrap_or_else(|| panic!("no summary of 2 runs in {run}"));
+    let (median, _, p99_median) = ratios(&run, "sqlite, median of 2 runs (lowest–highest): ");
+    grouping.sort_by(f64::total_cmp);
+    p99.sort_by(f64::total_cmp);
+    assert_close(median, (grouping[0] + grouping[1]) / 2.0, &run);
+    // The p99s are the table's own figures: their range is printed as they are.
+    assert!(
+        line.contains(&format!(
+            "step p99 {p99_median:.1} ms ({:.1}–{:.1} ms)",
+            p99[0], p99[1]
+        )),
+        "{line}"
+    );
+    // The median is rounded once from the exact figures, the table's two p99s once each.
+    assert!(
+        (p99_median - (p99[0] + p99[1]) / 2.0).abs() <= 0.1 + 1e-9,
+        "{line}"
+    );
+    assert_eq!(leftovers(&dir), Vec::<String>::new(), "scratch files left");
+}
+
 #[tokio::test]
 async fn a_small_run_on_postgres_prints_a_consistent_table_and_drops_its_database() {
     let Some(server) = common::postgres::ScratchServer::connect().await else {
@@ -228,6 +333,7 @@ fn counts_that_measure_nothing_are_refused() {
         (&["bench", "--levels", "1,0,4"][..], "--levels"),
         (&["bench", "--journeys", "0"][..], "--journeys"),
         (&["bench", "--raw-rows", "0"][..], "--raw-rows"),
+        (&["bench", "--repeat", "0"][..], "--repeat"),
     ] {
         p.run(args)
             .expect_code(2)
