@@ -11,6 +11,7 @@ use crate::limits::LimitsConfig;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where a secret comes from: `{ env = "PASSAGE_TWILIO_AUTH_TOKEN" }` or
 /// `{ file = "/run/secrets/twilio-token" }`. Printing it shows the name or the path only.
@@ -281,6 +282,40 @@ pub struct ChannelsConfig {
 }
 
 impl ChannelsConfig {
+    /// The configured provider that may wait longest for one answer before its own timeout
+    /// gives up, and that timeout: a worker's lease must leave a delivery at least this
+    /// long. `None` when everything goes to the dev outbox.
+    pub fn slowest_timeout(&self) -> Option<(&'static str, Duration)> {
+        let smtp = self
+            .smtp
+            .as_ref()
+            .filter(|_| self.email == EmailProvider::Smtp)
+            // Per SMTP command: a send of several commands may take longer, and the worker
+            // bounds the whole (`passage_runtime::delivery_budget`).
+            .map(|c| ("SMTP (smtp.timeout_secs)", c.timeout_secs));
+        let twilio = self
+            .twilio
+            .as_ref()
+            .filter(|_| self.sms == PhoneProvider::Twilio || self.voice == PhoneProvider::Twilio)
+            .map(|c| {
+                (
+                    "Twilio (twilio.request_timeout_secs)",
+                    c.request_timeout_secs,
+                )
+            });
+        let alerts = self.alerts.as_ref().map(|c| {
+            (
+                "the alert webhook (alerts.request_timeout_secs)",
+                c.request_timeout_secs,
+            )
+        });
+        [smtp, twilio, alerts]
+            .into_iter()
+            .flatten()
+            .max_by_key(|(_, secs)| *secs)
+            .map(|(name, secs)| (name, Duration::from_secs(secs.max(1))))
+    }
+
     /// Parses a TOML document (the format of `PASSAGE_CHANNELS_CONFIG`).
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
@@ -533,6 +568,43 @@ mod tests {
         );
         assert_eq!(c.limits.sms.per_recipient.unwrap().max, 2);
         assert!(ChannelsConfig::from_toml("emial = \"smtp\"").is_err());
+    }
+
+    /// Only providers that deliver count: an `[smtp]` table while email goes to the dev
+    /// outbox waits on nobody.
+    #[test]
+    fn the_slowest_timeout_is_that_of_a_provider_in_use() {
+        assert_eq!(ChannelsConfig::default().slowest_timeout(), None);
+        let config = |email: &str, sms: &str| {
+            ChannelsConfig::from_toml(&format!(
+                r#"
+                email = "{email}"
+                sms = "{sms}"
+                [smtp]
+                host = "smtp.example.net"
+                from = "Portal <no-reply@portal.example>"
+                timeout_secs = 40
+                [twilio]
+                account_sid = "AC0123456789abcdef0123456789abcdef"
+                auth_token = {{ env = "T" }}
+                public_base_url = "https://portal.example"
+                "#
+            ))
+            .unwrap()
+            .slowest_timeout()
+        };
+        assert_eq!(
+            config("smtp", "twilio"),
+            Some(("SMTP (smtp.timeout_secs)", Duration::from_secs(40)))
+        );
+        assert_eq!(
+            config("dev", "twilio"),
+            Some((
+                "Twilio (twilio.request_timeout_secs)",
+                Duration::from_secs(15)
+            ))
+        );
+        assert_eq!(config("dev", "dev"), None);
     }
 
     #[test]

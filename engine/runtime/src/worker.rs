@@ -24,7 +24,8 @@ use tracing::{debug, error, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// How long a claimed entry stays with this worker before others may take it over.
+    /// How long a claimed entry stays with this worker before others may take it over. A
+    /// delivery gets [`delivery_budget`] of it and counts as a transient failure after that.
     pub lease: Duration,
     /// Entries claimed per pass.
     pub batch: usize,
@@ -39,10 +40,18 @@ pub struct WorkerOptions {
     pub skip_alerts: bool,
 }
 
+/// How long one delivery may take under `lease`: three quarters of it, so the last quarter
+/// is left to record the outcome (a commit) before the lease lapses.
+pub fn delivery_budget(lease: Duration) -> Duration {
+    lease * 3 / 4
+}
+
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            lease: Duration::from_secs(30),
+            // Above the slowest default provider timeout (SMTP's 30 s) once only
+            // `delivery_budget` of it is given to a delivery: 45 s.
+            lease: Duration::from_secs(60),
             batch: 64,
             max_attempts: 8,
             idle_poll: Duration::from_secs(1),
@@ -283,7 +292,20 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             }
         };
         let result = match self.message_for(entry, &effect, accounts).await? {
-            Ok(Some(message)) => self.channel.deliver(&message).await.map(Some),
+            Ok(Some(message)) => {
+                // Give up while the lease still holds, so the outcome is recorded before
+                // another node may claim the entry: a call still running when the lease
+                // lapses would be made a second time.
+                let budget = delivery_budget(self.options.lease);
+                match tokio::time::timeout(budget, self.channel.deliver(&message)).await {
+                    Ok(sent) => sent.map(Some),
+                    Err(_) => Err(SendError::Transient(format!(
+                        "no answer from the provider within {} ms (3/4 of the {} ms lease)",
+                        budget.as_millis(),
+                        self.options.lease.as_millis()
+                    ))),
+                }
+            }
             Ok(None) => Ok(None),
             Err(permanent) => Err(SendError::Permanent(permanent)),
         };

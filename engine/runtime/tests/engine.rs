@@ -8,7 +8,9 @@ use passage_core::ports::{
 };
 use passage_core::secrets::{Argon2id, Keys};
 use passage_core::time::Timestamp;
-use passage_runtime::{Actor, Engine, EngineOptions, Input, ManualClock, Worker, WorkerOptions};
+use passage_runtime::{
+    Actor, Engine, EngineOptions, Input, ManualClock, Worker, WorkerOptions, delivery_budget,
+};
 use passage_store::SqliteStore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -364,6 +366,70 @@ async fn permanent_failures_stop_at_once_and_show_on_the_journey() {
             ..
         }
     )));
+}
+
+/// A provider that accepts the connection and never answers.
+#[derive(Clone)]
+struct Silent;
+
+impl Channel for Silent {
+    async fn deliver(&self, _: &OutboundMessage) -> Result<Receipt, SendError> {
+        std::future::pending().await
+    }
+}
+
+/// A delivery still waiting when the lease lapses would be made again by another node
+/// while the first may still succeed: the worker gives up at 3/4 of its lease and records a
+/// transient failure while the entry is still its own, and the retry is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_without_an_answer_is_given_up_before_the_lease_lapses() {
+    let f = fixture("silent").await;
+    let id = started(&f).await;
+    let lease = Duration::from_secs(4);
+    let options = WorkerOptions {
+        lease,
+        ..WorkerOptions::default()
+    };
+    let silent = Worker::new(f.engine.clone(), Silent, options.clone());
+    let began = std::time::Instant::now();
+    // Bounded here too, so that a worker that never gives up fails the test, not hangs it.
+    let r = tokio::time::timeout(lease * 2, silent.pass())
+        .await
+        .expect("the worker was still waiting on the provider after twice its lease")
+        .unwrap();
+    let took = began.elapsed();
+    assert_eq!((r.delivered, r.retried), (0, 1), "{r:?}");
+    assert!(
+        took >= delivery_budget(lease) && took < lease,
+        "gave up after {took:?}, lease {lease:?}"
+    );
+    // The timeline opens the sealed error (delivery errors are personal fields, R49).
+    let failure = f
+        .engine
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e.event {
+            Some(JourneyEvent::MessageFailed {
+                error, permanent, ..
+            }) => Some((error, permanent)),
+            _ => None,
+        })
+        .expect("the failure is on the journey");
+    assert!(
+        failure
+            .0
+            .contains("no answer from the provider within 3000 ms")
+            && !failure.1,
+        "{failure:?}"
+    );
+    // Rescheduled by backoff, not left to the lease: nobody claims it before it is due.
+    let healthy = Worker::new(f.engine.clone(), f.outbox.clone(), options);
+    assert_eq!(healthy.pass().await.unwrap().delivered, 0);
+    f.clock.advance(Duration::from_secs(3));
+    assert_eq!(healthy.drain().await.unwrap().delivered, 1);
+    assert_eq!(f.outbox.counts().await.unwrap(), (1, 0), "delivered once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
