@@ -48,6 +48,9 @@ pub struct App {
     /// The configured channels (dev outbox unless SMTP or Twilio are configured).
     pub channels: Channels,
     pub worker: AppWorker,
+    /// The configured provider with the longest timeout, and that timeout (none for the dev
+    /// outbox): a worker's lease must leave deliveries that long.
+    pub slowest_provider: Option<(&'static str, std::time::Duration)>,
 }
 
 /// Files that live beside the store: beside the SQLite file, or in the current directory
@@ -112,6 +115,7 @@ pub async fn open(global: &Global) -> anyhow::Result<App> {
         outbox,
         channels,
         worker,
+        slowest_provider: config.slowest_timeout(),
     })
 }
 

@@ -169,15 +169,19 @@ pub struct BenchArgs {
         default_value = "postgres://root@127.0.0.1:5432/postgres"
     )]
     pub bench_postgres: String,
-    /// Concurrent journeys per level, e.g. `--levels 1,16,256` or `--levels 1 16 256`.
-    #[arg(long, num_args = 1.., value_delimiter = ',', value_parser = positive, default_values_t = [1usize, 16, 256])]
+    /// How many journeys run at once, one measurement per value: `--levels 1,16,256` or
+    /// `--levels 1 16 256`. The highest one is also run paced and ungrouped, and the
+    /// efficiency ratios are judged there.
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_parser = positive::<usize>, default_values_t = [1usize, 16, 256])]
     pub levels: Vec<usize>,
-    /// Journeys per level (default: 40 at level 1, otherwise 3 x the level, at least 160).
-    #[arg(long, value_parser = positive)]
+    /// Journeys each row runs, the paced and ungrouped rows included (default: 40 at level
+    /// 1, otherwise 3 x the level, at least 160). At least the highest level: fewer could
+    /// never have that many journeys under way at once.
+    #[arg(long, value_parser = positive::<usize>)]
     pub journeys: Option<usize>,
     /// Rows the raw baseline inserts at each batch size (1, 8 and 64 rows per transaction).
     /// Fewer rows finish sooner but measure ramp-up more than the database's pace.
-    #[arg(long, value_parser = positive, default_value_t = 20_000)]
+    #[arg(long, value_parser = positive::<usize>, default_value_t = 20_000)]
     pub raw_rows: usize,
     /// Also run the highest level with each simulated person pausing about this long before
     /// each step (0: skip; each pause is drawn between half and one and a half times it). The
@@ -194,7 +198,7 @@ pub struct BenchArgs {
     /// Measure everything this many times, each time on fresh stores with its own raw
     /// baseline, and summarize the ratios the targets are judged on by their median and
     /// range: runs on a busy or shared machine vary by 15 % or more.
-    #[arg(long, value_parser = positive, default_value_t = 1)]
+    #[arg(long, value_parser = positive::<usize>, default_value_t = 1)]
     pub repeat: usize,
     /// What to measure: the engine's throughput against the raw baseline, the stall
     /// scanner's cost against the number of healthy open journeys (0, 10 000, 100 000), or
@@ -224,11 +228,12 @@ pub struct ServeArgs {
     /// (e.g. `10.0.0.0/8,::1`). Without it the peer address is the client.
     #[arg(long, env = "PASSAGE_TRUSTED_PROXIES", default_value = "", value_parser = parse_proxies)]
     pub trusted_proxies: passage_web::TrustedProxies,
-    /// Journeys one client address (IPv6: its /64) may start per 10 minutes.
-    #[arg(long, env = "PASSAGE_LIMIT_STARTS", default_value_t = 30)]
+    /// Journeys one client address (IPv6: its /64) may start per 10 minutes (at least 1).
+    #[arg(long, env = "PASSAGE_LIMIT_STARTS", default_value_t = 30, value_parser = positive::<u32>)]
     pub limit_starts: u32,
-    /// Answers (codes, choices, passwords, sign-ins) one client address may send per 10 minutes.
-    #[arg(long, env = "PASSAGE_LIMIT_ANSWERS", default_value_t = 200)]
+    /// Answers (codes, choices, passwords, sign-ins) one client address may send per 10
+    /// minutes (at least 1).
+    #[arg(long, env = "PASSAGE_LIMIT_ANSWERS", default_value_t = 200, value_parser = positive::<u32>)]
     pub limit_answers: u32,
     /// When the stall scanner runs, as a cron expression with seconds (`sec min hour day
     /// month weekday`; a 5-field expression gets `0` seconds). Each run nudges, alerts or
@@ -239,14 +244,15 @@ pub struct ServeArgs {
     /// then mentions the support role).
     #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub escalate_after: std::time::Duration,
-    /// How often to sign a checkpoint of the chain's head (docs/audit.md); skipped when no
-    /// event was added since the last one.
+    /// How often to sign a checkpoint of the chain's head (docs/audit.md), at least 1s;
+    /// skipped when no event was added since the last one.
     #[arg(long, env = "PASSAGE_CHECKPOINT_EVERY", default_value = "10m", value_parser = parse_period)]
     pub checkpoint_every: std::time::Duration,
     /// Erase the personal data of finished journeys (completed, failed, expired, cancelled)
-    /// started longer ago than this, e.g. `90d`; checked at start and hourly. Off unless
-    /// set. Accounts stay; see `passage subjects retain`.
-    #[arg(long, env = "PASSAGE_RETENTION", value_parser = parse_duration, value_name = "PERIOD")]
+    /// started longer ago than this, e.g. `90d` (at least 1d; `m` is minutes, so write
+    /// months as days); checked at start and hourly. Off unless set. Accounts stay; see
+    /// `passage subjects retain`.
+    #[arg(long, env = "PASSAGE_RETENTION", value_parser = parse_retention, value_name = "PERIOD")]
     pub retention: Option<std::time::Duration>,
     #[command(flatten)]
     pub worker: WorkerArgs,
@@ -285,22 +291,24 @@ fn parse_proxies(s: &str) -> Result<passage_web::TrustedProxies, String> {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// How long a claimed outbox entry or timer stays with this worker. If the worker dies,
-    /// another one (or this one, restarted) takes the work over once the lease lapses; a
-    /// delivery still running then may be made twice, so keep it above the providers'
-    /// timeouts (at least 1s).
-    #[arg(long, default_value = "30s", value_parser = parse_period)]
+    /// How long a claimed outbox entry or timer stays with this worker (at least 1s). If the
+    /// worker dies, another one (or this one, restarted) takes the work over once the lease
+    /// lapses. A delivery gets 3/4 of the lease, then counts as a transient failure and is
+    /// retried later, so a slow provider is never sent the same message by two workers at
+    /// once; start-up refuses a lease that leaves less than a configured provider's own
+    /// timeout (SMTP 30 s by default).
+    #[arg(long, default_value = "60s", value_parser = parse_period)]
     pub lease: std::time::Duration,
     /// Entries claimed per pass.
-    #[arg(long, default_value_t = 64, value_parser = positive)]
+    #[arg(long, default_value_t = 64, value_parser = positive::<usize>)]
     pub batch: usize,
 }
 
-/// A count that must be at least 1: zero journeys measure nothing, and a worker claiming
-/// zero entries per pass would never deliver.
-fn positive(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
+/// A count that must be at least 1: zero journeys measure nothing, a rate limit of zero
+/// refuses everyone, and zero entries per pass was silently taken as one.
+fn positive<T: std::str::FromStr + Default + PartialEq>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(n) if n == T::default() => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("`{s}` is not a whole number")),
     }
@@ -317,6 +325,22 @@ fn parse_period(s: &str) -> Result<std::time::Duration, String> {
     let d = parse_duration(s)?;
     if d < std::time::Duration::from_secs(1) {
         return Err(format!("`{s}` is too short: at least 1s"));
+    }
+    Ok(d)
+}
+
+/// A retention period: at least a day. Erasure cannot be undone, and `6m` (six minutes,
+/// meant as six months) would erase every journey that just finished.
+fn parse_retention(s: &str) -> Result<std::time::Duration, String> {
+    let d = passage_core::time::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration: write e.g. 90d or 36h"))?;
+    if d < std::time::Duration::from_secs(86_400) {
+        let hint = if s.trim_end().ends_with('m') {
+            " (`m` is minutes: write months as days, e.g. 180d)"
+        } else {
+            ""
+        };
+        return Err(format!("`{s}` is too short: at least 1d{hint}"));
     }
     Ok(d)
 }
@@ -483,7 +507,7 @@ pub enum JourneysCommand {
         #[arg(long)]
         email: Option<String>,
         /// At most this many journeys.
-        #[arg(long, default_value_t = 50, value_parser = positive)]
+        #[arg(long, default_value_t = 50, value_parser = positive::<usize>)]
         limit: usize,
     },
 }
@@ -497,7 +521,7 @@ pub struct OutboxArgs {
     #[arg(long, value_parser = ["email", "sms", "voice"])]
     pub channel: Option<String>,
     /// At most this many messages.
-    #[arg(long, default_value_t = 20, value_parser = positive)]
+    #[arg(long, default_value_t = 20, value_parser = positive::<usize>)]
     pub limit: usize,
 }
 
@@ -608,9 +632,14 @@ pub enum SubjectsCommand {
     /// Apply retention once: erase the personal data of finished journeys (completed,
     /// failed, expired, cancelled) started longer ago than --older-than, the same way as
     /// `erase` does for one journey. Accounts stay. `serve --retention` does this hourly.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["older_than", "all_finished"])))]
     Retain {
-        /// The retention period, e.g. 90d, 12h.
-        #[arg(long, value_parser = parse_duration, value_name = "PERIOD")]
-        older_than: std::time::Duration,
+        /// The retention period, e.g. 90d or 36h (at least 1d; `m` is minutes).
+        #[arg(long, value_parser = parse_retention, value_name = "PERIOD")]
+        older_than: Option<std::time::Duration>,
+        /// Instead of a period: every finished journey, however recent (e.g. before a
+        /// system is decommissioned).
+        #[arg(long)]
+        all_finished: bool,
     },
 }

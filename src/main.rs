@@ -322,14 +322,17 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         }
         Command::Workflows(WorkflowsCommand::Check { .. }) => Ok(()),
         Command::Serve(args) => serve(app, *args).await,
-        Command::Bot(args) => discord_bot::run(app, &args, worker_options(&args.worker)).await,
+        Command::Bot(args) => {
+            let options = worker_options(app, &args.worker)?;
+            discord_bot::run(app, &args, options).await
+        }
         Command::Bench(_) => Ok(()),
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let worker = passage_runtime::Worker::new(
                 app.engine.clone(),
                 app.channels.clone(),
-                worker_options(&args),
+                worker_options(app, &args)?,
             );
             let handle = tokio::spawn(worker.run(rx));
             eprintln!(
@@ -367,12 +370,31 @@ async fn shutdown_signal() {
     }
 }
 
-fn worker_options(args: &cli::WorkerArgs) -> passage_runtime::WorkerOptions {
-    passage_runtime::WorkerOptions {
-        lease: args.lease,
-        batch: args.batch.max(1),
-        ..Default::default()
+/// The worker's options, refused when the lease leaves a delivery less time than a
+/// configured provider may take to answer: the worker would cut off calls the provider
+/// still counts as in time, and fail deliveries that were on their way.
+fn worker_options(
+    app: &App,
+    args: &cli::WorkerArgs,
+) -> anyhow::Result<passage_runtime::WorkerOptions> {
+    let budget = passage_runtime::delivery_budget(args.lease);
+    if let Some((provider, timeout)) = app.slowest_provider
+        && budget < timeout
+    {
+        let least = (timeout.as_secs() * 4).div_ceil(3);
+        usage!(
+            "--lease {} gives a delivery {} ms (3/4 of the lease), less than the {} s timeout of {provider}; \
+             use --lease {least}s or more, or lower that timeout",
+            subjects::describe(args.lease),
+            budget.as_millis(),
+            timeout.as_secs()
+        );
     }
+    Ok(passage_runtime::WorkerOptions {
+        lease: args.lease,
+        batch: args.batch,
+        ..Default::default()
+    })
 }
 
 async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
@@ -391,7 +413,7 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         app.channels.clone(),
         passage_runtime::WorkerOptions {
             skip_alerts,
-            ..worker_options(&args.worker)
+            ..worker_options(app, &args.worker)?
         },
     );
     let scanner = tokio::spawn(stalls::run(

@@ -81,18 +81,29 @@ pub async fn run(app: &App, cmd: SubjectsCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SubjectsCommand::Retain { older_than } => {
+        SubjectsCommand::Retain {
+            older_than,
+            all_finished,
+        } => {
+            // clap requires exactly one of the two: --all-finished is a period of zero.
+            debug_assert!(older_than.is_some() != all_finished);
+            let period = older_than.unwrap_or_default();
             let report = app
                 .engine
-                .apply_retention(older_than)
+                .apply_retention(period)
                 .await
                 .context("apply retention")?;
+            let (rule, which) = match older_than {
+                Some(p) => (
+                    describe(p),
+                    format!(" started more than {} ago", describe(p)),
+                ),
+                None => ("all finished journeys".to_owned(), String::new()),
+            };
             println!(
-                "retention ({}): erased the personal data of {} finished journey{} started more than {} ago{}",
-                describe(older_than),
+                "retention ({rule}): erased the personal data of {} finished journey{}{which}{}",
                 report.erased,
                 plural(report.erased),
-                describe(older_than),
                 if report.failed > 0 {
                     format!(
                         "; {} could not be erased (see the log), run it again",
@@ -136,7 +147,7 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn describe(d: Duration) -> String {
+pub(crate) fn describe(d: Duration) -> String {
     let secs = d.as_secs();
     match secs {
         s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),

@@ -765,39 +765,102 @@ fn operators_and_their_tokens() {
     }
 }
 
-/// Values that would quietly do nothing or harm are usage errors: a worker claiming 0 entries
-/// never delivers, a listing of 0 rows says "no journeys" when there are some, a lease under
-/// a second lapses while its delivery runs (another node sends it again), and a checkpoint
-/// every 0s spins on the database.
+/// Values that would quietly do nothing, something else than asked, or harm are usage
+/// errors: `worker --batch 0` was silently run as 1, a listing of 0 rows says "no journeys"
+/// when there are some, a lease under a second lapses while its delivery runs (another node
+/// sends it again), a checkpoint every 0s spins on the database, a rate limit of 0 refuses
+/// every person, and a retention period of minutes (`6m` is six minutes, not months) erases
+/// the personal data of journeys that just finished.
 #[test]
 fn zero_counts_and_too_short_periods_are_refused() {
     let dir = TestDir::new("usage-bounds");
-    let p = Passage::new(&dir);
-    for (args, flag) in [
-        (&["worker", "--batch", "0"][..], "--batch"),
-        (&["journeys", "list", "--limit", "0"][..], "--limit"),
-        (&["outbox", "--limit", "0"][..], "--limit"),
-    ] {
-        p.run(args)
-            .expect_code(2)
-            .no_panic()
-            .stderr_has(&format!("invalid value '0' for '{flag}"))
-            .stderr_has("must be at least 1");
-    }
-    for (args, flag) in [
-        (&["worker", "--lease", "0s"][..], "--lease"),
-        (&["worker", "--lease", "500ms"][..], "--lease"),
+    // Each of these commands would run until stopped if its check regressed: a timeout
+    // turns that into a failure instead of a hung test.
+    let p = Passage::new(&dir).with_timeout(std::time::Duration::from_secs(60));
+    let serve = |flag: &'static str, value: &'static str| {
+        vec!["serve", "--listen", "127.0.0.1:0", flag, value]
+    };
+    for (args, flag, reason) in [
         (
-            &["serve", "--checkpoint-every", "0s"][..],
+            vec!["worker", "--batch", "0"],
+            "--batch",
+            "must be at least 1",
+        ),
+        (
+            vec!["journeys", "list", "--limit", "0"],
+            "--limit",
+            "must be at least 1",
+        ),
+        (
+            vec!["outbox", "--limit", "0"],
+            "--limit",
+            "must be at least 1",
+        ),
+        (
+            vec!["worker", "--lease", "0s"],
+            "--lease",
+            "is too short: at least 1s",
+        ),
+        (
+            vec!["worker", "--lease", "500ms"],
+            "--lease",
+            "is too short: at least 1s",
+        ),
+        (
+            serve("--checkpoint-every", "0s"),
             "--checkpoint-every",
+            "is too short: at least 1s",
+        ),
+        (
+            serve("--limit-starts", "0"),
+            "--limit-starts",
+            "must be at least 1",
+        ),
+        (
+            serve("--limit-answers", "0"),
+            "--limit-answers",
+            "must be at least 1",
+        ),
+        (
+            serve("--retention", "0d"),
+            "--retention",
+            "is too short: at least 1d",
+        ),
+        (serve("--retention", "6m"), "--retention", "`m` is minutes"),
+        (
+            vec!["subjects", "retain", "--older-than", "23h"],
+            "--older-than",
+            "is too short: at least 1d",
         ),
     ] {
-        p.run(args)
-            .expect_code(2)
-            .no_panic()
-            .stderr_has(&format!("for '{flag}"))
-            .stderr_has("is too short: at least 1s");
+        p.refuses(&args, flag, reason);
     }
     // Refused before anything ran: no store was created.
     assert!(!dir.db().exists(), "a refused command opened the store");
+}
+
+/// A lease must leave a delivery (3/4 of it) at least the configured provider's own
+/// timeout: otherwise the worker cuts off sends the provider still counts as in time. The
+/// default lease (60s) fits the default SMTP timeout (30s); 30s does not.
+#[test]
+fn a_lease_shorter_than_the_providers_timeout_is_refused() {
+    let dir = TestDir::new("lease-vs-smtp");
+    let p = Passage::new(&dir)
+        .with_timeout(std::time::Duration::from_secs(60))
+        .with_env("PASSAGE_EMAIL_CHANNEL", "smtp")
+        .with_env("PASSAGE_SMTP_HOST", "127.0.0.1")
+        .with_env("PASSAGE_SMTP_SECURITY", "plain")
+        .with_env("PASSAGE_SMTP_FROM", "Portal <no-reply@portal.example>");
+    for args in [
+        &["worker", "--lease", "30s"][..],
+        &["serve", "--listen", "127.0.0.1:0", "--lease", "30s"][..],
+    ] {
+        p.run(args)
+            .expect_code(2)
+            .no_panic()
+            .stderr_has(
+                "--lease 30s gives a delivery 22500 ms (3/4 of the lease), less than the 30 s \
+                 timeout of SMTP (smtp.timeout_secs); use --lease 40s or more, or lower that timeout",
+            );
+    }
 }

@@ -195,7 +195,7 @@ fn retention_erases_only_finished_journeys_older_than_the_period() {
     run(&["subjects", "retain", "--older-than", "1d"])
         .expect_ok()
         .stdout_has("erased the personal data of 0 finished journeys");
-    run(&["subjects", "retain", "--older-than", "0s"])
+    run(&["subjects", "retain", "--all-finished"])
         .expect_ok()
         .stdout_has("erased the personal data of 2 finished journeys");
     for id in &alice {
@@ -211,7 +211,7 @@ fn retention_erases_only_finished_journeys_older_than_the_period() {
             .all(|(_, t, _)| t != "PersonalDataErased"),
         "an open journey is kept"
     );
-    run(&["subjects", "retain", "--older-than", "0s"])
+    run(&["subjects", "retain", "--all-finished"])
         .expect_ok()
         .stdout_has("of 0 finished journeys");
     run(&["audit", "verify"]).expect_ok();
@@ -241,6 +241,18 @@ fn subjects_erase_explains_bad_input() {
     p.run(&["subjects", "retain", "--older-than", "soon"])
         .expect_code(2)
         .stderr_has("is not a duration");
+    p.run(&["subjects", "retain"])
+        .expect_code(2)
+        .stderr_has("<--older-than <PERIOD>|--all-finished>");
+    p.run(&[
+        "subjects",
+        "retain",
+        "--older-than",
+        "90d",
+        "--all-finished",
+    ])
+    .expect_code(2)
+    .stderr_has("cannot be used with");
     p.run(&["subjects", "erase", "--help"])
         .expect_ok()
         .stdout_has("crypto-shredding")

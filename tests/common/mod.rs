@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The binary under test.
 pub const PASSAGE: &str = env!("CARGO_BIN_EXE_passage");
@@ -154,6 +154,9 @@ pub struct Passage {
     cwd: PathBuf,
     workflows: PathBuf,
     envs: Vec<(String, String)>,
+    /// Kill the process and fail the test after this long (for commands that would serve
+    /// forever if a check before they start regressed).
+    timeout: Option<Duration>,
 }
 
 impl Passage {
@@ -164,7 +167,26 @@ impl Passage {
             cwd: dir.path().to_owned(),
             workflows: PathBuf::from(REPO_WORKFLOWS),
             envs: Vec::new(),
+            timeout: None,
         }
+    }
+
+    /// The same runner, failing any run that has not exited after `limit`.
+    pub fn with_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Runs `args`, which must be refused as a usage error (exit 2, nothing run) naming
+    /// `flag` and saying `reason`.
+    #[track_caller]
+    pub fn refuses(&self, args: &[&str], flag: &str, reason: &str) -> Run {
+        let run = self.run(args);
+        run.expect_code(2)
+            .no_panic()
+            .stderr_has(&format!("for '{flag}"))
+            .stderr_has(reason);
+        run
     }
 
     /// The same runner, with `key` set to `value` in the binary's environment.
@@ -230,15 +252,36 @@ impl Passage {
                 .write_all(text.as_bytes())
                 .expect("write to passage's stdin");
         }
+        // A watchdog thread, not a polling loop here: the pipes must be read while the
+        // process runs, or a chatty process would block on a full pipe and never exit.
+        let watchdog = self.timeout.map(|limit| {
+            let pid = child.id().to_string();
+            let (done, finished) = std::sync::mpsc::channel::<()>();
+            let killer = std::thread::spawn(move || {
+                let timed_out =
+                    finished.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+                if timed_out {
+                    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                }
+                timed_out
+            });
+            (limit, done, killer)
+        });
         let out = child
             .wait_with_output()
             .expect("wait for the passage binary");
-        Run {
+        let run = Run {
             args: all,
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        if let Some((limit, done, killer)) = watchdog {
+            let _ = done.send(());
+            let killed = killer.join().expect("the watchdog thread");
+            assert!(!killed, "still running after {limit:?}, killed: {run}");
         }
+        run
     }
 
     /// `journey start --email EMAIL`, which must succeed; returns the journey id and the run.
