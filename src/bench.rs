@@ -389,41 +389,45 @@ pub(crate) enum Dialect {
 pub(crate) struct Scratch {
     backend: &'static str,
     dir: std::path::PathBuf,
-    /// For PostgreSQL: the scratch database's URL and the admin URL that created it.
-    pg: Option<(String, String)>,
+    pg: Option<ScratchDatabase>,
+}
+
+/// The PostgreSQL database a run creates and drops, and the admin URL that does both.
+struct ScratchDatabase {
+    name: String,
+    url: String,
+    admin_url: String,
 }
 
 impl Scratch {
     pub(crate) async fn new(backend: &'static str, admin_url: &str) -> anyhow::Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("passage-bench-{}-{backend}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).context("create the scratch directory")?;
-        let pg = if backend == "postgres" {
-            let name = format!("passage_bench_{}", std::process::id());
-            let admin = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(admin_url)
-                .await
-                .context("connect to the PostgreSQL server given by --bench-postgres")?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin)
-                .await
-                .context("create the scratch database")?;
-            admin.close().await;
-            let (base, _) = admin_url
-                .rsplit_once('/')
-                .ok_or_else(|| anyhow!("--bench-postgres must end with /database"))?;
-            Some((format!("{base}/{name}"), admin_url.to_owned()))
-        } else {
-            None
+        // Unique per run, not only per process: a run never drops a database that another
+        // bench (or an earlier run of this one) is still using, and the name it prints is the
+        // one it removes.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unique = format!("{}_{nanos:08x}", std::process::id());
+        let pg = match backend {
+            "postgres" => Some(ScratchDatabase::create(admin_url, &unique).await?),
+            _ => None,
         };
-        Ok(Self { backend, dir, pg })
+        let scratch = Self {
+            backend,
+            dir: std::env::temp_dir().join(format!("passage-bench-{unique}-{backend}")),
+            pg,
+        };
+        if let Err(e) = std::fs::create_dir_all(&scratch.dir) {
+            let dir = scratch.dir.display().to_string();
+            scratch.cleanup().await;
+            return Err(anyhow!(e).context(format!("create the scratch directory {dir}")));
+        }
+        Ok(scratch)
+    }
+
+    /// The scratch database's name, for the notes (PostgreSQL only).
+    pub(crate) fn database(&self) -> Option<&str> {
+        self.pg.as_ref().map(|db| db.name.as_str())
     }
 
     /// The file [`Scratch::store`] opens for `fresh` (SQLite only).
@@ -437,7 +441,7 @@ impl Scratch {
         fresh: &str,
     ) -> anyhow::Result<passage_store::AnyStore> {
         Ok(match &self.pg {
-            Some((url, _)) => passage_store::AnyStore::Postgres(
+            Some(ScratchDatabase { url, .. }) => passage_store::AnyStore::Postgres(
                 passage_store::PgStore::connect_with(
                     url,
                     passage_store::PgOptions {
@@ -478,7 +482,7 @@ impl Scratch {
             return Ok(());
         }
         match &self.pg {
-            Some((url, _)) => {
+            Some(ScratchDatabase { url, .. }) => {
                 let schema = fresh.replace('-', "_");
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(1)
@@ -525,20 +529,67 @@ impl Scratch {
         Ok(())
     }
 
+    /// Drops the scratch database and removes the scratch files. A failure is reported on
+    /// stderr with what to remove by hand; it never hides the run's own result.
     pub(crate) async fn cleanup(self) {
-        if let Some((_, admin_url)) = &self.pg
-            && let Ok(admin) = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(admin_url)
-                .await
+        if let Some(db) = &self.pg
+            && let Err(e) = db.drop().await
         {
-            let name = format!("passage_bench_{}", std::process::id());
-            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                .execute(&admin)
-                .await;
+            eprintln!(
+                "warning: could not drop the scratch database {}: {e:#}; drop it by hand",
+                db.name
+            );
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!(
+                "warning: could not remove the scratch directory {}: {e}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+impl ScratchDatabase {
+    async fn create(admin_url: &str, unique: &str) -> anyhow::Result<Self> {
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow!("--bench-postgres must end with /database"))?;
+        let name = format!("passage_bench_{unique}");
+        let admin = Self::admin(admin_url).await?;
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .with_context(|| format!("create the scratch database {name}"));
+        admin.close().await;
+        created?;
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url: admin_url.to_owned(),
+        })
+    }
+
+    async fn admin(admin_url: &str) -> anyhow::Result<sqlx::PgPool> {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(admin_url)
+            .await
+            .context("connect to the PostgreSQL server given by --bench-postgres")
+    }
+
+    async fn drop(&self) -> anyhow::Result<()> {
+        let admin = Self::admin(&self.admin_url).await?;
+        let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+        dropped?;
+        Ok(())
     }
 }
 
@@ -601,7 +652,7 @@ async fn raw_baseline(
             &format!("{} raw insert x{batch}", scratch.backend),
         );
         let elapsed = match &scratch.pg {
-            Some((url, _)) => {
+            Some(ScratchDatabase { url, .. }) => {
                 // As many connections as the engine's store pool: same database, same means.
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(8)
@@ -770,6 +821,17 @@ pub async fn run(
     definitions: Vec<passage_core::definition::Definition>,
 ) -> anyhow::Result<()> {
     let max_level = args.levels.iter().copied().max().unwrap_or(1);
+    if let Some(journeys) = args.journeys
+        && journeys < max_level
+    {
+        // The row would be labelled with a concurrency it never reached.
+        return Err(crate::Usage(format!(
+            "--journeys {journeys} is below the highest --levels value, {max_level}: \
+             a row could never have {max_level} journeys under way at once; \
+             give at least {max_level} journeys or lower --levels"
+        ))
+        .into());
+    }
     let people = demo_people(max_level);
     let emails: Vec<String> = people.iter().map(|a| a.email.clone()).collect();
     let setup = Setup {
@@ -861,6 +923,11 @@ async fn measure(
 ) -> anyhow::Result<Judged> {
     let args = setup.args;
     let max_level = setup.max_level;
+    if let Some(name) = scratch.database() {
+        notes.push(format!(
+            "{label}: scratch database {name}, dropped at the end of the run"
+        ));
+    }
     let raw = raw_baseline(scratch, max_level, args.raw_rows).await?;
     let best = raw.iter().map(|(_, r)| *r).fold(0.0, f64::max);
     for (batch, r) in &raw {

@@ -57,7 +57,7 @@ impl ScratchServer {
                 .await
                 .unwrap_or_else(|e| panic!("prepare database {name}: {e}"));
         }
-        format!("{}/{name}", self.base)
+        self.url(name)
     }
 
     /// The URL of database `name` on the test server.
