@@ -194,9 +194,37 @@ impl<C: Channel> Channel for CircuitBreaker<C> {
             }
             Admit::Call { probe } => probe,
         };
+        let mut pending = Pending {
+            breaker: self,
+            probe,
+            open: true,
+        };
         let outcome = self.inner.deliver(message).await;
+        pending.open = false;
         self.record(&outcome, probe);
         outcome
+    }
+}
+
+/// A call let through and not yet answered. The worker drops a delivery that outlives its
+/// budget; without this the outcome would never be recorded, and a dropped probe would
+/// leave the circuit half-open with its probe "in flight" for good, refusing every message.
+/// A call given up on counts as a transient failure: the provider did not answer in time.
+struct Pending<'a, C> {
+    breaker: &'a CircuitBreaker<C>,
+    probe: bool,
+    open: bool,
+}
+
+impl<C> Drop for Pending<'_, C> {
+    fn drop(&mut self) {
+        if self.open {
+            let gave_up = Err(SendError::Transient(format!(
+                "{} gave no answer before the call was given up",
+                self.breaker.name
+            )));
+            self.breaker.record(&gave_up, self.probe);
+        }
     }
 }
 
@@ -275,6 +303,60 @@ mod tests {
             CircuitState::Closed {
                 consecutive_failures: 0
             }
+        );
+    }
+
+    /// Never answers, like a provider whose connection hangs.
+    #[derive(Clone)]
+    struct Hangs;
+
+    impl Channel for Hangs {
+        async fn deliver(&self, _: &OutboundMessage) -> Result<Receipt, SendError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_given_up_on_count_as_failures_and_never_leave_a_probe_in_flight() {
+        let now = Arc::new(AtomicI64::new(1_000_000));
+        let t = now.clone();
+        let clock: SharedClock = Arc::new(move || Timestamp(t.load(Ordering::SeqCst)));
+        let config = BreakerConfig {
+            failures: 2,
+            cool_down_secs: 30,
+        };
+        let b = CircuitBreaker::new(Hangs, "hangs", config, clock);
+        let give_up = Duration::from_millis(20);
+        let abandoned = tokio::time::timeout(give_up, b.deliver(&message())).await;
+        assert!(abandoned.is_err(), "the call hangs");
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed {
+                consecutive_failures: 1
+            }
+        );
+        let _ = tokio::time::timeout(give_up, b.deliver(&message())).await;
+        assert!(
+            matches!(b.state(), CircuitState::Open { .. }),
+            "{:?}",
+            b.state()
+        );
+
+        // After the cool-down, a probe that is also given up on opens the circuit again
+        // instead of staying "in flight" and refusing every later message.
+        now.fetch_add(30_000, Ordering::SeqCst);
+        let _ = tokio::time::timeout(give_up, b.deliver(&message())).await;
+        assert!(
+            matches!(b.state(), CircuitState::Open { .. }),
+            "{:?}",
+            b.state()
+        );
+        now.fetch_add(30_000, Ordering::SeqCst);
+        let _ = tokio::time::timeout(give_up, b.deliver(&message())).await;
+        assert!(
+            matches!(b.state(), CircuitState::Open { .. }),
+            "{:?}",
+            b.state()
         );
     }
 
