@@ -252,24 +252,43 @@ impl Channel for SmtpChannel {
             MessageKind::Email { to, .. } => mask_email(to),
             _ => String::new(),
         };
-        match self.transport.send(email).await {
-            Ok(response) => {
-                let reply = response.first_line().map(scrub).unwrap_or_default();
-                info!(channel = "email", to = %masked, journey = %message.journey_id, relay = %self.settings.relay, "email accepted by the relay");
-                let receipt = Receipt {
-                    provider_ref: format!("smtp {message_id} {} {reply}", response.code())
-                        .trim_end()
-                        .to_owned(),
-                };
-                self.recent.put(message.idempotency_key, receipt.clone());
-                Ok(receipt)
+        // The send runs in its own task. The worker gives up on a delivery after a budget
+        // and drops this future; dropped halfway, lettre would put the connection back in
+        // its pool in the middle of a transaction, and the next message would read the
+        // previous one's reply (or land in its DATA). In a task the exchange ends, with an
+        // answer or lettre's own timeout, and a late acceptance is still remembered, so the
+        // worker's retry of the same effect gets that receipt instead of a second email.
+        let transport = self.transport.clone();
+        let settings = Arc::clone(&self.settings);
+        let recent = self.recent.clone();
+        let key = message.idempotency_key;
+        let journey = message.journey_id;
+        let send = tokio::spawn(async move {
+            match transport.send(email).await {
+                Ok(response) => {
+                    let reply = response.first_line().map(scrub).unwrap_or_default();
+                    info!(channel = "email", to = %masked, journey = %journey, relay = %settings.relay, "email accepted by the relay");
+                    let receipt = Receipt {
+                        provider_ref: format!("smtp {message_id} {} {reply}", response.code())
+                            .trim_end()
+                            .to_owned(),
+                    };
+                    recent.put(key, receipt.clone());
+                    Ok(receipt)
+                }
+                Err(e) => {
+                    let err = classify(&e);
+                    warn!(channel = "email", to = %masked, journey = %journey, relay = %settings.relay, "email not accepted: {err}");
+                    Err(err)
+                }
             }
-            Err(e) => {
-                let err = classify(&e);
-                warn!(channel = "email", to = %masked, journey = %message.journey_id, relay = %self.settings.relay, "email not accepted: {err}");
-                Err(err)
-            }
-        }
+        });
+        send.await.unwrap_or_else(|e| {
+            warn!(channel = "email", journey = %journey, "the send task ended without an answer: {e}");
+            Err(SendError::Transient(
+                "smtp: the send ended without an answer from the relay".into(),
+            ))
+        })
     }
 }
 

@@ -401,3 +401,112 @@ async fn a_relay_that_does_not_answer_is_transient() {
         .unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
 }
+
+/// What a relay that takes its time saw: the recipient of each transaction it accepted,
+/// in order.
+#[derive(Clone, Default)]
+struct SlowRelayLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+/// An SMTP server that speaks DATA properly and holds its reply to the first message's
+/// end of data for `hold`. Each accepted transaction is answered `250 queued T<n>`, where
+/// `n` indexes `log`. Returns its port.
+async fn slow_relay(hold: Duration, log: SlowRelayLog) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (log, first) = (log.clone(), first.clone());
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r).lines();
+                w.write_all(b"220 slow ESMTP\r\n").await.unwrap();
+                let mut rcpt = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.split([' ', ':']).next().unwrap_or("").to_uppercase();
+                    let reply = match verb.as_str() {
+                        "EHLO" | "HELO" => "250 slow\r\n".to_owned(),
+                        "RCPT" => {
+                            rcpt = line.clone();
+                            "250 OK\r\n".to_owned()
+                        }
+                        "DATA" => {
+                            w.write_all(b"354 go ahead\r\n").await.unwrap();
+                            while let Ok(Some(body)) = lines.next_line().await {
+                                if body == "." {
+                                    break;
+                                }
+                            }
+                            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                tokio::time::sleep(hold).await;
+                            }
+                            let mut log = log.0.lock().unwrap();
+                            log.push(rcpt.clone());
+                            format!("250 queued T{}\r\n", log.len() - 1)
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => "250 OK\r\n".to_owned(),
+                    };
+                    if w.write_all(reply.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The worker drops a delivery that outlives its budget. The exchange with the relay must
+/// still end cleanly: a connection given back to the pool halfway through a transaction
+/// would hand the first message's late reply to the second one.
+#[tokio::test]
+async fn a_send_given_up_on_finishes_its_exchange_and_keeps_its_receipt() {
+    let log = SlowRelayLog::default();
+    let port = slow_relay(Duration::from_millis(1500), log.clone()).await;
+    let channel = SmtpChannel::new(&config("127.0.0.1", port)).unwrap();
+    let first = email("erin@example.com", "555555");
+    let given_up = tokio::time::timeout(Duration::from_millis(300), channel.deliver(&first)).await;
+    assert!(given_up.is_err(), "the relay holds its reply: {given_up:?}");
+
+    // Long enough for a dropped send's connection to be back in the pool, were it given back.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = email("frank@example.com", "666666");
+    let receipt = channel
+        .deliver(&second)
+        .await
+        .expect("the second email is sent");
+    let queued = |receipt: &str| -> usize {
+        let t = receipt.rsplit(" T").next().unwrap();
+        t.parse()
+            .unwrap_or_else(|_| panic!("no queue id in {receipt}"))
+    };
+    let n = queued(&receipt.provider_ref);
+    let rcpt = log.0.lock().unwrap()[n].clone();
+    assert!(
+        rcpt.contains("frank@example.com"),
+        "the second email's receipt names its own transaction, not {rcpt}"
+    );
+
+    // The first exchange ends on its own; its acceptance is remembered, so the worker's
+    // retry of the same effect gets that receipt and sends nothing more.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let retry = channel
+        .deliver(&first)
+        .await
+        .expect("the retry is answered");
+    let n = queued(&retry.provider_ref);
+    assert!(log.0.lock().unwrap()[n].contains("erin@example.com"));
+    let log = log.0.lock().unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|r| r.contains("erin@example.com"))
+            .count(),
+        1,
+        "the first email was sent once: {log:?}"
+    );
+    assert_eq!(log.len(), 2, "{log:?}");
+}
