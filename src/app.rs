@@ -108,7 +108,11 @@ pub async fn open(global: &Global) -> anyhow::Result<App> {
     )
     .context("set up the channels")?;
     tracing::info!(channels = %channels.inner().describe(), "channels ready");
-    let worker = Worker::new(engine.clone(), channels.clone(), WorkerOptions::default());
+    let options = WorkerOptions {
+        lease: default_lease(config.slowest_timeout()),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(engine.clone(), channels.clone(), options);
     Ok(App {
         store,
         engine,
@@ -116,6 +120,15 @@ pub async fn open(global: &Global) -> anyhow::Result<App> {
         channels,
         worker,
         slowest_provider: config.slowest_timeout(),
+    })
+}
+
+/// A worker's lease when none is given: the default, or longer when a configured
+/// provider's own timeout needs more (`passage_runtime::least_lease`).
+pub fn default_lease(slowest_provider: Option<(&str, std::time::Duration)>) -> std::time::Duration {
+    let default = WorkerOptions::default().lease;
+    slowest_provider.map_or(default, |(_, timeout)| {
+        default.max(passage_runtime::least_lease(timeout))
     })
 }
 
@@ -225,4 +238,26 @@ async fn seed_directory(store: &AnyStore) -> anyhow::Result<()> {
             .context("seed the demo directory")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_lease;
+    use std::time::Duration;
+
+    #[test]
+    fn the_default_lease_grows_with_a_slow_providers_timeout() {
+        let default = Duration::from_secs(60);
+        assert_eq!(default_lease(None), default);
+        let smtp = "SMTP (smtp.timeout_secs)";
+        assert_eq!(
+            default_lease(Some((smtp, Duration::from_secs(30)))),
+            default
+        );
+        // 3/4 of 87 s is 65.25 s: the 60 s timeout and the 5 s margin.
+        assert_eq!(
+            default_lease(Some((smtp, Duration::from_secs(60)))),
+            Duration::from_secs(87)
+        );
+    }
 }

@@ -295,21 +295,25 @@ pub struct WorkerArgs {
     /// worker dies, another one (or this one, restarted) takes the work over once the lease
     /// lapses. A delivery gets 3/4 of the lease, then counts as a transient failure and is
     /// retried later, so a slow provider is never sent the same message by two workers at
-    /// once; start-up refuses a lease that leaves less than a configured provider's own
-    /// timeout (SMTP 30 s by default).
-    #[arg(long, default_value = "60s", value_parser = parse_period)]
-    pub lease: std::time::Duration,
+    /// once. It must leave a delivery a configured provider's own timeout plus 5 s (SMTP's
+    /// 30 s by default needs 47s); start-up refuses a shorter one. [default: 60s, or the
+    /// least that the configured timeouts need when that is longer]
+    #[arg(long, value_parser = parse_period)]
+    pub lease: Option<std::time::Duration>,
     /// Entries claimed per pass.
     #[arg(long, default_value_t = 64, value_parser = positive::<usize>)]
     pub batch: usize,
 }
 
 /// A count that must be at least 1: zero journeys measure nothing, a rate limit of zero
-/// refuses everyone, and zero entries per pass was silently taken as one.
+/// refuses everyone, and a pass of zero entries would never deliver anything.
 fn positive<T: std::str::FromStr + Default + PartialEq>(s: &str) -> Result<T, String> {
     match s.trim().parse::<T>() {
         Ok(n) if n == T::default() => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
+        Err(_) if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("`{s}` is too large"))
+        }
         Err(_) => Err(format!("`{s}` is not a whole number")),
     }
 }

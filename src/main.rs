@@ -329,14 +329,13 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         Command::Bench(_) => Ok(()),
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let worker = passage_runtime::Worker::new(
-                app.engine.clone(),
-                app.channels.clone(),
-                worker_options(app, &args)?,
-            );
+            let options = worker_options(app, &args)?;
+            let lease = period(options.lease);
+            let worker =
+                passage_runtime::Worker::new(app.engine.clone(), app.channels.clone(), options);
             let handle = tokio::spawn(worker.run(rx));
             eprintln!(
-                "worker running on the {} store; Ctrl-C stops it",
+                "worker running on the {} store (lease {lease}); Ctrl-C stops it",
                 app.store.backend()
             );
             shutdown_signal().await;
@@ -371,33 +370,53 @@ async fn shutdown_signal() {
 }
 
 /// The worker's options, refused when the lease leaves a delivery less time than a
-/// configured provider may take to answer: the worker would cut off calls the provider
-/// still counts as in time, and fail deliveries that were on their way.
+/// configured provider may take to answer (plus a margin): the worker would cut off calls
+/// the provider still counts as in time, and fail deliveries that were on their way.
 fn worker_options(
     app: &App,
     args: &cli::WorkerArgs,
 ) -> anyhow::Result<passage_runtime::WorkerOptions> {
-    let budget = passage_runtime::delivery_budget(args.lease);
-    if let Some((provider, timeout)) = app.slowest_provider
-        && budget < timeout
-    {
-        let least = (timeout.as_secs() * 4).div_ceil(3);
-        usage!(
-            "--lease {} gives a delivery {} ms (3/4 of the lease), less than the {} s timeout of {provider}; \
-             use --lease {least}s or more, or lower that timeout",
-            subjects::describe(args.lease),
-            budget.as_millis(),
-            timeout.as_secs()
-        );
-    }
+    let lease = match args.lease {
+        None => app::default_lease(app.slowest_provider),
+        Some(lease) => {
+            if let Some((provider, timeout)) = app.slowest_provider {
+                let least = passage_runtime::least_lease(timeout);
+                if lease < least {
+                    usage!(
+                        "--lease {} gives a delivery {} ms (3/4 of the lease), less than the {} s \
+                         timeout of {provider} plus a {} s margin; use --lease {}s or more \
+                         (or leave it out: the default follows the configured timeouts), or \
+                         lower that timeout in the channel configuration",
+                        period(lease),
+                        passage_runtime::delivery_budget(lease).as_millis(),
+                        timeout.as_secs(),
+                        passage_runtime::DELIVERY_MARGIN.as_secs(),
+                        least.as_secs()
+                    );
+                }
+            }
+            lease
+        }
+    };
     Ok(passage_runtime::WorkerOptions {
-        lease: args.lease,
+        lease,
         batch: args.batch,
         ..Default::default()
     })
 }
 
+/// A period as it would be written on the command line, to the millisecond.
+fn period(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
+    // Before binding: a refused lease must not leave a port taken for nothing.
+    let options = worker_options(app, &args.worker)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -413,7 +432,7 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         app.channels.clone(),
         passage_runtime::WorkerOptions {
             skip_alerts,
-            ..worker_options(app, &args.worker)?
+            ..options
         },
     );
     let scanner = tokio::spawn(stalls::run(

@@ -766,7 +766,7 @@ fn operators_and_their_tokens() {
 }
 
 /// Values that would quietly do nothing, something else than asked, or harm are usage
-/// errors: `worker --batch 0` was silently run as 1, a listing of 0 rows says "no journeys"
+/// errors: `worker --batch 0` would claim nothing, a listing of 0 rows says "no journeys"
 /// when there are some, a lease under a second lapses while its delivery runs (another node
 /// sends it again), a checkpoint every 0s spins on the database, a rate limit of 0 refuses
 /// every person, and a retention period of minutes (`6m` is six minutes, not months) erases
@@ -817,6 +817,16 @@ fn zero_counts_and_too_short_periods_are_refused() {
             "must be at least 1",
         ),
         (
+            serve("--limit-starts", "99999999999"),
+            "--limit-starts",
+            "`99999999999` is too large",
+        ),
+        (
+            serve("--limit-answers", "x"),
+            "--limit-answers",
+            "`x` is not a whole number",
+        ),
+        (
             serve("--limit-answers", "0"),
             "--limit-answers",
             "must be at least 1",
@@ -840,8 +850,8 @@ fn zero_counts_and_too_short_periods_are_refused() {
 }
 
 /// A lease must leave a delivery (3/4 of it) at least the configured provider's own
-/// timeout: otherwise the worker cuts off sends the provider still counts as in time. The
-/// default lease (60s) fits the default SMTP timeout (30s); 30s does not.
+/// timeout plus a margin: otherwise the worker cuts off sends the provider still counts as
+/// in time. The default lease (60s) fits the default SMTP timeout (30s); 30s does not.
 #[test]
 fn a_lease_shorter_than_the_providers_timeout_is_refused() {
     let dir = TestDir::new("lease-vs-smtp");
@@ -855,12 +865,14 @@ fn a_lease_shorter_than_the_providers_timeout_is_refused() {
         &["worker", "--lease", "30s"][..],
         &["serve", "--listen", "127.0.0.1:0", "--lease", "30s"][..],
     ] {
-        p.run(args)
-            .expect_code(2)
-            .no_panic()
-            .stderr_has(
-                "--lease 30s gives a delivery 22500 ms (3/4 of the lease), less than the 30 s \
-                 timeout of SMTP (smtp.timeout_secs); use --lease 40s or more, or lower that timeout",
-            );
+        p.run(args).expect_code(2).no_panic().stderr_has(
+            "--lease 30s gives a delivery 22500 ms (3/4 of the lease), less than the 30 s \
+                 timeout of SMTP (smtp.timeout_secs) plus a 5 s margin; use --lease 47s or more",
+        );
     }
+    // Just short of the margin, and to the millisecond as written.
+    p.run(&["worker", "--lease", "46500ms"])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has("--lease 46500ms gives a delivery 34875 ms");
 }

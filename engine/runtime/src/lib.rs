@@ -18,4 +18,6 @@ pub use engine::{Actor, Engine, EngineOptions, Input, Outcome, ScanReport, Timel
 pub use erasure::{JourneyErased, RetentionReport, SubjectErased};
 pub use error::Error;
 pub use funnel::compute_funnel;
-pub use worker::{DrainReport, Worker, WorkerOptions, delivery_budget};
+pub use worker::{
+    DELIVERY_MARGIN, DrainReport, Worker, WorkerOptions, delivery_budget, least_lease,
+};

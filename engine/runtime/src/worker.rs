@@ -46,6 +46,18 @@ pub fn delivery_budget(lease: Duration) -> Duration {
     lease * 3 / 4
 }
 
+/// How much longer than a provider's own timeout a delivery's budget must be. The
+/// provider's timeout should fire first, with its own specific error; the margin covers
+/// connecting, and the account read and queueing before the call.
+pub const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
+
+/// The shortest lease, in whole seconds, whose [`delivery_budget`] leaves a provider with
+/// this timeout its whole timeout plus [`DELIVERY_MARGIN`].
+pub fn least_lease(provider_timeout: Duration) -> Duration {
+    let needed = (provider_timeout + DELIVERY_MARGIN).as_millis();
+    Duration::from_secs(u64::try_from((needed * 4).div_ceil(3).div_ceil(1000)).unwrap_or(u64::MAX))
+}
+
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
@@ -158,6 +170,9 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         let mut report = DrainReport::default();
         let store = self.engine.store();
         let now = self.engine.now();
+        // Taken before the claim, so the budget ends no later than 3/4 of the lease even
+        // when the account read below or a busy runtime delays the deliveries.
+        let deadline = tokio::time::Instant::now() + delivery_budget(self.options.lease);
         let entries = if self.options.skip_alerts {
             store
                 .claim_effects_except(now, self.options.lease, self.options.batch, "raise-alert")
@@ -203,7 +218,11 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         let mut running = tokio::task::JoinSet::new();
         for (entry, effect) in entries.into_iter().zip(effects) {
             let (worker, accounts) = (self.clone(), accounts.clone());
-            running.spawn(async move { worker.deliver(&entry, effect, accounts.as_deref()).await });
+            running.spawn(async move {
+                worker
+                    .deliver(&entry, effect, accounts.as_deref(), deadline)
+                    .await
+            });
         }
         let mut first_error = None;
         while let Some(joined) = running.join_next().await {
@@ -219,6 +238,9 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         if let Some(e) = first_error {
             return Err(e);
         }
+        // The deliveries may have taken most of a lease: a timer's lease starts now, and
+        // timers that fell due meanwhile are taken in this pass.
+        let now = self.engine.now();
         let timers = store
             .claim_timers(now, self.options.lease, self.options.batch)
             .await?;
@@ -276,6 +298,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         entry: &OutboxEntry,
         effect: Result<Effect, serde_json::Error>,
         accounts: Option<&HashMap<String, Account>>,
+        deadline: tokio::time::Instant,
     ) -> Result<Delivery, Error> {
         let store = self.engine.store();
         let effect = match effect {
@@ -296,12 +319,11 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                 // Give up while the lease still holds, so the outcome is recorded before
                 // another node may claim the entry: a call still running when the lease
                 // lapses would be made a second time.
-                let budget = delivery_budget(self.options.lease);
-                match tokio::time::timeout(budget, self.channel.deliver(&message)).await {
+                match tokio::time::timeout_at(deadline, self.channel.deliver(&message)).await {
                     Ok(sent) => sent.map(Some),
                     Err(_) => Err(SendError::Transient(format!(
-                        "no answer from the provider within {} ms (3/4 of the {} ms lease)",
-                        budget.as_millis(),
+                        "no answer from the provider within {} ms of the claim (3/4 of the {} ms lease)",
+                        delivery_budget(self.options.lease).as_millis(),
                         self.options.lease.as_millis()
                     ))),
                 }
@@ -662,4 +684,31 @@ fn backoff(attempt: u32) -> Duration {
     let capped = base.min(300_000);
     let jitter = rand::random_range(0..=capped / 4);
     Duration::from_millis(capped - capped / 8 + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_lease_is_the_shortest_that_leaves_the_timeout_and_the_margin() {
+        for secs in 1..=600 {
+            let timeout = Duration::from_secs(secs);
+            let least = least_lease(timeout);
+            assert!(
+                delivery_budget(least) >= timeout + DELIVERY_MARGIN,
+                "{secs} s: {least:?}"
+            );
+            assert!(
+                delivery_budget(least - Duration::from_secs(1)) < timeout + DELIVERY_MARGIN,
+                "{secs} s: {least:?} is not the shortest"
+            );
+        }
+        // The default lease serves the default SMTP timeout.
+        assert!(least_lease(Duration::from_secs(30)) <= WorkerOptions::default().lease);
+        assert_eq!(
+            least_lease(Duration::from_secs(30)),
+            Duration::from_secs(47)
+        );
+    }
 }
