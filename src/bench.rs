@@ -530,8 +530,10 @@ impl Scratch {
     }
 
     /// Drops the scratch database and removes the scratch files. A failure is reported on
-    /// stderr with what to remove by hand; it never hides the run's own result.
-    pub(crate) async fn cleanup(self) {
+    /// stderr with what to remove by hand; it never hides the run's own result. False when
+    /// the scratch database is left behind.
+    pub(crate) async fn cleanup(self) -> bool {
+        let mut dropped = true;
         if let Some(db) = &self.pg
             && let Err(e) = db.drop().await
         {
@@ -539,6 +541,7 @@ impl Scratch {
                 "warning: could not drop the scratch database {}: {e:#}; drop it by hand",
                 db.name
             );
+            dropped = false;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -548,6 +551,7 @@ impl Scratch {
                 self.dir.display()
             );
         }
+        dropped
     }
 }
 
@@ -854,8 +858,23 @@ pub async fn run(
                 _ => format!("{backend} (run {run})"),
             };
             let scratch = Scratch::new(backend, &args.bench_postgres).await?;
+            // Named as soon as it exists: a run killed halfway leaves it for the operator.
+            let database = scratch.database().map(str::to_owned);
+            if let Some(name) = &database {
+                eprintln!("{label}: scratch database {name}, dropped at the end of the run");
+            }
             let result = measure(&setup, &scratch, &label, &mut rows, &mut notes).await;
-            scratch.cleanup().await;
+            let dropped = scratch.cleanup().await;
+            if let Some(name) = database {
+                notes.push(match dropped {
+                    true => {
+                        format!("{label}: scratch database {name}, dropped at the end of the run")
+                    }
+                    false => format!(
+                        "{label}: scratch database {name} could not be dropped: drop it by hand"
+                    ),
+                });
+            }
             runs.push(result?);
         }
         judged.push((backend, runs));
@@ -923,11 +942,6 @@ async fn measure(
 ) -> anyhow::Result<Judged> {
     let args = setup.args;
     let max_level = setup.max_level;
-    if let Some(name) = scratch.database() {
-        notes.push(format!(
-            "{label}: scratch database {name}, dropped at the end of the run"
-        ));
-    }
     let raw = raw_baseline(scratch, max_level, args.raw_rows).await?;
     let best = raw.iter().map(|(_, r)| *r).fold(0.0, f64::max);
     for (batch, r) in &raw {

@@ -246,12 +246,6 @@ impl Passage {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start the passage binary");
-        if let Some(text) = input {
-            let mut stdin = child.stdin.take().expect("stdin is piped");
-            stdin
-                .write_all(text.as_bytes())
-                .expect("write to passage's stdin");
-        }
         // A watchdog thread, not a polling loop here: the pipes must be read while the
         // process runs, or a chatty process would block on a full pipe and never exit.
         let watchdog = self.timeout.map(|limit| {
@@ -267,6 +261,13 @@ impl Passage {
             });
             (limit, done, killer)
         });
+        // After the watchdog starts: a process that never reads would block this write. A
+        // failed write (the process exited, or was killed, before reading) is judged by the
+        // run's own outcome below.
+        if let Some(text) = input {
+            let mut stdin = child.stdin.take().expect("stdin is piped");
+            let _ = stdin.write_all(text.as_bytes());
+        }
         let out = child
             .wait_with_output()
             .expect("wait for the passage binary");
