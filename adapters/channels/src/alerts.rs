@@ -26,7 +26,7 @@
 //! logged or put in an error: logs show it masked (`https://discord.com/api/webhooks/1234/***`).
 
 use crate::Error;
-use crate::config::{AlertWebhookKind, AlertsConfig, Secret};
+use crate::config::{AlertWebhookKind, AlertsConfig, Secret, provider_timeout};
 use crate::recent::RecentReceipts;
 use crate::scrub::scrub;
 use passage_core::ports::{Channel, JourneyId, MessageKind, OutboundMessage, Receipt, SendError};
@@ -346,7 +346,10 @@ impl WebhookAlerts {
             .map(check_console_url)
             .transpose()?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.request_timeout_secs.max(1)))
+            .timeout(provider_timeout(
+                "alerts request_timeout_secs",
+                config.request_timeout_secs,
+            )?)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("passage/", env!("CARGO_PKG_VERSION")))
             // A redirect would be a misconfiguration; the token stays with its origin.

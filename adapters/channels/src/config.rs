@@ -281,6 +281,23 @@ pub struct ChannelsConfig {
     pub breaker: BreakerConfig,
 }
 
+/// The largest provider timeout accepted: a worker's lease must be longer (see
+/// `passage_runtime::least_lease`), and a node that dies keeps its work that long.
+pub const MAX_PROVIDER_TIMEOUT_SECS: u64 = 300;
+
+/// A provider's timeout from its setting (`what`, e.g. `smtp timeout_secs`): 1 to
+/// [`MAX_PROVIDER_TIMEOUT_SECS`] seconds. 0 would fail every send; hours would hold a dead
+/// node's claims that long.
+pub(crate) fn provider_timeout(what: &str, secs: u64) -> Result<Duration, Error> {
+    if (1..=MAX_PROVIDER_TIMEOUT_SECS).contains(&secs) {
+        Ok(Duration::from_secs(secs))
+    } else {
+        Err(Error::Config(format!(
+            "{what} must be 1 to {MAX_PROVIDER_TIMEOUT_SECS} seconds, not {secs}"
+        )))
+    }
+}
+
 impl ChannelsConfig {
     /// The configured provider that may wait longest for one answer before its own timeout
     /// gives up, and that timeout: a worker's lease must leave a delivery at least this
@@ -303,10 +320,12 @@ impl ChannelsConfig {
                     c.request_timeout_secs,
                 )
             });
+        // An update to a Discord message whose message was deleted is two requests, an
+        // edit and then a new post, each with its own timeout.
         let alerts = self.alerts.as_ref().map(|c| {
             (
-                "the alert webhook (alerts.request_timeout_secs)",
-                c.request_timeout_secs,
+                "the alert webhook (2 × alerts.request_timeout_secs: an edit, then a new post)",
+                c.request_timeout_secs.saturating_mul(2),
             )
         });
         [smtp, twilio, alerts]
@@ -573,6 +592,26 @@ mod tests {
     /// Only providers that deliver count: an `[smtp]` table while email goes to the dev
     /// outbox waits on nobody.
     #[test]
+    fn provider_timeouts_are_1_to_300_seconds() {
+        assert_eq!(
+            provider_timeout("smtp timeout_secs", 30).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert!(provider_timeout("x", 1).is_ok() && provider_timeout("x", 300).is_ok());
+        for bad in [0, 301, u64::MAX] {
+            let e = provider_timeout("smtp timeout_secs", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!(
+                    "smtp timeout_secs must be 1 to 300 seconds, not {bad}"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn the_slowest_timeout_is_that_of_a_provider_in_use() {
         assert_eq!(ChannelsConfig::default().slowest_timeout(), None);
         let config = |email: &str, sms: &str| {
@@ -605,6 +644,23 @@ mod tests {
             ))
         );
         assert_eq!(config("dev", "dev"), None);
+        // An alert update may be an edit and then a new post: twice the request timeout.
+        let alerts = ChannelsConfig::from_toml(
+            r#"
+            [alerts]
+            webhook_url = { env = "W" }
+            request_timeout_secs = 25
+            "#,
+        )
+        .unwrap()
+        .slowest_timeout();
+        assert_eq!(
+            alerts,
+            Some((
+                "the alert webhook (2 × alerts.request_timeout_secs: an edit, then a new post)",
+                Duration::from_secs(50)
+            ))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! headers, so exactly one `RCPT TO` is sent.
 
 use crate::Error;
-use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::config::{SmtpConfig, SmtpSecurity, provider_timeout};
 use crate::recent::RecentReceipts;
 use crate::scrub::scrub;
 use crate::template::{EmailTemplates, render_email};
@@ -22,7 +22,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::{info, warn};
 
 /// Sends every email through one SMTP relay.
@@ -80,15 +79,17 @@ impl Header for AutoSubmitted {
 }
 
 impl SmtpChannel {
-    /// Builds the transport (nothing is connected yet: the pool connects on first send).
-    /// Must run inside a tokio runtime: lettre's connection pool starts a task.
+    /// Builds the transport; nothing is connected yet.
+    ///
+    /// Each send opens its own connection and closes it after the relay's answer (lettre's
+    /// `pool` feature is off). The worker drops a send that outlives its delivery budget;
+    /// a pooled connection dropped halfway through a transaction would go back to the
+    /// pool, and the next message would read the previous one's reply or land in its DATA.
+    /// A dropped connection is closed instead: a message cut off before its end reaches
+    /// nobody, and the worker's retry sends the only copy (one the relay had just taken is
+    /// sent again, with the same Message-ID: at least once). A reset sends a few emails, so
+    /// a handshake per email costs little.
     pub fn new(config: &SmtpConfig) -> Result<Self, Error> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            // lettre would panic; say what is wrong instead.
-            return Err(Error::Config(
-                "the SMTP channel must be built inside a tokio runtime".into(),
-            ));
-        }
         let bad = |what: &str, e: &dyn fmt::Display| Error::Config(format!("smtp {what}: {e}"));
         let from = Mailbox::from_str(&config.from).map_err(|e| bad("from", &e))?;
         let reply_to = config
@@ -139,7 +140,10 @@ impl SmtpChannel {
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
-            .timeout(Some(Duration::from_secs(config.timeout_secs.max(1))));
+            .timeout(Some(provider_timeout(
+                "smtp timeout_secs",
+                config.timeout_secs,
+            )?));
         builder = match config.security {
             SmtpSecurity::Starttls => builder.tls(Tls::Required(tls_parameters()?)),
             SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls_parameters()?)),
@@ -252,43 +256,24 @@ impl Channel for SmtpChannel {
             MessageKind::Email { to, .. } => mask_email(to),
             _ => String::new(),
         };
-        // The send runs in its own task. The worker gives up on a delivery after a budget
-        // and drops this future; dropped halfway, lettre would put the connection back in
-        // its pool in the middle of a transaction, and the next message would read the
-        // previous one's reply (or land in its DATA). In a task the exchange ends, with an
-        // answer or lettre's own timeout, and a late acceptance is still remembered, so the
-        // worker's retry of the same effect gets that receipt instead of a second email.
-        let transport = self.transport.clone();
-        let settings = Arc::clone(&self.settings);
-        let recent = self.recent.clone();
-        let key = message.idempotency_key;
-        let journey = message.journey_id;
-        let send = tokio::spawn(async move {
-            match transport.send(email).await {
-                Ok(response) => {
-                    let reply = response.first_line().map(scrub).unwrap_or_default();
-                    info!(channel = "email", to = %masked, journey = %journey, relay = %settings.relay, "email accepted by the relay");
-                    let receipt = Receipt {
-                        provider_ref: format!("smtp {message_id} {} {reply}", response.code())
-                            .trim_end()
-                            .to_owned(),
-                    };
-                    recent.put(key, receipt.clone());
-                    Ok(receipt)
-                }
-                Err(e) => {
-                    let err = classify(&e);
-                    warn!(channel = "email", to = %masked, journey = %journey, relay = %settings.relay, "email not accepted: {err}");
-                    Err(err)
-                }
+        match self.transport.send(email).await {
+            Ok(response) => {
+                let reply = response.first_line().map(scrub).unwrap_or_default();
+                info!(channel = "email", to = %masked, journey = %message.journey_id, relay = %self.settings.relay, "email accepted by the relay");
+                let receipt = Receipt {
+                    provider_ref: format!("smtp {message_id} {} {reply}", response.code())
+                        .trim_end()
+                        .to_owned(),
+                };
+                self.recent.put(message.idempotency_key, receipt.clone());
+                Ok(receipt)
             }
-        });
-        send.await.unwrap_or_else(|e| {
-            warn!(channel = "email", journey = %journey, "the send task ended without an answer: {e}");
-            Err(SendError::Transient(
-                "smtp: the send ended without an answer from the relay".into(),
-            ))
-        })
+            Err(e) => {
+                let err = classify(&e);
+                warn!(channel = "email", to = %masked, journey = %message.journey_id, relay = %self.settings.relay, "email not accepted: {err}");
+                Err(err)
+            }
+        }
     }
 }
 

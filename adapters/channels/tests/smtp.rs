@@ -407,9 +407,16 @@ async fn a_relay_that_does_not_answer_is_transient() {
 #[derive(Clone, Default)]
 struct SlowRelayLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
-/// An SMTP server that speaks DATA properly and holds its reply to the first message's
-/// end of data for `hold`. Each accepted transaction is answered `250 queued T<n>`, where
-/// `n` indexes `log`. Returns its port.
+impl SlowRelayLog {
+    fn accepted_for(&self, address: &str) -> usize {
+        let log = self.0.lock().unwrap();
+        log.iter().filter(|r| r.contains(address)).count()
+    }
+}
+
+/// An SMTP server that speaks DATA properly and holds its `354` to the first `DATA` for
+/// `hold`. Each accepted transaction is answered `250 queued T<n>`, where `n` indexes
+/// `log`. Returns its port.
 async fn slow_relay(hold: Duration, log: SlowRelayLog) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -431,14 +438,22 @@ async fn slow_relay(hold: Duration, log: SlowRelayLog) -> u16 {
                             "250 OK\r\n".to_owned()
                         }
                         "DATA" => {
-                            w.write_all(b"354 go ahead\r\n").await.unwrap();
+                            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                tokio::time::sleep(hold).await;
+                            }
+                            if w.write_all(b"354 go ahead\r\n").await.is_err() {
+                                break;
+                            }
+                            let mut complete = false;
                             while let Ok(Some(body)) = lines.next_line().await {
                                 if body == "." {
+                                    complete = true;
                                     break;
                                 }
                             }
-                            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                                tokio::time::sleep(hold).await;
+                            // A message cut off before its end is discarded, as relays do.
+                            if !complete {
+                                break;
                             }
                             let mut log = log.0.lock().unwrap();
                             log.push(rcpt.clone());
@@ -460,11 +475,12 @@ async fn slow_relay(hold: Duration, log: SlowRelayLog) -> u16 {
     port
 }
 
-/// The worker drops a delivery that outlives its budget. The exchange with the relay must
-/// still end cleanly: a connection given back to the pool halfway through a transaction
-/// would hand the first message's late reply to the second one.
+/// The worker drops a delivery that outlives its budget, and retries it about two seconds
+/// later. The send given up on must end with it: a connection kept in a pool halfway
+/// through a transaction would hand its late replies to the next message, and a send left
+/// running would deliver beside its own retry.
 #[tokio::test]
-async fn a_send_given_up_on_finishes_its_exchange_and_keeps_its_receipt() {
+async fn a_send_given_up_on_ends_there_and_its_retry_is_the_only_copy() {
     let log = SlowRelayLog::default();
     let port = slow_relay(Duration::from_millis(1500), log.clone()).await;
     let channel = SmtpChannel::new(&config("127.0.0.1", port)).unwrap();
@@ -472,41 +488,59 @@ async fn a_send_given_up_on_finishes_its_exchange_and_keeps_its_receipt() {
     let given_up = tokio::time::timeout(Duration::from_millis(300), channel.deliver(&first)).await;
     assert!(given_up.is_err(), "the relay holds its reply: {given_up:?}");
 
-    // Long enough for a dropped send's connection to be back in the pool, were it given back.
+    // Long enough for a dropped connection to be back in a pool, were there one.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = email("frank@example.com", "666666");
-    let receipt = channel
-        .deliver(&second)
-        .await
-        .expect("the second email is sent");
     let queued = |receipt: &str| -> usize {
         let t = receipt.rsplit(" T").next().unwrap();
         t.parse()
             .unwrap_or_else(|_| panic!("no queue id in {receipt}"))
     };
-    let n = queued(&receipt.provider_ref);
-    let rcpt = log.0.lock().unwrap()[n].clone();
-    assert!(
-        rcpt.contains("frank@example.com"),
-        "the second email's receipt names its own transaction, not {rcpt}"
-    );
-
-    // The first exchange ends on its own; its acceptance is remembered, so the worker's
-    // retry of the same effect gets that receipt and sends nothing more.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
-    let retry = channel
-        .deliver(&first)
+    // Bounded: a connection reused mid-transaction can leave both ends waiting for good.
+    let bounded = Duration::from_secs(15);
+    let second = email("frank@example.com", "666666");
+    let receipt = tokio::time::timeout(bounded, channel.deliver(&second))
         .await
-        .expect("the retry is answered");
+        .expect("the second send ended")
+        .expect("the second email is sent");
+    let n = queued(&receipt.provider_ref);
+    assert!(
+        log.0.lock().unwrap()[n].contains("frank@example.com"),
+        "the second email's receipt names its own transaction: {:?}",
+        log.0.lock().unwrap()
+    );
+    // The retry comes while the relay still holds the first exchange's reply.
+    let retry = tokio::time::timeout(bounded, channel.deliver(&first))
+        .await
+        .expect("the retry ended")
+        .expect("the retry is sent");
     let n = queued(&retry.provider_ref);
     assert!(log.0.lock().unwrap()[n].contains("erin@example.com"));
-    let log = log.0.lock().unwrap();
+
+    // After the hold, the abandoned exchange must not complete a second copy.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(
-        log.iter()
-            .filter(|r| r.contains("erin@example.com"))
-            .count(),
+        log.accepted_for("erin@example.com"),
         1,
-        "the first email was sent once: {log:?}"
+        "the first email was sent once: {:?}",
+        log.0.lock().unwrap()
     );
-    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log.accepted_for("frank@example.com"), 1);
+}
+
+#[tokio::test]
+async fn a_timeout_of_zero_or_of_hours_is_a_configuration_error() {
+    for secs in [0, 3600] {
+        let e = SmtpChannel::new(&SmtpConfig {
+            timeout_secs: secs,
+            ..config("127.0.0.1", 25)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!(
+                "smtp timeout_secs must be 1 to 300 seconds, not {secs}"
+            )),
+            "{e}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ pub mod twiml;
 pub mod webhooks;
 
 use crate::Error;
-use crate::config::{Secret, TwilioConfig};
+use crate::config::{Secret, TwilioConfig, provider_timeout};
 use crate::recent::RecentReceipts;
 use crate::scrub::scrub;
 use passage_core::mask::mask_phone;
@@ -173,7 +173,10 @@ impl TwilioChannel {
         reqwest::Url::parse(&api_base)
             .map_err(|e| Error::Config(format!("twilio api_base {api_base}: {e}")))?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.request_timeout_secs.max(1)))
+            .timeout(provider_timeout(
+                "twilio request_timeout_secs",
+                config.request_timeout_secs,
+            )?)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("passage/", env!("CARGO_PKG_VERSION")))
             // The API is called at a fixed origin; a redirect would be a misconfiguration
