@@ -381,7 +381,8 @@ fn worker_options(
         Some(lease) => {
             if let Some((provider, timeout)) = app.slowest_provider {
                 let least = passage_runtime::least_lease(timeout);
-                if lease < least {
+                let needed = timeout.saturating_add(passage_runtime::DELIVERY_MARGIN);
+                if passage_runtime::delivery_budget(lease) < needed {
                     usage!(
                         "--lease {} gives a delivery {} ms (3/4 of the lease), less than the {} s \
                          timeout of {provider} plus a {} s margin; use --lease {}s or more \

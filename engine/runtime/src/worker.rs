@@ -54,8 +54,9 @@ pub const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
 /// The shortest lease, in whole seconds, whose [`delivery_budget`] leaves a provider with
 /// this timeout its whole timeout plus [`DELIVERY_MARGIN`].
 pub fn least_lease(provider_timeout: Duration) -> Duration {
-    let needed = (provider_timeout + DELIVERY_MARGIN).as_millis();
-    Duration::from_secs(u64::try_from((needed * 4).div_ceil(3).div_ceil(1000)).unwrap_or(u64::MAX))
+    let needed = provider_timeout.saturating_add(DELIVERY_MARGIN).as_millis();
+    let secs = needed.saturating_mul(4).div_ceil(3).div_ceil(1000);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX))
 }
 
 impl Default for WorkerOptions {
@@ -319,9 +320,18 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                 // Give up while the lease still holds, so the outcome is recorded before
                 // another node may claim the entry: a call still running when the lease
                 // lapses would be made a second time.
-                match tokio::time::timeout_at(deadline, self.channel.deliver(&message)).await {
-                    Ok(sent) => sent.map(Some),
-                    Err(_) => Err(SendError::Transient(format!(
+                // A budget already spent (a slow account read) calls nobody: a provider call
+                // now would be cut off at once, and could use up a circuit's probe.
+                let answered = if tokio::time::Instant::now() < deadline {
+                    tokio::time::timeout_at(deadline, self.channel.deliver(&message))
+                        .await
+                        .ok()
+                } else {
+                    None
+                };
+                match answered {
+                    Some(sent) => sent.map(Some),
+                    None => Err(SendError::Transient(format!(
                         "no answer from the provider within {} ms of the claim (3/4 of the {} ms lease)",
                         delivery_budget(self.options.lease).as_millis(),
                         self.options.lease.as_millis()
@@ -710,5 +720,7 @@ mod tests {
             least_lease(Duration::from_secs(30)),
             Duration::from_secs(47)
         );
+        // No overflow, whatever the configuration says.
+        assert!(least_lease(Duration::MAX) >= Duration::from_secs(u64::MAX / 1000));
     }
 }

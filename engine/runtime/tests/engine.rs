@@ -946,20 +946,26 @@ async fn an_undeliverable_message_alerts_support_at_once() {
     assert!(reason.contains("could not be delivered"), "{reason}");
 }
 
-/// The real directory, except that reading several accounts at once fails (a directory
-/// outage hitting the worker's batch read).
+/// The real directory, except that reading several accounts at once fails (`None`: a
+/// directory outage hitting the worker's batch read) or takes the given time.
 #[derive(Clone)]
-struct BatchReadFails(SqliteStore);
+struct BatchRead(SqliteStore, Option<Duration>);
 
-impl passage_core::ports::AccountDirectory for BatchReadFails {
+impl passage_core::ports::AccountDirectory for BatchRead {
     async fn find_by_email(&self, email: &str) -> Result<Option<Account>, DirectoryError> {
         self.0.find_by_email(email).await
     }
     async fn get(&self, account_id: &str) -> Result<Option<Account>, DirectoryError> {
         self.0.get(account_id).await
     }
-    async fn get_many(&self, _: &[&str]) -> Result<Vec<Account>, DirectoryError> {
-        Err(DirectoryError("the directory timed out".into()))
+    async fn get_many(&self, ids: &[&str]) -> Result<Vec<Account>, DirectoryError> {
+        match self.1 {
+            Some(slow) => {
+                tokio::time::sleep(slow).await;
+                self.0.get_many(ids).await
+            }
+            None => Err(DirectoryError("the directory timed out".into())),
+        }
     }
     async fn set_password_hash(
         &self,
@@ -1010,7 +1016,7 @@ impl passage_core::ports::AccountDirectory for BatchReadFails {
 async fn a_failed_batch_read_of_accounts_falls_back_to_one_read_per_delivery() {
     let f = fixture("batch-read").await;
     let store = f.engine.store().clone();
-    let engine = engine_on(store.clone(), BatchReadFails(store), &f.clock);
+    let engine = engine_on(store.clone(), BatchRead(store, None), &f.clock);
     engine
         .register(load("password-reset.toml", SEED).unwrap())
         .await
@@ -1103,5 +1109,63 @@ async fn journeys_started_in_the_millisecond_of_a_reset_are_ordered_by_the_log()
         status(after).await,
         Status::Active,
         "a new request stays open"
+    );
+}
+
+/// Counts the calls made to it, and accepts each.
+#[derive(Clone, Default)]
+struct Counting(Arc<std::sync::atomic::AtomicU32>);
+
+impl Channel for Counting {
+    async fn deliver(&self, _: &OutboundMessage) -> Result<Receipt, SendError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Receipt {
+            provider_ref: "counted".into(),
+        })
+    }
+}
+
+/// The budget counts from the claim: when the account read before the send has used it up,
+/// the provider is not called at all (the call would be cut off at once, and behind a
+/// circuit breaker it could take the one probe), and the delivery is retried later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_spent_before_the_send_calls_no_provider() {
+    let f = fixture("spent-budget").await;
+    let store = f.engine.store().clone();
+    let lease = Duration::from_millis(200);
+    let engine = engine_on(
+        store.clone(),
+        BatchRead(store, Some(delivery_budget(lease) * 2)),
+        &f.clock,
+    );
+    engine
+        .register(load("password-reset.toml", SEED).unwrap())
+        .await
+        .unwrap();
+    let id = started_on(&engine).await;
+    let calls = Counting::default();
+    let options = WorkerOptions {
+        lease,
+        ..WorkerOptions::default()
+    };
+    let report = Worker::new(engine.clone(), calls.clone(), options)
+        .pass()
+        .await
+        .unwrap();
+    assert_eq!((report.delivered, report.retried), (0, 1), "{report:?}");
+    assert_eq!(calls.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let error = engine
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e.event {
+            Some(JourneyEvent::MessageFailed { error, .. }) => Some(error),
+            _ => None,
+        })
+        .expect("the failure is on the journey");
+    assert!(
+        error.contains("no answer from the provider within 150 ms of the claim"),
+        "{error}"
     );
 }
