@@ -861,9 +861,12 @@ fn a_lease_shorter_than_the_providers_timeout_is_refused() {
         .with_env("PASSAGE_SMTP_HOST", "127.0.0.1")
         .with_env("PASSAGE_SMTP_SECURITY", "plain")
         .with_env("PASSAGE_SMTP_FROM", "Portal <no-reply@portal.example>");
+    // A port already taken: `serve` must refuse the lease before it tries to bind.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
     for args in [
         &["worker", "--lease", "30s"][..],
-        &["serve", "--listen", "127.0.0.1:0", "--lease", "30s"][..],
+        &["serve", "--listen", &taken, "--lease", "30s"][..],
     ] {
         p.run(args).expect_code(2).no_panic().stderr_has(
             "--lease 30s gives a delivery 22500 ms (3/4 of the lease), less than the 30 s \

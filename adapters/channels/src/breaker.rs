@@ -306,12 +306,13 @@ mod tests {
         );
     }
 
-    /// Never answers, like a provider whose connection hangs.
-    #[derive(Clone)]
-    struct Hangs;
+    /// Never answers, like a provider whose connection hangs; counts the calls.
+    #[derive(Clone, Default)]
+    struct Hangs(Arc<AtomicU32>);
 
     impl Channel for Hangs {
         async fn deliver(&self, _: &OutboundMessage) -> Result<Receipt, SendError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
             std::future::pending().await
         }
     }
@@ -325,7 +326,13 @@ mod tests {
             failures: 2,
             cool_down_secs: 30,
         };
-        let b = CircuitBreaker::new(Hangs, "hangs", config, clock);
+        let hangs = Hangs::default();
+        let b = CircuitBreaker::new(hangs.clone(), "hangs", config, clock);
+        let calls = || hangs.0.load(Ordering::SeqCst);
+        let open_until = || match b.state() {
+            CircuitState::Open { until } => until,
+            other => panic!("not open: {other:?}"),
+        };
         let give_up = Duration::from_millis(20);
         let abandoned = tokio::time::timeout(give_up, b.deliver(&message())).await;
         assert!(abandoned.is_err(), "the call hangs");
@@ -336,28 +343,22 @@ mod tests {
             }
         );
         let _ = tokio::time::timeout(give_up, b.deliver(&message())).await;
-        assert!(
-            matches!(b.state(), CircuitState::Open { .. }),
-            "{:?}",
-            b.state()
-        );
+        let first_until = open_until();
+        assert_eq!(calls(), 2);
 
-        // After the cool-down, a probe that is also given up on opens the circuit again
-        // instead of staying "in flight" and refusing every later message.
-        now.fetch_add(30_000, Ordering::SeqCst);
-        let _ = tokio::time::timeout(give_up, b.deliver(&message())).await;
-        assert!(
-            matches!(b.state(), CircuitState::Open { .. }),
-            "{:?}",
-            b.state()
-        );
-        now.fetch_add(30_000, Ordering::SeqCst);
-        let _ = tokio::time::timeout(give_up, b.deliver(&message())).await;
-        assert!(
-            matches!(b.state(), CircuitState::Open { .. }),
-            "{:?}",
-            b.state()
-        );
+        // After the cool-down, the probe is let through; given up on, it opens the circuit
+        // again for a new cool-down instead of staying "in flight" and refusing every
+        // later message.
+        for round in 1..=2 {
+            now.fetch_add(30_000, Ordering::SeqCst);
+            let _ = tokio::time::timeout(give_up, b.deliver(&message())).await;
+            assert_eq!(
+                calls(),
+                2 + round,
+                "round {round}: the probe reached the provider"
+            );
+            assert!(open_until() > first_until, "round {round}: a new cool-down");
+        }
     }
 
     #[tokio::test]
