@@ -324,24 +324,73 @@ async fn credentials_are_used_and_a_wrong_password_is_permanent() {
     let _ = std::fs::remove_file(secret);
 }
 
-// ---- reply classification against a scripted responder --------------------------------
+// ---- against a scripted relay: reply classification, a send given up on ---------------
 
-/// A minimal SMTP server that answers everything with 250 except `RCPT TO`, which gets
-/// `rcpt_reply`. Returns its port.
-async fn scripted_smtp(rcpt_reply: &'static str) -> u16 {
+/// What a scripted relay accepted: the recipient of each transaction, in order.
+#[derive(Clone, Default)]
+struct RelayLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl RelayLog {
+    fn accepted_for(&self, address: &str) -> usize {
+        let log = self.0.lock().unwrap();
+        log.iter().filter(|r| r.contains(address)).count()
+    }
+}
+
+/// How a scripted relay behaves.
+#[derive(Clone, Default)]
+struct Script {
+    /// The reply to `RCPT TO` (default `250 OK`).
+    rcpt_reply: Option<&'static str>,
+    /// How long its `354` to the first `DATA` is held.
+    hold_first_data: Duration,
+    log: RelayLog,
+}
+
+/// A minimal SMTP server on loopback that follows `script`. It speaks DATA properly,
+/// discards a message cut off before its end (as relays do), and answers each accepted one
+/// `250 queued T<n>`, where `n` indexes the log. Returns its port.
+async fn scripted_smtp(script: Script) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let (script, first) = (script.clone(), first.clone());
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut lines = BufReader::new(r).lines();
                 w.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+                let mut rcpt = String::new();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let verb = line.split([' ', ':']).next().unwrap_or("").to_uppercase();
                     let reply = match verb.as_str() {
                         "EHLO" | "HELO" => "250 scripted\r\n".to_owned(),
-                        "RCPT" => format!("{rcpt_reply}\r\n"),
+                        "RCPT" => {
+                            rcpt = line.clone();
+                            format!("{}\r\n", script.rcpt_reply.unwrap_or("250 OK"))
+                        }
+                        "DATA" => {
+                            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                tokio::time::sleep(script.hold_first_data).await;
+                            }
+                            if w.write_all(b"354 go ahead\r\n").await.is_err() {
+                                break;
+                            }
+                            let mut complete = false;
+                            while let Ok(Some(body)) = lines.next_line().await {
+                                if body == "." {
+                                    complete = true;
+                                    break;
+                                }
+                            }
+                            if !complete {
+                                break;
+                            }
+                            let mut log = script.log.0.lock().unwrap();
+                            log.push(rcpt.clone());
+                            format!("250 queued T{}\r\n", log.len() - 1)
+                        }
                         "QUIT" => {
                             let _ = w.write_all(b"221 bye\r\n").await;
                             break;
@@ -360,7 +409,11 @@ async fn scripted_smtp(rcpt_reply: &'static str) -> u16 {
 
 #[tokio::test]
 async fn a_4xx_reply_is_transient_and_a_5xx_reply_is_permanent_with_the_address_masked() {
-    let port = scripted_smtp("451 4.7.1 Greylisted, try again later").await;
+    let port = scripted_smtp(Script {
+        rcpt_reply: Some("451 4.7.1 Greylisted, try again later"),
+        ..Script::default()
+    })
+    .await;
     let channel = SmtpChannel::new(&config("127.0.0.1", port)).unwrap();
     let e = channel
         .deliver(&email("carol@example.com", "333333"))
@@ -371,7 +424,11 @@ async fn a_4xx_reply_is_transient_and_a_5xx_reply_is_permanent_with_the_address_
         "{e:?}"
     );
 
-    let port = scripted_smtp("550 5.1.1 <carol@example.com>: Recipient address rejected").await;
+    let port = scripted_smtp(Script {
+        rcpt_reply: Some("550 5.1.1 <carol@example.com>: Recipient address rejected"),
+        ..Script::default()
+    })
+    .await;
     let channel = SmtpChannel::new(&config("127.0.0.1", port)).unwrap();
     let e = channel
         .deliver(&email("carol@example.com", "333333"))
@@ -402,87 +459,19 @@ async fn a_relay_that_does_not_answer_is_transient() {
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
 }
 
-/// What a relay that takes its time saw: the recipient of each transaction it accepted,
-/// in order.
-#[derive(Clone, Default)]
-struct SlowRelayLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-impl SlowRelayLog {
-    fn accepted_for(&self, address: &str) -> usize {
-        let log = self.0.lock().unwrap();
-        log.iter().filter(|r| r.contains(address)).count()
-    }
-}
-
-/// An SMTP server that speaks DATA properly and holds its `354` to the first `DATA` for
-/// `hold`. Each accepted transaction is answered `250 queued T<n>`, where `n` indexes
-/// `log`. Returns its port.
-async fn slow_relay(hold: Duration, log: SlowRelayLog) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (log, first) = (log.clone(), first.clone());
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut lines = BufReader::new(r).lines();
-                w.write_all(b"220 slow ESMTP\r\n").await.unwrap();
-                let mut rcpt = String::new();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let verb = line.split([' ', ':']).next().unwrap_or("").to_uppercase();
-                    let reply = match verb.as_str() {
-                        "EHLO" | "HELO" => "250 slow\r\n".to_owned(),
-                        "RCPT" => {
-                            rcpt = line.clone();
-                            "250 OK\r\n".to_owned()
-                        }
-                        "DATA" => {
-                            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                                tokio::time::sleep(hold).await;
-                            }
-                            if w.write_all(b"354 go ahead\r\n").await.is_err() {
-                                break;
-                            }
-                            let mut complete = false;
-                            while let Ok(Some(body)) = lines.next_line().await {
-                                if body == "." {
-                                    complete = true;
-                                    break;
-                                }
-                            }
-                            // A message cut off before its end is discarded, as relays do.
-                            if !complete {
-                                break;
-                            }
-                            let mut log = log.0.lock().unwrap();
-                            log.push(rcpt.clone());
-                            format!("250 queued T{}\r\n", log.len() - 1)
-                        }
-                        "QUIT" => {
-                            let _ = w.write_all(b"221 bye\r\n").await;
-                            break;
-                        }
-                        _ => "250 OK\r\n".to_owned(),
-                    };
-                    if w.write_all(reply.as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 /// The worker drops a delivery that outlives its budget, and retries it about two seconds
 /// later. The send given up on must end with it: a connection kept in a pool halfway
 /// through a transaction would hand its late replies to the next message, and a send left
 /// running would deliver beside its own retry.
 #[tokio::test]
 async fn a_send_given_up_on_ends_there_and_its_retry_is_the_only_copy() {
-    let log = SlowRelayLog::default();
-    let port = slow_relay(Duration::from_millis(1500), log.clone()).await;
+    let log = RelayLog::default();
+    let port = scripted_smtp(Script {
+        hold_first_data: Duration::from_millis(1500),
+        log: log.clone(),
+        ..Script::default()
+    })
+    .await;
     let channel = SmtpChannel::new(&config("127.0.0.1", port)).unwrap();
     let first = email("erin@example.com", "555555");
     let given_up = tokio::time::timeout(Duration::from_millis(300), channel.deliver(&first)).await;
