@@ -669,6 +669,10 @@ impl WebhookAlerts {
 }
 
 impl Channel for WebhookAlerts {
+    fn remembered(&self, idempotency_key: uuid::Uuid) -> Option<Receipt> {
+        self.recent.get(idempotency_key)
+    }
+
     async fn deliver(&self, message: &OutboundMessage) -> Result<Receipt, SendError> {
         let MessageKind::Alert {
             dedup_key,

@@ -184,7 +184,17 @@ impl<C> CircuitBreaker<C> {
 }
 
 impl<C: Channel> Channel for CircuitBreaker<C> {
+    fn remembered(&self, idempotency_key: uuid::Uuid) -> Option<Receipt> {
+        self.inner.remembered(idempotency_key)
+    }
+
     async fn deliver(&self, message: &OutboundMessage) -> Result<Receipt, SendError> {
+        // A message the provider already accepted is answered from the receipt, whatever
+        // the circuit's state: no call is made, so none is admitted or counted (a probe
+        // answered this way would close the circuit without the provider being asked).
+        if let Some(receipt) = self.inner.remembered(message.idempotency_key) {
+            return Ok(receipt);
+        }
         let probe = match self.admit() {
             Admit::Refuse => {
                 return Err(SendError::Transient(format!(
@@ -359,6 +369,58 @@ mod tests {
             );
             assert!(open_until() > first_until, "round {round}: a new cool-down");
         }
+    }
+
+    /// Fails transiently, except for messages it already holds a receipt for.
+    #[derive(Clone, Default)]
+    struct Remembers {
+        calls: Arc<AtomicU32>,
+        known: Arc<Mutex<Vec<Uuid>>>,
+    }
+
+    impl Channel for Remembers {
+        fn remembered(&self, key: Uuid) -> Option<Receipt> {
+            self.known.lock().unwrap().contains(&key).then(|| Receipt {
+                provider_ref: "earlier".into(),
+            })
+        }
+
+        async fn deliver(&self, _: &OutboundMessage) -> Result<Receipt, SendError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Err(SendError::Transient("503".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_the_provider_already_accepted_is_answered_without_a_call() {
+        let now = Arc::new(AtomicI64::new(1_000_000));
+        let t = now.clone();
+        let clock: SharedClock = Arc::new(move || Timestamp(t.load(Ordering::SeqCst)));
+        let inner = Remembers::default();
+        let config = BreakerConfig {
+            failures: 1,
+            cool_down_secs: 30,
+        };
+        let b = CircuitBreaker::new(inner.clone(), "remembers", config, clock);
+        assert!(b.deliver(&message()).await.is_err());
+        assert!(matches!(b.state(), CircuitState::Open { .. }));
+        let accepted = message();
+        inner.known.lock().unwrap().push(accepted.idempotency_key);
+
+        // Open: the receipt is returned instead of "circuit open".
+        assert_eq!(b.deliver(&accepted).await.unwrap().provider_ref, "earlier");
+        // After the cool-down the same redelivery is no probe: the circuit stays as it
+        // was, and the next real message is the probe.
+        now.fetch_add(30_000, Ordering::SeqCst);
+        assert_eq!(b.deliver(&accepted).await.unwrap().provider_ref, "earlier");
+        assert!(
+            matches!(b.state(), CircuitState::Open { .. }),
+            "{:?}",
+            b.state()
+        );
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        assert!(b.deliver(&message()).await.is_err());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "the probe was made");
     }
 
     #[tokio::test]

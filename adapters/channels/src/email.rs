@@ -244,6 +244,10 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
 }
 
 impl Channel for SmtpChannel {
+    fn remembered(&self, idempotency_key: uuid::Uuid) -> Option<Receipt> {
+        self.recent.get(idempotency_key)
+    }
+
     async fn deliver(&self, message: &OutboundMessage) -> Result<Receipt, SendError> {
         if let Some(receipt) = self.recent.get(message.idempotency_key) {
             return Ok(receipt);

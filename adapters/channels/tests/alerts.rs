@@ -263,9 +263,17 @@ async fn discord_alerts_are_posted_then_edited_in_place_and_escalations_ping_the
         .await
         .unwrap();
     assert_eq!(r.provider_ref, "discord-message-2");
-    // A redelivery of the first message (same idempotency key) posts nothing.
+    // A redelivery of the first message (same idempotency key) posts nothing; the circuit
+    // breaker in front asks for that receipt first.
     assert_eq!(
         channel.deliver(&raised).await.unwrap().provider_ref,
+        "discord-message-1"
+    );
+    assert_eq!(
+        channel
+            .remembered(raised.idempotency_key)
+            .unwrap()
+            .provider_ref,
         "discord-message-1"
     );
 

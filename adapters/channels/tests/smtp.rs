@@ -491,6 +491,11 @@ async fn a_send_given_up_on_ends_there_and_its_retry_is_the_only_copy() {
         .await
         .expect("the second send ended")
         .expect("the second email is sent");
+    assert_eq!(
+        channel.remembered(second.idempotency_key),
+        Some(receipt.clone()),
+        "a later redelivery gets this receipt"
+    );
     let n = queued(&receipt.provider_ref);
     assert!(
         log.0.lock().unwrap()[n].contains("frank@example.com"),

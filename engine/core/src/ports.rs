@@ -726,4 +726,12 @@ pub trait Channel: Clone + Send + Sync + 'static {
         &self,
         message: &OutboundMessage,
     ) -> impl Future<Output = Result<Receipt, SendError>> + Send;
+
+    /// The receipt of an earlier delivery of the message with this idempotency key, when
+    /// the channel still holds it: `deliver` would return it without calling the provider.
+    /// Layers in front of a provider (a circuit breaker) answer such a redelivery without
+    /// counting it as a call.
+    fn remembered(&self, _idempotency_key: Uuid) -> Option<Receipt> {
+        None
+    }
 }

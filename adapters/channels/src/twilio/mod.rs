@@ -401,6 +401,10 @@ fn is_alphanumeric_sender(s: &str) -> bool {
 }
 
 impl Channel for TwilioChannel {
+    fn remembered(&self, idempotency_key: uuid::Uuid) -> Option<Receipt> {
+        self.recent.get(idempotency_key)
+    }
+
     async fn deliver(&self, message: &OutboundMessage) -> Result<Receipt, SendError> {
         if let Some(receipt) = self.recent.get(message.idempotency_key) {
             return Ok(receipt);
