@@ -687,7 +687,7 @@ impl Channel for WebhookAlerts {
             )));
         };
         // A redelivery of a message already posted (the worker could not record it).
-        if let Some(receipt) = self.recent.get(message.idempotency_key) {
+        if let Some(receipt) = self.remembered(message.idempotency_key) {
             return Ok(receipt);
         }
         let alert = Alert {

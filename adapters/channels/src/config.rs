@@ -589,8 +589,6 @@ mod tests {
         assert!(ChannelsConfig::from_toml("emial = \"smtp\"").is_err());
     }
 
-    /// Only providers that deliver count: an `[smtp]` table while email goes to the dev
-    /// outbox waits on nobody.
     #[test]
     fn provider_timeouts_are_1_to_300_seconds() {
         assert_eq!(
@@ -611,6 +609,8 @@ mod tests {
         }
     }
 
+    /// Only providers that deliver count: an `[smtp]` table while email goes to the dev
+    /// outbox waits on nobody.
     #[test]
     fn the_slowest_timeout_is_that_of_a_provider_in_use() {
         assert_eq!(ChannelsConfig::default().slowest_timeout(), None);

@@ -249,7 +249,7 @@ impl Channel for SmtpChannel {
     }
 
     async fn deliver(&self, message: &OutboundMessage) -> Result<Receipt, SendError> {
-        if let Some(receipt) = self.recent.get(message.idempotency_key) {
+        if let Some(receipt) = self.remembered(message.idempotency_key) {
             return Ok(receipt);
         }
         let (email, message_id) = self.build(message).map_err(|e| {

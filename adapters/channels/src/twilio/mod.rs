@@ -406,7 +406,7 @@ impl Channel for TwilioChannel {
     }
 
     async fn deliver(&self, message: &OutboundMessage) -> Result<Receipt, SendError> {
-        if let Some(receipt) = self.recent.get(message.idempotency_key) {
+        if let Some(receipt) = self.remembered(message.idempotency_key) {
             return Ok(receipt);
         }
         let (resource, form, prefixes, to) = match &message.kind {
