@@ -138,6 +138,18 @@ pub enum Command {
     Bot(Box<BotArgs>),
 }
 
+impl Command {
+    /// The worker's options of a command that runs a worker.
+    pub fn worker_args(&self) -> Option<&WorkerArgs> {
+        match self {
+            Command::Worker(args) => Some(args),
+            Command::Serve(args) => Some(&args.worker),
+            Command::Bot(args) => Some(&args.worker),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum BenchBackend {
     Sqlite,

@@ -131,6 +131,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::BenchScenario::Search => bench_search::run(args).await,
         };
     }
+    if let Some(args) = cli.command.worker_args() {
+        // A lease too short for a provider is refused before the store is opened (or, on
+        // a first run, created); `dispatch` computes the same options from the open app.
+        let config = passage_channels::ChannelsConfig::from_env()
+            .context("read the channel configuration")?;
+        worker_options(config.slowest_timeout(), args)?;
+    }
     let app = app::open(&cli.global).await?;
     let result = dispatch(&app, cli).await;
     app.close().await;
@@ -323,13 +330,13 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         Command::Workflows(WorkflowsCommand::Check { .. }) => Ok(()),
         Command::Serve(args) => serve(app, *args).await,
         Command::Bot(args) => {
-            let options = worker_options(app, &args.worker)?;
+            let options = worker_options(app.slowest_provider, &args.worker)?;
             discord_bot::run(app, &args, options).await
         }
         Command::Bench(_) => Ok(()),
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let options = worker_options(app, &args)?;
+            let options = worker_options(app.slowest_provider, &args)?;
             let lease = period(options.lease);
             let worker =
                 passage_runtime::Worker::new(app.engine.clone(), app.channels.clone(), options);
@@ -373,13 +380,13 @@ async fn shutdown_signal() {
 /// configured provider may take to answer (plus a margin): the worker would cut off calls
 /// the provider still counts as in time, and fail deliveries that were on their way.
 fn worker_options(
-    app: &App,
+    slowest_provider: Option<(&'static str, std::time::Duration)>,
     args: &cli::WorkerArgs,
 ) -> anyhow::Result<passage_runtime::WorkerOptions> {
     let lease = match args.lease {
-        None => app::default_lease(app.slowest_provider),
+        None => app::default_lease(slowest_provider),
         Some(lease) => {
-            if let Some((provider, timeout)) = app.slowest_provider {
+            if let Some((provider, timeout)) = slowest_provider {
                 let least = passage_runtime::least_lease(timeout);
                 let needed = timeout.saturating_add(passage_runtime::DELIVERY_MARGIN);
                 if passage_runtime::delivery_budget(lease) < needed {
@@ -417,7 +424,7 @@ fn period(d: std::time::Duration) -> String {
 
 async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     // Before binding: a refused lease must not leave a port taken for nothing.
-    let options = worker_options(app, &args.worker)?;
+    let options = worker_options(app.slowest_provider, &args.worker)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;

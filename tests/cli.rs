@@ -878,4 +878,6 @@ fn a_lease_shorter_than_the_providers_timeout_is_refused() {
         .expect_code(2)
         .no_panic()
         .stderr_has("--lease 46500ms gives a delivery 34875 ms");
+    // Refused before the store was opened: a first run leaves no database behind.
+    assert!(!dir.db().exists(), "a refused lease created the store");
 }
