@@ -6,7 +6,6 @@ use crate::seed::demo_accounts;
 use anyhow::{Context as _, bail};
 use passage_channels::{Channels, ChannelsConfig, DevOutbox, build_channels};
 use passage_core::definition::{self, Definition, DefinitionErrors};
-use passage_core::ports::AccountDirectory;
 use passage_core::secrets::{Argon2id, Entropy, Keys, PasswordHasher, hex};
 use passage_runtime::{Engine, EngineOptions, OsEntropy, SystemClock, Worker, WorkerOptions};
 use passage_store::AnyStore;
@@ -214,17 +213,16 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Adds the demo accounts to a directory that has none of them yet, each with a random
-/// password nobody knows. Once seeded, a demo account that is missing was erased
-/// (`passage subjects erase`) and stays gone.
+/// Adds the demo accounts, each with a random password nobody knows, to a store that never
+/// had them: the seed is recorded (`directory_seeds`), so a demo account erased later
+/// (`passage subjects erase`) stays gone, even when all of them were.
 async fn seed_directory(store: &AnyStore) -> anyhow::Result<()> {
-    let accounts = demo_accounts();
-    for account in &accounts {
-        if store.get(&account.account_id).await?.is_some() {
-            return Ok(());
-        }
+    const SEED: &str = "demo";
+    if store.directory_seeded(SEED).await? {
+        return Ok(());
     }
-    for account in accounts {
+    let mut accounts = Vec::new();
+    for account in demo_accounts() {
         let mut pw = [0u8; 24];
         let mut salt = [0u8; 16];
         OsEntropy.fill(&mut pw);
@@ -232,11 +230,12 @@ async fn seed_directory(store: &AnyStore) -> anyhow::Result<()> {
         let phc = Argon2id::default()
             .hash(&hex(&pw), &salt)
             .map_err(|e| anyhow::anyhow!("hash a demo password: {e}"))?;
-        store
-            .insert_account_if_missing(&account, &phc)
-            .await
-            .context("seed the demo directory")?;
+        accounts.push((account, phc));
     }
+    store
+        .seed_directory_once(SEED, &accounts)
+        .await
+        .context("seed the demo directory")?;
     Ok(())
 }
 

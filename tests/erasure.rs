@@ -337,3 +337,72 @@ async fn erasure_leaves_no_personal_data_in_any_postgres_table() {
     pool.close().await;
     server.drop_database(&db).await;
 }
+
+/// Every demo account, the seed's four.
+const DEMO: [&str; 4] = [
+    "alice@example.com",
+    "bob.smith@example.com",
+    "carol@example.com",
+    "dave@example.com",
+];
+
+/// Erasing every account of the demo seed is final: the next commands (each opens the
+/// store, which seeds a directory that was never seeded) must not bring them back.
+fn erased_demo_accounts_stay_gone(run: &dyn Fn(&[&str]) -> Run) {
+    for email in DEMO {
+        run(&[
+            "subjects",
+            "erase",
+            "--email",
+            email,
+            "--reason",
+            "leaver #12",
+        ])
+        .expect_ok()
+        .stdout_has("account removed");
+    }
+    run(&["journeys", "list"]).expect_ok();
+    run(&["journey", "start", "--email", EMAIL]).expect_ok();
+    for email in DEMO {
+        let again = run(&["subjects", "erase", "--email", email, "--reason", "check"]);
+        again.expect_ok();
+        assert!(
+            again.stdout.contains("no account has it")
+                || again
+                    .stdout
+                    .contains("account not found (already removed?)"),
+            "{email} came back: {again}"
+        );
+    }
+    run(&["audit", "verify"]).expect_ok();
+}
+
+#[test]
+fn erasing_every_demo_account_is_final_on_sqlite() {
+    let dir = TestDir::new("erasure-all-demo");
+    let p = Passage::new(&dir);
+    erased_demo_accounts_stay_gone(&|args: &[&str]| {
+        let r = p.run(args);
+        r.no_panic();
+        r
+    });
+}
+
+#[tokio::test]
+async fn erasing_every_demo_account_is_final_on_postgres() {
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
+    };
+    let db = format!("passage_erasure_all_{}", std::process::id());
+    let url = server.fresh_database(&db).await;
+    let dir = TestDir::new("erasure-all-demo-pg");
+    let p = Passage::new(&dir);
+    erased_demo_accounts_stay_gone(&|args: &[&str]| {
+        let mut all = vec!["--database-url", url.as_str()];
+        all.extend_from_slice(args);
+        let r = p.run(&all);
+        r.no_panic();
+        r
+    });
+    server.drop_database(&db).await;
+}

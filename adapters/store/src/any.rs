@@ -65,6 +65,18 @@ impl AnyStore {
         delegate!(self, s => s.insert_account_if_missing(account, phc).await)
     }
 
+    pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
+        delegate!(self, s => s.directory_seeded(name).await)
+    }
+
+    pub async fn seed_directory_once(
+        &self,
+        name: &str,
+        accounts: &[(Account, String)],
+    ) -> Result<bool, Error> {
+        delegate!(self, s => s.seed_directory_once(name, accounts).await)
+    }
+
     pub async fn upsert_account(&self, account: &Account, phc: &str) -> Result<Seeded, Error> {
         delegate!(self, s => s.upsert_account(account, phc).await)
     }

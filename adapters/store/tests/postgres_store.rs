@@ -834,7 +834,7 @@ async fn concurrent_migrations_are_safe_and_edits_are_refused() {
             .expect("schema_migrations");
             assert_eq!(
                 versions,
-                vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
                 "each migration applied once"
             );
             let heads: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -85,6 +85,44 @@ impl PgStore {
         insert(&mut conn, account, &email, phc).await
     }
 
+    /// Whether the directory seed `name` was applied (by any node, at any time).
+    pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM directory_seeds WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Applies the seed `name` once: records it and inserts its accounts (each with its
+    /// password hash) that are missing, in one transaction. Returns false, writing nothing,
+    /// when the seed was applied before (nodes starting together race on the seed's row:
+    /// one applies it): an account of it that is missing now was erased.
+    pub async fn seed_directory_once(
+        &self,
+        name: &str,
+        accounts: &[(Account, String)],
+    ) -> Result<bool, Error> {
+        let mut tx = self.inner.pool.begin().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO directory_seeds (name, seeded_at) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(wall_clock_ms())
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for (account, phc) in accounts {
+            insert(&mut tx, account, &normalize_email(&account.email)?, phc).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The stored PHC string, to verify a password (tests, the demo login).
     pub async fn password_hash(&self, account_id: &str) -> Result<Option<String>, Error> {
         Ok(

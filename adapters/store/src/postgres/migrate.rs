@@ -58,6 +58,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "journey_keys",
         sql: include_str!("../../migrations/postgres/0009_journey_keys.sql"),
     },
+    Migration {
+        version: 10,
+        name: "directory_seeds",
+        sql: include_str!("../../migrations/postgres/0010_directory_seeds.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

@@ -90,6 +90,50 @@ impl SqliteStore {
         Ok(existed.is_none())
     }
 
+    /// Whether the directory seed `name` was applied (by any process, at any time).
+    pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM directory_seeds WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Applies the seed `name` once: records it and inserts its accounts (each with its
+    /// password hash) that are missing, in one transaction. Returns false, writing nothing,
+    /// when the seed was applied before: an account of it that is missing now was erased.
+    pub async fn seed_directory_once(
+        &self,
+        name: &str,
+        accounts: &[(Account, String)],
+    ) -> Result<bool, Error> {
+        let mut tx = self.write_tx().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO directory_seeds (name, seeded_at) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(wall_clock_ms())
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for (account, phc) in accounts {
+            let existed: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = ?1")
+                    .bind(&account.account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if existed.is_none() {
+                insert(&mut tx, account, &normalized(account)?, phc).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The stored PHC string, to verify a password (tests, the demo login).
     pub async fn password_hash(&self, account_id: &str) -> Result<Option<String>, Error> {
         Ok(

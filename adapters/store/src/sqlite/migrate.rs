@@ -52,6 +52,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "journey_keys",
         sql: include_str!("../../migrations/sqlite/0009_journey_keys.sql"),
     },
+    Migration {
+        version: 10,
+        name: "directory_seeds",
+        sql: include_str!("../../migrations/sqlite/0010_directory_seeds.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.
