@@ -64,6 +64,17 @@ pub async fn open(global: &Global) -> anyhow::Result<App> {
     // Definitions first: a malformed file must stop us before anything is created on disk.
     let definitions = load_definitions(&global.workflows)?;
     let target = match &global.database_url {
+        // Anything else would be taken for a SQLite path: a typo in the scheme would create
+        // a file named after the URL, and its errors would print the password.
+        Some(url) if !passage_store::is_postgres_url(url) => {
+            return Err(crate::Usage(
+                "--database-url (or PASSAGE_DATABASE_URL) must start with postgres:// or \
+                 postgresql:// (the value is not shown: it may hold a password); for a SQLite \
+                 file, use --db PATH"
+                    .into(),
+            )
+            .into());
+        }
         Some(url) => url.clone(),
         None => global.db.display().to_string(),
     };

@@ -881,3 +881,30 @@ fn a_lease_shorter_than_the_providers_timeout_is_refused() {
     // Refused before the store was opened: a first run leaves no database behind.
     assert!(!dir.db().exists(), "a refused lease created the store");
 }
+
+/// A `--database-url` that is not a PostgreSQL URL (a typo in the scheme) is refused: it
+/// must not become the path of a new SQLite file, and the refusal must not print the URL,
+/// which may hold a password. The same from the environment.
+#[test]
+fn a_database_url_that_is_not_postgres_is_refused_without_echoing_it() {
+    let dir = TestDir::new("database-url-typo");
+    let url = "postgress://admin:hunter2@db.internal/passage";
+    let by_flag = Passage::new(&dir).run(&["--database-url", url, "journeys", "list"]);
+    let by_env = Passage::new(&dir)
+        .with_env("PASSAGE_DATABASE_URL", url)
+        .run(&["journeys", "list"]);
+    for run in [by_flag, by_env] {
+        run.expect_code(2)
+            .no_panic()
+            .stderr_has("--database-url (or PASSAGE_DATABASE_URL) must start with postgres://");
+        assert!(
+            !run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"),
+            "the password was printed: {run}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read the test directory")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "a refused URL created files: {left:?}");
+}
