@@ -1457,6 +1457,8 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
         created_at: T0,
         expires_at: at(secs(3600)),
         revoked_at: None,
+        // Sign-ins remember which password they were verified against.
+        password_fp: journey.is_none().then(|| "9f86d081884c7d65".to_owned()),
     };
     // A later reset's recovery session, created after this reset completed (at 20 s).
     let later = Session {
@@ -1477,6 +1479,16 @@ pub async fn directory_sessions<D: passage_core::ports::AccountDirectory>(
         .expect("find_session failed")
         .expect("the session exists");
     assert_eq!(found, session("h-reset", Some("j-1")));
+    let signed_in = dir
+        .find_session("h-old")
+        .await
+        .expect("find_session failed")
+        .expect("the session exists");
+    assert_eq!(
+        signed_in,
+        session("h-old", None),
+        "a sign-in keeps its password fingerprint"
+    );
     assert!(found.is_live(at(secs(10))));
     assert!(!found.is_live(at(secs(3600))), "expired at expires_at");
     assert_eq!(dir.find_session("h-none").await.expect("find"), None);
@@ -1577,6 +1589,7 @@ where
         created_at: at(secs(5)),
         expires_at: at(secs(3600)),
         revoked_at: None,
+        password_fp: None,
     };
     let found = |store: S, hash: String| async move {
         match store.find_session(&hash).await {

@@ -553,6 +553,7 @@ fn sign_in(session_hash: String, account_id: String) -> passage_core::ports::Ses
         created_at: T0,
         expires_at: Timestamp(T0.0 + 3_600_000),
         revoked_at: None,
+        password_fp: Some("9f86d081884c7d65".into()),
     }
 }
 
@@ -834,7 +835,7 @@ async fn concurrent_migrations_are_safe_and_edits_are_refused() {
             .expect("schema_migrations");
             assert_eq!(
                 versions,
-                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
                 "each migration applied once"
             );
             let heads: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -237,7 +237,7 @@ async fn migrations_apply_once_and_refuse_edited_or_newer_schemas() {
         .expect("read schema_migrations");
     assert_eq!(
         versions,
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
         "each migration recorded once"
     );
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
@@ -742,6 +742,7 @@ async fn other_writes_share_the_appends_transactions_and_fail_alone() {
         created_at: T0,
         expires_at: passage_core::time::Timestamp(T0.0 + 60_000),
         revoked_at: None,
+        password_fp: Some("9f86d081884c7d65".into()),
     };
     store
         .create_session(&session("taken".into()))

@@ -73,6 +73,25 @@ pub(crate) async fn current<S: EventStore, D: AccountDirectory>(
         return None;
     }
     let account = dir.get(&session.account_id).await.ok().flatten()?;
+    if let Some(fp) = &session.password_fp {
+        // R45 without depending on timing: a sign-in that verified the old password while
+        // a reset was being applied can create its session after the reset's revocation
+        // ran; it still opens nothing once the password changed.
+        let phc = match dir.password_hash(&session.account_id).await {
+            Ok(phc) => phc,
+            Err(e) => {
+                tracing::error!("cannot read the account's password to check a session: {e}");
+                return None;
+            }
+        };
+        if phc
+            .as_deref()
+            .map(passage_core::secrets::password_fingerprint)
+            != Some(fp.clone())
+        {
+            return None;
+        }
+    }
     account.enabled.then_some((session, account))
 }
 
@@ -200,6 +219,9 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             None
         }
     };
+    let password_fp = phc
+        .as_deref()
+        .map(passage_core::secrets::password_fingerprint);
     let ok = verify_or_decoy(form["password"].clone(), phc).await;
     let (Some(account), true) = (account, ok) else {
         tracing::info!(client = %client.limit_key(), "sign-in refused");
@@ -225,6 +247,7 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
         created_at: now,
         expires_at: now.plus(SIGN_IN_LIFETIME),
         revoked_at: None,
+        password_fp,
     };
     if let Err(e) = dir.create_session(&session).await {
         tracing::error!("cannot create a session: {e}");

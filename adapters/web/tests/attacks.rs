@@ -1851,6 +1851,43 @@ async fn a_reset_ends_older_sessions_but_not_its_own() {
     assert_eq!(count(&p, &id, "JourneyCompleted").await, 1);
 }
 
+/// R45 whatever the timing: a sign-in that verified the old password while a reset was
+/// being applied can create its session after the reset's revocation ran (a review
+/// reproduced 11 such sessions out of 43 under a sign-in loop). That session must open
+/// nothing once the password changed, revoked or not.
+#[tokio::test]
+async fn a_session_signed_in_with_the_old_password_dies_with_the_change_even_unrevoked() {
+    use passage_core::ports::AccountDirectory as _;
+    let p = portal().await;
+    let first = p.browser_at("198.51.100.31:1");
+    let id = to_password_page(&p, &first, ALICE).await;
+    let csrf = first.page(&id).await.input("csrf");
+    set_password(&first, &id, &csrf, STRONG, STRONG).await;
+    p.worker.drain().await.unwrap();
+    let (late, res) = sign_in(&p, ALICE, STRONG).await;
+    assert_eq!(res.location(), Some("/portal"));
+    assert_eq!(late.get("/portal").await.status, StatusCode::OK);
+
+    // The password changes with no revocation at all: the interleaving in which the
+    // session was created after the revocation had already run.
+    let later = passage_runtime::Clock::now(&p.clock).plus(Duration::from_secs(60));
+    assert!(
+        p.store
+            .set_password_hash(
+                "acct-alice",
+                "$argon2id$v=19$m=256,t=1,p=1$bmV3c2FsdA$bmV3",
+                later
+            )
+            .await
+            .expect("set the password")
+    );
+    let res = late.get("/portal").await;
+    no_5xx(&res, "a session of the old password");
+    assert_eq!(res.location(), Some("/"), "R45: it opens nothing");
+    // The first reset's recovery session is the revocation's business, not this check's.
+    assert_eq!(first.get("/portal").await.status, StatusCode::OK);
+}
+
 // ---- 4.6 password-field inputs -----------------------------------------------------------------
 
 /// Attacks 28, 29, 31, 32 on the live check: lengths in code points, NFC, emoji, NUL,

@@ -615,6 +615,10 @@ pub struct Session {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// A sign-in's [`crate::secrets::password_fingerprint`] of the hash it was verified
+    /// against; the session is dead once the account's password differs (R45). `None` for
+    /// recovery sessions, which the reset's revocation governs.
+    pub password_fp: Option<String>,
 }
 
 impl Session {

@@ -230,6 +230,17 @@ pub fn session_hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// What a sign-in session remembers of the password hash it was verified against: once the
+/// account's hash changes, the session opens nothing, however a reset's revocation (R45)
+/// and a sign-in with the old password interleave. Not the hash itself: a fingerprint of
+/// it, so the sessions table holds nothing to attack offline.
+pub fn password_fingerprint(phc: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"passage-session-password\0");
+    h.update(phc.as_bytes());
+    hex(&h.finalize()[..16])
+}
+
 /// A deterministic id derived from other ids, e.g. the command id under which the worker
 /// records an effect's delivery, so that recording it twice is idempotent.
 pub fn derived_id(parts: &[&[u8]]) -> Uuid {

@@ -1112,6 +1112,7 @@ fn recovery_session(
         created_at: now,
         expires_at: now.plus(RECOVERY_SESSION_LIFETIME),
         revoked_at: None,
+        password_fp: None,
     })
 }
 

@@ -205,7 +205,7 @@ impl PgStore {
     async fn find_session_inner(&self, session_hash: &str) -> Result<Option<Session>, Error> {
         let row = sqlx::query(
             "SELECT session_hash, account_id, journey_id, kind, amr, created_at, expires_at, \
-             revoked_at FROM sessions WHERE session_hash = $1",
+             revoked_at, password_fp FROM sessions WHERE session_hash = $1",
         )
         .bind(session_hash)
         .fetch_optional(&self.inner.pool)

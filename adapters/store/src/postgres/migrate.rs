@@ -63,6 +63,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "directory_seeds",
         sql: include_str!("../../migrations/postgres/0010_directory_seeds.sql"),
     },
+    Migration {
+        version: 11,
+        name: "session_password",
+        sql: include_str!("../../migrations/postgres/0011_session_password.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

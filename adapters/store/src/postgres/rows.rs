@@ -138,6 +138,7 @@ pub(crate) fn session(row: &PgRow) -> Result<Session, Error> {
         created_at: timestamp(row, T, "created_at")?,
         expires_at: timestamp(row, T, "expires_at")?,
         revoked_at: col::<Option<i64>>(row, T, "revoked_at")?.map(Timestamp),
+        password_fp: col(row, T, "password_fp")?,
     })
 }
 

@@ -721,6 +721,7 @@ fn batch_statement(
         .bind(&others.revoke_until)
         .bind(&others.revoke_now)
         .bind(&others.revoke_reason)
+        .bind(&others.session_password)
 }
 
 /// A batch's writes as one statement. Each table's rows arrive as arrays expanded by
@@ -783,9 +784,9 @@ head_moved AS (\
   UPDATE log_head SET position = $44, hash = $45 WHERE singleton AND $43), \
 sessions_in AS (\
   INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
-  expires_at) \
+  expires_at, password_fp) \
   SELECT * FROM UNNEST($48::text[], $49::text[], $50::text[], $51::text[], $52::text[], \
-  $53::bigint[], $54::bigint[])), \
+  $53::bigint[], $54::bigint[], $66::text[])), \
 passwords AS (\
   UPDATE accounts a SET password_phc = u.phc, password_changed_at = u.changed_at, \
   updated_at = u.now \
@@ -817,6 +818,7 @@ struct Others<'a> {
     session_amr: Vec<&'a str>,
     session_created: Vec<i64>,
     session_expires: Vec<i64>,
+    session_password: Vec<Option<&'a str>>,
     password_ord: Vec<i32>,
     password_account: Vec<&'a str>,
     password_phc: Vec<&'a str>,
@@ -877,6 +879,7 @@ impl<'a> Others<'a> {
         self.session_amr.push(&s.amr);
         self.session_created.push(s.created_at.as_millis());
         self.session_expires.push(s.expires_at.as_millis());
+        self.session_password.push(s.password_fp.as_deref());
     }
 
     /// Rows affected per write, in batch order: an inserted session is one row (a failed

@@ -217,7 +217,7 @@ impl SqliteStore {
         self.write(
             Statement::new(
                 "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, \
-                 created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 created_at, expires_at, password_fp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .text(&s.session_hash)
             .text(&s.account_id)
@@ -225,7 +225,8 @@ impl SqliteStore {
             .text(&s.kind)
             .text(&s.amr)
             .int(s.created_at.as_millis())
-            .int(s.expires_at.as_millis()),
+            .int(s.expires_at.as_millis())
+            .opt_text(s.password_fp.as_deref()),
         )
         .await?;
         Ok(())
@@ -234,7 +235,7 @@ impl SqliteStore {
     async fn find_session_inner(&self, session_hash: &str) -> Result<Option<Session>, Error> {
         let row = sqlx::query(
             "SELECT session_hash, account_id, journey_id, kind, amr, created_at, expires_at, \
-             revoked_at FROM sessions WHERE session_hash = ?1",
+             revoked_at, password_fp FROM sessions WHERE session_hash = ?1",
         )
         .bind(session_hash)
         .fetch_optional(&self.inner.pool)

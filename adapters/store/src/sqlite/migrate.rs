@@ -57,6 +57,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "directory_seeds",
         sql: include_str!("../../migrations/sqlite/0010_directory_seeds.sql"),
     },
+    Migration {
+        version: 11,
+        name: "session_password",
+        sql: include_str!("../../migrations/sqlite/0011_session_password.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.

@@ -794,8 +794,8 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
         .collect();
     inserts.push(
         "INSERT INTO sessions (session_hash, account_id, journey_id, kind, amr, created_at, \
-         expires_at)",
-        7,
+         expires_at, password_fp)",
+        8,
         &sessions,
         "",
         |mut b, s| {
@@ -805,7 +805,8 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(s.kind.as_str())
                 .push_bind(s.amr.as_str())
                 .push_bind(s.created_at.as_millis())
-                .push_bind(s.expires_at.as_millis());
+                .push_bind(s.expires_at.as_millis())
+                .push_bind(s.password_fp.as_deref());
         },
     );
     inserts.execute(conn).await
