@@ -353,10 +353,21 @@ pub(crate) fn get_cookie(headers: &HeaderMap, secure: bool, base: &str) -> Optio
 /// disabled name), off the async workers: every refused sign-in, portal or console, costs
 /// the same argon2id work whether the name exists or not (no timing oracle, R1's spirit).
 /// True only for a real hash that matches.
+///
+/// At most [`hashing_permits`] checks run at once; the others wait their turn. Each one
+/// holds 19 MiB while it runs, and the blocking pool would otherwise start up to 512 of
+/// them: a review sent 100 concurrent wrong sign-ins (within one address's answer limit)
+/// and took the process from 140 MB to 2 GB.
 pub(crate) async fn verify_or_decoy(password: String, phc: Option<String>) -> bool {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let known = phc.is_some();
+    // The semaphore is never closed, so acquiring only fails if it were: refuse then.
+    let Ok(_permit) = hashing_permits().acquire().await else {
+        return false;
+    };
     let ok = tokio::task::spawn_blocking(move || {
+        #[cfg(test)]
+        let _running = tests::Running::enter();
         let phc = phc.unwrap_or_else(|| {
             DECOY
                 .get_or_init(|| {
@@ -372,6 +383,17 @@ pub(crate) async fn verify_or_decoy(password: String, phc: Option<String>) -> bo
     .await
     .unwrap_or(false);
     ok && known
+}
+
+/// Password checks allowed at once: two per core (a check is CPU-bound, so more would
+/// only queue inside the kernel while holding their memory), at least two.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(max_concurrent_hashes()))
+}
+
+fn max_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
 /// Constant-time comparison of two tags.
@@ -410,6 +432,49 @@ pub(crate) fn parse_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts the password checks running at this moment, and the most seen at once.
+    pub(super) struct Running;
+
+    impl Running {
+        pub(super) fn enter() -> Self {
+            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+            PEAK.fetch_max(now, Ordering::SeqCst);
+            Running
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Many sign-ins at once (wrong passwords, unknown names: the decoy) run at most
+    /// `max_concurrent_hashes` argon2id checks at a time, and every one is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_password_checks_are_bounded_and_all_answered() {
+        let mut checks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            checks.spawn(verify_or_decoy(format!("wrong guess {i}"), None));
+        }
+        let mut answered = 0;
+        while let Some(ok) = checks.join_next().await {
+            assert!(!ok.expect("a check task"), "the decoy matches nothing");
+            answered += 1;
+        }
+        assert_eq!(answered, 40);
+        let peak = PEAK.load(Ordering::SeqCst);
+        assert!(
+            (1..=max_concurrent_hashes()).contains(&peak),
+            "{peak} checks ran at once, the bound is {}",
+            max_concurrent_hashes()
+        );
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
