@@ -282,6 +282,39 @@ pub struct BotArgs {
     pub worker: WorkerArgs,
 }
 
+/// The longest reason recorded, as in the support console.
+const MAX_REASON: usize = 500;
+
+/// A reason as the log will keep it: control characters dropped (a newline or an escape
+/// sequence would forge a line of `journey show`), trimmed, and long enough to say why.
+fn parse_reason(s: &str) -> Result<String, String> {
+    let cleaned: String = s.chars().filter(|c| !c.is_control()).collect();
+    let reason = cleaned.trim();
+    if reason.chars().count() < 3 || !reason.chars().any(char::is_alphanumeric) {
+        return Err(
+            "must say why, in at least 3 characters (e.g. \"ticket 1234\"); it is \
+                    recorded in the log"
+                .into(),
+        );
+    }
+    if reason.chars().count() > MAX_REASON {
+        return Err(format!("is longer than {MAX_REASON} characters"));
+    }
+    Ok(reason.to_owned())
+}
+
+/// An operator id recorded as an event's actor: a plain name, nothing that could pass for
+/// other text in a timeline.
+fn parse_actor(s: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+    if s.is_empty() || s.chars().count() > 64 || !s.chars().all(ok) {
+        return Err(
+            "must be an operator id of 1 to 64 letters, digits, `.`, `_`, `-` or `@`".into(),
+        );
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_schedule(s: &str) -> Result<cron::Schedule, String> {
     let fields = s.split_whitespace().count();
     let full = if fields == 5 {
@@ -448,10 +481,11 @@ pub enum JourneyCommand {
     /// Cancel a journey, with a reason (recorded with you as the actor).
     Cancel {
         id: String,
-        #[arg(long)]
+        /// Why (at least 3 characters, e.g. a ticket id); recorded in the log.
+        #[arg(long, value_parser = parse_reason)]
         reason: String,
-        /// Operator id recorded as the actor.
-        #[arg(long, default_value = "cli-operator")]
+        /// Operator id recorded as the actor (letters, digits, `.`, `_`, `-`, `@`).
+        #[arg(long, default_value = "cli-operator", value_parser = parse_actor)]
         operator: String,
     },
     /// Print the journey's timeline: time, event, masked details, actor.
@@ -638,11 +672,13 @@ pub enum SubjectsCommand {
         /// The person's email address (normalised; it is not stored or printed).
         #[arg(long)]
         email: String,
-        /// Why (a ticket or request id); recorded in the log. No personal data here.
-        #[arg(long)]
+        /// Why (a ticket or request id, at least 3 characters); recorded in the log. No
+        /// personal data here.
+        #[arg(long, value_parser = parse_reason)]
         reason: String,
-        /// Who is erasing (the operator recorded as the actor).
-        #[arg(long, default_value = "cli-operator")]
+        /// Who is erasing (the operator recorded as the actor; letters, digits, `.`, `_`,
+        /// `-`, `@`).
+        #[arg(long, default_value = "cli-operator", value_parser = parse_actor)]
         by: String,
     },
     /// Apply retention once: erase the personal data of finished journeys (completed,

@@ -129,12 +129,58 @@ pub fn timeline(entries: &[TimelineEntry]) -> String {
             })
             .unwrap_or_default();
         out.push_str(&format!(
-            "{:>3}  {}  {:<18} {}  [{actor}]\n",
+            "{:>3}  {}  {:<18} {}  [{}]\n",
             e.version,
             e.recorded_at.to_rfc3339(),
-            e.event_type,
-            e.description
+            printable(&e.event_type),
+            printable(&e.description),
+            printable(&actor)
         ));
     }
     out
+}
+
+/// Text from the log as one terminal line: control characters (a newline, an escape
+/// sequence) shown escaped, so that no stored value can forge a line or recolour the screen.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the log holds (an event written before reasons were cleaned, a value from
+    /// any other source), `journey show` prints each event as one line without escape
+    /// sequences.
+    #[test]
+    fn stored_control_characters_are_printed_escaped() {
+        let entry = TimelineEntry {
+            position: 9,
+            version: 9,
+            recorded_at: passage_core::time::Timestamp(0),
+            event_type: "JourneyCancelled".into(),
+            description: "ended: ticket\n  10  fake line\u{1b}[31m".into(),
+            actor: Some(passage_runtime::Actor::support("desk\r1", "cli")),
+            event: None,
+            hash: Default::default(),
+        };
+        let out = timeline(&[entry]);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+        assert!(
+            out.contains(r"ended: ticket\n  10  fake line\u{1b}[31m") && out.contains(r"desk\r1"),
+            "{out}"
+        );
+    }
 }

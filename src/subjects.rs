@@ -11,13 +11,8 @@ use std::time::Duration;
 pub async fn run(app: &App, cmd: SubjectsCommand) -> anyhow::Result<()> {
     match cmd {
         SubjectsCommand::Erase { email, reason, by } => {
-            let reason = reason.trim();
-            if reason.is_empty() {
-                return Err(crate::Usage(
-                    "--reason must say why (e.g. \"erasure request #1234\"); it is recorded".into(),
-                )
-                .into());
-            }
+            // `cli::parse_reason` already cleaned and checked it.
+            let reason = reason.as_str();
             let report = match app
                 .engine
                 .erase_subject(&email, reason, Actor::support(&by, "cli"))

@@ -908,3 +908,65 @@ fn a_database_url_that_is_not_postgres_is_refused_without_echoing_it() {
         .collect();
     assert!(left.is_empty(), "a refused URL created files: {left:?}");
 }
+
+/// A reason or operator id typed on the command line cannot forge a timeline line: control
+/// characters are dropped from reasons (a newline followed by a fake event, an escape
+/// sequence), a reason must say something, and an operator id is a plain name.
+#[test]
+fn cancel_reasons_and_operators_cannot_forge_timeline_lines() {
+    let dir = TestDir::new("cancel-forgery");
+    let p = Passage::new(&dir);
+    let (id, _) = p.start("alice@example.com");
+    for blank in ["  ", "...", "\n\u{1b}"] {
+        p.refuses(
+            &["journey", "cancel", &id, "--reason", blank],
+            "--reason",
+            "must say why, in at least 3 characters",
+        );
+    }
+    p.refuses(
+        &[
+            "journey",
+            "cancel",
+            &id,
+            "--reason",
+            "ticket 8",
+            "--operator",
+            "ada\u{1b}[31m",
+        ],
+        "--operator",
+        "must be an operator id",
+    );
+    let forged = "ticket 9\n  9  2026-11-29T00:00:00+00:00  PasswordChanged    password changed  [person via web]\u{1b}[31mRED";
+    p.run(&[
+        "journey",
+        "cancel",
+        &id,
+        "--reason",
+        forged,
+        "--operator",
+        "desk-1",
+    ])
+    .expect_ok();
+    let shown = p.run(&["journey", "show", &id]);
+    shown.expect_ok().no_panic();
+    assert!(
+        !shown.stdout.contains('\u{1b}'),
+        "an escape sequence reached the terminal: {shown}"
+    );
+    let forged_lines = shown
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("9  2026-11-29T00:00:00"))
+        .count();
+    assert_eq!(forged_lines, 0, "a forged event line: {shown}");
+    let cancelled = shown
+        .stdout
+        .lines()
+        .find(|l| l.contains("ticket 9"))
+        .unwrap_or_else(|| panic!("the cancellation's line: {shown}"));
+    assert!(
+        cancelled.contains("[support:desk-1 via cli]"),
+        "{cancelled}"
+    );
+}

@@ -231,13 +231,24 @@ fn subjects_erase_explains_bad_input() {
         "--email",
         "not-an-address",
         "--reason",
-        "x",
+        "ticket 5",
     ])
     .expect_code(2)
     .stderr_has("--email must be the person's address");
-    p.run(&["subjects", "erase", "--email", EMAIL, "--reason", "  "])
-        .expect_code(2)
-        .stderr_has("--reason must say why");
+    for blank in ["  ", "x", "\n\t-", "\u{1b}\u{7}"] {
+        p.refuses(
+            &["subjects", "erase", "--email", EMAIL, "--reason", blank],
+            "--reason",
+            "must say why, in at least 3 characters",
+        );
+    }
+    p.refuses(
+        &[
+            "subjects", "erase", "--email", EMAIL, "--reason", "ticket 9", "--by", "ada\nbob",
+        ],
+        "--by",
+        "must be an operator id",
+    );
     p.run(&["subjects", "retain", "--older-than", "soon"])
         .expect_code(2)
         .stderr_has("is not a duration");
@@ -263,7 +274,7 @@ fn subjects_erase_explains_bad_input() {
         "--email",
         "nobody@example.com",
         "--reason",
-        "x",
+        "ticket 6",
     ])
     .expect_ok()
     .stdout_has("nothing to erase");
