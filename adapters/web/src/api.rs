@@ -141,7 +141,8 @@ fn authorize<S: EventStore, D: AccountDirectory>(
 }
 
 /// `Idempotency-Key`: a retried request with the same key returns the first outcome. Keys
-/// are scoped to the journey so one client's key cannot collide with another journey's.
+/// are scoped (to the journey, or for a start to the workflow and address asked for) so one
+/// client's key cannot collide with another journey's.
 fn command_id(headers: &HeaderMap, scope: &[u8]) -> Result<Option<Uuid>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -187,7 +188,18 @@ async fn start<S: EventStore, D: AccountDirectory>(
     let workflow = req
         .workflow
         .unwrap_or_else(|| app.default_workflow().to_owned());
-    let cmd = command_id(&headers, b"start")?;
+    // The key is scoped to what is asked, not only to the endpoint: anyone may call this
+    // unauthenticated endpoint, so a key reused with another address (a client's mistake,
+    // or a guess) starts its own journey instead of answering with someone else's journey
+    // and its token. The address is scoped as typed: a retry sends the same body.
+    let scope = [
+        b"start\0".as_slice(),
+        workflow.as_bytes(),
+        b"\0",
+        req.email.as_deref().unwrap_or("").as_bytes(),
+    ]
+    .concat();
+    let cmd = command_id(&headers, &scope)?;
     let who = person(&headers, client.as_deref());
     let started = app.engine.start(&workflow, who.clone(), cmd).await?;
     let token = Some(api_token(&app, started.journey_id));

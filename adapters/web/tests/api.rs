@@ -504,6 +504,36 @@ async fn a_repeated_start_with_the_same_key_is_the_same_journey() {
     assert_eq!(emails.len(), 1, "one code sent, not two");
 }
 
+/// The start endpoint is open to anyone, so a key is scoped to the address asked for: the
+/// same key with another address (a client's mistake, or someone who guessed it) starts a
+/// journey of its own and never answers with the first one's id or token.
+#[tokio::test]
+async fn a_start_key_reused_with_another_address_does_not_return_the_first_journey() {
+    let api = api().await;
+    let key = "my-app-retry-0001";
+    let start = |email: &str| {
+        Request::post("/api/journeys")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(json!({ "email": email }).to_string()))
+            .unwrap()
+    };
+    let (s1, carol) = api.send(start("carol@example.com")).await;
+    let (s2, other) = api.send(start("mallory@example.com")).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_ne!(carol["journey_id"], other["journey_id"], "{other}");
+    assert_ne!(started(&carol).token, started(&other).token);
+    assert!(
+        !other.to_string().contains("c\u{2022}\u{2022}\u{2022}l"),
+        "carol's masked address leaked: {other}"
+    );
+    let (_, carol_again) = api.send(start("carol@example.com")).await;
+    assert_eq!(
+        carol["journey_id"], carol_again["journey_id"],
+        "a true retry"
+    );
+}
+
 #[tokio::test]
 async fn the_simulated_phone_route_is_closed_with_a_real_voice_provider() {
     let api = api().await;
