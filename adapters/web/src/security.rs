@@ -412,14 +412,23 @@ pub(crate) fn parse_form(
         return Err("The form is too large.".into());
     }
     let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        if !required.contains(&k.as_ref()) && !optional.contains(&k.as_ref()) {
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        // Strictly: a lossy decode would turn bytes that are not UTF-8 into U+FFFD, and
+        // different bytes into one password or address (attack 29, R6).
+        let (Some(k), Some(v)) = (form_text(k), form_text(v)) else {
+            return Err("The form holds text that is not valid UTF-8.".into());
+        };
+        if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
             return Err(format!(
                 "The form has an unexpected field `{}`.",
                 crate::html::clip(&k, 40)
             ));
         }
-        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+        if out.insert(k.clone(), v).is_some() {
             return Err(format!("The field `{k}` was sent more than once."));
         }
     }
@@ -427,6 +436,35 @@ pub(crate) fn parse_form(
         return Err(format!("The form is missing the field `{missing}`."));
     }
     Ok(out)
+}
+
+/// One `application/x-www-form-urlencoded` name or value: `+` is a space, `%XX` a byte (a
+/// `%` not followed by two hex digits stays as it is, as browsers and the WHATWG parser
+/// do); `None` unless the bytes are UTF-8.
+fn form_text(raw: &[u8]) -> Option<String> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => bytes.push(b' '),
+            b'%' => match (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    bytes.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => bytes.push(b'%'),
+            },
+            b => bytes.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -452,6 +490,43 @@ mod tests {
         fn drop(&mut self) {
             RUNNING.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Attack 29, R6: bytes that are not UTF-8 are refused, not replaced by U+FFFD (which
+    /// would make `%FF` and `%FE` the same password); everything else decodes as browsers
+    /// encode it.
+    #[test]
+    fn forms_that_are_not_utf8_are_refused_and_the_rest_decodes_exactly() {
+        for body in [
+            &b"new_password=%FF%FF%FF%FF%FF%FF%FF%FF%FF%FF%FF%FF%FF%FF%FF%FF&confirm_password=x"[..],
+            b"email=%ff%fealice@example.com",
+            b"email=\xffalice@example.com",
+            b"em%C0il=a",
+        ] {
+            assert_eq!(
+                parse_form(
+                    body,
+                    &[],
+                    &["email", "new_password", "confirm_password", "em\u{fffd}il"]
+                ),
+                Err("The form holds text that is not valid UTF-8.".to_owned()),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let form = parse_form(
+            b"email=al%C3%A9+x%40example.com&password=100%25+sure%zz&empty=",
+            &["email", "password"],
+            &["empty"],
+        )
+        .expect("a valid form");
+        assert_eq!(form["email"], "al\u{e9} x@example.com");
+        assert_eq!(form["password"], "100% sure%zz");
+        assert_eq!(form["empty"], "");
+        assert_eq!(
+            parse_form(b"email=a&email=b", &["email"], &[]),
+            Err("The field `email` was sent more than once.".to_owned())
+        );
     }
 
     /// Many sign-ins at once (wrong passwords, unknown names: the decoy) run at most
