@@ -483,6 +483,10 @@ pub fn verify_export(file: &Path, public_key: &str) -> anyhow::Result<Manifest> 
 /// Signs the chain's current head and keeps it (`None` for an empty log). Print or post the
 /// returned line somewhere else too: a copy outside the database is what makes a rewrite of
 /// the whole chain detectable.
+///
+/// A signature vouches for the chain up to the head, so the events since the last
+/// checkpoint (all of them for the first) are verified first, and a chain that does not
+/// verify is refused: signing it would make a tampered log look attested.
 pub async fn checkpoint<S: EventStore>(
     store: &S,
     key: &SigningKey,
@@ -491,6 +495,7 @@ pub async fn checkpoint<S: EventStore>(
     let Some((position, hash)) = store.head().await? else {
         return Ok(None);
     };
+    verify_since_last_checkpoint(store, &key.verifying_key(), position, &hash).await?;
     let bytes = passage_core::ports::Checkpoint::signed_bytes(position, &hash, now);
     let c = passage_core::ports::Checkpoint {
         position,
@@ -508,6 +513,62 @@ pub async fn checkpoint<S: EventStore>(
         .find(|k| k.position == position)
         .unwrap_or(c);
     Ok(Some(kept))
+}
+
+/// Verifies the events after the newest checkpoint at or below `position` (from the start
+/// when there is none) up to `position`, which must end at `hash`.
+async fn verify_since_last_checkpoint<S: EventStore>(
+    store: &S,
+    key: &VerifyingKey,
+    position: u64,
+    hash: &passage_core::ports::Hash,
+) -> anyhow::Result<()> {
+    const PAGE: usize = 2_000;
+    let last = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .filter(|c| c.position <= position)
+        .max_by_key(|c| c.position);
+    let (mut verifier, mut after) = match &last {
+        Some(c) if !checkpoint_signed_by(c, key) => bail!(
+            "not signing: the checkpoint at position {} is not signed by this deployment's \
+             audit key; run `passage audit verify`",
+            c.position
+        ),
+        Some(c) => (Verifier::resume(c.position + 1, c.hash), c.position),
+        None => (Verifier::new(), 0),
+    };
+    let start = after;
+    'pages: loop {
+        let page = store.read_all(after, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        for e in &page {
+            if e.position > position {
+                break 'pages;
+            }
+            if let Err(bad) = verifier.check(e) {
+                bail!(
+                    "not signing: the chain does not verify at position {}: {}; run `passage \
+                     audit verify`",
+                    bad.position,
+                    bad.fault
+                );
+            }
+            after = e.position;
+        }
+    }
+    if start + verifier.checked() != position || verifier.head() != *hash {
+        bail!(
+            "not signing: the log's head says position {position}, but the chain verified \
+             from position {} reaches position {}; run `passage audit verify`",
+            start + 1,
+            start + verifier.checked()
+        );
+    }
+    Ok(())
 }
 
 /// One line a person can publish and later compare.
@@ -559,7 +620,8 @@ pub async fn checkpoint_loop<S: EventStore>(
                 tracing::info!("{}", checkpoint_line(&c));
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!("checkpoint failed: {e:#}"),
+            // A refusal means the log does not verify: an incident, not a hiccup.
+            Err(e) => tracing::error!("checkpoint failed: {e:#}"),
         }
     }
 }

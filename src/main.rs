@@ -117,7 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let m = audit::verify_export(file, public_key)
             .map_err(|e| Refused(format!("verify-export FAILED: {e:#}")))?;
         println!(
-            "verify-export ok: {} events, positions {}..={}, last hash {}, signed by {}",
+            "verify-export ok: {} events, positions {} to {}, last hash {}, signed by {}",
             m.count, m.from_position, m.to_position, m.last_hash, m.public_key
         );
         return Ok(());
@@ -286,7 +286,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             let m =
                 audit::export(&app.store, &key, from, to, format, &out, app.engine.now()).await?;
             println!(
-                "exported {} events (positions {}..={}) to {}; manifest {}.manifest.json, signed by {}",
+                "exported {} events (positions {} to {}) to {}; manifest {}.manifest.json, signed by {}",
                 m.count,
                 m.from_position,
                 m.to_position,
@@ -782,10 +782,11 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
                     eprintln!();
                 }
                 return Err(Refused(format!(
-                    "audit verify FAILED at position {}: {}\n{} events before it verified",
+                    "audit verify FAILED at position {}: {}\n{} event{} before it verified",
                     bad.position,
                     bad.fault,
-                    verifier.checked()
+                    verifier.checked(),
+                    if verifier.checked() == 1 { "" } else { "s" }
                 ))
                 .into());
             }
@@ -809,12 +810,30 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
         .into());
     }
     println!(
-        "audit verify ok: {} events, positions 1..={} gap-free, head hash {}, {} signed checkpoint{} match",
+        "audit verify ok: {} events, positions 1 to {} gap-free, head hash {}, {} signed checkpoint{} match",
         verifier.checked(),
         verifier.checked(),
         chain::to_hex(&verifier.head()),
         checkpoints.len(),
         if checkpoints.len() == 1 { "" } else { "s" }
     );
+    // The chain proves every event links to the one before; only a signed checkpoint (or
+    // a published copy of its line) proves where the log ended. Say what is not covered.
+    let covered = checkpoints.iter().map(|c| c.position).max().unwrap_or(0);
+    if covered == 0 && verifier.checked() > 0 {
+        println!(
+            "note: no signed checkpoint yet, so events removed from the end of the log would \
+             not show here; sign one with `passage audit checkpoint` (`serve` signs one every \
+             --checkpoint-every) and keep its line outside the database"
+        );
+    } else if covered < verifier.checked() {
+        println!(
+            "note: events {} to {} come after the newest signed checkpoint (position \
+             {covered}), so events removed from there would not show here; compare the head \
+             hash above with a line published elsewhere, or sign a new checkpoint",
+            covered + 1,
+            verifier.checked()
+        );
+    }
     Ok(())
 }

@@ -101,7 +101,8 @@ fn assert_fails_at(run: &Run, position: u64, fault: &str) {
     run.expect_code(1)
         .stderr_has(&format!("audit verify FAILED at position {position}:"))
         .stderr_has(fault)
-        .stderr_has(&format!("{} events before it verified", position - 1));
+        .stderr_has(&format!("{} event", position - 1))
+        .stderr_has("before it verified");
     assert!(!run.stdout.contains("audit verify ok"), "{run}");
 }
 
@@ -124,7 +125,7 @@ async fn an_untouched_copy_verifies() {
 
     let run = log.verify(&db);
     run.expect_ok().stdout_has(&format!(
-        "audit verify ok: {n} events, positions 1..={n} gap-free, head hash "
+        "audit verify ok: {n} events, positions 1 to {n} gap-free, head hash "
     ));
     assert_eq!(
         run.stdout, original.stdout,
@@ -240,10 +241,10 @@ fn an_export_verifies_offline_and_any_change_to_it_is_caught() {
                 file.to_str().unwrap(),
             ])
             .expect_ok()
-            .stdout_has("exported 13 events (positions 1..=13)");
+            .stdout_has("exported 13 events (positions 1 to 13)");
         offline(&file, &public_key)
             .expect_ok()
-            .stdout_has("verify-export ok: 13 events, positions 1..=13");
+            .stdout_has("verify-export ok: 13 events, positions 1 to 13");
 
         let original = std::fs::read_to_string(&file).unwrap();
         // One byte of one event.
@@ -289,7 +290,7 @@ fn an_export_verifies_offline_and_any_change_to_it_is_caught() {
             part.to_str().unwrap(),
         ])
         .expect_ok()
-        .stdout_has("exported 6 events (positions 5..=10)");
+        .stdout_has("exported 6 events (positions 5 to 10)");
     offline(&part, &public_key).expect_ok();
     log.passage
         .run(&[
@@ -389,6 +390,59 @@ async fn checkpoints_catch_truncation_and_a_rewritten_chain() {
     log.verify(&db)
         .expect_code(1)
         .stderr_has("is not signed by this deployment's audit key");
+}
+
+/// A checkpoint vouches for the chain up to the head, so `audit checkpoint` verifies the
+/// events since the last one and refuses to sign a chain that does not verify; `audit
+/// verify` says which events no signed checkpoint covers yet.
+#[tokio::test]
+async fn a_checkpoint_is_refused_on_a_broken_chain_and_verify_names_the_uncovered_tail() {
+    let log = Log::new("audit-checkpoint-refused");
+    log.verify(&log.dir.db())
+        .expect_ok()
+        .stdout_has("note: no signed checkpoint yet");
+
+    let db = log.copy("edited");
+    let pool = open(&db).await;
+    sqlx::query("UPDATE events SET payload = payload || ' ' WHERE position = 5")
+        .execute(&pool)
+        .await
+        .expect("edit an event");
+    pool.close().await;
+    let refused = log
+        .passage
+        .clone()
+        .with_db(&db)
+        .run(&["audit", "checkpoint"]);
+    refused
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("not signing: the chain does not verify at position 5");
+    assert!(
+        !refused.stdout.contains("checkpoint position="),
+        "{refused}"
+    );
+
+    // The intact log signs; events added later are named as not yet covered.
+    log.passage
+        .run(&["audit", "checkpoint"])
+        .expect_ok()
+        .stdout_has("checkpoint position=13 hash=");
+    log.passage
+        .run(&["journey", "start", "--email", "bob.smith@example.com"])
+        .expect_ok();
+    let after = log.verify(&log.dir.db());
+    after
+        .expect_ok()
+        .stdout_has("note: events 14 to 17 come after the newest signed checkpoint (position 13)");
+    // A second checkpoint verifies only what came after the first, and covers it.
+    log.passage
+        .run(&["audit", "checkpoint"])
+        .expect_ok()
+        .stdout_has("checkpoint position=17 hash=");
+    let covered = log.verify(&log.dir.db());
+    covered.expect_ok().stdout_has("2 signed checkpoints match");
+    assert!(!covered.stdout.contains("note:"), "{covered}");
 }
 
 /// The same tampering on PostgreSQL: one edited byte, a deleted event, two swapped events

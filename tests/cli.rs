@@ -181,7 +181,7 @@ fn demo_completes_both_journeys_and_a_second_run_reuses_the_database() {
     let total: usize = ids.iter().map(|id| p.events(id).len()).sum();
     let audit = p.run(&["audit", "verify"]);
     audit.expect_ok().stdout_has(&format!(
-        "audit verify ok: {total} events, positions 1..={total} gap-free"
+        "audit verify ok: {total} events, positions 1 to {total} gap-free"
     ));
 }
 
