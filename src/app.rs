@@ -86,7 +86,14 @@ pub async fn open(global: &Global) -> anyhow::Result<App> {
             None => format!("open the event store {}", global.db.display()),
         })?;
     seed_directory(&store).await?;
-    let keys = load_keys(global)?;
+    // A store that already holds events was written under some secret: creating a new one
+    // would make its sealed data unreadable and its checkpoints look forged.
+    let has_events = passage_core::ports::EventStore::head(&store)
+        .await
+        .context("read the event store")?
+        .is_some();
+    let keys = load_keys(global, has_events)?;
+    secret_matches_checkpoints(&store, &keys).await?;
     let engine = Engine::new(
         store.clone(),
         store.clone(),
@@ -182,8 +189,9 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Vec<Definition>> {
     Ok(defs)
 }
 
-/// The master secret: `PASSAGE_SECRET`, else a key file created on first use with mode 0600.
-fn load_keys(global: &Global) -> anyhow::Result<Keys> {
+/// The master secret: `PASSAGE_SECRET`, else a key file, created with mode 0600 only for a
+/// store without events (a first run).
+fn load_keys(global: &Global, store_has_events: bool) -> anyhow::Result<Keys> {
     if let Ok(secret) = std::env::var("PASSAGE_SECRET") {
         if secret.len() < 32 {
             bail!("PASSAGE_SECRET must be at least 32 characters (e.g. 64 hex digits)");
@@ -194,15 +202,31 @@ fn load_keys(global: &Global) -> anyhow::Result<Keys> {
         .secret_file
         .clone()
         .unwrap_or_else(|| beside(&local_base(global), "passage.key"));
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let secret = existing.trim();
-        if secret.len() < 32 {
-            bail!(
-                "the secret key file {} holds fewer than 32 characters",
-                path.display()
-            );
+    match std::fs::read_to_string(&path) {
+        Ok(existing) => {
+            let secret = existing.trim();
+            if secret.len() < 32 {
+                bail!(
+                    "the secret key file {} holds fewer than 32 characters",
+                    path.display()
+                );
+            }
+            return Ok(Keys::derive(secret.as_bytes()));
         }
-        return Ok(Keys::derive(secret.as_bytes()));
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("read the secret key file {}", path.display()));
+        }
+    }
+    if store_has_events {
+        bail!(
+            "the event store already holds events, but the secret key file {} does not exist: \
+             a new secret could not open the journeys' sealed data and would not match the \
+             log's checkpoints. Set PASSAGE_SECRET or --secret-file to the deployment's secret \
+             (without them the key file is passage.key beside --db, or in the current \
+             directory with --database-url)",
+            path.display()
+        );
     }
     let mut bytes = [0u8; 32];
     OsEntropy.fill(&mut bytes);
@@ -210,6 +234,31 @@ fn load_keys(global: &Global) -> anyhow::Result<Keys> {
     write_private(&path, &secret)
         .with_context(|| format!("create the secret key file {}", path.display()))?;
     Ok(Keys::derive(secret.as_bytes()))
+}
+
+/// Refuses a secret other than the one that signed the log's newest checkpoint: every
+/// command would otherwise run, and `audit verify` would call the checkpoints forged.
+async fn secret_matches_checkpoints(store: &AnyStore, keys: &Keys) -> anyhow::Result<()> {
+    use passage_core::ports::EventStore as _;
+    let ours = hex(crate::audit::signing_key(keys).verifying_key().as_bytes());
+    let newest = store
+        .checkpoints()
+        .await
+        .context("read the audit checkpoints")?
+        .into_iter()
+        .max_by_key(|c| c.position);
+    match newest {
+        Some(c) if c.public_key != ours => bail!(
+            "this secret's audit key ({}…) is not the one that signed the log's newest \
+             checkpoint, at position {} ({}…): set PASSAGE_SECRET or --secret-file to the \
+             deployment's secret. (If the secret is right, that checkpoint was not written by \
+             this deployment: compare it with the published checkpoint lines.)",
+            &ours[..16],
+            c.position,
+            c.public_key.get(..16).unwrap_or(&c.public_key)
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {

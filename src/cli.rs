@@ -139,6 +139,22 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the command may create the embedded store: the ones that start journeys or
+    /// run the service. The others read or act on what is there, so a mistyped `--db` must
+    /// not answer from a new, empty file ("no journeys", "audit verify ok: 0 events").
+    pub fn creates_store(&self) -> bool {
+        matches!(
+            self,
+            Command::Demo(_)
+                | Command::Chat(_)
+                | Command::Serve(_)
+                | Command::Worker(_)
+                | Command::Bot(_)
+                | Command::Journey(JourneyCommand::Start { .. })
+                | Command::Operators(OperatorsCommand::Add { .. })
+        )
+    }
+
     /// The worker's options of a command that runs a worker.
     pub fn worker_args(&self) -> Option<&WorkerArgs> {
         match self {

@@ -18,7 +18,7 @@ mod seed;
 mod stalls;
 mod subjects;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use app::App;
 use clap::Parser;
 use cli::{
@@ -79,10 +79,29 @@ fn main() -> ExitCode {
                 eprintln!("{r}");
                 return ExitCode::from(1);
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", causes(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated like `{:#}`, without a cause its parent already
+/// printed: sqlx's errors repeat their source in their own message ("(code: 26) file is not
+/// a database: (code: 26) file is not a database").
+fn causes(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        last = text;
+    }
+    out
 }
 
 fn init_tracing(verbose: u8) {
@@ -96,15 +115,20 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
 
+/// A malformed id is bad usage (exit 2); a well-formed one that names no journey is an
+/// input the store refuses (exit 1), reported where it is looked up.
 fn journey_id(s: &str) -> anyhow::Result<JourneyId> {
     s.trim().parse().map_err(|_| {
-        anyhow!(
+        Usage(format!(
             "`{s}` is not a journey id (a UUID such as 0193b7c2-…, see `passage journeys list`)"
-        )
+        ))
+        .into()
     })
 }
 
@@ -137,6 +161,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let config = passage_channels::ChannelsConfig::from_env()
             .context("read the channel configuration")?;
         worker_options(config.slowest_timeout(), args)?;
+    }
+    if cli.global.database_url.is_none() && !cli.command.creates_store() && !cli.global.db.exists()
+    {
+        anyhow::bail!(
+            "there is no event store at {}: check --db (or PASSAGE_DB); a store is created by \
+             `passage demo`, `serve`, `worker`, `journey start` or `operators add`",
+            cli.global.db.display()
+        );
     }
     let app = app::open(&cli.global).await?;
     let result = dispatch(&app, cli).await;

@@ -371,6 +371,7 @@ fn an_unknown_account_gets_the_same_answer_as_a_known_one() {
 fn bad_journey_ids_are_clear_errors() {
     let dir = TestDir::new("bad-id");
     let p = Passage::new(&dir);
+    p.start("bob.smith@example.com");
     // A well-formed id of a journey that does not exist.
     let missing = "01a21bde-92be-766e-a296-3785963ababb";
     let cases: [&[&str]; 6] = [
@@ -383,8 +384,11 @@ fn bad_journey_ids_are_clear_errors() {
     ];
     for args in cases {
         let r = p.run(args);
-        r.expect_code(1).no_panic().stderr_has("error: ");
         let bad = args[2];
+        // Malformed is bad usage; well-formed but unknown is refused.
+        r.expect_code(if bad == missing { 1 } else { 2 })
+            .no_panic()
+            .stderr_has("error: ");
         r.stderr_has(bad);
         if bad == missing {
             r.stderr_has("does not exist");
@@ -969,4 +973,86 @@ fn cancel_reasons_and_operators_cannot_forge_timeline_lines() {
         cancelled.contains("[support:desk-1 via cli]"),
         "{cancelled}"
     );
+}
+
+/// A store with events is never given a fresh secret (it could not open the journeys'
+/// sealed data and its checkpoints would look forged), a secret other than the one that
+/// signed the checkpoints is refused by name, and an unreadable key file says why.
+#[test]
+fn a_missing_or_wrong_secret_is_refused_on_a_store_with_events() {
+    let dir = TestDir::new("secret-checks");
+    let p = Passage::new(&dir);
+    p.run(&["demo"]).expect_ok();
+    p.run(&["audit", "checkpoint"]).expect_ok();
+    let key = dir.join("passage.key");
+    let secret = std::fs::read_to_string(&key).expect("the first run made a key");
+
+    std::fs::remove_file(&key).expect("remove the key");
+    p.run(&["journeys", "list"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("the event store already holds events, but the secret key file")
+        .stderr_has("Set PASSAGE_SECRET or --secret-file");
+    assert!(!key.exists(), "no new secret was written");
+
+    p.clone()
+        .with_env("PASSAGE_SECRET", &"ab".repeat(32))
+        .run(&["audit", "verify"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("is not the one that signed the log's newest checkpoint, at position 26");
+
+    std::fs::create_dir(&key).expect("a directory where the key should be");
+    p.run(&["journeys", "list"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("read the secret key file");
+    std::fs::remove_dir(&key).unwrap();
+
+    std::fs::write(&key, secret).unwrap();
+    p.run(&["audit", "verify"])
+        .expect_ok()
+        .stdout_has("1 signed checkpoint match");
+}
+
+/// Commands that only read or act on what a store holds do not create one: a mistyped
+/// `--db` is named instead of answered from a new, empty file.
+#[test]
+fn a_mistyped_store_path_is_named_not_created() {
+    let dir = TestDir::new("no-store");
+    let typo = dir.join("pasage.db");
+    let p = Passage::new(&dir).with_db(&typo);
+    for args in [
+        &["journeys", "list"][..],
+        &["audit", "verify"][..],
+        &["audit", "export", "--out", "x.jsonl"][..],
+        &["journey", "show", "0190f0a4-3c1e-7c4e-9a51-6a2f3b1c9d00"][..],
+        &["funnel"][..],
+    ] {
+        p.run(args)
+            .expect_code(1)
+            .no_panic()
+            .stderr_has("there is no event store at")
+            .stderr_has("pasage.db: check --db (or PASSAGE_DB)");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read the test directory")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a read-only command created files: {left:?}"
+    );
+    // A command that starts journeys creates it.
+    p.run(&["journey", "start", "--email", "alice@example.com"])
+        .expect_ok();
+    assert!(typo.exists());
+    p.run(&["journeys", "list"]).expect_ok();
+
+    // A file that is not a database: the driver's cause is said once, not repeated.
+    let junk = dir.join("notes.db");
+    std::fs::write(&junk, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let r = Passage::new(&dir).with_db(&junk).run(&["journeys", "list"]);
+    r.expect_code(1).no_panic().stderr_has("notes.db");
+    assert_eq!(r.stderr.matches("file is not a database").count(), 1, "{r}");
 }
