@@ -60,9 +60,19 @@ fn beside(db: &Path, name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-pub async fn open(global: &Global) -> anyhow::Result<App> {
+/// Opens the store, the channels and the engine. `create`: whether the command may create
+/// the embedded store; the others read or act on what is there, so a mistyped `--db` must
+/// not answer from a new, empty file ("no journeys", "audit verify ok: 0 events").
+pub async fn open(global: &Global, create: bool) -> anyhow::Result<App> {
     // Definitions first: a malformed file must stop us before anything is created on disk.
     let definitions = load_definitions(&global.workflows)?;
+    if global.database_url.is_none() && !create && !global.db.exists() {
+        bail!(
+            "there is no event store at {}: check --db (or PASSAGE_DB); a store is created by \
+             `passage demo`, `serve`, `worker`, `journey start` or `operators add`",
+            global.db.display()
+        );
+    }
     let target = match &global.database_url {
         // Anything else would be taken for a SQLite path: a typo in the scheme would create
         // a file named after the URL, and its errors would print the password.

@@ -140,8 +140,7 @@ pub enum Command {
 
 impl Command {
     /// Whether the command may create the embedded store: the ones that start journeys or
-    /// run the service. The others read or act on what is there, so a mistyped `--db` must
-    /// not answer from a new, empty file ("no journeys", "audit verify ok: 0 events").
+    /// run the service (see `app::open`).
     pub fn creates_store(&self) -> bool {
         matches!(
             self,
@@ -296,6 +295,13 @@ pub struct BotArgs {
     pub escalate_after: std::time::Duration,
     #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+/// An email address as typed, refused before anything runs if it cannot be anyone's.
+fn parse_email(s: &str) -> Result<String, String> {
+    passage_core::mask::normalize_email(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("must be the person's address (e.g. alice@example.com): {e}"))
 }
 
 /// The longest reason recorded, as in the support console.
@@ -686,7 +692,7 @@ pub enum SubjectsCommand {
     #[command(long_about = ERASE_HELP)]
     Erase {
         /// The person's email address (normalised; it is not stored or printed).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_email)]
         email: String,
         /// Why (a ticket or request id, at least 3 characters); recorded in the log. No
         /// personal data here.

@@ -162,15 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .context("read the channel configuration")?;
         worker_options(config.slowest_timeout(), args)?;
     }
-    if cli.global.database_url.is_none() && !cli.command.creates_store() && !cli.global.db.exists()
-    {
-        anyhow::bail!(
-            "there is no event store at {}: check --db (or PASSAGE_DB); a store is created by \
-             `passage demo`, `serve`, `worker`, `journey start` or `operators add`",
-            cli.global.db.display()
-        );
-    }
-    let app = app::open(&cli.global).await?;
+    let app = app::open(&cli.global, cli.command.creates_store()).await?;
     let result = dispatch(&app, cli).await;
     app.close().await;
     result

@@ -1366,8 +1366,18 @@ async fn budgets_hold_under_a_burst() {
     }
     let dir = scratch_dir("channels-burst");
 
-    // The schema, then 40 more accounts whose mobiles share +61491570.
-    let out = passage(&dir).args(["journeys", "list"]).output().unwrap();
+    // The schema (a journey for an address nobody has: no message, no budget spent), then
+    // 40 more accounts whose mobiles share +61491570.
+    let out = passage(&dir)
+        .args([
+            "journey",
+            "start",
+            "--email",
+            "schema-only@example.com",
+            "--no-deliver",
+        ])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

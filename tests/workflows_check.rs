@@ -397,9 +397,11 @@ fn a_broken_file_in_the_workflows_directory_stops_start_up() {
 
     // Fixing the file lets the binary start again.
     std::fs::write(&broken, MINI).expect("fix the definition");
+    p.run(&["journey", "start", "--email", "alice@example.com"])
+        .expect_ok();
     p.run(&["journeys", "list"])
         .expect_ok()
-        .stdout_has("no journeys");
+        .stdout_has("password-reset");
     p.run(&["workflows", "list"])
         .expect_ok()
         .stdout_has("mini ")
