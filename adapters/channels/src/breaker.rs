@@ -267,6 +267,7 @@ mod tests {
 
     fn message() -> OutboundMessage {
         OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: JourneyId(Uuid::new_v4()),
             kind: MessageKind::Sms {

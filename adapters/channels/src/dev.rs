@@ -367,6 +367,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("passage-outbox-{}.db", Uuid::new_v4()));
         let outbox = DevOutbox::open(&path).await.unwrap();
         let m = OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: JourneyId(Uuid::new_v4()),
             kind: MessageKind::Sms {
@@ -397,6 +398,7 @@ mod tests {
         let outbox = DevOutbox::open(&path).await.unwrap();
         let journey = JourneyId(Uuid::new_v4());
         let m = OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: journey,
             kind: MessageKind::Sms {

@@ -350,11 +350,15 @@ impl<C, S> LimitedChannel<C, S> {
         };
         let key = |scope| BudgetKey { channel, scope };
         let mut keys = Vec::with_capacity(4);
-        if let Some(b) = limits.per_recipient {
-            keys.push((key(Scope::Recipient(recipient)), b));
-        }
-        if let Some(b) = limits.per_journey {
-            keys.push((key(Scope::Journey(message.journey_id.0)), b));
+        // A security notice is not held back by budgets others can spend for the person
+        // (anyone may start resets for an address); the global budget still caps it.
+        if !message.notice {
+            if let Some(b) = limits.per_recipient {
+                keys.push((key(Scope::Recipient(recipient)), b));
+            }
+            if let Some(b) = limits.per_journey {
+                keys.push((key(Scope::Journey(message.journey_id.0)), b));
+            }
         }
         if let (Some(b), Some(p)) = (limits.per_prefix, prefix) {
             keys.push((key(Scope::Prefix(p)), b));
@@ -418,6 +422,7 @@ mod tests {
 
     fn sms(journey: JourneyId, to: &str) -> OutboundMessage {
         OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: journey,
             kind: MessageKind::Sms {
@@ -516,6 +521,7 @@ mod tests {
         let e = ch.deliver(&sms(j, "+88212345678")).await.unwrap_err();
         assert!(matches!(e, SendError::Permanent(ref m) if m.contains("destination not allowed")));
         let call = OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: j,
             kind: MessageKind::Call {
@@ -537,6 +543,7 @@ mod tests {
         config.email.per_recipient = Some(Budget::per(1, 60));
         let (ch, _, _) = setup(config);
         let mail = |to: &str| OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: JourneyId(Uuid::new_v4()),
             kind: MessageKind::Email {
@@ -548,6 +555,38 @@ mod tests {
         ch.deliver(&mail("alice@example.com")).await.unwrap();
         let e = ch.deliver(&mail("Alice@Example.com")).await.unwrap_err();
         assert!(e.to_string().contains("a•••e@e•••.com"), "{e}");
+    }
+
+    /// R46 under attack: resets started by anyone for alice's address spend her email
+    /// budget, yet "your password was changed" still reaches her; other mail stays held.
+    #[tokio::test]
+    async fn a_security_notice_is_not_held_by_a_spent_recipient_budget() {
+        let mut config = only(ChannelLimits::default());
+        config.email.per_recipient = Some(Budget::per(2, 3600));
+        config.email.per_journey = Some(Budget::per(1, 3600));
+        config.email.global = Some(Budget::per(100, 3600));
+        let (ch, inner, _) = setup(config);
+        let journey = JourneyId(Uuid::new_v4());
+        let mail = |notice: bool| OutboundMessage {
+            idempotency_key: Uuid::new_v4(),
+            journey_id: journey,
+            kind: MessageKind::Email {
+                to: "alice@example.com".into(),
+                subject: "s".into(),
+                text: "t".into(),
+            },
+            notice,
+        };
+        ch.deliver(&mail(false)).await.unwrap();
+        assert!(ch.deliver(&mail(false)).await.is_err(), "budget spent");
+        ch.deliver(&mail(true))
+            .await
+            .expect("the notice is sent anyway");
+        assert!(
+            ch.deliver(&mail(false)).await.is_err(),
+            "other mail still held"
+        );
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2, "a code and the notice");
     }
 
     #[test]

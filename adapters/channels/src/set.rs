@@ -280,6 +280,7 @@ mod tests {
         assert_eq!(channels.inner().describe(), "email=dev sms=dev voice=dev");
         assert!(channels.inner().webhook_settings().is_none());
         let m = OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: JourneyId(Uuid::new_v4()),
             kind: MessageKind::Sms {

@@ -195,6 +195,7 @@ fn journey() -> JourneyId {
 
 fn alert(key: &str, text: &str, update: bool, mention: bool) -> OutboundMessage {
     OutboundMessage {
+        notice: false,
         idempotency_key: Uuid::new_v4(),
         journey_id: journey(),
         kind: MessageKind::Alert {
@@ -587,6 +588,7 @@ async fn only_alerts_are_carried() {
         None,
     ));
     let sms = OutboundMessage {
+        notice: false,
         idempotency_key: Uuid::new_v4(),
         journey_id: journey(),
         kind: MessageKind::Sms {

@@ -353,6 +353,7 @@ async fn requests_and_responses_follow_twilios_openapi_description() {
     .await;
     let journey = JourneyId(Uuid::new_v4());
     let sms = OutboundMessage {
+        notice: false,
         idempotency_key: Uuid::new_v4(),
         journey_id: journey,
         kind: MessageKind::Sms {
@@ -365,6 +366,7 @@ async fn requests_and_responses_follow_twilios_openapi_description() {
     with_service.channels.deliver(&sms).await.unwrap();
     for expect in [CallExpectation::PressPound, CallExpectation::ListenOnly] {
         let call = OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: journey,
             kind: MessageKind::Call {

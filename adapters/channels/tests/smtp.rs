@@ -106,6 +106,7 @@ fn config(host: &str, port: u16) -> SmtpConfig {
 
 fn email(to: &str, code: &str) -> OutboundMessage {
     OutboundMessage {
+        notice: false,
         idempotency_key: Uuid::new_v4(),
         journey_id: JourneyId(Uuid::new_v4()),
         kind: MessageKind::Email {

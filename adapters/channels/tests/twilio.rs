@@ -20,6 +20,7 @@ const ALICE: &str = "+61412345678";
 
 fn sms(to: &str) -> OutboundMessage {
     OutboundMessage {
+        notice: false,
         idempotency_key: Uuid::new_v4(),
         journey_id: JourneyId(Uuid::new_v4()),
         kind: MessageKind::Sms {
@@ -43,6 +44,7 @@ fn call(to: &str, expect: CallExpectation) -> (OutboundMessage, Uuid) {
     };
     (
         OutboundMessage {
+            notice: false,
             idempotency_key: Uuid::new_v4(),
             journey_id: JourneyId(Uuid::new_v4()),
             kind: MessageKind::Call {

@@ -564,6 +564,7 @@ async fn alert_is_posted_with_buttons_and_updated_in_place() {
     // edit, so the escalation is a new message in which only the support role may be
     // mentioned; later updates edit that one.
     let escalate = |text: &str, mention: bool| OutboundMessage {
+        notice: false,
         idempotency_key: uuid::Uuid::new_v4(),
         journey_id: journey,
         kind: passage_core::ports::MessageKind::Alert {

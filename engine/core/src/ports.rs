@@ -635,6 +635,11 @@ pub struct OutboundMessage {
     pub idempotency_key: Uuid,
     pub journey_id: JourneyId,
     pub kind: MessageKind,
+    /// A security notice the person must get whatever else was sent to them (R46: "your
+    /// password was changed"): it counts against no per-recipient or per-journey budget,
+    /// which anyone can spend by starting resets for an address. Only a completed reset
+    /// sends one, so it cannot be used to flood an inbox.
+    pub notice: bool,
 }
 
 impl fmt::Debug for OutboundMessage {
@@ -644,6 +649,7 @@ impl fmt::Debug for OutboundMessage {
             .field("idempotency_key", &self.idempotency_key)
             .field("journey_id", &self.journey_id)
             .field("channel", &self.kind.channel())
+            .field("notice", &self.notice)
             .finish_non_exhaustive()
     }
 }

@@ -518,6 +518,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         } = effect
         {
             return Ok(Ok(Some(OutboundMessage {
+                notice: false,
                 idempotency_key: entry.effect_id,
                 journey_id: entry.stream,
                 kind: MessageKind::Alert {
@@ -654,6 +655,9 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             }
         };
         Ok(Ok(Some(OutboundMessage {
+            // "Your password was changed" reaches the person even when someone spent their
+            // address's budget by starting resets for it (R46).
+            notice: matches!(effect, Effect::ApplyPassword { .. }),
             idempotency_key: entry.effect_id,
             journey_id: entry.stream,
             kind,

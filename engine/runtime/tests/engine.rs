@@ -1169,3 +1169,55 @@ async fn a_budget_spent_before_the_send_calls_no_provider() {
         "{error}"
     );
 }
+
+/// Passes messages on to the dev outbox and notes each one's channel and `notice` flag.
+#[derive(Clone)]
+struct Noting<C>(C, Arc<std::sync::Mutex<Vec<(&'static str, bool)>>>);
+
+impl<C: Channel> Channel for Noting<C> {
+    async fn deliver(&self, m: &OutboundMessage) -> Result<Receipt, SendError> {
+        self.1.lock().unwrap().push((m.kind.channel(), m.notice));
+        self.0.deliver(m).await
+    }
+}
+
+/// R46: of everything a reset sends, only "your password was changed" is a notice (the one
+/// message no per-recipient budget may hold back); codes are not.
+#[tokio::test]
+async fn only_the_password_changed_email_is_a_notice() {
+    let f = fixture("notice").await;
+    let id = started(&f).await;
+    let noted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let w = worker(&f, Noting(f.outbox.clone(), noted.clone()));
+    let latest = |channel: &'static str| {
+        let outbox = f.outbox.clone();
+        async move {
+            outbox
+                .latest(id, channel)
+                .await
+                .unwrap()
+                .unwrap()
+                .code()
+                .unwrap()
+        }
+    };
+    w.drain().await.unwrap();
+    let submit = |input: Input| f.engine.submit(id, input, Actor::person("t"), None);
+    submit(Input::Code(latest("email").await)).await.unwrap();
+    submit(Input::Choose("sms".into())).await.unwrap();
+    w.drain().await.unwrap();
+    submit(Input::Code(latest("sms").await)).await.unwrap();
+    submit(Input::Password {
+        new: "lantern harbour velvet comet".into(),
+        confirm: "lantern harbour velvet comet".into(),
+    })
+    .await
+    .unwrap();
+    w.drain().await.unwrap();
+    let noted = noted.lock().unwrap().clone();
+    assert_eq!(
+        noted,
+        vec![("email", false), ("sms", false), ("email", true)],
+        "the email code, the SMS code, then the notice"
+    );
+}
