@@ -1056,3 +1056,29 @@ fn a_mistyped_store_path_is_named_not_created() {
     r.expect_code(1).no_panic().stderr_has("notes.db");
     assert_eq!(r.stderr.matches("file is not a database").count(), 1, "{r}");
 }
+
+/// An unreachable PostgreSQL server or a missing database is named at once, with the
+/// driver's own reason, instead of "pool timed out" after 30 s; the password is not shown.
+#[test]
+fn an_unreachable_or_missing_postgres_database_is_named_at_once() {
+    let dir = TestDir::new("pg-unreachable");
+    // A port nothing listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let url = format!("postgres://admin:hunter2@127.0.0.1:{port}/passage");
+    let started = std::time::Instant::now();
+    let r = Passage::new(&dir)
+        .with_timeout(std::time::Duration::from_secs(20))
+        .run(&["--database-url", &url, "journeys", "list"]);
+    r.expect_code(1)
+        .no_panic()
+        .stderr_has("connect to the PostgreSQL database")
+        .stderr_has("refused");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!r.stderr.contains("hunter2"), "{r}");
+}

@@ -33,7 +33,7 @@ use passage_core::ports::{
 use passage_core::time::Timestamp;
 use rows::event_columns;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -160,6 +160,9 @@ fn validate_schema(name: &str) -> Result<(), Error> {
     }
 }
 
+/// How long the first connection may take before start-up gives up, naming the server.
+const FIRST_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl PgStore {
     /// Connects with default [`Options`] and brings the schema up to date. Must be called
     /// inside a tokio runtime: it spawns the append writer.
@@ -187,6 +190,23 @@ impl PgStore {
         if let Some(schema) = &options.schema {
             // Validated above: a plain identifier, safe inside double quotes.
             setup.push_str(&format!("; SET search_path TO \"{schema}\""));
+        }
+        // One plain connection first: the pool retries a failing connect until its acquire
+        // timeout (30 s) and then reports only "pool timed out", hiding "connection refused",
+        // a wrong password or a missing database.
+        match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, PgConnection::connect_with(&connect))
+            .await
+        {
+            Ok(Ok(first)) => {
+                let _ = first.close().await;
+            }
+            Ok(Err(source)) => return Err(connect_err(source)),
+            Err(_) => {
+                return Err(connect_err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", FIRST_CONNECT_TIMEOUT.as_secs()),
+                ))));
+            }
         }
         let setup: Arc<str> = setup.into();
         let pool = PgPoolOptions::new()
