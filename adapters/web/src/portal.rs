@@ -170,6 +170,10 @@ async fn sign_in_page<S: EventStore, D: AccountDirectory>(
     resp
 }
 
+/// Sign-in attempts one email address may take per window, from any number of clients.
+const SIGN_INS_PER_ADDRESS: u32 = 10;
+const SIGN_IN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 async fn sign_in<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     Extension(client): Extension<ClientIp>,
@@ -194,6 +198,34 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             "Reload the page and try again.",
             Some(("/", "Sign in")),
         );
+    }
+    // Per address, whether or not an account has it (so the answer says nothing about
+    // registration, R1): the per-client limit alone let anyone spread guesses at one
+    // account over many addresses (ASVS 2.2.1). Counted before the password is checked,
+    // so throttled guesses cost no hashing either. The reset stays open to the person.
+    if let Ok(email) = normalize_email(&form["email"]) {
+        let key = format!(
+            "sign-in-address|{}",
+            passage_core::secrets::session_hash(&email)
+        );
+        if let Err(retry) = app.limiter.hit(&key, SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW) {
+            tracing::warn!("sign-in attempts for one address over its limit");
+            let minutes = retry.as_secs().max(1).div_ceil(60);
+            let mut resp = message_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Please wait",
+                &format!(
+                    "Too many sign-in attempts for this email address. Try again in {minutes} \
+                     minute{}, or reset your password.",
+                    if minutes == 1 { "" } else { "s" }
+                ),
+                Some(("/", "Back to sign in")),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
     }
     let dir = app.engine.directory();
     let account = match normalize_email(&form["email"]) {

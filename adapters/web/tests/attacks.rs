@@ -1888,6 +1888,52 @@ async fn a_session_signed_in_with_the_old_password_dies_with_the_change_even_unr
     assert_eq!(first.get("/portal").await.status, StatusCode::OK);
 }
 
+/// ASVS 2.2.1: guesses at one account are limited per address, whatever client sends them
+/// (the per-client limit alone let a botnet guess on). Unknown addresses are limited the same
+/// way, so the answer says nothing about registration (R1); other addresses are untouched.
+#[tokio::test]
+async fn sign_in_guesses_are_limited_per_address_from_any_client() {
+    let p = portal().await;
+    let attempt = |email: &'static str, i: usize| {
+        let b = p.browser_at(&format!("203.0.113.{}:1", 10 + i));
+        async move {
+            let page = b.get("/").await;
+            b.post(
+                "/sign-in",
+                &[
+                    ("email", email),
+                    ("password", "not the password at all"),
+                    ("csrf", &page.input("csrf")),
+                ],
+            )
+            .await
+        }
+    };
+    let mut refusals = Vec::new();
+    for email in [ALICE, "nobody-here@example.com"] {
+        for i in 0..10 {
+            let res = attempt(email, i).await;
+            assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{email} attempt {i}");
+        }
+        let res = attempt(email, 10).await;
+        no_5xx(&res, "throttled sign-in");
+        assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{email}");
+        assert!(res.has("Too many sign-in attempts for this email address"));
+        assert!(res.headers.get("retry-after").is_some());
+        refusals.push(res.body.clone());
+    }
+    assert_eq!(
+        refusals[0], refusals[1],
+        "known and unknown addresses look alike"
+    );
+    let other = attempt("bob.smith@example.com", 11).await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNAUTHORIZED,
+        "another address is not limited"
+    );
+}
+
 // ---- 4.6 password-field inputs -----------------------------------------------------------------
 
 /// Attacks 28, 29, 31, 32 on the live check: lengths in code points, NFC, emoji, NUL,
