@@ -382,22 +382,30 @@ async fn render<S: EventStore, D: AccountDirectory>(
             );
         }
         _ => {
-            let reason = view
-                .finish_reason
-                .clone()
-                .unwrap_or_else(|| "This reset has ended.".into());
             let title = match view.status {
                 Status::Expired => "This reset has timed out",
                 Status::Cancelled => "This reset was cancelled",
                 _ => "This reset could not be completed",
             };
+            if view.finish_reason.as_deref()
+                == Some(passage_core::journey::view::SUPERSEDED_FOR_PERSON)
+            {
+                return message_page(
+                    status,
+                    title,
+                    "Your password was reset in another window or on another device. Sign in \
+                     with that password.",
+                    Some(("/", "Sign in")),
+                );
+            }
+            let reason = match &view.finish_reason {
+                Some(r) => format!("{}.", sentence_case(r.trim_end_matches('.'))),
+                None => "This reset has ended.".into(),
+            };
             return message_page(
                 status,
                 title,
-                &format!(
-                    "{}. Start again to get a new code.",
-                    reason.trim_end_matches('.')
-                ),
+                &format!("{reason} Start again to get a new code."),
                 Some(("/reset", "Start again")),
             );
         }
@@ -1030,5 +1038,14 @@ async fn handoff<S: EventStore, D: AccountDirectory>(
         }
         Ok(_) => link_dead(),
         Err(e) => unavailable(e),
+    }
+}
+
+/// `s` with its first letter upper case (engine reasons are clauses: "too many wrong codes").
+fn sentence_case(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

@@ -1934,6 +1934,57 @@ async fn sign_in_guesses_are_limited_per_address_from_any_client() {
     );
 }
 
+/// An operator's cancellation note is for the log and the console, not for the person: the
+/// pages and the API say only that the reset was cancelled. A reset superseded by another
+/// one that completed says so, and sends the person to sign in, not to get a new code.
+#[tokio::test]
+async fn the_person_never_sees_an_operators_cancellation_note() {
+    let p = portal().await;
+    let b = p.browser_at("198.51.100.41:1");
+    let (id, _) = b.start(ALICE).await;
+    let api_journey = api_start(&b, "bob.smith@example.com").await;
+    for journey in [id.as_str(), api_journey.id.as_str()] {
+        p.engine
+            .submit(
+                journey.parse().unwrap(),
+                passage_runtime::Input::Cancel {
+                    reason: "fraud team: suspected account takeover, ticket 4411".into(),
+                },
+                passage_runtime::Actor::support("ada", "console"),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let page = b.page(&id).await;
+    no_5xx(&page, "a cancelled journey's page");
+    assert!(page.has("This reset was cancelled"), "{}", page.body);
+    assert!(
+        !page.body.contains("fraud") && !page.body.contains("4411"),
+        "{}",
+        page.body
+    );
+    let (_, v) = api_journey.view(&b).await;
+    assert_eq!(v["journey"]["status"], "cancelled", "{v}");
+    assert!(!v.to_string().contains("fraud"), "{v}");
+
+    // Two resets of one account: completing one cancels the other (R44).
+    let first = p.browser_at("198.51.100.42:1");
+    let other = p.browser_at("198.51.100.43:1");
+    let (left_open, _) = other.start(ALICE).await;
+    let done = to_password_page(&p, &first, ALICE).await;
+    let csrf = first.page(&done).await.input("csrf");
+    set_password(&first, &done, &csrf, STRONG, STRONG).await;
+    p.worker.drain().await.unwrap();
+    let page = other.page(&left_open).await;
+    assert!(
+        page.has("Your password was reset in another window or on another device"),
+        "{}",
+        page.body
+    );
+    assert!(!page.has("get a new code"), "{}", page.body);
+}
+
 // ---- 4.6 password-field inputs -----------------------------------------------------------------
 
 /// Attacks 28, 29, 31, 32 on the live check: lengths in code points, NFC, emoji, NUL,

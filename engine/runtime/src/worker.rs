@@ -472,7 +472,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                 other.journey_id.0.as_bytes(),
             ]);
             let input = Input::Cancel {
-                reason: "the password was reset in another journey".into(),
+                reason: passage_core::journey::view::SUPERSEDED_REASON.into(),
             };
             self.engine
                 .submit(other.journey_id, input, Actor::system(), Some(id))

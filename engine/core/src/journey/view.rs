@@ -14,7 +14,28 @@ pub struct JourneyView {
     pub definition_version: u32,
     pub expires_at: Option<Timestamp>,
     pub step: Option<StepView>,
+    /// Why the journey ended, for the person resetting (pages, API, chat): the engine's
+    /// own reason for a failure, a fixed sentence when another reset superseded it, and
+    /// nothing when the status says it all. Never the text an operator typed when
+    /// cancelling: that is for the log and the console (`JourneyState::finish_reason`).
     pub finish_reason: Option<String>,
+}
+
+/// The reason the worker records when a completed reset cancels the person's other open
+/// journeys (R44).
+pub const SUPERSEDED_REASON: &str = "the password was reset in another journey";
+
+/// What the person is told about a journey [`SUPERSEDED_REASON`] ended.
+pub const SUPERSEDED_FOR_PERSON: &str =
+    "your password was reset in another window or on another device";
+
+fn finish_reason_for_person(state: &JourneyState) -> Option<String> {
+    let reason = state.finish_reason.as_deref()?;
+    match state.status {
+        Status::Failed => Some(reason.to_owned()),
+        Status::Cancelled if reason == SUPERSEDED_REASON => Some(SUPERSEDED_FOR_PERSON.into()),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,7 +134,7 @@ impl JourneyView {
             definition_id: def.id.clone(),
             definition_version: def.version,
             expires_at: state.expires_at,
-            finish_reason: state.finish_reason.clone(),
+            finish_reason: finish_reason_for_person(state),
             step: step.map(|s| {
                 let id = s.id.0.clone();
                 let prompt = s.prompt.clone();
