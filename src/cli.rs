@@ -33,7 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Event store file (SQLite; created if missing).
+    /// Event store file (SQLite). `demo`, `chat`, `serve`, `worker`, `bot`, `journey start`
+    /// and `operators add` create it; the other commands refuse a path with none.
     #[arg(
         long,
         global = true,
@@ -393,7 +394,9 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 /// A lease or a pause between background passes: under a second, a lease lapses while its
 /// delivery runs (another node sends it again), and a loop spins on the database.
 fn parse_period(s: &str) -> Result<std::time::Duration, String> {
-    let d = parse_duration(s)?;
+    // Its own example: `parse_duration`'s (500ms) would then be refused as too short.
+    let d = passage_core::time::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration: write e.g. 90s, 10m or 1h"))?;
     if d < std::time::Duration::from_secs(1) {
         return Err(format!("`{s}` is too short: at least 1s"));
     }
@@ -537,7 +540,10 @@ pub struct Delivery {
 pub enum OperatorsCommand {
     /// Add an operator; the password is asked twice without echo (or read from stdin).
     Add {
+        /// The operator's sign-in name (shown as the actor of what they do).
         name: String,
+        /// `support` (acts on journeys), `auditor` (reads and exports the log) or `admin`
+        /// (both, and manages operators).
         #[arg(long, value_parser = |s: &str| s.parse::<passage_core::roles::Role>())]
         role: passage_core::roles::Role,
         /// Read the password from standard input (one line) instead of a hidden prompt.
@@ -549,7 +555,9 @@ pub enum OperatorsCommand {
     /// Create an API token for an operator, with their role or a narrower one. The token is
     /// printed once and never stored.
     Token {
+        /// The operator the token acts as.
         name: String,
+        /// What the token is for (e.g. `nightly-export`), shown by `operators list`.
         #[arg(long)]
         label: String,
         /// A narrower role than the operator's (an admin's token for read-only scripts).
@@ -643,6 +651,7 @@ pub enum AuditCommand {
     /// Verify an export offline (no database): the manifest's signature with the public key,
     /// the file against the manifest, and the hash chain through every event.
     VerifyExport {
+        /// The events file (`.jsonl` or `.csv`); its manifest is `FILE.manifest.json`.
         file: PathBuf,
         /// The deployment's audit public key (hex), as `passage audit public-key` prints it.
         #[arg(long)]

@@ -62,6 +62,26 @@ pub async fn run(app: &App, args: &DemoArgs) -> anyhow::Result<()> {
         DemoChannel::Voice => &["call"],
         DemoChannel::Both => &["sms", "call"],
     };
+    // The demo reads codes from the dev outbox; an address nobody has gets no code (R1),
+    // so it would start a journey and then stall. Say so before anything is started.
+    use passage_core::ports::AccountDirectory as _;
+    let email = passage_core::mask::normalize_email(&args.email).map_err(|e| {
+        crate::Usage(format!(
+            "--email must be a demo account's address (e.g. alice@example.com): {e}"
+        ))
+    })?;
+    match app.store.find_by_email(&email).await? {
+        Some(account) if account.enabled => {}
+        _ => {
+            return Err(crate::Usage(format!(
+                "{} is not an enabled account in the directory (erased, disabled or never \
+                 seeded), so no code would be sent to it; run the demo with another account, \
+                 e.g. --email bob.smith@example.com --second-factor voice",
+                passage_core::mask::mask_email(&email)
+            ))
+            .into());
+        }
+    }
     for (i, factor) in factors.iter().enumerate() {
         if i > 0 {
             println!();

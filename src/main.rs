@@ -222,12 +222,22 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
                 .outbox
                 .list(&MessageFilter {
                     journey,
-                    channel: args.channel,
+                    channel: args.channel.clone(),
                     limit: args.limit,
                 })
                 .await?;
             if messages.is_empty() {
-                println!("the dev outbox is empty");
+                match (journey, &args.channel) {
+                    (Some(j), _) => println!(
+                        "the dev outbox holds no message for journey {j}{}",
+                        args.channel
+                            .as_deref()
+                            .map(|c| format!(" on {c}"))
+                            .unwrap_or_default()
+                    ),
+                    (None, Some(c)) => println!("the dev outbox holds no {c} message"),
+                    (None, None) => println!("the dev outbox is empty"),
+                }
             }
             for m in messages {
                 println!(

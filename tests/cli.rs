@@ -846,6 +846,12 @@ fn zero_counts_and_too_short_periods_are_refused() {
             "--older-than",
             "is too short: at least 1d",
         ),
+        // The example given is one the flag accepts.
+        (
+            vec!["worker", "--lease", "abc"],
+            "--lease",
+            "`abc` is not a duration: write e.g. 90s, 10m or 1h",
+        ),
     ] {
         p.refuses(&args, flag, reason);
     }
@@ -1048,6 +1054,13 @@ fn a_mistyped_store_path_is_named_not_created() {
         .expect_ok();
     assert!(typo.exists());
     p.run(&["journeys", "list"]).expect_ok();
+    p.run(&[
+        "outbox",
+        "--journey",
+        "0190f0a4-3c1e-7c4e-9a51-6a2f3b1c9d00",
+    ])
+    .expect_ok()
+    .stdout_has("the dev outbox holds no message for journey 0190f0a4-3c1e-7c4e-9a51-6a2f3b1c9d00");
 
     // A file that is not a database: the driver's cause is said once, not repeated.
     let junk = dir.join("notes.db");

@@ -383,6 +383,10 @@ fn erased_demo_accounts_stay_gone(run: &dyn Fn(&[&str]) -> Run) {
         .stdout_has("account removed");
     }
     run(&["journeys", "list"]).expect_ok();
+    // The demo would start a journey no code is sent for (R1): it says why and starts none.
+    run(&["demo"])
+        .expect_code(2)
+        .stderr_has("is not an enabled account in the directory");
     run(&["journey", "start", "--email", EMAIL]).expect_ok();
     for email in DEMO {
         let again = run(&["subjects", "erase", "--email", email, "--reason", "check"]);
