@@ -90,7 +90,7 @@ impl Manifest {
     }
 }
 
-fn manifest_path(file: &Path) -> PathBuf {
+pub fn manifest_path(file: &Path) -> PathBuf {
     let mut p = file.as_os_str().to_owned();
     p.push(".manifest.json");
     PathBuf::from(p)

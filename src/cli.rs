@@ -644,9 +644,13 @@ pub enum AuditCommand {
         to: Option<u64>,
         #[arg(long, value_enum, default_value_t = crate::audit::Format::Jsonl)]
         format: crate::audit::Format,
-        /// Where to write the events; the manifest goes to OUT.manifest.json.
+        /// Where to write the events; the manifest goes to OUT.manifest.json. An existing
+        /// export is not overwritten unless --force is given.
         #[arg(long, short)]
         out: PathBuf,
+        /// Replace OUT and its manifest if they exist.
+        #[arg(long)]
+        force: bool,
     },
     /// Verify an export offline (no database): the manifest's signature with the public key,
     /// the file against the manifest, and the hash chain through every event.

@@ -315,7 +315,17 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             to,
             format,
             out,
+            force,
         }) => {
+            // An export handed to an auditor is evidence: never replace one by accident.
+            let manifest = audit::manifest_path(&out);
+            if !force && let Some(there) = [&out, &manifest].into_iter().find(|p| p.exists()) {
+                usage!(
+                    "{} already exists: choose another --out, or add --force to replace the \
+                     export",
+                    there.display()
+                );
+            }
             let key = audit::signing_key(app.engine.keys());
             let m =
                 audit::export(&app.store, &key, from, to, format, &out, app.engine.now()).await?;

@@ -245,6 +245,22 @@ fn an_export_verifies_offline_and_any_change_to_it_is_caught() {
         offline(&file, &public_key)
             .expect_ok()
             .stdout_has("verify-export ok: 13 events, positions 1 to 13");
+        // An export is evidence: the same --out again is refused unless --force.
+        let again = [
+            "audit",
+            "export",
+            "--format",
+            format,
+            "--out",
+            file.to_str().unwrap(),
+        ];
+        log.passage
+            .run(&again)
+            .expect_code(2)
+            .stderr_has("already exists: choose another --out, or add --force");
+        log.passage
+            .run(&[&again[..], &["--force"]].concat())
+            .expect_ok();
 
         let original = std::fs::read_to_string(&file).unwrap();
         // One byte of one event.
@@ -292,6 +308,7 @@ fn an_export_verifies_offline_and_any_change_to_it_is_caught() {
         .expect_ok()
         .stdout_has("exported 6 events (positions 5 to 10)");
     offline(&part, &public_key).expect_ok();
+    let beyond = log.dir.join("beyond.jsonl");
     log.passage
         .run(&[
             "audit",
@@ -299,9 +316,10 @@ fn an_export_verifies_offline_and_any_change_to_it_is_caught() {
             "--from",
             "999",
             "--out",
-            part.to_str().unwrap(),
+            beyond.to_str().unwrap(),
         ])
         .expect_code(1);
+    assert!(!beyond.exists(), "a refused export wrote nothing");
 }
 
 /// Signed checkpoints catch what the chain alone cannot: events cut off the end, and a
