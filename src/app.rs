@@ -63,7 +63,9 @@ fn beside(db: &Path, name: &str) -> PathBuf {
 /// Opens the store, the channels and the engine. `create`: whether the command may create
 /// the embedded store; the others read or act on what is there, so a mistyped `--db` must
 /// not answer from a new, empty file ("no journeys", "audit verify ok: 0 events").
-pub async fn open(global: &Global, create: bool) -> anyhow::Result<App> {
+/// `check_secret`: refuse a secret that did not sign the newest checkpoint (every command
+/// but the audit ones that report on exactly that).
+pub async fn open(global: &Global, create: bool, check_secret: bool) -> anyhow::Result<App> {
     // Definitions first: a malformed file must stop us before anything is created on disk.
     let definitions = load_definitions(&global.workflows)?;
     if global.database_url.is_none() && !create && !global.db.exists() {
@@ -95,15 +97,18 @@ pub async fn open(global: &Global, create: bool) -> anyhow::Result<App> {
             Some(_) => "connect to the PostgreSQL database (--database-url)".to_owned(),
             None => format!("open the event store {}", global.db.display()),
         })?;
-    seed_directory(&store).await?;
     // A store that already holds events was written under some secret: creating a new one
-    // would make its sealed data unreadable and its checkpoints look forged.
+    // would make its sealed data unreadable and its checkpoints look forged. Checked before
+    // anything is written to the store.
     let has_events = passage_core::ports::EventStore::head(&store)
         .await
         .context("read the event store")?
         .is_some();
     let keys = load_keys(global, has_events)?;
-    secret_matches_checkpoints(&store, &keys).await?;
+    if check_secret {
+        secret_matches_checkpoints(&store, &keys).await?;
+    }
+    seed_directory(&store).await?;
     let engine = Engine::new(
         store.clone(),
         store.clone(),

@@ -210,7 +210,10 @@ fn event_of(l: Line) -> anyhow::Result<StoredEvent> {
     })
 }
 
-/// Writes the events with positions `from..=to` (clamped to the log) and the signed manifest.
+/// Writes the events with positions `from..=to` (clamped to the log) and the signed manifest;
+/// `replace`: overwrite files that exist (otherwise an existing file, or one created
+/// meanwhile, is an error and nothing of it is changed).
+#[allow(clippy::too_many_arguments)]
 pub async fn export<S: EventStore>(
     store: &S,
     key: &SigningKey,
@@ -219,16 +222,34 @@ pub async fn export<S: EventStore>(
     format: Format,
     out: &Path,
     now: Timestamp,
+    replace: bool,
 ) -> anyhow::Result<Manifest> {
     let file = out
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (body, manifest) = export_bytes(store, key, from, to, format, &file, now).await?;
-    std::fs::write(out, &body).with_context(|| format!("write {}", out.display()))?;
-    let path = manifest_path(out);
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
-        .with_context(|| format!("write {}", path.display()))?;
+    let write = |path: &Path, bytes: &[u8]| -> anyhow::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true);
+        match replace {
+            true => opts.create(true).truncate(true),
+            // Not through a symlink someone left there, and not over a file that appeared
+            // since the caller looked.
+            false => opts.create_new(true),
+        };
+        let mut f = opts
+            .open(path)
+            .with_context(|| format!("write {}", path.display()))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("write {}", path.display()))
+    };
+    write(out, &body)?;
+    write(
+        &manifest_path(out),
+        (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
+    )?;
     Ok(manifest)
 }
 
@@ -524,12 +545,18 @@ async fn verify_since_last_checkpoint<S: EventStore>(
     hash: &passage_core::ports::Hash,
 ) -> anyhow::Result<()> {
     const PAGE: usize = 2_000;
-    let last = store
-        .checkpoints()
-        .await?
-        .into_iter()
-        .filter(|c| c.position <= position)
-        .max_by_key(|c| c.position);
+    let checkpoints = store.checkpoints().await?;
+    // A checkpoint beyond the head means events were cut off the end: signing the shorter
+    // log would attest the truncation.
+    if let Some(c) = checkpoints.iter().find(|c| c.position > position) {
+        bail!(
+            "not signing: the log ends at position {position} but a checkpoint signed at {} \
+             covers position {}: events were removed from the end; run `passage audit verify`",
+            c.created_at,
+            c.position
+        );
+    }
+    let last = checkpoints.into_iter().max_by_key(|c| c.position);
     let (mut verifier, mut after) = match &last {
         Some(c) if !checkpoint_signed_by(c, key) => bail!(
             "not signing: the checkpoint at position {} is not signed by this deployment's \

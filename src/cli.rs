@@ -308,10 +308,14 @@ fn parse_email(s: &str) -> Result<String, String> {
 /// The longest reason recorded, as in the support console.
 const MAX_REASON: usize = 500;
 
-/// A reason as the log will keep it: control characters dropped (a newline or an escape
-/// sequence would forge a line of `journey show`), trimmed, and long enough to say why.
+/// A reason as the log will keep it: control, separator and bidi-override characters
+/// dropped (a newline, an escape sequence or U+202E would forge or disguise a line of
+/// `journey show`), trimmed, and long enough to say why.
 fn parse_reason(s: &str) -> Result<String, String> {
-    let cleaned: String = s.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = s
+        .chars()
+        .filter(|c| !crate::render::disguises_a_line(*c))
+        .collect();
     let reason = cleaned.trim();
     if reason.chars().count() < 3 || !reason.chars().any(char::is_alphanumeric) {
         return Err(

@@ -162,7 +162,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .context("read the channel configuration")?;
         worker_options(config.slowest_timeout(), args)?;
     }
-    let app = app::open(&cli.global, cli.command.creates_store()).await?;
+    // `audit verify` names a checkpoint signed with another key itself, with both keys.
+    let check_secret = !matches!(
+        cli.command,
+        Command::Audit(AuditCommand::Verify | AuditCommand::PublicKey)
+    );
+    let app = app::open(&cli.global, cli.command.creates_store(), check_secret).await?;
     let result = dispatch(&app, cli).await;
     app.close().await;
     result
@@ -327,8 +332,17 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let key = audit::signing_key(app.engine.keys());
-            let m =
-                audit::export(&app.store, &key, from, to, format, &out, app.engine.now()).await?;
+            let m = audit::export(
+                &app.store,
+                &key,
+                from,
+                to,
+                format,
+                &out,
+                app.engine.now(),
+                force,
+            )
+            .await?;
             println!(
                 "exported {} events (positions {} to {}) to {}; manifest {}.manifest.json, signed by {}",
                 m.count,
@@ -795,8 +809,20 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
         .iter()
         .find(|c| !audit::checkpoint_signed_by(c, &key))
     {
+        let ours = passage_core::secrets::hex(key.as_bytes());
+        let why = if forged.public_key == ours {
+            "its signature does not match: it was altered".to_owned()
+        } else {
+            format!(
+                "it names key {}…, this secret gives {}…: either PASSAGE_SECRET or \
+                 --secret-file is not the deployment's secret, or the checkpoint was written \
+                 by someone else",
+                forged.public_key.get(..16).unwrap_or(&forged.public_key),
+                &ours[..16]
+            )
+        };
         return Err(Refused(format!(
-            "audit verify FAILED: the checkpoint at position {} is not signed by this deployment's audit key",
+            "audit verify FAILED: the checkpoint at position {} is not signed by this deployment's audit key ({why})",
             forged.position
         ))
         .into());

@@ -140,15 +140,26 @@ pub fn timeline(entries: &[TimelineEntry]) -> String {
     out
 }
 
-/// Text from the log as one terminal line: control characters (a newline, an escape
-/// sequence) shown escaped, so that no stored value can forge a line or recolour the screen.
+/// Characters that can make one stored value look like other text on a terminal line:
+/// controls (a newline, an escape sequence), the Unicode line and paragraph separators, and
+/// the bidirectional overrides and isolates that reorder what follows them.
+pub fn disguises_a_line(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Text from the log as one terminal line: the characters of [`disguises_a_line`] shown
+/// escaped, so that no stored value can forge a line, reorder one or recolour the screen.
 fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(disguises_a_line) {
         return std::borrow::Cow::Borrowed(s);
     }
     std::borrow::Cow::Owned(
         s.chars()
-            .map(|c| match c.is_control() {
+            .map(|c| match disguises_a_line(c) {
                 true => c.escape_default().to_string(),
                 false => c.to_string(),
             })
@@ -170,14 +181,17 @@ mod tests {
             version: 9,
             recorded_at: passage_core::time::Timestamp(0),
             event_type: "JourneyCancelled".into(),
-            description: "ended: ticket\n  10  fake line\u{1b}[31m".into(),
+            description: "ended: ticket\n  10  fake line\u{1b}[31m \u{202e}desrever\u{2028}".into(),
             actor: Some(passage_runtime::Actor::support("desk\r1", "cli")),
             event: None,
             hash: Default::default(),
         };
         let out = timeline(&[entry]);
         assert_eq!(out.lines().count(), 1, "{out}");
-        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+        assert!(
+            !out.trim_end_matches('\n').chars().any(disguises_a_line),
+            "{out:?}"
+        );
         assert!(
             out.contains(r"ended: ticket\n  10  fake line\u{1b}[31m") && out.contains(r"desk\r1"),
             "{out}"

@@ -461,6 +461,23 @@ async fn a_checkpoint_is_refused_on_a_broken_chain_and_verify_names_the_uncovere
     let covered = log.verify(&log.dir.db());
     covered.expect_ok().stdout_has("2 signed checkpoints match");
     assert!(!covered.stdout.contains("note:"), "{covered}");
+
+    // Events cut off the end after a checkpoint: the shorter log is not signed either.
+    let db = log.copy("cut");
+    let pool = open(&db).await;
+    sqlx::query("DELETE FROM events WHERE position > 15")
+        .execute(&pool)
+        .await
+        .expect("cut the tail");
+    pool.close().await;
+    log.passage
+        .clone()
+        .with_db(&db)
+        .run(&["audit", "checkpoint"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("not signing: the log ends at position 15 but a checkpoint")
+        .stderr_has("events were removed from the end");
 }
 
 /// The same tampering on PostgreSQL: one edited byte, a deleted event, two swapped events

@@ -1001,12 +1001,19 @@ fn a_missing_or_wrong_secret_is_refused_on_a_store_with_events() {
         .stderr_has("Set PASSAGE_SECRET or --secret-file");
     assert!(!key.exists(), "no new secret was written");
 
-    p.clone()
-        .with_env("PASSAGE_SECRET", &"ab".repeat(32))
-        .run(&["audit", "verify"])
+    let wrong = p.clone().with_env("PASSAGE_SECRET", &"ab".repeat(32));
+    wrong
+        .run(&["journeys", "list"])
         .expect_code(1)
         .no_panic()
         .stderr_has("is not the one that signed the log's newest checkpoint, at position 26");
+    // `audit verify` still runs, and names both keys.
+    wrong
+        .run(&["audit", "verify"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("the checkpoint at position 26 is not signed by this deployment's audit key")
+        .stderr_has("is not the deployment's secret");
 
     std::fs::create_dir(&key).expect("a directory where the key should be");
     p.run(&["journeys", "list"])

@@ -170,8 +170,8 @@ async fn sign_in_page<S: EventStore, D: AccountDirectory>(
     resp
 }
 
-/// Sign-in attempts one email address may take per window, from any number of clients.
-const SIGN_INS_PER_ADDRESS: u32 = 10;
+/// Failed sign-ins one client may make for one email address per window.
+const FAILED_SIGN_INS_PER_ADDRESS: u32 = 10;
 const SIGN_IN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 async fn sign_in<S: EventStore, D: AccountDirectory>(
@@ -199,33 +199,39 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             Some(("/", "Sign in")),
         );
     }
-    // Per address, whether or not an account has it (so the answer says nothing about
-    // registration, R1): the per-client limit alone let anyone spread guesses at one
-    // account over many addresses (ASVS 2.2.1). Counted before the password is checked,
-    // so throttled guesses cost no hashing either. The reset stays open to the person.
-    if let Ok(email) = normalize_email(&form["email"]) {
-        let key = format!(
-            "sign-in-address|{}",
+    // Failed sign-ins per address and client, whether or not an account has the address
+    // (so the answer says nothing about registration, R1): the per-client limit (200
+    // answers) let one client guess at one account 200 times per window (ASVS 2.2.1).
+    // Keyed by client too, and counting failures only, so nobody can lock a person out by
+    // failing on their address from elsewhere; a throttled attempt costs no hashing.
+    let throttle = normalize_email(&form["email"]).ok().map(|email| {
+        format!(
+            "sign-in-failures|{}|{}",
+            client.limit_key(),
             passage_core::secrets::session_hash(&email)
-        );
-        if let Err(retry) = app.limiter.hit(&key, SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW) {
-            tracing::warn!("sign-in attempts for one address over its limit");
-            let minutes = retry.as_secs().max(1).div_ceil(60);
-            let mut resp = message_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Please wait",
-                &format!(
-                    "Too many sign-in attempts for this email address. Try again in {minutes} \
+        )
+    });
+    if let Some(key) = &throttle
+        && let Some(retry) = app
+            .limiter
+            .blocked(key, FAILED_SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW)
+    {
+        tracing::warn!("sign-in attempts for one address over its limit");
+        let minutes = retry.as_secs().max(1).div_ceil(60);
+        let mut resp = message_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Please wait",
+            &format!(
+                "Too many sign-in attempts for this email address. Try again in {minutes} \
                      minute{}, or reset your password.",
-                    if minutes == 1 { "" } else { "s" }
-                ),
-                Some(("/", "Back to sign in")),
-            );
-            if let Ok(v) = header::HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
+                if minutes == 1 { "" } else { "s" }
+            ),
+            Some(("/", "Back to sign in")),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        return resp;
     }
     let dir = app.engine.directory();
     let account = match normalize_email(&form["email"]) {
@@ -257,6 +263,9 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
     let ok = verify_or_decoy(form["password"].clone(), phc).await;
     let (Some(account), true) = (account, ok) else {
         tracing::info!(client = %client.limit_key(), "sign-in refused");
+        if let Some(key) = &throttle {
+            app.limiter.count(key, SIGN_IN_WINDOW);
+        }
         let (nonce, _) = visit(&app, &headers);
         return sign_in_form(
             &app,

@@ -168,8 +168,25 @@ pub struct RateLimiter {
 
 #[derive(Debug, Default)]
 struct Windows {
-    map: HashMap<String, (Instant, u32)>,
+    /// Per key: when its window started, how long it lasts, and the count in it.
+    map: HashMap<String, (Instant, Duration, u32)>,
     last_sweep: Option<Instant>,
+}
+
+impl Windows {
+    /// Expired windows are swept when the map is large, at most every 10 seconds, so a flood
+    /// of new keys cannot make every request pay for a full sweep. Each by its own length:
+    /// a short window's caller must not cut a longer one short.
+    fn sweep(&mut self, now: Instant) {
+        let due = self
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
+        if self.map.len() > 100_000 && due {
+            self.map
+                .retain(|_, (start, window, _)| now.duration_since(*start) < *window);
+            self.last_sweep = Some(now);
+        }
+    }
 }
 
 impl RateLimiter {
@@ -177,25 +194,37 @@ impl RateLimiter {
     pub fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        // Expired windows are swept when the map is large, at most every 10 seconds, so a
-        // flood of new keys cannot make every request pay for a full sweep.
-        let due = w
-            .last_sweep
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
-        if w.map.len() > 100_000 && due {
-            w.map
-                .retain(|_, (start, _)| now.duration_since(*start) < window);
-            w.last_sweep = Some(now);
+        w.sweep(now);
+        let entry = w.map.entry(key.to_owned()).or_insert((now, window, 0));
+        if now.duration_since(entry.0) >= entry.1 {
+            *entry = (now, window, 0);
         }
-        let entry = w.map.entry(key.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= window {
-            *entry = (now, 0);
+        if entry.2 >= limit {
+            return Err(entry.1.saturating_sub(now.duration_since(entry.0)));
         }
-        if entry.1 >= limit {
-            return Err(window.saturating_sub(now.duration_since(entry.0)));
-        }
-        entry.1 += 1;
+        entry.2 += 1;
         Ok(())
+    }
+
+    /// `Some(retry_after)` when `key` already used its `limit` in `window`; counts nothing.
+    pub fn blocked(&self, key: &str, limit: u32, window: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        let w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, length, n) = *w.map.get(key)?;
+        let age = now.duration_since(start);
+        (age < length && n >= limit).then(|| length.min(window).saturating_sub(age))
+    }
+
+    /// Counts one event against `key` (e.g. a failed sign-in), in a window of `window`.
+    pub fn count(&self, key: &str, window: Duration) {
+        let now = Instant::now();
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        w.sweep(now);
+        let entry = w.map.entry(key.to_owned()).or_insert((now, window, 0));
+        if now.duration_since(entry.0) >= entry.1 {
+            *entry = (now, window, 0);
+        }
+        entry.2 += 1;
     }
 }
 
@@ -362,10 +391,13 @@ pub(crate) async fn verify_or_decoy(password: String, phc: Option<String>) -> bo
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let known = phc.is_some();
     // The semaphore is never closed, so acquiring only fails if it were: refuse then.
-    let Ok(_permit) = hashing_permits().acquire().await else {
+    let Ok(permit) = hashing_permits().acquire_owned().await else {
         return false;
     };
     let ok = tokio::task::spawn_blocking(move || {
+        // Held by the hashing itself: a client that disconnects drops the request's
+        // future, and the permit with it, while the hash would still be running.
+        let _permit = permit;
         #[cfg(test)]
         let _running = tests::Running::enter();
         let phc = phc.unwrap_or_else(|| {
@@ -387,9 +419,11 @@ pub(crate) async fn verify_or_decoy(password: String, phc: Option<String>) -> bo
 
 /// Password checks allowed at once: two per core (a check is CPU-bound, so more would
 /// only queue inside the kernel while holding their memory), at least two.
-fn hashing_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(max_concurrent_hashes()))
+fn hashing_permits() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(max_concurrent_hashes())))
+        .clone()
 }
 
 fn max_concurrent_hashes() -> usize {
@@ -533,8 +567,17 @@ mod tests {
     /// `max_concurrent_hashes` argon2id checks at a time, and every one is answered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_password_checks_are_bounded_and_all_answered() {
+        let n = max_concurrent_hashes() * 5;
+        // Requests whose clients went away: their futures are dropped mid-wait or
+        // mid-hash, which must not free a permit while a hash still runs.
+        let mut abandoned = tokio::task::JoinSet::new();
+        for i in 0..n {
+            abandoned.spawn(verify_or_decoy(format!("abandoned {i}"), None));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        abandoned.abort_all();
         let mut checks = tokio::task::JoinSet::new();
-        for i in 0..40 {
+        for i in 0..n {
             checks.spawn(verify_or_decoy(format!("wrong guess {i}"), None));
         }
         let mut answered = 0;
@@ -542,7 +585,7 @@ mod tests {
             assert!(!ok.expect("a check task"), "the decoy matches nothing");
             answered += 1;
         }
-        assert_eq!(answered, 40);
+        assert_eq!(answered, n);
         let peak = PEAK.load(Ordering::SeqCst);
         assert!(
             (1..=max_concurrent_hashes()).contains(&peak),

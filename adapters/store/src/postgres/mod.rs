@@ -161,7 +161,9 @@ fn validate_schema(name: &str) -> Result<(), Error> {
 }
 
 /// How long the first connection may take before start-up gives up, naming the server.
-const FIRST_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// As long as the pool's own acquire timeout: a server that wakes slowly (an auto-paused
+/// managed database) starts as before.
+const FIRST_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl PgStore {
     /// Connects with default [`Options`] and brings the schema up to date. Must be called
