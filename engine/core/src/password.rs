@@ -131,9 +131,10 @@ const MIN_DISTINCT: usize = 5;
 /// The shortest repeat, sequence or keyboard walk that counts as a pattern.
 const MIN_RUN: usize = 3;
 
-/// The longest repeated unit worth finding: a longer unit costs more than `GUESSABLE_BITS`
-/// on its own (10 × 3.32 bits).
-const MAX_UNIT: usize = 10;
+/// The longest repeated unit looked for. A unit is priced by its own cheapest explanation,
+/// so a long but guessable one (`qwertyuiop[]`, `summer2024`) repeated is found; 32 covers
+/// a quarter of the default maximum length, and keeps the search linear.
+const MAX_UNIT: usize = 32;
 
 /// The check runs on every keystroke: at most this many folded characters are analysed
 /// (the loader caps `max_length` at 1024; anything longer is refused by `length` anyway).
@@ -414,7 +415,7 @@ fn add_run(
 }
 
 /// Every pattern piece found in `s`, by start.
-fn pieces(s: &[char]) -> Vec<Vec<Piece>> {
+fn pieces(s: &[char], units: &mut UnitCosts) -> Vec<Vec<Piece>> {
     let n = s.len();
     let mut pieces: Vec<Vec<Piece>> = (0..n).map(|_| Vec::new()).collect();
     let log2 = |x: usize| (x as f64).log2();
@@ -448,8 +449,9 @@ fn pieces(s: &[char]) -> Vec<Vec<Piece>> {
         }
     }
 
-    // A unit of up to MAX_UNIT characters repeated (R38: repetitive): its own cost plus the
-    // number of copies.
+    // A unit of up to MAX_UNIT characters repeated (R38: repetitive): the unit's own cheapest
+    // explanation plus the number of copies, so `summer2024` twice costs what one
+    // `summer2024` does, plus a bit.
     for p in 1..=MAX_UNIT.min(n / 2) {
         let mut k = p;
         while k < n {
@@ -465,14 +467,16 @@ fn pieces(s: &[char]) -> Vec<Vec<Piece>> {
                 let start = a - p;
                 let whole = start + (k - start) / p * p;
                 let ends = if whole == k { vec![k] } else { vec![k, whole] };
+                let (unit, unit_kind) = unit_cost(&s[start..start + p], units);
+                // A common word typed again is still, above all, a common word.
+                let kind = match unit_kind {
+                    Some(Weakness::Common) => Weakness::Common,
+                    _ => Weakness::Repeated,
+                };
                 for end in ends {
                     let copies = (end - start) as f64 / p as f64;
-                    let bits = p as f64 * FREE_CHAR_BITS + copies.log2();
-                    pieces[start].push(Piece {
-                        end,
-                        bits,
-                        kind: Weakness::Repeated,
-                    });
+                    let bits = unit + copies.log2();
+                    pieces[start].push(Piece { end, bits, kind });
                 }
             }
         }
@@ -563,9 +567,26 @@ impl Estimate {
     }
 }
 
-fn cheapest(s: &[char]) -> Estimate {
+/// The cheapest explanation of each repeated unit met so far (its bits and main pattern),
+/// by its characters: a run of 1 024 `a`s has a unit of every length, all alike.
+type UnitCosts = HashMap<Vec<char>, (f64, Option<Weakness>)>;
+
+fn unit_cost(unit: &[char], units: &mut UnitCosts) -> (f64, Option<Weakness>) {
+    if unit.len() == 1 {
+        return (FREE_CHAR_BITS, None);
+    }
+    if let Some(&known) = units.get(unit) {
+        return known;
+    }
+    let e = cheapest(unit, units);
+    let known = (e.bits, e.dominant());
+    units.insert(unit.to_vec(), known);
+    known
+}
+
+fn cheapest(s: &[char], units: &mut UnitCosts) -> Estimate {
     let n = s.len();
-    let pieces = pieces(s);
+    let pieces = pieces(s, units);
     let mut best = vec![f64::INFINITY; n + 1];
     let mut came_from: Vec<(usize, Option<Weakness>)> = vec![(0, None); n + 1];
     best[0] = 0.0;
@@ -605,13 +626,14 @@ fn cheapest(s: &[char]) -> Estimate {
 /// The cheaper of the password itself and its two interleaved halves, so that zips of two
 /// patterns (`a1b2c3d4…`, `1q2w3e4r…`) are found too.
 fn estimate(s: &[char]) -> Estimate {
-    let whole = cheapest(s);
+    let mut units = UnitCosts::new();
+    let whole = cheapest(s, &mut units);
     if s.len() < 2 * (MIN_RUN + 1) {
         return whole;
     }
     let even: Vec<char> = s.iter().step_by(2).copied().collect();
     let odd: Vec<char> = s.iter().skip(1).step_by(2).copied().collect();
-    let (e, o) = (cheapest(&even), cheapest(&odd));
+    let (e, o) = (cheapest(&even, &mut units), cheapest(&odd, &mut units));
     let zipped = Estimate {
         bits: e.bits + o.bits + PIECE_BITS,
         covered: [0, 1, 2].map(|k| e.covered[k] + o.covered[k]),

@@ -292,3 +292,30 @@ fn very_long_input_is_refused_without_being_analysed_whole() {
     let long: String = words.chars().cycle().take(10_000).collect();
     assert_eq!(unmet(&long), vec![("length", LENGTH.to_owned())]);
 }
+
+/// A repeated unit costs what the unit itself costs, plus the copies: a guessable unit
+/// repeated any number of times stays guessable (a review found `Summer2024Summer2024`
+/// accepted, and `password` repeated 43 times accepted while 42 times was refused).
+#[test]
+fn a_guessable_unit_repeated_stays_guessable_however_often() {
+    for pw in [
+        "Summer2024Summer2024".to_owned(),
+        "password".repeat(42),
+        "password".repeat(43),
+        "password".repeat(16),
+        "qwertyuiop[]".repeat(3),
+        "qwertyuiop[]".repeat(4),
+    ] {
+        assert!(!not_common_met(&pw), "{pw:?} was accepted");
+    }
+    // A strong unit typed twice is still strong.
+    assert!(not_common_met("Zq8#vL2!mW9@rT5kZq8#vL2!mW9@rT5k"));
+}
+
+fn not_common_met(pw: &str) -> bool {
+    ticks(pw)
+        .into_iter()
+        .find(|r| r.id == "not-common")
+        .expect("the not-common tick")
+        .met
+}
