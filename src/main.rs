@@ -829,6 +829,10 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
     }
     let by_position: std::collections::HashMap<u64, &passage_core::ports::Checkpoint> =
         checkpoints.iter().map(|c| (c.position, c)).collect();
+    // Read before the events: appends made while verifying only move it further, so the
+    // events must reach at least this position and have this hash there.
+    let recorded_head = app.store.recorded_head().await?.filter(|(p, _)| *p > 0);
+    let mut hash_at_recorded_head = None;
     let mut verifier = Verifier::new();
     let mut after = 0;
     let show_progress = std::io::stderr().is_terminal();
@@ -846,6 +850,9 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
                     e.position, c.created_at
                 ))
                 .into());
+            }
+            if recorded_head.is_some_and(|(p, _)| p == e.position) {
+                hash_at_recorded_head = Some(e.hash);
             }
             if let Err(bad) = verifier.check(e) {
                 if show_progress {
@@ -869,6 +876,18 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
     }
     if show_progress {
         eprintln!();
+    }
+    if let Some((position, hash)) = recorded_head
+        && hash_at_recorded_head != Some(hash)
+    {
+        return Err(Refused(format!(
+            "audit verify FAILED: the log's head record (log_head) says position {position}, but {}: events were removed from the end, or the head record was edited",
+            match hash_at_recorded_head {
+                None => format!("the events end at position {}", verifier.checked()),
+                Some(_) => format!("the event at position {position} has another hash"),
+            }
+        ))
+        .into());
     }
     if let Some(c) = checkpoints.iter().find(|c| c.position > verifier.checked()) {
         return Err(Refused(format!(

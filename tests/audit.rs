@@ -543,3 +543,48 @@ async fn tampering_in_postgres_is_named_by_position() {
         server.drop_database(&db).await;
     }
 }
+
+/// On PostgreSQL the append records the log's head apart from the events (`log_head`), so
+/// events removed from the end after the last checkpoint are caught too; SQLite has no such
+/// record and `verify` names the uncovered positions instead (above).
+#[tokio::test]
+async fn postgres_catches_a_tail_cut_after_the_last_checkpoint() {
+    use sqlx::postgres::PgPoolOptions;
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
+    };
+    let db = format!("passage_audit_uncovered_{}", std::process::id());
+    let url = server.fresh_database(&db).await;
+    let dir = TestDir::new("audit-pg-uncovered");
+    let p = Passage::new(&dir);
+    let pg = |args: &[&str]| {
+        let mut all = vec!["--database-url", url.as_str()];
+        all.extend_from_slice(args);
+        let run = p.run(&all);
+        run.no_panic();
+        run
+    };
+    pg(&["demo", "--second-factor", "sms"]).expect_ok();
+    pg(&["audit", "checkpoint"])
+        .expect_ok()
+        .stdout_has("checkpoint position=13 ");
+    pg(&["journey", "start", "--email", "bob.smith@example.com"]).expect_ok();
+    pg(&["audit", "verify"])
+        .expect_ok()
+        .stdout_has("note: events 14 to 17 come after the newest signed checkpoint");
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let cut = sqlx::query("DELETE FROM events WHERE position > 15")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cut.rows_affected(), 2);
+    pool.close().await;
+    pg(&["audit", "verify"]).expect_code(1).stderr_has(
+        "the log's head record (log_head) says position 17, but the events end at position 15",
+    );
+    server.drop_database(&db).await;
+}

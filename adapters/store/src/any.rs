@@ -49,6 +49,16 @@ impl AnyStore {
         }
     }
 
+    /// The head the store records apart from the events (PostgreSQL's `log_head` row, moved
+    /// in the same statement as every append); `None` for SQLite, whose head is its last
+    /// event. Lets `audit verify` notice events removed from the end of the log.
+    pub async fn recorded_head(&self) -> Result<Option<(u64, passage_core::ports::Hash)>, Error> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(None),
+            AnyStore::Postgres(s) => s.recorded_head().await.map(Some),
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`, for logs and diagnostics.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -166,6 +166,16 @@ fn validate_schema(name: &str) -> Result<(), Error> {
 const FIRST_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl PgStore {
+    /// The `log_head` row: the position and hash of the last appended event, as the append
+    /// that wrote it recorded them (position 0 for an empty log).
+    pub async fn recorded_head(&self) -> Result<(u64, passage_core::ports::Hash), Error> {
+        let row = sqlx::query("SELECT position, hash FROM log_head WHERE singleton")
+            .fetch_optional(&self.inner.pool)
+            .await?
+            .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
+        rows::head(&row)
+    }
+
     /// Connects with default [`Options`] and brings the schema up to date. Must be called
     /// inside a tokio runtime: it spawns the append writer.
     pub async fn connect(url: &str) -> Result<Self, Error> {
