@@ -1063,7 +1063,9 @@ impl Bot {
                 state: record.state(),
                 text: record.text(),
                 buttons: render::alert_buttons(&key, record.acknowledged_by.is_some()),
-                mention: record.mention,
+                // Only the escalation itself pings the role; a nudge after it is a note on
+                // the same message, not a second alert.
+                mention: false,
             }));
         }
         Turn::outputs(out)

@@ -1169,6 +1169,42 @@ fn a_nudge_is_recorded_and_reaches_the_person_here() {
     assert_eq!(e.sim(j).nudges, 2, "a later nudge is a new reminder");
 }
 
+/// The support role is pinged by the escalation, once: a nudge after it updates the same
+/// alert quietly instead of pinging again (and, on Discord, posting a second message).
+#[test]
+fn a_nudge_after_an_escalation_does_not_ping_the_role_again() {
+    let (mut bot, mut e) = (terminal(), FakeEngine::new());
+    let (j, _) = at_step(&mut bot, &mut e, Step::EmailCode);
+    let key = e.raise_alert(j).expect("a key");
+    for (update, mention) in [(false, false), (true, true)] {
+        converse(
+            &mut bot,
+            &mut e,
+            SystemIntent::AlertDelivered {
+                dedup_key: key.clone(),
+                text: "stalled".into(),
+                update,
+                mention,
+            },
+        );
+    }
+    let out = press(
+        &mut bot,
+        &mut e,
+        &support("sam"),
+        &format!("passage:nudge:{j}:email-code"),
+    );
+    let update = out
+        .iter()
+        .find_map(|o| match o {
+            Output::AlertUpdate(u) if u.dedup_key == key => Some(u),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the alert notes the nudge: {out:#?}"));
+    assert!(!update.mention, "a nudge pinged the role again");
+    assert!(update.text.contains("Nudged by sam."), "{}", update.text);
+}
+
 #[test]
 fn a_nudge_for_a_step_left_or_a_finished_journey_sends_nothing() {
     let (mut bot, mut e) = (terminal(), FakeEngine::new());

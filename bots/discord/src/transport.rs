@@ -386,8 +386,12 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
                 let defer = CreateInteractionResponse::Defer(
                     CreateInteractionResponseMessage::new().ephemeral(true),
                 );
-                origin.respond(&self.http, defer).await?;
+                let deferred = origin.respond(&self.http, defer).await;
+                // Finish the turn even when Discord refused the deferral (a late or lost
+                // interaction): dropping `work` would leave the core's ticket pending, and
+                // the button answering "already on it" until the bot restarts.
                 let outputs = work.await;
+                deferred?;
                 self.present(outputs, Phase::Deferred(origin)).await
             }
         }

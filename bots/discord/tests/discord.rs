@@ -42,6 +42,8 @@ struct Call {
 struct Fake {
     calls: Arc<Mutex<Vec<Call>>>,
     next_id: Arc<AtomicU64>,
+    /// Interaction callbacks still to refuse as Discord does a late one (404, code 10062).
+    refuse_callbacks: Arc<AtomicU64>,
 }
 
 fn message_json(id: u64, channel: &str) -> Value {
@@ -63,6 +65,17 @@ async fn record(State(fake): State<Fake>, method: Method, uri: Uri, body: Bytes)
         body,
     });
     if path.ends_with("/callback") {
+        let refuse = fake
+            .refuse_callbacks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"message": "Unknown interaction", "code": 10062})),
+            )
+                .into_response();
+        }
         return StatusCode::NO_CONTENT.into_response();
     }
     if path == "/api/v10/users/@me/channels" {
@@ -487,6 +500,68 @@ async fn reset_without_address_asks_in_a_modal_and_slow_engine_is_deferred() {
         edit.body
     );
     assert_no_secret(&calls, &["alice@example.com"]);
+}
+
+/// Discord refusing a deferral (the interaction came too late, or the network failed) must
+/// not strand the press: the engine action finishes, and the same button works again
+/// instead of answering "Already on it" until the bot restarts.
+#[tokio::test]
+async fn a_refused_deferral_does_not_lock_the_button() {
+    let h = harness(Duration::ZERO).await;
+    let (fx, _, _) = reset_command(PERSON, Some("alice@example.com"));
+    h.interact(fx).await;
+    let journey = journey_of_person(&h).await;
+    h.take();
+    let resend = format!("passage:resend:{journey}:email-code");
+    // Past the resend cool-down, so the press appends (and waits for the write lock).
+    h.clock.advance(Duration::from_secs(60));
+    h.fake.refuse_callbacks.store(1, Ordering::SeqCst);
+    // Another connection holds the write lock, so the engine's append waits and the press
+    // outlasts the (zero) deferral budget: the deferral is sent, and refused.
+    use sqlx::Connection as _;
+    let mut blocker = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        h.dir.join("passage.db").display()
+    ))
+    .await
+    .expect("a second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("take the write lock");
+    let (fx, _, _) = press(PERSON, &[], &resend);
+    let first = h.interact(fx);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("COMMIT")
+            .execute(&mut blocker)
+            .await
+            .expect("release the write lock");
+    };
+    tokio::join!(first, release);
+    assert!(
+        h.take()
+            .iter()
+            .any(|c| c.path.ends_with("/callback") && c.body["type"] == 5),
+        "the first press was deferred"
+    );
+    let (fx, id, token) = press(PERSON, &[], &resend);
+    h.interact(fx).await;
+    let calls = h.take();
+    let answered = calls
+        .iter()
+        .filter(|c| c.path == callback_path(&id, &token) || c.path.contains(&token))
+        .map(|c| c.body.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !answered.is_empty(),
+        "the second press was answered: {calls:#?}"
+    );
+    assert!(
+        !answered.contains("Already on it"),
+        "the first, refused press still holds the button: {answered}"
+    );
 }
 
 /// Starts a journey from Discord and lets it stall until the engine raises its alert,
