@@ -33,7 +33,8 @@ mod transport;
 pub use alerts::{AlertBoard, AlertPost};
 pub use config::{ConfigError, DiscordConfig};
 pub use transport::{
-    CHANNEL, Discord, DiscordAlerts, Handler, WithDiscordAlerts, commands, http, run,
+    CHANNEL, Discord, DiscordAlerts, Handler, STARTS_PER_USER, STARTS_WINDOW, WithDiscordAlerts,
+    commands, http, run,
 };
 
 use passage_core::ports::JourneyId;

@@ -101,7 +101,14 @@ pub struct Discord<S, D> {
     alerts: AlertBoard,
     watched: Mutex<HashMap<JourneyId, Watch>>,
     defer_after: Duration,
+    /// Resets each Discord user started lately: Discord shows no client address, so the
+    /// portal's per-client start limit (R17) is kept here per user instead.
+    starts: Mutex<HashMap<UserId, Vec<std::time::Instant>>>,
 }
+
+/// Resets one Discord user may start per [`STARTS_WINDOW`], whatever the addresses.
+pub const STARTS_PER_USER: usize = 5;
+pub const STARTS_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 impl<S, D> fmt::Debug for Discord<S, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,6 +148,7 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
             bot: Mutex::new(Bot::new(bot)),
             alerts,
             watched: Mutex::new(HashMap::new()),
+            starts: Mutex::new(HashMap::new()),
             config,
             defer_after,
         })
@@ -177,6 +185,30 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
         if let Err(e) = result {
             tracing::warn!("could not answer a Discord interaction: {e}");
         }
+    }
+
+    /// Counts a start for `user`, or says how long until they may start another. The same
+    /// answer whatever address they asked for (R1).
+    fn start_allowed(&self, user: UserId) -> Result<(), String> {
+        let now = std::time::Instant::now();
+        let mut starts = lock(&self.starts);
+        if starts.len() > 10_000 {
+            starts.retain(|_, at| at.iter().any(|t| now.duration_since(*t) < STARTS_WINDOW));
+        }
+        let at = starts.entry(user).or_default();
+        at.retain(|t| now.duration_since(*t) < STARTS_WINDOW);
+        if at.len() >= STARTS_PER_USER {
+            let wait = STARTS_WINDOW.saturating_sub(now.duration_since(at[0]));
+            let minutes = wait.as_secs().max(1).div_ceil(60);
+            return Err(format!(
+                "You have started {STARTS_PER_USER} password resets in the last {} minutes. \
+                 Try again in {minutes} minute{}.",
+                STARTS_WINDOW.as_secs() / 60,
+                if minutes == 1 { "" } else { "s" }
+            ));
+        }
+        at.push(now);
+        Ok(())
     }
 
     async fn refuse(&self, origin: &Origin<'_>, text: &str) -> serenity::Result<()> {
@@ -235,6 +267,9 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
                         custom_id: check.to_string(),
                     };
                     return self.converse(&origin, c.user.id, intent.into()).await;
+                }
+                if let Err(wait) = self.start_allowed(c.user.id) {
+                    return self.refuse(&origin, &wait).await;
                 }
                 let intent = PersonIntent::StartReset {
                     from: from.as_person(),
@@ -333,6 +368,9 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
             .unwrap_or_default();
         let custom_id = m.data.custom_id.clone();
         let intent: Intent = if custom_id == EMAIL_MODAL_ID {
+            if let Err(wait) = self.start_allowed(m.user.id) {
+                return self.refuse(&origin, &wait).await;
+            }
             PersonIntent::StartReset {
                 from: from.as_person(),
                 email: Some(value),

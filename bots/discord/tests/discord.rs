@@ -502,6 +502,65 @@ async fn reset_without_address_asks_in_a_modal_and_slow_engine_is_deferred() {
     assert_no_secret(&calls, &["alice@example.com"]);
 }
 
+/// Discord shows no client address, so starts are limited per Discord user (the portal's
+/// per-client limit, R17): past the budget a /reset or an email form starts nothing, with
+/// the same words whatever the address; another user is not affected.
+#[tokio::test]
+async fn resets_started_from_discord_are_limited_per_user() {
+    let h = harness(Duration::from_secs(5)).await;
+    let count = || async {
+        h.engine
+            .store()
+            .list_journeys(passage_core::ports::JourneyFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    for i in 0..passage_discord::STARTS_PER_USER {
+        let email = if i % 2 == 0 {
+            "alice@example.com"
+        } else {
+            "nobody@example.com"
+        };
+        let (fx, _, _) = reset_command(PERSON, Some(email));
+        h.interact(fx).await;
+    }
+    assert_eq!(count().await, passage_discord::STARTS_PER_USER);
+    h.take();
+    let mut answers = Vec::new();
+    for email in ["alice@example.com", "nobody@example.com"] {
+        let (fx, id, token) = reset_command(PERSON, Some(email));
+        h.interact(fx).await;
+        let calls = h.take();
+        let body = assert_ephemeral_message(callback(&calls, &id, &token)).clone();
+        assert!(
+            body["content"].as_str().is_some_and(
+                |t| t.starts_with("You have started 5 password resets in the last 10 minutes.")
+            ),
+            "{body:#}"
+        );
+        answers.push(body);
+    }
+    assert_eq!(answers[0], answers[1], "the same words for any address");
+    // The email form counts too.
+    let (fx, id, token) = submit(PERSON, "passage-discord:email", "alice@example.com");
+    h.interact(fx).await;
+    let calls = h.take();
+    assert_ephemeral_message(callback(&calls, &id, &token));
+    assert_eq!(
+        count().await,
+        passage_discord::STARTS_PER_USER,
+        "nothing more started"
+    );
+    // Another user starts as usual.
+    let (fx, _, _) = reset_command(OUTSIDER, Some("alice@example.com"));
+    h.interact(fx).await;
+    assert_eq!(count().await, passage_discord::STARTS_PER_USER + 1);
+}
+
 /// Discord refusing a deferral (the interaction came too late, or the network failed) must
 /// not strand the press: the engine action finishes, and the same button works again
 /// instead of answering "Already on it" until the bot restarts.
