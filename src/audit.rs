@@ -513,10 +513,22 @@ pub async fn checkpoint<S: EventStore>(
     key: &SigningKey,
     now: Timestamp,
 ) -> anyhow::Result<Option<passage_core::ports::Checkpoint>> {
-    let Some((position, hash)) = store.head().await? else {
+    let Some((mut position, mut hash)) = store.head().await? else {
         return Ok(None);
     };
-    verify_since_last_checkpoint(store, &key.verifying_key(), position, &hash).await?;
+    // Another node may append and sign between our reading of the head and of the
+    // checkpoints: then the head has moved on, and we start again from it.
+    let mut tries = 0;
+    while !verify_since_last_checkpoint(store, &key.verifying_key(), position, &hash).await? {
+        tries += 1;
+        if tries == 3 {
+            bail!("not signing: the log kept moving past newer checkpoints; try again");
+        }
+        (position, hash) = store
+            .head()
+            .await?
+            .ok_or_else(|| anyhow!("not signing: the log is empty now"))?;
+    }
     let bytes = passage_core::ports::Checkpoint::signed_bytes(position, &hash, now);
     let c = passage_core::ports::Checkpoint {
         position,
@@ -537,18 +549,22 @@ pub async fn checkpoint<S: EventStore>(
 }
 
 /// Verifies the events after the newest checkpoint at or below `position` (from the start
-/// when there is none) up to `position`, which must end at `hash`.
+/// when there is none) up to `position`, which must end at `hash`. `Ok(false)`: a checkpoint
+/// lies beyond `position` but the log has grown past it meanwhile (read the head again).
 async fn verify_since_last_checkpoint<S: EventStore>(
     store: &S,
     key: &VerifyingKey,
     position: u64,
     hash: &passage_core::ports::Hash,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     const PAGE: usize = 2_000;
     let checkpoints = store.checkpoints().await?;
     // A checkpoint beyond the head means events were cut off the end: signing the shorter
-    // log would attest the truncation.
+    // log would attest the truncation. Unless the log grew past it since the head was read.
     if let Some(c) = checkpoints.iter().find(|c| c.position > position) {
+        if store.head().await?.is_some_and(|(p, _)| p >= c.position) {
+            return Ok(false);
+        }
         bail!(
             "not signing: the log ends at position {position} but a checkpoint signed at {} \
              covers position {}: events were removed from the end; run `passage audit verify`",
@@ -595,7 +611,7 @@ async fn verify_since_last_checkpoint<S: EventStore>(
             start + verifier.checked()
         );
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One line a person can publish and later compare.

@@ -203,7 +203,9 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
     // (so the answer says nothing about registration, R1): the per-client limit (200
     // answers) let one client guess at one account 200 times per window (ASVS 2.2.1).
     // Keyed by client too, and counting failures only, so nobody can lock a person out by
-    // failing on their address from elsewhere; a throttled attempt costs no hashing.
+    // failing on their address from elsewhere; a throttled attempt costs no hashing. Each
+    // attempt takes its count before the hash (so parallel guesses cannot all slip past
+    // a count still at 0) and a success gives it back.
     let throttle = normalize_email(&form["email"]).ok().map(|email| {
         format!(
             "sign-in-failures|{}|{}",
@@ -212,9 +214,9 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
         )
     });
     if let Some(key) = &throttle
-        && let Some(retry) = app
+        && let Err(retry) = app
             .limiter
-            .blocked(key, FAILED_SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW)
+            .hit(key, FAILED_SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW)
     {
         tracing::warn!("sign-in attempts for one address over its limit");
         let minutes = retry.as_secs().max(1).div_ceil(60);
@@ -263,9 +265,6 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
     let ok = verify_or_decoy(form["password"].clone(), phc).await;
     let (Some(account), true) = (account, ok) else {
         tracing::info!(client = %client.limit_key(), "sign-in refused");
-        if let Some(key) = &throttle {
-            app.limiter.count(key, SIGN_IN_WINDOW);
-        }
         let (nonce, _) = visit(&app, &headers);
         return sign_in_form(
             &app,
@@ -276,6 +275,9 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             StatusCode::UNAUTHORIZED,
         );
     };
+    if let Some(key) = &throttle {
+        app.limiter.give_back(key);
+    }
     let (token, session_hash) =
         passage_core::secrets::session_token(&mut passage_runtime::OsEntropy);
     let now = app.engine.now();

@@ -206,25 +206,16 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// `Some(retry_after)` when `key` already used its `limit` in `window`; counts nothing.
-    pub fn blocked(&self, key: &str, limit: u32, window: Duration) -> Option<Duration> {
-        let now = Instant::now();
-        let w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let (start, length, n) = *w.map.get(key)?;
-        let age = now.duration_since(start);
-        (age < length && n >= limit).then(|| length.min(window).saturating_sub(age))
-    }
-
-    /// Counts one event against `key` (e.g. a failed sign-in), in a window of `window`.
-    pub fn count(&self, key: &str, window: Duration) {
+    /// Gives back one count taken by [`RateLimiter::hit`] in the same window (an attempt
+    /// that turned out not to count, such as a sign-in that succeeded).
+    pub fn give_back(&self, key: &str) {
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        w.sweep(now);
-        let entry = w.map.entry(key.to_owned()).or_insert((now, window, 0));
-        if now.duration_since(entry.0) >= entry.1 {
-            *entry = (now, window, 0);
+        if let Some(entry) = w.map.get_mut(key)
+            && now.duration_since(entry.0) < entry.1
+        {
+            entry.2 = entry.2.saturating_sub(1);
         }
-        entry.2 += 1;
     }
 }
 

@@ -1943,6 +1943,36 @@ async fn failed_sign_ins_are_limited_per_address_and_client_without_locking_the_
         let res = attempt(ALICE, "198.51.100.52:1", STRONG).await;
         assert_eq!(res.location(), Some("/portal"), "{}", res.body);
     }
+
+    // Thirty guesses at once from one client: each takes its count before the hash, so
+    // they cannot all pass a count still at 0 while they wait for a hashing slot.
+    let burst = p.browser_at("203.0.113.9:1");
+    let csrf = burst.get("/").await.input("csrf");
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let (b, csrf) = (burst.clone(), csrf.clone());
+        tasks.push(tokio::spawn(async move {
+            b.post(
+                "/sign-in",
+                &[
+                    ("email", "bob.smith@example.com"),
+                    ("password", "not the password at all"),
+                    ("csrf", csrf.as_str()),
+                ],
+            )
+            .await
+            .status
+        }));
+    }
+    let mut guessed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::UNAUTHORIZED => guessed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(guessed, 10, "guesses checked out of 30 sent at once");
 }
 
 /// An operator's cancellation note is for the log and the console, not for the person: the

@@ -103,7 +103,13 @@ pub struct Discord<S, D> {
     defer_after: Duration,
     /// Resets each Discord user started lately: Discord shows no client address, so the
     /// portal's per-client start limit (R17) is kept here per user instead.
-    starts: Mutex<HashMap<UserId, Vec<std::time::Instant>>>,
+    starts: Mutex<Starts>,
+}
+
+#[derive(Default)]
+struct Starts {
+    by_user: HashMap<UserId, Vec<std::time::Instant>>,
+    swept: Option<std::time::Instant>,
 }
 
 /// Resets one Discord user may start per [`STARTS_WINDOW`], whatever the addresses.
@@ -148,7 +154,7 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
             bot: Mutex::new(Bot::new(bot)),
             alerts,
             watched: Mutex::new(HashMap::new()),
-            starts: Mutex::new(HashMap::new()),
+            starts: Mutex::new(Starts::default()),
             config,
             defer_after,
         })
@@ -192,10 +198,18 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
     fn start_allowed(&self, user: UserId) -> Result<(), String> {
         let now = std::time::Instant::now();
         let mut starts = lock(&self.starts);
-        if starts.len() > 10_000 {
-            starts.retain(|_, at| at.iter().any(|t| now.duration_since(*t) < STARTS_WINDOW));
+        // Users with no start in the window are forgotten when the map is large, at most
+        // once a minute, so a crowd of new users cannot make every start pay for a sweep.
+        let due = starts
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60));
+        if starts.by_user.len() > 10_000 && due {
+            starts
+                .by_user
+                .retain(|_, at| at.iter().any(|t| now.duration_since(*t) < STARTS_WINDOW));
+            starts.swept = Some(now);
         }
-        let at = starts.entry(user).or_default();
+        let at = starts.by_user.entry(user).or_default();
         at.retain(|t| now.duration_since(*t) < STARTS_WINDOW);
         if at.len() >= STARTS_PER_USER {
             let wait = STARTS_WINDOW.saturating_sub(now.duration_since(at[0]));
