@@ -64,8 +64,14 @@ fn beside(db: &Path, name: &str) -> PathBuf {
 /// the embedded store; the others read or act on what is there, so a mistyped `--db` must
 /// not answer from a new, empty file ("no journeys", "audit verify ok: 0 events").
 /// `check_secret`: refuse a secret that did not sign the newest checkpoint (every command
-/// but the audit ones that report on exactly that).
-pub async fn open(global: &Global, create: bool, check_secret: bool) -> anyhow::Result<App> {
+/// but the audit ones that report on exactly that). `config`: the channels, read once by
+/// the caller (it may name files), who also checks a worker's lease against it first.
+pub async fn open(
+    global: &Global,
+    config: &ChannelsConfig,
+    create: bool,
+    check_secret: bool,
+) -> anyhow::Result<App> {
     // Definitions first: a malformed file must stop us before anything is created on disk.
     let definitions = load_definitions(&global.workflows)?;
     if global.database_url.is_none() && !create && !global.db.exists() {
@@ -131,10 +137,9 @@ pub async fn open(global: &Global, create: bool, check_secret: bool) -> anyhow::
     let outbox = DevOutbox::open(&outbox_path)
         .await
         .with_context(|| format!("open the dev outbox {}", outbox_path.display()))?;
-    let config = ChannelsConfig::from_env().context("read the channel configuration")?;
     let clock = SystemClock;
     let channels = build_channels(
-        &config,
+        config,
         Some(outbox.clone()),
         Arc::new(move || passage_runtime::Clock::now(&clock)),
     )

@@ -253,6 +253,30 @@ pub async fn export<S: EventStore>(
     Ok(manifest)
 }
 
+/// Calls `each` on the log's events after position `after`, in order, up to `until`
+/// (inclusive; the end of the log without it), reading the store a page at a time.
+pub async fn each_event<S: EventStore>(
+    store: &S,
+    mut after: u64,
+    until: Option<u64>,
+    mut each: impl FnMut(&StoredEvent) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    const PAGE: usize = 2_000;
+    loop {
+        let page = store.read_all(after, PAGE).await?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for e in &page {
+            if until.is_some_and(|u| e.position > u) {
+                return Ok(());
+            }
+            each(e)?;
+            after = e.position;
+        }
+    }
+}
+
 /// The export's bytes and its signed manifest naming them as `file`.
 pub async fn export_bytes<S: EventStore>(
     store: &S,
@@ -263,56 +287,46 @@ pub async fn export_bytes<S: EventStore>(
     file: &str,
     now: Timestamp,
 ) -> anyhow::Result<(Vec<u8>, Manifest)> {
-    const PAGE: usize = 2_000;
     let from = from.max(1);
     let mut body = Vec::new();
     if format == Format::Csv {
         writeln!(body, "{}", CSV_HEADER.join(","))?;
     }
-    let mut after = from - 1;
     let (mut count, mut first, mut last, mut prev) = (0u64, None, None, None);
     let mut last_position = from - 1;
-    'pages: loop {
-        let page = store.read_all(after, PAGE).await?;
-        if page.is_empty() {
-            break;
+    each_event(store, from - 1, to, |e| {
+        if prev.is_none() {
+            prev = Some(e.prev_hash);
         }
-        for e in &page {
-            if to.is_some_and(|t| e.position > t) {
-                break 'pages;
+        first.get_or_insert(e.hash);
+        last = Some(e.hash);
+        last_position = e.position;
+        count += 1;
+        let l = line_of(e);
+        match format {
+            Format::Jsonl => writeln!(body, "{}", serde_json::to_string(&l)?)?,
+            Format::Csv => {
+                let fields = [
+                    l.position.to_string(),
+                    l.stream,
+                    l.stream_version.to_string(),
+                    l.event_type,
+                    l.schema_version.to_string(),
+                    l.recorded_at.to_string(),
+                    l.recorded_at_utc,
+                    l.command_id,
+                    l.payload,
+                    l.metadata,
+                    l.prev_hash,
+                    l.hash,
+                ];
+                let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                writeln!(body, "{}", row.join(","))?;
             }
-            if prev.is_none() {
-                prev = Some(e.prev_hash);
-            }
-            first.get_or_insert(e.hash);
-            last = Some(e.hash);
-            last_position = e.position;
-            count += 1;
-            let l = line_of(e);
-            match format {
-                Format::Jsonl => writeln!(body, "{}", serde_json::to_string(&l)?)?,
-                Format::Csv => {
-                    let fields = [
-                        l.position.to_string(),
-                        l.stream,
-                        l.stream_version.to_string(),
-                        l.event_type,
-                        l.schema_version.to_string(),
-                        l.recorded_at.to_string(),
-                        l.recorded_at_utc,
-                        l.command_id,
-                        l.payload,
-                        l.metadata,
-                        l.prev_hash,
-                        l.hash,
-                    ];
-                    let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                    writeln!(body, "{}", row.join(","))?;
-                }
-            }
-            after = e.position;
         }
-    }
+        Ok(())
+    })
+    .await?;
     if count == 0 {
         bail!(
             "no events in positions {from}..{} to export",
@@ -557,7 +571,6 @@ async fn verify_since_last_checkpoint<S: EventStore>(
     position: u64,
     hash: &passage_core::ports::Hash,
 ) -> anyhow::Result<bool> {
-    const PAGE: usize = 2_000;
     let checkpoints = store.checkpoints().await?;
     // A checkpoint beyond the head means events were cut off the end: signing the shorter
     // log would attest the truncation. Unless the log grew past it since the head was read.
@@ -573,7 +586,7 @@ async fn verify_since_last_checkpoint<S: EventStore>(
         );
     }
     let last = checkpoints.into_iter().max_by_key(|c| c.position);
-    let (mut verifier, mut after) = match &last {
+    let (mut verifier, start) = match &last {
         Some(c) if !checkpoint_signed_by(c, key) => bail!(
             "not signing: the checkpoint at position {} is not signed by this deployment's \
              audit key; run `passage audit verify`",
@@ -582,27 +595,17 @@ async fn verify_since_last_checkpoint<S: EventStore>(
         Some(c) => (Verifier::resume(c.position + 1, c.hash), c.position),
         None => (Verifier::new(), 0),
     };
-    let start = after;
-    'pages: loop {
-        let page = store.read_all(after, PAGE).await?;
-        if page.is_empty() {
-            break;
-        }
-        for e in &page {
-            if e.position > position {
-                break 'pages;
-            }
-            if let Err(bad) = verifier.check(e) {
-                bail!(
-                    "not signing: the chain does not verify at position {}: {}; run `passage \
-                     audit verify`",
-                    bad.position,
-                    bad.fault
-                );
-            }
-            after = e.position;
-        }
-    }
+    each_event(store, start, Some(position), |e| {
+        verifier.check(e).map_err(|bad| {
+            anyhow!(
+                "not signing: the chain does not verify at position {}: {}; run `passage audit \
+                 verify`",
+                bad.position,
+                bad.fault
+            )
+        })
+    })
+    .await?;
     if start + verifier.checked() != position || verifier.head() != *hash {
         bail!(
             "not signing: the log's head says position {position}, but the chain verified \

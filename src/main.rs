@@ -155,11 +155,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::BenchScenario::Search => bench_search::run(args).await,
         };
     }
+    let config =
+        passage_channels::ChannelsConfig::from_env().context("read the channel configuration")?;
     if let Some(args) = cli.command.worker_args() {
         // A lease too short for a provider is refused before the store is opened (or, on
         // a first run, created); `dispatch` computes the same options from the open app.
-        let config = passage_channels::ChannelsConfig::from_env()
-            .context("read the channel configuration")?;
         worker_options(config.slowest_timeout(), args)?;
     }
     // `audit verify` names a checkpoint signed with another key itself, with both keys.
@@ -167,7 +167,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.command,
         Command::Audit(AuditCommand::Verify | AuditCommand::PublicKey)
     );
-    let app = app::open(&cli.global, cli.command.creates_store(), check_secret).await?;
+    let app = app::open(
+        &cli.global,
+        &config,
+        cli.command.creates_store(),
+        check_secret,
+    )
+    .await?;
     let result = dispatch(&app, cli).await;
     app.close().await;
     result
@@ -802,7 +808,6 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Input> {
 }
 
 async fn audit_verify(app: &App) -> anyhow::Result<()> {
-    const PAGE: usize = 2_000;
     let key = audit::signing_key(app.engine.keys()).verifying_key();
     let checkpoints = app.store.checkpoints().await?;
     if let Some(forged) = checkpoints
@@ -834,48 +839,42 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
     let recorded_head = app.store.recorded_head().await?.filter(|(p, _)| *p > 0);
     let mut hash_at_recorded_head = None;
     let mut verifier = Verifier::new();
-    let mut after = 0;
     let show_progress = std::io::stderr().is_terminal();
-    loop {
-        let page = app.store.read_all(after, PAGE).await?;
-        if page.is_empty() {
-            break;
+    audit::each_event(&app.store, 0, None, |e| {
+        if let Some(c) = by_position.get(&e.position)
+            && c.hash != e.hash
+        {
+            return Err(Refused(format!(
+                "audit verify FAILED at position {}: the event there does not match the checkpoint signed at {} (the chain was rewritten from there or earlier)",
+                e.position, c.created_at
+            ))
+            .into());
         }
-        for e in &page {
-            if let Some(c) = by_position.get(&e.position)
-                && c.hash != e.hash
-            {
-                return Err(Refused(format!(
-                    "audit verify FAILED at position {}: the event there does not match the checkpoint signed at {} (the chain was rewritten from there or earlier)",
-                    e.position, c.created_at
-                ))
-                .into());
-            }
-            if recorded_head.is_some_and(|(p, _)| p == e.position) {
-                hash_at_recorded_head = Some(e.hash);
-            }
-            if let Err(bad) = verifier.check(e) {
-                if show_progress {
-                    eprintln!();
-                }
-                return Err(Refused(format!(
-                    "audit verify FAILED at position {}: {}\n{} event{} before it verified",
-                    bad.position,
-                    bad.fault,
-                    verifier.checked(),
-                    if verifier.checked() == 1 { "" } else { "s" }
-                ))
-                .into());
-            }
-            after = e.position;
+        if recorded_head.is_some_and(|(p, _)| p == e.position) {
+            hash_at_recorded_head = Some(e.hash);
         }
-        if show_progress {
+        if let Err(bad) = verifier.check(e) {
+            if show_progress {
+                eprintln!();
+            }
+            return Err(Refused(format!(
+                "audit verify FAILED at position {}: {}\n{} event{} before it verified",
+                bad.position,
+                bad.fault,
+                verifier.checked(),
+                if verifier.checked() == 1 { "" } else { "s" }
+            ))
+            .into());
+        }
+        if show_progress && verifier.checked().is_multiple_of(2_000) {
             eprint!("\rverified {} events", verifier.checked());
             let _ = std::io::stderr().flush();
         }
-    }
+        Ok(())
+    })
+    .await?;
     if show_progress {
-        eprintln!();
+        eprintln!("\rverified {} events", verifier.checked());
     }
     if let Some((position, hash)) = recorded_head
         && hash_at_recorded_head != Some(hash)

@@ -912,10 +912,7 @@ fn a_database_url_that_is_not_postgres_is_refused_without_echoing_it() {
             "the password was printed: {run}"
         );
     }
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("read the test directory")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
+    let left = dir.entries();
     assert!(left.is_empty(), "a refused URL created files: {left:?}");
 }
 
@@ -1048,10 +1045,7 @@ fn a_mistyped_store_path_is_named_not_created() {
             .stderr_has("there is no event store at")
             .stderr_has("pasage.db: check --db (or PASSAGE_DB)");
     }
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("read the test directory")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
+    let left = dir.entries();
     assert!(
         left.is_empty(),
         "a read-only command created files: {left:?}"

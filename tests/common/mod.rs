@@ -28,6 +28,14 @@ pub struct TestDir {
 }
 
 impl TestDir {
+    /// The names of what the directory holds, to check that a refused command left nothing.
+    pub fn entries(&self) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(self.path())
+            .expect("read the test directory")
+            .map(|e| e.expect("entry").file_name())
+            .collect()
+    }
+
     pub fn new(tag: &str) -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -219,21 +219,17 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             .hit(key, FAILED_SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW)
     {
         tracing::warn!("sign-in attempts for one address over its limit");
-        let minutes = retry.as_secs().max(1).div_ceil(60);
-        let mut resp = message_page(
+        let page = message_page(
             StatusCode::TOO_MANY_REQUESTS,
             "Please wait",
             &format!(
-                "Too many sign-in attempts for this email address. Try again in {minutes} \
-                     minute{}, or reset your password.",
-                if minutes == 1 { "" } else { "s" }
+                "Too many sign-in attempts for this email address. Try again in {}, or reset \
+                 your password.",
+                crate::security::in_minutes(retry)
             ),
             Some(("/", "Back to sign in")),
         );
-        if let Ok(v) = header::HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
+        return crate::security::with_retry_after(page, retry);
     }
     let dir = app.engine.directory();
     let account = match normalize_email(&form["email"]) {

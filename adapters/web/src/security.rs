@@ -281,18 +281,27 @@ async fn guard<S: EventStore, D: AccountDirectory>(
 /// The same answer for every account: limits here are per client, never per account, so
 /// they say nothing about whether an address is registered (attack 3).
 fn too_many(path: &str, retry: Duration) -> Response {
-    let secs = retry.as_secs().max(1);
-    let minutes = secs.div_ceil(60);
     let message = format!(
-        "Too many requests from your network. Try again in {minutes} minute{}.",
-        if minutes == 1 { "" } else { "s" }
+        "Too many requests from your network. Try again in {}.",
+        in_minutes(retry)
     );
-    let mut resp = if path.starts_with("/api/") {
+    let resp = if path.starts_with("/api/") {
         crate::ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", message).into_response()
     } else {
         crate::html::message_page(StatusCode::TOO_MANY_REQUESTS, "Please wait", &message, None)
     };
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+    with_retry_after(resp, retry)
+}
+
+/// A limiter's wait as people read it: "1 minute", "15 minutes" (rounded up).
+pub(crate) fn in_minutes(retry: Duration) -> String {
+    let minutes = retry.as_secs().max(1).div_ceil(60);
+    format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
+}
+
+/// `resp` with the `Retry-After` header a limiter's refusal carries, in whole seconds.
+pub(crate) fn with_retry_after(mut resp: Response, retry: Duration) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp

@@ -77,17 +77,8 @@ impl SqliteStore {
         phc: &str,
     ) -> Result<bool, Error> {
         let email = normalized(account)?;
-        let mut tx = self.write_tx().await?;
-        let existed: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = ?1")
-                .bind(&account.account_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if existed.is_none() {
-            insert(&mut tx, account, &email, phc).await?;
-        }
-        tx.commit().await?;
-        Ok(existed.is_none())
+        let mut conn = self.inner.pool.acquire().await?;
+        insert(&mut conn, account, &email, phc).await
     }
 
     /// Whether the directory seed `name` was applied (by any process, at any time).
@@ -121,14 +112,7 @@ impl SqliteStore {
             return Ok(false);
         }
         for (account, phc) in accounts {
-            let existed: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM accounts WHERE account_id = ?1")
-                    .bind(&account.account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if existed.is_none() {
-                insert(&mut tx, account, &normalized(account)?, phc).await?;
-            }
+            insert(&mut tx, account, &normalized(account)?, phc).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -287,15 +271,17 @@ impl SqliteStore {
     }
 }
 
+/// Inserts the account unless its id exists (ON CONFLICT makes that a no-op, as in the
+/// PostgreSQL directory). Returns whether it was inserted.
 async fn insert(
     conn: &mut sqlx::SqliteConnection,
     account: &Account,
     email: &str,
     phc: &str,
-) -> Result<(), Error> {
-    sqlx::query(
+) -> Result<bool, Error> {
+    let inserted = sqlx::query(
         "INSERT INTO accounts (account_id, email, display_name, phone, password_phc, enabled, \
-         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (account_id) DO NOTHING",
     )
     .bind(&account.account_id)
     .bind(email)
@@ -307,7 +293,7 @@ async fn insert(
     .execute(&mut *conn)
     .await
     .map_err(email_taken)?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 impl AccountDirectory for SqliteStore {
