@@ -1,10 +1,11 @@
 //! The composition root: opens the store, the outbox and the secret key, loads the workflow
 //! definitions and wires the engine and worker together.
 
+use crate::budgets::StoreBudgets;
 use crate::cli::Global;
 use crate::seed::demo_accounts;
 use anyhow::{Context as _, bail};
-use passage_channels::{Channels, ChannelsConfig, DevOutbox, build_channels};
+use passage_channels::{Channels, ChannelsConfig, DevOutbox, build_channels_with};
 use passage_core::definition::{self, Definition, DefinitionErrors};
 use passage_core::secrets::{Argon2id, Entropy, Keys, PasswordHasher, hex};
 use passage_runtime::{Engine, EngineOptions, OsEntropy, SystemClock, Worker, WorkerOptions};
@@ -13,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub type AppEngine = Engine<AnyStore, AnyStore>;
-pub type AppWorker = Worker<AnyStore, AnyStore, Channels>;
+/// The channels, their send budgets counted in the store that every node shares (R17).
+pub type AppChannels = Channels<StoreBudgets>;
+pub type AppWorker = Worker<AnyStore, AnyStore, AppChannels>;
 
 /// Built into the binary so `passage` works from any directory; `--workflows` wins.
 const BUILTIN: [(&str, &str); 3] = [
@@ -45,7 +48,7 @@ pub struct App {
     pub engine: AppEngine,
     pub outbox: DevOutbox,
     /// The configured channels (dev outbox unless SMTP or Twilio are configured).
-    pub channels: Channels,
+    pub channels: AppChannels,
     pub worker: AppWorker,
     /// The configured provider with the longest timeout, and that timeout (none for the dev
     /// outbox): a worker's lease must leave deliveries that long.
@@ -120,7 +123,7 @@ pub async fn open(
         store.clone(),
         Arc::new(SystemClock),
         EngineOptions {
-            keys,
+            keys: keys.clone(),
             hasher: Argon2id::default(),
         },
     );
@@ -138,10 +141,11 @@ pub async fn open(
         .await
         .with_context(|| format!("open the dev outbox {}", outbox_path.display()))?;
     let clock = SystemClock;
-    let channels = build_channels(
+    let channels = build_channels_with(
         config,
         Some(outbox.clone()),
         Arc::new(move || passage_runtime::Clock::now(&clock)),
+        StoreBudgets::new(store.clone(), Arc::new(keys)),
     )
     .context("set up the channels")?;
     tracing::info!(channels = %channels.inner().describe(), "channels ready");

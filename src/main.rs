@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod bench_search;
 mod bench_stalls;
+mod budgets;
 mod callbacks;
 mod chat;
 mod cli;

@@ -509,3 +509,154 @@ async fn two_nodes_one_database_survive_a_sigkill() {
     server.drop_database(&db).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Dev channels with a per-recipient email budget of 3 an hour, and nothing else limited.
+const SMALL_EMAIL_BUDGET: &str = r#"
+email = "dev"
+sms = "dev"
+voice = "dev"
+[limits.email]
+per_recipient = { max = 3, window_secs = 3600 }
+"#;
+
+/// R17 across nodes: a budget is the deployment's, not each node's. Six resets for one
+/// address, started on both nodes in turn, issue six codes; with a per-recipient budget of 3,
+/// exactly three emails reach the address and the other three fail as over budget, whichever
+/// node's worker took them. With counters in each process's memory each node would have
+/// sent three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_send_budget() {
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
+    };
+    let db = format!("passage_budget_{}", std::process::id());
+    let db_url = server.fresh_database(&db).await;
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("passage-multinode-budget-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("channels.toml"), SMALL_EMAIL_BUDGET).unwrap();
+    let nodes = [start_node(&dir, &db_url), start_node(&dir, &db_url)];
+    let pg = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db_url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO accounts (account_id, email, display_name, phone, password_phc, enabled, \
+         updated_at) VALUES ('acct-budget', 'budget@example.com', 'Budget Person', \
+         '+61400000001', '$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA', true, 0)",
+    )
+    .execute(&pg)
+    .await
+    .expect("seed the account");
+
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut effects = Vec::new();
+    for i in 0..6 {
+        let addr = nodes[i % 2].addr.clone();
+        let key = format!("{run}-budget-start-{i}");
+        let (status, v) = tokio::task::spawn_blocking(move || {
+            http(
+                &addr,
+                "POST",
+                "/api/journeys",
+                Some(&json!({"email": "budget@example.com"})),
+                None,
+                Some(&key),
+            )
+        })
+        .await
+        .unwrap()
+        .expect("start a reset");
+        assert_eq!(status, 201, "start {i}: {v}");
+        let journey = v["journey_id"].as_str().expect("journey id").to_owned();
+        // Wait for this journey's code message to be handled before the next start, so the
+        // six are spread over both nodes' workers rather than raced by one.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let effect = loop {
+            let row: Option<(String, String)> = sqlx::query_as(
+                "SELECT effect_id::text, status FROM outbox WHERE stream::text = $1 \
+                 ORDER BY created_at LIMIT 1",
+            )
+            .bind(&journey)
+            .fetch_optional(&pg)
+            .await
+            .expect("read the outbox");
+            if let Some((effect, status)) = row
+                && status != "pending"
+            {
+                break effect;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the code of reset {i} was not handled"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        effects.push(effect);
+    }
+
+    let outbox = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}", dir.join("outbox.db").display()))
+        .await
+        .expect("open the shared dev outbox");
+    let sent: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM messages WHERE recipient = 'budget@example.com' \
+         ORDER BY id",
+    )
+    .fetch_all(&outbox)
+    .await
+    .unwrap();
+    assert_eq!(
+        sent,
+        effects[..3],
+        "the first three codes were sent, and no more, by the two nodes together"
+    );
+    let failed: Vec<String> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE event_type = 'MessageFailed' ORDER BY position",
+    )
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    assert_eq!(failed.len(), 3, "three codes over budget: {failed:?}");
+    for payload in &failed {
+        let v: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(v["permanent"], true, "{v}");
+        assert_eq!(v["channel"], "email", "{v}");
+    }
+    let errors: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT last_error FROM outbox WHERE effect_id::text = ANY($1) ORDER BY created_at",
+    )
+    .bind(&effects[3..])
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    assert_eq!(errors.len(), 3);
+    for error in errors {
+        let error = error.unwrap_or_default();
+        assert!(
+            error.contains("budget exceeded: email per recipient") && !error.contains("budget@"),
+            "the refusal names the budget with the address masked: {error}"
+        );
+    }
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT budget_key FROM send_budget_uses ORDER BY budget_key")
+            .fetch_all(&pg)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 3, "one row per counted message: {stored:?}");
+    assert!(
+        stored
+            .iter()
+            .all(|k| k.len() == 64 && !k.contains("budget")),
+        "budgets are stored under a keyed hash, not the address: {stored:?}"
+    );
+
+    drop(nodes);
+    pg.close().await;
+    outbox.close().await;
+    server.drop_database(&db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -46,7 +46,9 @@ pub use limits::{
     Admission, Budget, BudgetKey, ChannelLimits, InMemoryLimitStore, LimitStore, LimitedChannel,
     LimitsConfig, Scope,
 };
-pub use set::{ChannelSet, Channels, Route, build_channels, install_crypto_provider};
+pub use set::{
+    ChannelSet, Channels, Route, build_channels, build_channels_with, install_crypto_provider,
+};
 pub use template::{EmailTemplates, render_email};
 pub use twilio::signature::{compute_signature, validate_signature};
 pub use twilio::twiml;

@@ -20,8 +20,8 @@
 //!
 //! Counters live behind [`LimitStore`]. [`InMemoryLimitStore`] counts per process: with
 //! several worker processes or nodes each has its own counters, so the effective budget is
-//! multiplied by the number of workers. A shared store (a table in the event store's
-//! database, or Redis) implements the same trait for multi-node deployments.
+//! multiplied by the number of workers. The `passage` binary counts in the event store's
+//! database instead (its `budgets` module), which every node shares.
 
 use crate::Error;
 use crate::clock::SharedClock;
@@ -151,6 +151,19 @@ impl fmt::Debug for Scope {
 }
 
 impl BudgetKey {
+    /// An unambiguous plain name of the counter, the same in every process: what a shared
+    /// [`LimitStore`] keys on. It holds the recipient in clear; a store hashes it before
+    /// keeping it (R50).
+    pub fn identity(&self) -> String {
+        let (kind, value) = match &self.scope {
+            Scope::Recipient(r) => ("recipient", r.clone()),
+            Scope::Journey(j) => ("journey", j.to_string()),
+            Scope::Prefix(p) => ("prefix", p.clone()),
+            Scope::Global => ("global", String::new()),
+        };
+        format!("{}\0{kind}\0{value}", self.channel)
+    }
+
     /// For messages and logs: the recipient masked.
     pub fn describe(&self) -> String {
         match &self.scope {

@@ -16,7 +16,7 @@ use crate::clock::SharedClock;
 use crate::config::{ChannelsConfig, EmailProvider, PhoneProvider};
 use crate::dev::DevOutbox;
 use crate::email::SmtpChannel;
-use crate::limits::{InMemoryLimitStore, LimitedChannel};
+use crate::limits::{InMemoryLimitStore, LimitStore, LimitedChannel};
 use crate::twilio::TwilioChannel;
 use crate::twilio::webhooks::WebhookSettings;
 use passage_core::ports::{Channel, MessageKind, OutboundMessage, Receipt, SendError};
@@ -75,8 +75,9 @@ pub struct ChannelSet {
     webhooks: Option<WebhookSettings>,
 }
 
-/// The full stack [`build_channels`] returns.
-pub type Channels = LimitedChannel<ChannelSet, InMemoryLimitStore>;
+/// The full stack [`build_channels`] returns; `S` keeps the budgets' counters
+/// ([`build_channels_with`]).
+pub type Channels<S = InMemoryLimitStore> = LimitedChannel<ChannelSet, S>;
 
 impl ChannelSet {
     pub fn new(email: Route, sms: Route, voice: Route) -> Self {
@@ -248,11 +249,22 @@ pub fn build_channels(
     dev: Option<DevOutbox>,
     clock: SharedClock,
 ) -> Result<Channels, Error> {
+    build_channels_with(config, dev, clock, InMemoryLimitStore::new())
+}
+
+/// [`build_channels`] with the budgets counted in `counters`: a store shared by every node
+/// when several deliver (R17).
+pub fn build_channels_with<S: LimitStore>(
+    config: &ChannelsConfig,
+    dev: Option<DevOutbox>,
+    clock: SharedClock,
+    counters: S,
+) -> Result<Channels<S>, Error> {
     install_crypto_provider();
     let set = ChannelSet::from_config(config, dev, clock.clone())?;
     Ok(LimitedChannel::new(
         set,
-        InMemoryLimitStore::new(),
+        counters,
         config.limits.clone(),
         clock,
     ))

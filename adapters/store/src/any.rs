@@ -60,6 +60,22 @@ impl AnyStore {
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and diagnostics.
+    /// Counts message `token` against send budgets shared by every process on this store:
+    /// `None` when all counted it, else the index of the first spent one (none counted).
+    pub async fn charge_budgets(
+        &self,
+        now: Timestamp,
+        token: Uuid,
+        charges: &[crate::BudgetCharge],
+    ) -> Result<Option<usize>, Error> {
+        delegate!(self, s => s.charge_budgets(now, token, charges).await)
+    }
+
+    /// Deletes every send-budget row whose window has passed at `now`; returns how many.
+    pub async fn sweep_budgets(&self, now: Timestamp) -> Result<u64, Error> {
+        delegate!(self, s => s.sweep_budgets(now).await)
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             AnyStore::Sqlite(_) => "sqlite",

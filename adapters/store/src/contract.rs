@@ -1929,3 +1929,145 @@ pub async fn personal_data_keys<S: EventStore>(store: S) {
     );
     store.purge_erased().await.expect("purge_erased");
 }
+
+/// Send budgets shared by two handles on one database (two nodes, or `serve` and `bot` on
+/// one file; `a` and `b` may be the same handle where only one can exist): a budget admits
+/// exactly `max` distinct messages per window whoever charges them and however they race, a
+/// retry of a counted message is free, a refused charge counts against none of its budgets,
+/// and a window that has passed frees the budget.
+pub async fn send_budgets(a: crate::AnyStore, b: crate::AnyStore) {
+    use crate::BudgetCharge;
+    let hour = secs(3600);
+    let budget = |key: &str, max: u32| BudgetCharge {
+        key: key.to_owned(),
+        max,
+        window: hour,
+    };
+    let recipient = budget("recipient", 5);
+    let global = budget("global", 1000);
+
+    // 40 distinct messages race over both handles for a budget of 5.
+    let mut racing = JoinSet::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let charges = vec![recipient.clone(), global.clone()];
+        racing.spawn(async move {
+            let token = Uuid::new_v4();
+            let spent = store
+                .charge_budgets(T0, token, &charges)
+                .await
+                .expect("charge");
+            (token, spent)
+        });
+    }
+    let mut admitted = Vec::new();
+    while let Some(joined) = racing.join_next().await {
+        let (token, spent) = joined.expect("charging task");
+        match spent {
+            None => admitted.push(token),
+            Some(i) => assert_eq!(i, 0, "only the recipient budget can be spent"),
+        }
+    }
+    assert_eq!(
+        admitted.len(),
+        5,
+        "a budget of 5 admits exactly 5 of 40 racing messages across both handles"
+    );
+
+    // A retry of a counted message passes (on either handle) and counts nothing more.
+    for store in [&a, &b] {
+        assert_eq!(
+            store
+                .charge_budgets(at(secs(60)), admitted[0], std::slice::from_ref(&recipient))
+                .await
+                .expect("retry"),
+            None,
+            "a retry of a counted message is admitted"
+        );
+    }
+    assert_eq!(
+        b.charge_budgets(
+            at(secs(60)),
+            Uuid::new_v4(),
+            std::slice::from_ref(&recipient)
+        )
+        .await
+        .expect("charge"),
+        Some(0),
+        "the retries did not free or add a place"
+    );
+
+    // A refused charge counts against none of its budgets: `fresh` still has all 3 places.
+    let fresh = budget("fresh", 3);
+    assert_eq!(
+        a.charge_budgets(
+            at(secs(60)),
+            Uuid::new_v4(),
+            &[fresh.clone(), recipient.clone()]
+        )
+        .await
+        .expect("charge"),
+        Some(1),
+        "the index of the spent budget"
+    );
+    for n in 0..3 {
+        assert_eq!(
+            b.charge_budgets(at(secs(61)), Uuid::new_v4(), std::slice::from_ref(&fresh))
+                .await
+                .expect("charge"),
+            None,
+            "place {n} of 3 was not taken by the refused charge"
+        );
+    }
+
+    // A budget of 0 admits nothing; no budgets at all admits everything.
+    assert_eq!(
+        a.charge_budgets(T0, Uuid::new_v4(), &[global.clone(), budget("closed", 0)])
+            .await
+            .expect("charge"),
+        Some(1)
+    );
+    assert_eq!(
+        a.charge_budgets(T0, Uuid::new_v4(), &[])
+            .await
+            .expect("charge"),
+        None
+    );
+
+    // Nothing has left its window yet: a sweep keeps every row.
+    assert_eq!(b.sweep_budgets(at(secs(61))).await.expect("sweep"), 0);
+
+    // An hour later the first window's rows are swept: the recipient's 5 and the global
+    // budget's 5 (`fresh` was charged a minute later and stays).
+    let later = T0.plus(hour + Duration::from_millis(1));
+    assert_eq!(a.sweep_budgets(later).await.expect("sweep"), 10);
+
+    // The window slides: the budget has room again, and a message counted in the old window
+    // is counted anew in the new one.
+    assert_eq!(
+        a.charge_budgets(later, admitted[0], std::slice::from_ref(&recipient))
+            .await
+            .expect("charge"),
+        None
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            b.charge_budgets(later, Uuid::new_v4(), std::slice::from_ref(&recipient))
+                .await
+                .expect("charge"),
+            None
+        );
+    }
+    assert_eq!(
+        a.charge_budgets(later, Uuid::new_v4(), std::slice::from_ref(&recipient))
+            .await
+            .expect("charge"),
+        Some(0),
+        "the earlier message counts again in the new window: 1 + 4 = 5"
+    );
+    assert_eq!(
+        b.sweep_budgets(later).await.expect("sweep"),
+        0,
+        "the current window's rows are kept"
+    );
+}

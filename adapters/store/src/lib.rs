@@ -21,6 +21,7 @@
 
 mod any;
 mod batch;
+mod budgets;
 mod checkpoints;
 mod error;
 mod migrations;
@@ -34,6 +35,7 @@ pub mod contract;
 
 pub use any::{AnyStore, is_postgres_url};
 pub use batch::StoreStats;
+pub use budgets::BudgetCharge;
 pub use error::Error;
 pub use postgres::{Options as PgOptions, PgStore};
 pub use sqlite::{Options, Seeded, SqliteDirectory, SqliteStore};

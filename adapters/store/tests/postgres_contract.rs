@@ -35,3 +35,18 @@ contract!(
     wait_for_work_wakes_on_append,
     personal_data_keys,
 );
+
+/// Two handles on one schema: two nodes sharing the send budgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_budgets() {
+    pg::with_store(PgOptions::default(), |store, url, schema| async move {
+        let other = pg::connect(&url, pg::options(&schema)).await;
+        passage_store::contract::send_budgets(
+            passage_store::AnyStore::Postgres(store),
+            passage_store::AnyStore::Postgres(other.clone()),
+        )
+        .await;
+        other.close().await;
+    })
+    .await;
+}

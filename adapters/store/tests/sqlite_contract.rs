@@ -50,3 +50,25 @@ contract!(
     wait_for_work_wakes_on_append,
     personal_data_keys,
 );
+
+/// Two handles on one file (`passage serve` and `passage bot`, say) share the send budgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_budgets_on_one_file() {
+    let db = TempDb::new();
+    let (a, b) = (db.open().await, db.open().await);
+    passage_store::contract::send_budgets(
+        passage_store::AnyStore::Sqlite(a.clone()),
+        passage_store::AnyStore::Sqlite(b.clone()),
+    )
+    .await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_budgets_in_memory() {
+    let store = SqliteStore::open_in_memory().await.expect("open in memory");
+    let any = passage_store::AnyStore::Sqlite(store.clone());
+    passage_store::contract::send_budgets(any.clone(), any).await;
+    store.close().await;
+}

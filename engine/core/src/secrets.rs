@@ -82,6 +82,14 @@ impl Keys {
     pub fn subject(&self, normalized_email: &str) -> String {
         hex(&hmac(&self.subject_key, &[normalized_email.as_bytes()])[..16])
     }
+
+    /// The stored name of a send budget (`what` names the channel and whom it counts, e.g.
+    /// a recipient's address): the same on every node of a deployment, so they share the
+    /// count, and no address or number is stored to do it (R50). Two parts, so it can never
+    /// equal a [`Keys::subject`] of the same text.
+    pub fn budget_name(&self, what: &str) -> String {
+        hex(&hmac(&self.subject_key, &[b"send-budget", what.as_bytes()]))
+    }
 }
 
 /// HMAC-SHA256 over length-prefixed parts (so part boundaries cannot shift).

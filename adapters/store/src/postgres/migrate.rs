@@ -68,6 +68,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "session_password",
         sql: include_str!("../../migrations/postgres/0011_session_password.sql"),
     },
+    Migration {
+        version: 12,
+        name: "send_budgets",
+        sql: include_str!("../../migrations/postgres/0012_send_budgets.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

@@ -15,6 +15,7 @@
 //!   missing, set as the search_path of every pooled connection), which is how tests get a
 //!   fresh store each.
 
+mod budgets;
 mod completer;
 mod directory;
 mod listener;
@@ -35,6 +36,7 @@ use rows::event_columns;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use std::str::FromStr;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -107,6 +109,8 @@ struct Inner {
     /// Set when the listener task is started; dropping it (with the last handle) stops it.
     listener: OnceLock<oneshot::Sender<()>>,
     runtime: tokio::runtime::Handle,
+    /// When this handle last swept spent send-budget rows (ms since the epoch).
+    budget_sweep: AtomicI64,
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
@@ -294,6 +298,7 @@ impl PgStore {
                 listen_pool,
                 listener: OnceLock::new(),
                 runtime,
+                budget_sweep: AtomicI64::new(0),
             }),
         })
     }

@@ -62,6 +62,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "session_password",
         sql: include_str!("../../migrations/sqlite/0011_session_password.sql"),
     },
+    Migration {
+        version: 12,
+        name: "send_budgets",
+        sql: include_str!("../../migrations/sqlite/0012_send_budgets.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.

@@ -25,6 +25,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
@@ -84,6 +85,8 @@ struct Inner {
     /// Signalled by this handle's writer after commits that add effects or timers. Other
     /// processes' appends are not seen here: `wait_for_work`'s timeout covers them.
     work: Arc<Notify>,
+    /// When this handle last swept spent send-budget rows (ms since the epoch).
+    budget_sweep: AtomicI64,
 }
 
 impl SqliteStore {
@@ -226,6 +229,7 @@ impl SqliteStore {
                 writes: tx,
                 stats,
                 work,
+                budget_sweep: AtomicI64::new(0),
             }),
         })
     }
@@ -251,6 +255,60 @@ impl SqliteStore {
     /// Runs one write statement in the writer's next transaction; returns rows affected.
     pub(crate) async fn write(&self, statement: Statement) -> Result<u64, Error> {
         Ok(self.queue(statement).await?.affected)
+    }
+
+    /// Counts the message `token` against every budget in `charges`, atomically: all of
+    /// them count it (or counted it within their window already) and the answer is `None`,
+    /// or none does and the answer is the index of the first spent budget. The charge runs
+    /// in the writer's transaction, so it is serialized with every other process's
+    /// charges on this file (`passage serve` and `passage bot` both deliver).
+    pub async fn charge_budgets(
+        &self,
+        now: Timestamp,
+        token: Uuid,
+        charges: &[crate::BudgetCharge],
+    ) -> Result<Option<usize>, Error> {
+        if charges.is_empty() {
+            return Ok(None);
+        }
+        let budgets = charges
+            .iter()
+            .map(|c| (c.key.clone(), c.window_ms(), c.max))
+            .collect();
+        let done = self
+            .queue(Statement::charge(
+                budgets,
+                token.to_string(),
+                now.as_millis(),
+            ))
+            .await?;
+        let last = self.inner.budget_sweep.load(Ordering::Relaxed);
+        let now_ms = now.as_millis();
+        if done.spent.is_none()
+            && now_ms.saturating_sub(last) >= crate::budgets::SWEEP_EVERY_MS
+            && self
+                .inner
+                .budget_sweep
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            && let Err(e) = self.sweep_budgets(now).await
+        {
+            // The charge committed; the rows it would have deleted wait for the next sweep.
+            tracing::warn!(
+                "failed to sweep spent send-budget rows: {}",
+                crate::batch::DisplayChain(&e)
+            );
+        }
+        Ok(done.spent)
+    }
+
+    /// Deletes every send-budget row whose window has passed at `now`; returns how many.
+    pub async fn sweep_budgets(&self, now: Timestamp) -> Result<u64, Error> {
+        self.write(
+            Statement::new("DELETE FROM send_budget_uses WHERE expires_at <= ?1")
+                .int(now.as_millis()),
+        )
+        .await
     }
 
     async fn queue(&self, statement: Statement) -> Result<writer::Done, Error> {

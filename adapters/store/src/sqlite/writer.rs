@@ -74,6 +74,16 @@ pub(crate) struct Statement {
     completion: Option<Completion>,
     /// Set for a claim: the statement selects due rows, which are then leased.
     lease: Option<Lease>,
+    /// Set for a send-budget charge, which counts before it writes.
+    charge: Option<Charge>,
+}
+
+/// A message counted against send budgets: `(key, window ms, max)` each, all or none.
+#[derive(Debug)]
+struct Charge {
+    budgets: Vec<(String, i64, u32)>,
+    token: String,
+    now: i64,
 }
 
 /// How a claim leases the rows its `SELECT` found.
@@ -89,6 +99,8 @@ struct Lease {
 pub(crate) struct Done {
     pub(crate) affected: u64,
     pub(crate) rows: Vec<sqlx::sqlite::SqliteRow>,
+    /// For a charge: the index of the first budget that was spent (nothing was counted).
+    pub(crate) spent: Option<usize>,
 }
 
 /// A fenced outbox completion: effect id, the lease token it must still hold, and when.
@@ -106,6 +118,22 @@ impl Statement {
             args: Vec::new(),
             completion: None,
             lease: None,
+            charge: None,
+        }
+    }
+
+    /// Counts message `token` against every budget `(key, window ms, max)` if each has room
+    /// at `now` (or counted it within its window already), else counts nothing and reports
+    /// the first spent one in [`Done::spent`]. In the writer's transaction, charges are
+    /// serialized with every other write, across processes too (`BEGIN IMMEDIATE`).
+    pub(crate) fn charge(budgets: Vec<(String, i64, u32)>, token: String, now: i64) -> Self {
+        Self {
+            charge: Some(Charge {
+                budgets,
+                token,
+                now,
+            }),
+            ..Self::new("")
         }
     }
 
@@ -168,6 +196,9 @@ impl Statement {
     }
 
     async fn execute(&self, conn: &mut SqliteConnection) -> Result<Done, Error> {
+        if let Some(charge) = &self.charge {
+            return charge_budgets(conn, charge).await;
+        }
         let mut q = sqlx::query(self.sql);
         for a in &self.args {
             q = match a {
@@ -178,7 +209,7 @@ impl Statement {
         let Some(lease) = &self.lease else {
             return Ok(Done {
                 affected: q.execute(&mut *conn).await?.rows_affected(),
-                rows: Vec::new(),
+                ..Done::default()
             });
         };
         let rows = q.fetch_all(&mut *conn).await?;
@@ -190,8 +221,53 @@ impl Statement {
         Ok(Done {
             affected: rows.len() as u64,
             rows,
+            spent: None,
         })
     }
+}
+
+/// [`Statement::charge`]: a count per budget, then an upsert per budget when all have room.
+/// A row left from an earlier window of the same message moves to now, as if counted anew.
+async fn charge_budgets(conn: &mut SqliteConnection, charge: &Charge) -> Result<Done, Error> {
+    for (i, (key, window, max)) in charge.budgets.iter().enumerate() {
+        let (used, seen): (i64, bool) = sqlx::query_as(
+            "SELECT count(*), coalesce(max(token = ?2), 0) FROM send_budget_uses \
+             WHERE budget_key = ?1 AND used_at > ?3 - ?4",
+        )
+        .bind(key)
+        .bind(&charge.token)
+        .bind(charge.now)
+        .bind(window)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !seen && used >= i64::from(*max) {
+            return Ok(Done {
+                spent: Some(i),
+                ..Done::default()
+            });
+        }
+    }
+    let mut affected = 0;
+    for (key, window, _) in &charge.budgets {
+        affected += sqlx::query(
+            "INSERT INTO send_budget_uses (budget_key, token, used_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?3 + ?4) \
+             ON CONFLICT (budget_key, token) DO UPDATE \
+                 SET used_at = excluded.used_at, expires_at = excluded.expires_at \
+                 WHERE send_budget_uses.used_at <= ?3 - ?4",
+        )
+        .bind(key)
+        .bind(&charge.token)
+        .bind(charge.now)
+        .bind(window)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(Done {
+        affected,
+        ..Done::default()
+    })
 }
 
 /// What waits for the writer: an append, or another write.
@@ -464,7 +540,7 @@ async fn complete_effects(
         for (i, c) in chunk {
             affected[*i] = Some(Done {
                 affected: u64::from(done.contains(c.effect_id.as_str())),
-                rows: Vec::new(),
+                ..Done::default()
             });
         }
         sizes.push(chunk.len());
