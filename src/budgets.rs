@@ -1,17 +1,21 @@
-//! The channels' send budgets counted in the event store's database (R17, R18).
+//! Counters shared by every node, in the event store's database (R17, R18).
 //!
 //! Counted in each process's memory, every node behind a load balancer (and `passage bot`
 //! beside `passage serve` on one SQLite file) would allow the whole budget again: an
-//! SMS-pumping script would only have to spread its requests. [`StoreBudgets`] keeps the
-//! counts in the store, which every process shares, and names each budget by a keyed hash
-//! so that no recipient is stored to do it (R50).
+//! SMS-pumping script or a guesser would only have to spread its requests.
+//! [`StoreBudgets`] keeps the channels' send budgets in the store, which every process
+//! shares; [`StoreWindows`] keeps the web's per-client limits in PostgreSQL when several
+//! nodes serve. Both name each counter by a keyed hash, so that no recipient or client
+//! address is stored to do it (R50).
 
 use passage_channels::{Admission, Budget, BudgetKey, LimitStore};
 use passage_core::secrets::Keys;
 use passage_core::time::Timestamp;
-use passage_store::{AnyStore, BudgetCharge};
+use passage_store::{AnyStore, BudgetCharge, PgStore};
+use passage_web::security::BoxFuture;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// A [`LimitStore`] over the event store's `send_budget_uses` table.
@@ -45,7 +49,7 @@ impl LimitStore for StoreBudgets {
         let charges: Vec<BudgetCharge> = keys
             .iter()
             .map(|(key, budget)| BudgetCharge {
-                key: self.keys.budget_name(&key.identity()),
+                key: self.keys.counter_name(&key.identity()),
                 max: budget.max,
                 window: budget.window(),
             })
@@ -61,6 +65,58 @@ impl LimitStore for StoreBudgets {
                 budget: *budget,
             },
             None => Admission::Admitted,
+        })
+    }
+}
+
+/// The web's per-client limits ([`passage_web::SharedWindows`]) in PostgreSQL's
+/// `rate_windows`, so that N nodes behind a round-robin balancer allow a client the limit
+/// once, not N times. Time is the wall clock: every node must agree on when a window ends.
+#[derive(Clone)]
+pub struct StoreWindows {
+    store: PgStore,
+    keys: Arc<Keys>,
+}
+
+impl fmt::Debug for StoreWindows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreWindows").finish_non_exhaustive()
+    }
+}
+
+impl StoreWindows {
+    pub fn new(store: PgStore, keys: Arc<Keys>) -> Self {
+        Self { store, keys }
+    }
+
+    fn name(&self, key: &str) -> String {
+        self.keys.counter_name(&format!("web\0{key}"))
+    }
+}
+
+impl passage_web::SharedWindows for StoreWindows {
+    fn hit<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u32,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Result<(), Duration>, String>> {
+        Box::pin(async move {
+            let now = passage_runtime::Clock::now(&passage_runtime::SystemClock);
+            self.store
+                .hit_window(now, &self.name(key), limit, window)
+                .await
+                .map_err(|e| crate::causes(&e.into()))
+        })
+    }
+
+    fn give_back<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let now = passage_runtime::Clock::now(&passage_runtime::SystemClock);
+            self.store
+                .give_back_window(now, &self.name(key))
+                .await
+                .map_err(|e| crate::causes(&e.into()))
         })
     }
 }

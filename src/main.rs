@@ -560,6 +560,17 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
             answers_per_client: args.limit_answers,
             ..passage_web::Limits::default()
         },
+        // Several nodes share one PostgreSQL database: count each client once for all of
+        // them. A SQLite store has one node serving it.
+        shared_limits: match &app.store {
+            passage_store::AnyStore::Postgres(pg) => {
+                Some(std::sync::Arc::new(budgets::StoreWindows::new(
+                    pg.clone(),
+                    std::sync::Arc::new(app.engine.keys().clone()),
+                )) as _)
+            }
+            passage_store::AnyStore::Sqlite(_) => None,
+        },
         audit: Some(std::sync::Arc::new(audit::ConsoleExporter {
             store: app.store.clone(),
             key: audit::signing_key(app.engine.keys()),

@@ -42,6 +42,12 @@ impl Drop for Node {
 }
 
 fn start_node(dir: &Path, db_url: &str) -> Node {
+    // One test client plays 500 people: per-client limits are not under test.
+    start_node_limited(dir, db_url, 100_000)
+}
+
+/// A node allowing each client `starts` journeys started per 10 minutes.
+fn start_node_limited(dir: &Path, db_url: &str, starts: u32) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_passage"))
         .args(["--database-url", db_url])
         .arg("--outbox")
@@ -49,8 +55,8 @@ fn start_node(dir: &Path, db_url: &str) -> Node {
         .arg("--workflows")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows"))
         .args(["serve", "--listen", "127.0.0.1:0", "--lease", "2s"])
-        // One test client plays 500 people: per-client limits are not under test.
-        .args(["--limit-starts", "100000", "--limit-answers", "100000"])
+        .args(["--limit-starts", &starts.to_string()])
+        .args(["--limit-answers", "100000"])
         .env("PASSAGE_SECRET", SECRET)
         .env("PASSAGE_CHANNELS_CONFIG", dir.join("channels.toml"))
         .env("RUST_LOG", "warn")
@@ -657,6 +663,75 @@ async fn two_nodes_share_one_send_budget() {
     drop(nodes);
     pg.close().await;
     outbox.close().await;
+    server.drop_database(&db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// R17 across nodes: a client's limit is the deployment's. With `--limit-starts 4` on both
+/// nodes, six starts from one client spread over both get four journeys and then 429 with
+/// a Retry-After, whichever node answers; counted per node, all six would have started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_client_limit() {
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
+    };
+    let db = format!("passage_client_limit_{}", std::process::id());
+    let db_url = server.fresh_database(&db).await;
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("passage-multinode-limit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("channels.toml"), UNLIMITED_CHANNELS).unwrap();
+    let nodes = [
+        start_node_limited(&dir, &db_url, 4),
+        start_node_limited(&dir, &db_url, 4),
+    ];
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let addr = nodes[i % 2].addr.clone();
+        let key = format!("{run}-limit-start-{i}");
+        let (status, v) = tokio::task::spawn_blocking(move || {
+            http(
+                &addr,
+                "POST",
+                "/api/journeys",
+                Some(&json!({"email": format!("limit{i}@example.com")})),
+                None,
+                Some(&key),
+            )
+        })
+        .await
+        .unwrap()
+        .expect("start a reset");
+        if status == 429 {
+            assert_eq!(v["error"]["code"], "rate-limited", "{v}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 429, 429],
+        "four starts in all, over both nodes"
+    );
+    let pg = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db_url)
+        .await
+        .unwrap();
+    let keys: Vec<String> = sqlx::query_scalar("SELECT window_key FROM rate_windows")
+        .fetch_all(&pg)
+        .await
+        .unwrap();
+    assert!(
+        !keys.is_empty()
+            && keys
+                .iter()
+                .all(|k| k.len() == 64 && !k.contains("127.0.0.1")),
+        "windows are stored under a keyed hash, not the client address: {keys:?}"
+    );
+    drop(nodes);
+    pg.close().await;
     server.drop_database(&db).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -835,7 +835,7 @@ async fn concurrent_migrations_are_safe_and_edits_are_refused() {
             .expect("schema_migrations");
             assert_eq!(
                 versions,
-                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+                (1..=13).collect::<Vec<i64>>(),
                 "each migration applied once"
             );
             let heads: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -1334,6 +1334,93 @@ async fn concurrent_outbox_completions_share_statements_and_keep_the_fence() {
             statements < completions / 4,
             "completions should share statements: {completions} in {statements}"
         );
+    })
+    .await;
+}
+
+/// Per-client limits counted for every node (R17): a window admits exactly `limit` hits
+/// however they race over two handles, tells the refused how long the window has left,
+/// takes a hit back, and starts afresh when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_windows_count_once_across_nodes() {
+    pg::with_store(PgOptions::default(), |a, url, schema| async move {
+        let b = pg::connect(&url, pg::options(&schema)).await;
+        let minute = Duration::from_secs(60);
+        let mut racing = JoinSet::new();
+        for i in 0..30 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            racing.spawn(async move { store.hit_window(T0, "client-1", 10, minute).await });
+        }
+        let mut admitted = 0;
+        while let Some(joined) = racing.join_next().await {
+            match joined.expect("hit task").expect("hit") {
+                Ok(()) => admitted += 1,
+                Err(retry) => assert_eq!(retry, minute, "the whole window is left at T0"),
+            }
+        }
+        assert_eq!(admitted, 10, "30 racing hits over two nodes, a limit of 10");
+
+        let later = T0.plus(Duration::from_secs(20));
+        assert_eq!(
+            b.hit_window(later, "client-1", 10, minute)
+                .await
+                .expect("hit"),
+            Err(Duration::from_secs(40)),
+            "the refused learn when the window ends"
+        );
+        assert_eq!(
+            a.hit_window(later, "client-2", 10, minute)
+                .await
+                .expect("hit"),
+            Ok(()),
+            "another key has its own window"
+        );
+        a.give_back_window(later, "client-1")
+            .await
+            .expect("give back");
+        assert_eq!(
+            b.hit_window(later, "client-1", 10, minute)
+                .await
+                .expect("hit"),
+            Ok(()),
+            "a hit given back makes room for one"
+        );
+        assert!(
+            a.hit_window(later, "client-1", 10, minute)
+                .await
+                .expect("hit")
+                .is_err()
+        );
+        assert!(
+            a.hit_window(T0, "closed", 0, minute)
+                .await
+                .expect("hit")
+                .is_err(),
+            "a limit of 0 admits nothing"
+        );
+
+        let next = T0.plus(minute);
+        assert_eq!(
+            b.sweep_windows(next).await.expect("sweep"),
+            2,
+            "the ended windows of client-1 and closed are swept; client-2's lasts to 1m20s"
+        );
+        for n in 0..10 {
+            assert_eq!(
+                a.hit_window(next, "client-1", 10, minute)
+                    .await
+                    .expect("hit"),
+                Ok(()),
+                "hit {n} of the new window"
+            );
+        }
+        assert!(
+            b.hit_window(next, "client-1", 10, minute)
+                .await
+                .expect("hit")
+                .is_err()
+        );
+        b.close().await;
     })
     .await;
 }

@@ -19,7 +19,7 @@ pub mod security;
 
 pub use console::{AuditExporter, ExportFiles, route_permission};
 pub use error::ApiError;
-pub use security::{Limits, TrustedProxies};
+pub use security::{Limits, SharedWindows, TrustedProxies};
 
 use axum::Router;
 use passage_channels::DevOutbox;
@@ -46,6 +46,9 @@ pub struct WebOptions {
     pub limits: Limits,
     /// Writes signed audit exports for the console's auditors; `None` hides them (503).
     pub audit: Option<Arc<dyn AuditExporter>>,
+    /// Where the per-client limits are counted when several nodes serve: `None` counts in
+    /// this process.
+    pub shared_limits: Option<Arc<dyn security::SharedWindows>>,
 }
 
 impl Default for WebOptions {
@@ -58,6 +61,7 @@ impl Default for WebOptions {
             trusted_proxies: TrustedProxies::default(),
             limits: Limits::default(),
             audit: None,
+            shared_limits: None,
         }
     }
 }
@@ -88,8 +92,8 @@ impl<S, D> AppState<S, D> {
     pub fn configured(engine: Engine<S, D>, options: WebOptions) -> Arc<Self> {
         Arc::new(Self {
             engine,
+            limiter: security::RateLimiter::new(options.shared_limits.clone()),
             options,
-            limiter: security::RateLimiter::default(),
         })
     }
 

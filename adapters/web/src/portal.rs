@@ -217,6 +217,7 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
         && let Err(retry) = app
             .limiter
             .hit(key, FAILED_SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW)
+            .await
     {
         tracing::warn!("sign-in attempts for one address over its limit");
         let page = message_page(
@@ -272,7 +273,7 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
         );
     };
     if let Some(key) = &throttle {
-        app.limiter.give_back(key);
+        app.limiter.give_back(key).await;
     }
     let (token, session_hash) =
         passage_core::secrets::session_token(&mut passage_runtime::OsEntropy);

@@ -9,7 +9,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use passage_core::ports::{AccountDirectory, EventStore};
 use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -159,11 +162,34 @@ impl ClientIp {
     }
 }
 
-/// In-process fixed-window counters. Several nodes each keep their own, so a deployment's
-/// per-client budget is at most nodes × limit (docs/deployment.md).
+/// A boxed future, for the object-safe [`SharedWindows`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Fixed-window counters kept outside the process, shared by every node (the binary keeps
+/// them in PostgreSQL), so that N nodes behind a load balancer do not allow N times a limit.
+pub trait SharedWindows: fmt::Debug + Send + Sync + 'static {
+    /// Counts one hit of `key` in its window (which starts at the first hit and lasts
+    /// `window`): `Ok(Ok(()))` if counted, `Ok(Err(retry_after))` if `limit` hits were
+    /// counted already, `Err` if the counters cannot be reached.
+    fn hit<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u32,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Result<(), Duration>, String>>;
+
+    /// Takes back one hit of `key` in its current window, if it has any.
+    fn give_back<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Fixed-window counters: in [`SharedWindows`] when the deployment has them (several nodes),
+/// else in this process. When the shared counters cannot be reached, this process's own
+/// count decides, so that a database outage neither lets every request through nor turns
+/// every person away.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     windows: Mutex<Windows>,
+    shared: Option<Arc<dyn SharedWindows>>,
 }
 
 #[derive(Debug, Default)]
@@ -190,8 +216,44 @@ impl Windows {
 }
 
 impl RateLimiter {
+    /// Counters in `shared` (every node's), or in this process when `None`.
+    pub fn new(shared: Option<Arc<dyn SharedWindows>>) -> Self {
+        Self {
+            windows: Mutex::default(),
+            shared,
+        }
+    }
+
     /// Counts one request; `Err(retry_after)` when over `limit` in `window`.
-    pub fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
+    pub async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
+        if let Some(shared) = &self.shared {
+            match shared.hit(key, limit, window).await {
+                Ok(verdict) => return verdict,
+                Err(e) => tracing::error!(
+                    "the shared rate-limit counters are unavailable; counting in this \
+                     process: {e}"
+                ),
+            }
+        }
+        self.hit_here(key, limit, window)
+    }
+
+    /// Gives back one count taken by [`RateLimiter::hit`] in the same window (an attempt
+    /// that turned out not to count, such as a sign-in that succeeded).
+    pub async fn give_back(&self, key: &str) {
+        if let Some(shared) = &self.shared {
+            match shared.give_back(key).await {
+                Ok(()) => return,
+                Err(e) => tracing::error!(
+                    "the shared rate-limit counters are unavailable; giving back in this \
+                     process: {e}"
+                ),
+            }
+        }
+        self.give_back_here(key);
+    }
+
+    fn hit_here(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         w.sweep(now);
@@ -206,9 +268,7 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Gives back one count taken by [`RateLimiter::hit`] in the same window (an attempt
-    /// that turned out not to count, such as a sign-in that succeeded).
-    pub fn give_back(&self, key: &str) {
+    fn give_back_here(&self, key: &str) {
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = w.map.get_mut(key)
@@ -265,7 +325,7 @@ async fn guard<S: EventStore, D: AccountDirectory>(
             Class::Check => (limits.checks_per_client, "check"),
         };
         let key = format!("{name}|{}", client.limit_key());
-        if let Err(retry) = app.limiter.hit(&key, limit, limits.window) {
+        if let Err(retry) = app.limiter.hit(&key, limit, limits.window).await {
             tracing::warn!(client = %client.limit_key(), class = name, "rate limit reached");
             let mut resp = too_many(&path, retry);
             secure_headers(resp.headers_mut(), &path, app.options.secure);
@@ -646,12 +706,48 @@ mod tests {
     fn limiter_counts_per_key_and_window() {
         let l = RateLimiter::default();
         let w = Duration::from_secs(60);
-        assert!(l.hit("a", 2, w).is_ok());
-        assert!(l.hit("a", 2, w).is_ok());
-        assert!(l.hit("a", 2, w).is_err());
-        assert!(l.hit("b", 2, w).is_ok());
-        assert!(l.hit("c", 1, Duration::ZERO).is_ok());
-        assert!(l.hit("c", 1, Duration::ZERO).is_ok(), "a new window starts");
+        assert!(l.hit_here("a", 2, w).is_ok());
+        assert!(l.hit_here("a", 2, w).is_ok());
+        assert!(l.hit_here("a", 2, w).is_err());
+        assert!(l.hit_here("b", 2, w).is_ok());
+        assert!(l.hit_here("c", 1, Duration::ZERO).is_ok());
+        assert!(
+            l.hit_here("c", 1, Duration::ZERO).is_ok(),
+            "a new window starts"
+        );
+    }
+
+    /// Shared counters whose database cannot be reached.
+    #[derive(Debug)]
+    struct Unreachable;
+
+    impl SharedWindows for Unreachable {
+        fn hit<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<Result<(), Duration>, String>> {
+            Box::pin(async { Err("connection refused".to_owned()) })
+        }
+
+        fn give_back<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async { Err("connection refused".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_shared_counters_fall_back_to_this_process() {
+        let l = RateLimiter::new(Some(Arc::new(Unreachable)));
+        let w = Duration::from_secs(60);
+        assert!(l.hit("a", 2, w).await.is_ok());
+        assert!(l.hit("a", 2, w).await.is_ok());
+        assert!(
+            l.hit("a", 2, w).await.is_err(),
+            "the limit still holds, counted here"
+        );
+        l.give_back("a").await;
+        assert!(l.hit("a", 2, w).await.is_ok(), "and gives back here");
     }
 
     #[test]

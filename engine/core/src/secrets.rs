@@ -83,12 +83,15 @@ impl Keys {
         hex(&hmac(&self.subject_key, &[normalized_email.as_bytes()])[..16])
     }
 
-    /// The stored name of a send budget (`what` names the channel and whom it counts, e.g.
-    /// a recipient's address): the same on every node of a deployment, so they share the
-    /// count, and no address or number is stored to do it (R50). Two parts, so it can never
-    /// equal a [`Keys::subject`] of the same text.
-    pub fn budget_name(&self, what: &str) -> String {
-        hex(&hmac(&self.subject_key, &[b"send-budget", what.as_bytes()]))
+    /// The stored name of a counter shared by the nodes (a send budget, a per-client request
+    /// limit; `what` names it and may hold an address): the same on every node of a
+    /// deployment, so they share the count, and no address, number or client is stored to
+    /// do it (R50). Two parts, so it can never equal a [`Keys::subject`] of the same text.
+    pub fn counter_name(&self, what: &str) -> String {
+        hex(&hmac(
+            &self.subject_key,
+            &[b"shared-counter", what.as_bytes()],
+        ))
     }
 }
 

@@ -73,6 +73,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "send_budgets",
         sql: include_str!("../../migrations/postgres/0012_send_budgets.sql"),
     },
+    Migration {
+        version: 13,
+        name: "rate_windows",
+        sql: include_str!("../../migrations/postgres/0013_rate_windows.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

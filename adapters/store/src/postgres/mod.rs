@@ -21,6 +21,7 @@ mod directory;
 mod listener;
 mod migrate;
 mod rows;
+mod windows;
 mod writer;
 
 use crate::batch::{Job, Stats, StoreStats};
@@ -111,6 +112,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// When this handle last swept spent send-budget rows (ms since the epoch).
     budget_sweep: AtomicI64,
+    /// When this handle last swept ended rate-limit windows (ms since the epoch).
+    window_sweep: AtomicI64,
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
@@ -299,6 +302,7 @@ impl PgStore {
                 listener: OnceLock::new(),
                 runtime,
                 budget_sweep: AtomicI64::new(0),
+                window_sweep: AtomicI64::new(0),
             }),
         })
     }
