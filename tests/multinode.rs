@@ -528,8 +528,9 @@ per_recipient = { max = 3, window_secs = 3600 }
 /// R17 across nodes: a budget is the deployment's, not each node's. Six resets for one
 /// address, started on both nodes in turn, issue six codes; with a per-recipient budget of 3,
 /// exactly three emails reach the address and the other three fail as over budget, whichever
-/// node's worker took them. With counters in each process's memory each node would have
-/// sent three.
+/// node's worker took them, and although both nodes are restarted after the third. With
+/// counters in each process's memory each node would have sent three, and more after the
+/// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_send_budget() {
     let Some(server) = common::postgres::ScratchServer::connect().await else {
@@ -542,7 +543,7 @@ async fn two_nodes_share_one_send_budget() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("channels.toml"), SMALL_EMAIL_BUDGET).unwrap();
-    let nodes = [start_node(&dir, &db_url), start_node(&dir, &db_url)];
+    let mut nodes = [start_node(&dir, &db_url), start_node(&dir, &db_url)];
     let pg = PgPoolOptions::new()
         .max_connections(2)
         .connect(&db_url)
@@ -560,6 +561,10 @@ async fn two_nodes_share_one_send_budget() {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut effects = Vec::new();
     for i in 0..6 {
+        if i == 3 {
+            // The budget is spent: restarted nodes must still know it.
+            nodes = [start_node(&dir, &db_url), start_node(&dir, &db_url)];
+        }
         let addr = nodes[i % 2].addr.clone();
         let key = format!("{run}-budget-start-{i}");
         let (status, v) = tokio::task::spawn_blocking(move || {

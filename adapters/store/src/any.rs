@@ -59,7 +59,6 @@ impl AnyStore {
         }
     }
 
-    /// `"sqlite"` or `"postgres"`, for logs and diagnostics.
     /// Counts message `token` against send budgets shared by every process on this store:
     /// `None` when all counted it, else the index of the first spent one (none counted).
     pub async fn charge_budgets(
@@ -76,6 +75,7 @@ impl AnyStore {
         delegate!(self, s => s.sweep_budgets(now).await)
     }
 
+    /// `"sqlite"` or `"postgres"`, for logs and diagnostics.
     pub fn backend(&self) -> &'static str {
         match self {
             AnyStore::Sqlite(_) => "sqlite",

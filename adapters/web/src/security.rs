@@ -182,14 +182,23 @@ pub trait SharedWindows: fmt::Debug + Send + Sync + 'static {
     fn give_back<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), String>>;
 }
 
+/// How long a request waits for the shared counters before this process's own count
+/// decides.
+const SHARED_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Fixed-window counters: in [`SharedWindows`] when the deployment has them (several nodes),
-/// else in this process. When the shared counters cannot be reached, this process's own
-/// count decides, so that a database outage neither lets every request through nor turns
-/// every person away.
+/// else in this process. With shared counters this process still counts what it admitted:
+/// its own count is never above the deployment's, so a client this node alone has seen
+/// reach the limit is refused without a database round trip (a flood costs the database
+/// nothing), and when the shared counters cannot be reached (or do not answer within
+/// half a second) the own count decides, so that a database outage neither lets every
+/// request through nor turns every person away.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     windows: Mutex<Windows>,
     shared: Option<Arc<dyn SharedWindows>>,
+    /// When an unreachable shared counter was last logged: once a minute is enough.
+    complained: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -219,38 +228,71 @@ impl RateLimiter {
     /// Counters in `shared` (every node's), or in this process when `None`.
     pub fn new(shared: Option<Arc<dyn SharedWindows>>) -> Self {
         Self {
-            windows: Mutex::default(),
             shared,
+            ..Self::default()
         }
     }
 
     /// Counts one request; `Err(retry_after)` when over `limit` in `window`.
     pub async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
-        if let Some(shared) = &self.shared {
-            match shared.hit(key, limit, window).await {
-                Ok(verdict) => return verdict,
-                Err(e) => tracing::error!(
-                    "the shared rate-limit counters are unavailable; counting in this \
-                     process: {e}"
-                ),
+        let Some(shared) = &self.shared else {
+            return self.hit_here(key, limit, window);
+        };
+        if let Some(retry) = self.full_here(key, limit) {
+            return Err(retry);
+        }
+        match tokio::time::timeout(SHARED_TIMEOUT, shared.hit(key, limit, window)).await {
+            Ok(Ok(verdict)) => {
+                if verdict.is_ok() {
+                    // Kept in step for the shortcut above and for an outage; its own verdict
+                    // is the shared one's or stricter, and the shared one decides.
+                    let _ = self.hit_here(key, limit, window);
+                }
+                verdict
+            }
+            Ok(Err(e)) => {
+                self.complain(&e);
+                self.hit_here(key, limit, window)
+            }
+            Err(_) => {
+                self.complain("no answer within 500 ms");
+                self.hit_here(key, limit, window)
             }
         }
-        self.hit_here(key, limit, window)
     }
 
     /// Gives back one count taken by [`RateLimiter::hit`] in the same window (an attempt
     /// that turned out not to count, such as a sign-in that succeeded).
     pub async fn give_back(&self, key: &str) {
+        self.give_back_here(key);
         if let Some(shared) = &self.shared {
-            match shared.give_back(key).await {
-                Ok(()) => return,
-                Err(e) => tracing::error!(
-                    "the shared rate-limit counters are unavailable; giving back in this \
-                     process: {e}"
-                ),
+            match tokio::time::timeout(SHARED_TIMEOUT, shared.give_back(key)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.complain(&e),
+                Err(_) => self.complain("no answer within 500 ms"),
             }
         }
-        self.give_back_here(key);
+    }
+
+    fn complain(&self, error: &str) {
+        let now = Instant::now();
+        let mut last = self.complained.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+            *last = Some(now);
+            tracing::error!(
+                "the shared rate-limit counters are unavailable; this node counts in its own \
+                 memory meanwhile (logged once a minute): {error}"
+            );
+        }
+    }
+
+    /// `Some(retry_after)` when this process alone has counted `limit` in the key's window.
+    fn full_here(&self, key: &str, limit: u32) -> Option<Duration> {
+        let now = Instant::now();
+        let w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, window, count) = w.map.get(key)?;
+        let elapsed = now.duration_since(*start);
+        (elapsed < *window && *count >= limit).then(|| window.saturating_sub(elapsed))
     }
 
     fn hit_here(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
@@ -734,6 +776,84 @@ mod tests {
         fn give_back<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
             Box::pin(async { Err("connection refused".to_owned()) })
         }
+    }
+
+    /// Shared counters that admit everything and count the calls they get.
+    #[derive(Debug, Default)]
+    struct Lenient(std::sync::atomic::AtomicU32);
+
+    impl SharedWindows for Lenient {
+        fn hit<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<Result<(), Duration>, String>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(Ok(())) })
+        }
+
+        fn give_back<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_this_node_saw_reach_the_limit_is_refused_without_asking() {
+        let shared = Arc::new(Lenient::default());
+        let l = RateLimiter::new(Some(shared.clone()));
+        let w = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(l.hit("a", 3, w).await.is_ok());
+        }
+        let retry = l
+            .hit("a", 3, w)
+            .await
+            .expect_err("this node alone counted 3");
+        assert!(retry > Duration::from_secs(59) && retry <= w, "{retry:?}");
+        assert_eq!(
+            shared.0.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "the refusal cost the shared counters nothing"
+        );
+        assert!(l.hit("b", 3, w).await.is_ok(), "other keys still ask");
+        assert_eq!(shared.0.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    /// Shared counters that never answer (a database holding every connection).
+    #[derive(Debug)]
+    struct Silent;
+
+    impl SharedWindows for Silent {
+        fn hit<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<Result<(), Duration>, String>> {
+            Box::pin(std::future::pending())
+        }
+
+        fn give_back<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_shared_counters_are_waited_for_half_a_second_at_most() {
+        let l = RateLimiter::new(Some(Arc::new(Silent)));
+        let w = Duration::from_secs(60);
+        let started = Instant::now();
+        assert!(l.hit("a", 1, w).await.is_ok(), "counted here");
+        assert!(
+            l.hit("a", 1, w).await.is_err(),
+            "refused here, without waiting"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= SHARED_TIMEOUT && waited < SHARED_TIMEOUT * 3,
+            "one wait of {SHARED_TIMEOUT:?}, not more: {waited:?}"
+        );
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use super::PgStore;
 use crate::budgets::{BudgetCharge, SWEEP_EVERY_MS};
 use crate::error::Error;
 use passage_core::time::Timestamp;
-use sqlx::Row;
+use sqlx::{Connection as _, Row};
 use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
@@ -44,7 +44,13 @@ impl PgStore {
         let keys: Vec<&str> = charges.iter().map(|c| c.key.as_str()).collect();
         let windows: Vec<i64> = charges.iter().map(BudgetCharge::window_ms).collect();
 
-        let mut tx = self.inner.pool.begin().await?;
+        // READ COMMITTED whatever the role's default: the count below must take a snapshot
+        // after the locks are held, which a REPEATABLE READ transaction would have taken at
+        // its first statement, before waiting for them.
+        let mut conn = self.inner.counter_pool.acquire().await?;
+        let mut tx = conn
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
         // The schema is part of the lock key: tests and deployments that keep several
         // stores in one database do not queue behind each other's budgets.
         sqlx::query(
@@ -123,10 +129,17 @@ impl PgStore {
 
     /// Deletes every budget row whose window has passed at `now`; returns how many.
     pub async fn sweep_budgets(&self, now: Timestamp) -> Result<u64, Error> {
-        let done = sqlx::query("DELETE FROM send_budget_uses WHERE expires_at <= $1")
-            .bind(now.as_millis())
-            .execute(&self.inner.pool)
-            .await?;
+        // Rows a charge holds are skipped, not waited for: a sweep must neither deadlock
+        // with a charge moving several of a message's rows nor queue behind another node's
+        // sweep. What it skips, the next one takes.
+        let done = sqlx::query(
+            "DELETE FROM send_budget_uses WHERE ctid IN ( \
+                 SELECT ctid FROM send_budget_uses WHERE expires_at <= $1 \
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now.as_millis())
+        .execute(&self.inner.counter_pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -44,6 +44,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 use writer::{Queued, Write, Writer};
 
+/// Connections of the abuse counters' own pool per handle, and how long a counter waits for
+/// one before its caller hears an error (a send is then retried; a request is counted in the
+/// node's memory).
+const COUNTER_CONNECTIONS: u32 = 3;
+const COUNTER_ACQUIRE: Duration = Duration::from_secs(2);
+
 /// How to connect a [`PgStore`]. Build with struct update syntax:
 /// `Options { schema: Some("t_1".into()), ..Options::default() }`.
 #[derive(Debug, Clone)]
@@ -110,6 +116,8 @@ struct Inner {
     /// Set when the listener task is started; dropping it (with the last handle) stops it.
     listener: OnceLock<oneshot::Sender<()>>,
     runtime: tokio::runtime::Handle,
+    /// The abuse counters' own small pool (see `connect_with`).
+    counter_pool: PgPool,
     /// When this handle last swept spent send-budget rows (ms since the epoch).
     budget_sweep: AtomicI64,
     /// When this handle last swept ended rate-limit windows (ms since the epoch).
@@ -228,9 +236,9 @@ impl PgStore {
             }
         }
         let setup: Arc<str> = setup.into();
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
-            .after_connect(move |conn, _meta| {
+        let with_setup = |pool: PgPoolOptions| {
+            let setup = Arc::clone(&setup);
+            pool.after_connect(move |conn, _meta| {
                 let setup = Arc::clone(&setup);
                 Box::pin(async move {
                     sqlx::raw_sql(AssertSqlSafe(setup.to_string()))
@@ -239,9 +247,22 @@ impl PgStore {
                     Ok(())
                 })
             })
+        };
+        let pool = with_setup(PgPoolOptions::new().max_connections(options.max_connections.max(2)))
             .connect_with(connect.clone())
             .await
             .map_err(connect_err)?;
+        // The abuse counters (send budgets, per-client windows) get connections of their
+        // own: a burst of charges queueing on one budget's lock, or a flood of requests from
+        // one client, must not take the connections appends and reads need. Their callers
+        // wait at most COUNTER_ACQUIRE for one.
+        let counter_pool = with_setup(
+            PgPoolOptions::new()
+                .max_connections(COUNTER_CONNECTIONS)
+                .min_connections(0)
+                .acquire_timeout(COUNTER_ACQUIRE),
+        )
+        .connect_lazy_with(connect.clone());
 
         let schema = {
             let mut conn = pool.acquire().await?;
@@ -301,6 +322,7 @@ impl PgStore {
                 listen_pool,
                 listener: OnceLock::new(),
                 runtime,
+                counter_pool,
                 budget_sweep: AtomicI64::new(0),
                 window_sweep: AtomicI64::new(0),
             }),
@@ -322,6 +344,7 @@ impl PgStore {
     /// [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.inner.listen_pool.close().await;
+        self.inner.counter_pool.close().await;
         self.inner.pool.close().await;
     }
 

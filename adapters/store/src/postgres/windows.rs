@@ -25,7 +25,10 @@ impl PgStore {
         window: Duration,
     ) -> Result<Result<(), Duration>, Error> {
         let now_ms = now.as_millis();
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 4);
+        // Capped so that `started_at + window_ms` cannot overflow: beyond it is "forever".
+        let window_ms = i64::try_from(window.as_millis())
+            .unwrap_or(i64::MAX)
+            .min(i64::MAX / 4);
         let row = sqlx::query(
             "INSERT INTO rate_windows AS w (window_key, started_at, window_ms, hits, admitted) \
              VALUES ($1, $2, $3, LEAST(1, $4), $4 > 0) \
@@ -44,7 +47,7 @@ impl PgStore {
         .bind(now_ms)
         .bind(window_ms)
         .bind(i64::from(limit))
-        .fetch_one(&self.inner.pool)
+        .fetch_one(&self.inner.counter_pool)
         .await?;
         let remaining: i64 = row.try_get("remaining_ms")?;
         let admitted: bool = row.try_get("admitted")?;
@@ -65,17 +68,22 @@ impl PgStore {
         )
         .bind(key)
         .bind(now.as_millis())
-        .execute(&self.inner.pool)
+        .execute(&self.inner.counter_pool)
         .await?;
         Ok(())
     }
 
     /// Deletes the windows that ended by `now`; returns how many.
     pub async fn sweep_windows(&self, now: Timestamp) -> Result<u64, Error> {
-        let done = sqlx::query("DELETE FROM rate_windows WHERE started_at + window_ms <= $1")
-            .bind(now.as_millis())
-            .execute(&self.inner.pool)
-            .await?;
+        // Rows being hit are skipped, not waited for (see `sweep_budgets`).
+        let done = sqlx::query(
+            "DELETE FROM rate_windows WHERE ctid IN ( \
+                 SELECT ctid FROM rate_windows WHERE started_at + window_ms <= $1 \
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now.as_millis())
+        .execute(&self.inner.counter_pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
