@@ -99,13 +99,18 @@ pub async fn open(
         Some(url) => url.clone(),
         None => global.db.display().to_string(),
     };
-    let store = AnyStore::open(&target)
-        .await
-        .with_context(|| match &global.database_url {
-            // Never print a URL: it may carry a password.
-            Some(_) => "connect to the PostgreSQL database (--database-url)".to_owned(),
-            None => format!("open the event store {}", global.db.display()),
-        })?;
+    let store = match AnyStore::open(&target).await {
+        Ok(store) => store,
+        // Names the file itself: a context naming it again would say the path twice.
+        Err(e @ passage_store::Error::Open { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(match &global.database_url {
+                // Never print a URL: it may carry a password.
+                Some(_) => "connect to the PostgreSQL database (--database-url)".to_owned(),
+                None => format!("open the event store {}", global.db.display()),
+            }));
+        }
+    };
     // A store that already holds events was written under some secret: creating a new one
     // would make its sealed data unreadable and its checkpoints look forged. Checked before
     // anything is written to the store.

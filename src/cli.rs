@@ -269,8 +269,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PASSAGE_STALL_SCAN", default_value = "*/15 * * * * *", value_parser = parse_schedule)]
     pub stall_scan: cron::Schedule,
     /// How long a support alert may wait unacknowledged before it is escalated (the alert
-    /// then mentions the support role).
-    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "5m", value_parser = parse_duration)]
+    /// then mentions the support role), at least 1s.
+    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "5m", value_parser = parse_period)]
     pub escalate_after: std::time::Duration,
     /// How often to sign a checkpoint of the chain's head (docs/audit.md), at least 1s;
     /// skipped when no event was added since the last one.
@@ -291,8 +291,9 @@ pub struct BotArgs {
     /// When the stall scanner runs (cron with seconds, as for `serve`).
     #[arg(long, env = "PASSAGE_STALL_SCAN", default_value = "*/15 * * * * *", value_parser = parse_schedule)]
     pub stall_scan: cron::Schedule,
-    /// How long a support alert may wait unacknowledged before it mentions the support role.
-    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "5m", value_parser = parse_duration)]
+    /// How long a support alert may wait unacknowledged before it mentions the support role,
+    /// at least 1s.
+    #[arg(long, env = "PASSAGE_ESCALATE_AFTER", default_value = "5m", value_parser = parse_period)]
     pub escalate_after: std::time::Duration,
     #[command(flatten)]
     pub worker: WorkerArgs,
@@ -390,15 +391,11 @@ fn positive<T: std::str::FromStr + Default + PartialEq>(s: &str) -> Result<T, St
     }
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    passage_core::time::parse_duration(s)
-        .ok_or_else(|| format!("`{s}` is not a duration: write e.g. 500ms, 30s or 5m"))
-}
-
-/// A lease or a pause between background passes: under a second, a lease lapses while its
-/// delivery runs (another node sends it again), and a loop spins on the database.
+/// A lease, a pause between background passes or an escalation delay: under a second, a
+/// lease lapses while its delivery runs (another node sends it again), a loop spins on the
+/// database, and every alert pings the support role as it is raised.
 fn parse_period(s: &str) -> Result<std::time::Duration, String> {
-    // Its own example: `parse_duration`'s (500ms) would then be refused as too short.
+    // The example is one this parser accepts (500ms would be refused as too short).
     let d = passage_core::time::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration: write e.g. 90s, 10m or 1h"))?;
     if d < std::time::Duration::from_secs(1) {

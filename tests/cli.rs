@@ -772,7 +772,8 @@ fn operators_and_their_tokens() {
 /// Values that would quietly do nothing, something else than asked, or harm are usage
 /// errors: `worker --batch 0` would claim nothing, a listing of 0 rows says "no journeys"
 /// when there are some, a lease under a second lapses while its delivery runs (another node
-/// sends it again), a checkpoint every 0s spins on the database, a rate limit of 0 refuses
+/// sends it again), a checkpoint every 0s spins on the database, an escalation after 0s
+/// pings the support role for every alert the moment it is raised, a rate limit of 0 refuses
 /// every person, and a retention period of minutes (`6m` is six minutes, not months) erases
 /// the personal data of journeys that just finished.
 #[test]
@@ -813,6 +814,16 @@ fn zero_counts_and_too_short_periods_are_refused() {
         (
             serve("--checkpoint-every", "0s"),
             "--checkpoint-every",
+            "is too short: at least 1s",
+        ),
+        (
+            serve("--escalate-after", "0s"),
+            "--escalate-after",
+            "is too short: at least 1s",
+        ),
+        (
+            vec!["bot", "--escalate-after", "0s"],
+            "--escalate-after",
             "is too short: at least 1s",
         ),
         (
@@ -1069,6 +1080,11 @@ fn a_mistyped_store_path_is_named_not_created() {
     let r = Passage::new(&dir).with_db(&junk).run(&["journeys", "list"]);
     r.expect_code(1).no_panic().stderr_has("notes.db");
     assert_eq!(r.stderr.matches("file is not a database").count(), 1, "{r}");
+    assert_eq!(
+        r.stderr.matches("notes.db").count(),
+        1,
+        "the path once: {r}"
+    );
 }
 
 /// An unreachable PostgreSQL server or a missing database is named at once, with the

@@ -759,6 +759,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ended_windows_are_swept_when_the_map_is_large_and_not_more_often() {
+        let l = RateLimiter::default();
+        let hour = Duration::from_secs(3600);
+        assert!(l.hit_here("long", 1, hour).is_ok());
+        for i in 0..100_001 {
+            assert!(l.hit_here(&format!("flood-{i}"), 1, Duration::ZERO).is_ok());
+        }
+        let size = |l: &RateLimiter| l.windows.lock().unwrap().map.len();
+        // The hit that found the map over 100 000 keys swept the ended windows.
+        assert!(size(&l) < 10, "ended windows swept: {} keys left", size(&l));
+        assert!(
+            l.hit_here("long", 1, hour).is_err(),
+            "a live window survives the sweep with its count"
+        );
+        for i in 0..100_001 {
+            let _ = l.hit_here(&format!("again-{i}"), 1, Duration::ZERO);
+        }
+        assert!(
+            size(&l) > 100_000,
+            "no second sweep within 10 seconds: a flood of new keys cannot make every \
+             request pay for one"
+        );
+    }
+
     /// Shared counters whose database cannot be reached.
     #[derive(Debug)]
     struct Unreachable;
