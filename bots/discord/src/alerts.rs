@@ -34,8 +34,21 @@ pub struct AlertBoard {
     role: RoleId,
     /// dedup key → the message posted for it. A tokio mutex held across the post, so two
     /// deliveries of one key cannot both post.
-    messages: Mutex<HashMap<String, MessageId>>,
+    messages: Mutex<HashMap<String, Posted>>,
 }
+
+/// The message an alert lives in, and whether it was posted as an escalation: its later
+/// edits keep showing the role tag (without pinging again).
+#[derive(Debug, Clone, Copy)]
+struct Posted {
+    id: MessageId,
+    escalated: bool,
+}
+
+/// What a message an escalation replaced says instead, without buttons: acting on it would
+/// look current while the alert has moved on.
+const MOVED: &str = "**Password reset alert — escalated**\nThis alert continues in a newer \
+                     message below.";
 
 impl AlertBoard {
     pub fn new(http: Arc<Http>, channel: u64, role: u64) -> Self {
@@ -49,44 +62,67 @@ impl AlertBoard {
 
     /// The message id remembered for `dedup_key`.
     pub async fn message_of(&self, dedup_key: &str) -> Option<MessageId> {
-        self.messages.lock().await.get(dedup_key).copied()
+        self.messages.lock().await.get(dedup_key).map(|p| p.id)
     }
 
     /// Posts the alert, or edits the message already posted for its key.
     pub async fn show(&self, alert: AlertPost) -> serenity::Result<MessageId> {
-        let (content, buttons) = self.render(&alert);
+        let mut messages = self.messages.lock().await;
+        let posted = messages.get(&alert.dedup_key).copied();
+        let escalated = alert.mention || posted.is_some_and(|p| p.escalated);
+        let (content, buttons) = self.render(&alert, escalated);
         let components = rows(&buttons, &[]);
+        // Discord notifies nobody of a mention added by an edit: an escalation is a new
+        // message (which later updates then edit), everything else edits in place.
+        if let Some(old) = posted
+            && !alert.mention
+        {
+            // An edit never pings, not even the role tag an escalated alert keeps showing.
+            let edit = EditMessage::new()
+                .content(content)
+                .components(components)
+                .allowed_mentions(CreateAllowedMentions::new());
+            self.channel.edit_message(&*self.http, old.id, edit).await?;
+            return Ok(old.id);
+        }
         // Nobody is pinged by an alert, except the support role when it escalates.
         let mentions = if alert.mention {
             CreateAllowedMentions::new().roles(vec![self.role])
         } else {
             CreateAllowedMentions::new()
         };
-        let mut messages = self.messages.lock().await;
-        // Discord notifies nobody of a mention added by an edit: an escalation is a new
-        // message (which later updates then edit), everything else edits in place.
-        if let Some(id) = messages.get(&alert.dedup_key).copied()
-            && !alert.mention
-        {
-            let edit = EditMessage::new()
-                .content(content)
-                .components(components)
-                .allowed_mentions(mentions);
-            self.channel.edit_message(&*self.http, id, edit).await?;
-            return Ok(id);
-        }
         let post = CreateMessage::new()
             .content(content)
             .components(components)
             .allowed_mentions(mentions);
         let message = self.channel.send_message(&*self.http, post).await?;
-        messages.insert(alert.dedup_key, message.id);
+        messages.insert(
+            alert.dedup_key,
+            Posted {
+                id: message.id,
+                escalated,
+            },
+        );
+        if let Some(old) = posted {
+            let retire = EditMessage::new()
+                .content(MOVED)
+                .components(Vec::new())
+                .allowed_mentions(CreateAllowedMentions::new());
+            // The escalation is posted and remembered: a stale message left with its
+            // buttons is untidy, not lost work, so a failure here fails nothing.
+            if let Err(e) = self.channel.edit_message(&*self.http, old.id, retire).await {
+                tracing::warn!(
+                    "could not retire the alert message an escalation replaced ({}): {e}",
+                    old.id
+                );
+            }
+        }
         Ok(message.id)
     }
 
-    fn render(&self, alert: &AlertPost) -> (String, Vec<Button>) {
+    fn render(&self, alert: &AlertPost, escalated: bool) -> (String, Vec<Button>) {
         let mut content = String::new();
-        if alert.mention {
+        if escalated {
             content.push_str(&format!("<@&{}> ", self.role));
         }
         let state = match &alert.state {

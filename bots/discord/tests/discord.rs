@@ -44,6 +44,8 @@ struct Fake {
     next_id: Arc<AtomicU64>,
     /// Interaction callbacks still to refuse as Discord does a late one (404, code 10062).
     refuse_callbacks: Arc<AtomicU64>,
+    /// Message edits still to refuse as Discord does for a deleted message (404, 10008).
+    refuse_edits: Arc<AtomicU64>,
 }
 
 fn message_json(id: u64, channel: &str) -> Value {
@@ -85,6 +87,19 @@ async fn record(State(fake): State<Fake>, method: Method, uri: Uri, body: Bytes)
             ]}),
         )
         .into_response();
+    }
+    if method == Method::PATCH
+        && path.contains("/messages/")
+        && fake
+            .refuse_edits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": "Unknown Message", "code": 10008})),
+        )
+            .into_response();
     }
     let parts: Vec<&str> = path.split('/').collect();
     // PATCH /api/v10/channels/{c}/messages/{m}: the message keeps its id.
@@ -716,7 +731,7 @@ async fn alert_is_posted_with_buttons_and_updated_in_place() {
     .unwrap();
     assert_ne!(receipt.provider_ref, format!("discord-message:{mid}"));
     let calls = h.take();
-    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls.len(), 2, "{calls:#?}");
     assert_eq!(calls[0].method, "POST");
     assert_eq!(
         calls[0].path,
@@ -731,6 +746,26 @@ async fn alert_is_posted_with_buttons_and_updated_in_place() {
             .as_str()
             .unwrap()
             .starts_with(&format!("<@&{SUPPORT_ROLE}>"))
+    );
+    // The message it replaces loses its buttons and points to the new one, so nobody acts
+    // on a stale copy.
+    assert_eq!(calls[1].method, "PATCH");
+    assert_eq!(
+        calls[1].path,
+        format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages/{mid}")
+    );
+    assert_eq!(calls[1].body["components"], json!([]), "{:#?}", calls[1]);
+    assert!(
+        calls[1].body["content"]
+            .as_str()
+            .unwrap()
+            .contains("continues in a newer message"),
+        "{:#?}",
+        calls[1]
+    );
+    assert_eq!(
+        calls[1].body["allowed_mentions"],
+        json!({"parse": [], "users": [], "roles": []})
     );
     let escalated = receipt
         .provider_ref
@@ -753,6 +788,62 @@ async fn alert_is_posted_with_buttons_and_updated_in_place() {
         calls[0].body["allowed_mentions"],
         json!({"parse": [], "users": [], "roles": []})
     );
+    // The escalated alert keeps showing whom it was escalated to; the edit pings nobody.
+    assert!(
+        calls[0].body["content"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("<@&{SUPPORT_ROLE}> ")),
+        "{:#?}",
+        calls[0]
+    );
+}
+
+/// Someone deleted the alert's first message by hand: the escalation is still posted and
+/// delivered; only retiring the old message fails, which fails nothing.
+#[tokio::test]
+async fn an_escalation_is_delivered_when_the_message_it_replaces_is_gone() {
+    let h = harness(Duration::from_secs(5)).await;
+    let (journey, mid) = stalled(&h).await;
+    h.take();
+    h.fake.refuse_edits.store(1, Ordering::SeqCst);
+    let key = format!("{journey}:email-code");
+    let receipt = passage_core::ports::Channel::deliver(
+        &DiscordAlerts(h.discord.clone()),
+        &OutboundMessage {
+            notice: false,
+            idempotency_key: uuid::Uuid::new_v4(),
+            journey_id: journey,
+            kind: passage_core::ports::MessageKind::Alert {
+                dedup_key: key.clone(),
+                text: "Still waiting for the email code (escalated).".into(),
+                update: true,
+                mention: true,
+            },
+        },
+    )
+    .await
+    .expect("the escalation is delivered");
+    let calls = h.take();
+    let methods: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path.as_str()))
+        .collect();
+    let posts = format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages");
+    let old = format!("{posts}/{mid}");
+    assert_eq!(
+        methods,
+        [("POST", posts.as_str()), ("PATCH", old.as_str())],
+        "posted, then the old message's retirement tried (and refused)"
+    );
+    let new = h
+        .discord
+        .alerts()
+        .message_of(&key)
+        .await
+        .expect("remembered");
+    assert_eq!(receipt.provider_ref, format!("discord-message:{new}"));
+    assert_ne!(new.to_string(), mid);
 }
 
 #[tokio::test]
