@@ -121,6 +121,7 @@ pub async fn open(
     let keys = load_keys(global, has_events)?;
     if check_secret {
         secret_matches_checkpoints(&store, &keys).await?;
+        secret_matches_deployment(&store, &keys, create).await?;
     }
     seed_directory(&store).await?;
     let engine = Engine::new(
@@ -285,6 +286,43 @@ async fn secret_matches_checkpoints(store: &AnyStore, keys: &Keys) -> anyhow::Re
             &ours[..16],
             c.position,
             c.public_key.get(..16).unwrap_or(&c.public_key)
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The store records the audit public key of the first secret a writing command (`serve`,
+/// `worker`, `bot`, `demo`, `journey start`...) opened it with; every command then refuses
+/// another secret at once. The checkpoint check above catches it only once a checkpoint is
+/// signed, and a node with another secret would meanwhile seal codes and personal data the
+/// others cannot read, key the shared counters differently, and could sign the first
+/// checkpoint itself, locking the right secret out.
+async fn secret_matches_deployment(
+    store: &AnyStore,
+    keys: &Keys,
+    writes: bool,
+) -> anyhow::Result<()> {
+    let ours = hex(crate::audit::signing_key(keys).verifying_key().as_bytes());
+    let recorded = if writes {
+        Some(
+            store
+                .pin_deployment_key(&ours)
+                .await
+                .context("record the deployment's audit key")?,
+        )
+    } else {
+        store
+            .deployment_key()
+            .await
+            .context("read the deployment's audit key")?
+    };
+    match recorded {
+        Some(key) if key != ours => bail!(
+            "this secret's audit key ({}…) is not the deployment's ({}…, recorded when a \
+             passage command first wrote to this database): set PASSAGE_SECRET or \
+             --secret-file to the secret the other nodes use",
+            &ours[..16],
+            key.get(..16).unwrap_or(&key)
         ),
         _ => Ok(()),
     }

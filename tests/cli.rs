@@ -1036,6 +1036,36 @@ fn a_missing_or_wrong_secret_is_refused_on_a_store_with_events() {
         .stdout_has("1 signed checkpoint match");
 }
 
+/// Before any checkpoint exists, a secret other than the deployment's is refused too: the
+/// first writing command records the deployment's audit key, and every command, writing or
+/// reading, compares with it. A node started with another secret would otherwise seal data
+/// the others cannot read, and could sign the first checkpoint itself.
+#[test]
+fn a_wrong_secret_is_refused_before_any_checkpoint() {
+    let dir = TestDir::new("secret-pinned");
+    let right = Passage::new(&dir).with_env("PASSAGE_SECRET", &"cd".repeat(32));
+    right
+        .run(&["journey", "start", "--email", "alice@example.com"])
+        .expect_ok();
+    let wrong = right.clone().with_env("PASSAGE_SECRET", &"ab".repeat(32));
+    for args in [
+        &["journey", "start", "--email", "alice@example.com"][..],
+        &["journeys", "list"][..],
+    ] {
+        wrong
+            .run(args)
+            .expect_code(1)
+            .no_panic()
+            .stderr_has("is not the deployment's")
+            .stderr_has("set PASSAGE_SECRET or --secret-file to the secret the other nodes use");
+    }
+    // Nothing was written under the wrong secret: still one journey, still verifiable.
+    let listed = right.run(&["journeys", "list"]);
+    listed.expect_ok();
+    assert_eq!(listed.stdout.lines().count(), 1, "{listed}");
+    right.run(&["audit", "verify"]).expect_ok();
+}
+
 /// Commands that only read or act on what a store holds do not create one: a mistyped
 /// `--db` is named instead of answered from a new, empty file.
 #[test]

@@ -91,6 +91,17 @@ impl AnyStore {
         delegate!(self, s => s.insert_account_if_missing(account, phc).await)
     }
 
+    /// The deployment's audit public key (hex) as recorded, if any.
+    pub async fn deployment_key(&self) -> Result<Option<String>, Error> {
+        delegate!(self, s => s.deployment_key().await)
+    }
+
+    /// Records `key` as the deployment's audit public key unless one is; returns the
+    /// recorded one.
+    pub async fn pin_deployment_key(&self, key: &str) -> Result<String, Error> {
+        delegate!(self, s => s.pin_deployment_key(key).await)
+    }
+
     pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
         delegate!(self, s => s.directory_seeded(name).await)
     }

@@ -835,7 +835,7 @@ async fn concurrent_migrations_are_safe_and_edits_are_refused() {
             .expect("schema_migrations");
             assert_eq!(
                 versions,
-                (1..=13).collect::<Vec<i64>>(),
+                (1..=14).collect::<Vec<i64>>(),
                 "each migration applied once"
             );
             let heads: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -237,7 +237,7 @@ async fn migrations_apply_once_and_refuse_edited_or_newer_schemas() {
         .expect("read schema_migrations");
     assert_eq!(
         versions,
-        (1..=12).collect::<Vec<i64>>(),
+        (1..=13).collect::<Vec<i64>>(),
         "each migration recorded once"
     );
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")

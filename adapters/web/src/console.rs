@@ -1064,10 +1064,10 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
             // address (R50).
             match refused {
                 Some(l) => {
-                    tracing::warn!(client = %client.limit_key(), operator = %l.name, "console sign-in refused: wrong password")
+                    tracing::warn!(client = %client.masked(), operator = %l.name, "console sign-in refused: wrong password")
                 }
                 None => {
-                    tracing::warn!(client = %client.limit_key(), "console sign-in refused: unknown or disabled operator")
+                    tracing::warn!(client = %client.masked(), "console sign-in refused: unknown or disabled operator")
                 }
             }
             return refuse(
@@ -1098,7 +1098,7 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
     {
         tracing::error!("cannot end the previous console session: {e}");
     }
-    tracing::info!(operator = %login.name, role = %login.role, client = %client.limit_key(), "console sign-in");
+    tracing::info!(operator = %login.name, role = %login.role, client = %client.masked(), "console sign-in");
     let mut resp = Redirect::to("/console/journeys").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,

@@ -219,7 +219,9 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
             .hit(key, FAILED_SIGN_INS_PER_ADDRESS, SIGN_IN_WINDOW)
             .await
     {
-        tracing::warn!("sign-in attempts for one address over its limit");
+        if app.limiter.first_refusal(key, retry) {
+            tracing::warn!(client = %client.masked(), "sign-in attempts for one address over its limit");
+        }
         let page = message_page(
             StatusCode::TOO_MANY_REQUESTS,
             "Please wait",
@@ -261,7 +263,7 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
         .map(passage_core::secrets::password_fingerprint);
     let ok = verify_or_decoy(form["password"].clone(), phc).await;
     let (Some(account), true) = (account, ok) else {
-        tracing::info!(client = %client.limit_key(), "sign-in refused");
+        tracing::info!(client = %client.masked(), "sign-in refused");
         let (nonce, _) = visit(&app, &headers);
         return sign_in_form(
             &app,

@@ -131,6 +131,22 @@ impl ClientIp {
         Self(Some(peer))
     }
 
+    /// For logs (R50): the address without its host part, IPv4 to its /24 and IPv6 to its
+    /// /48, enough to see a flood's network, not to name a person's connection.
+    pub fn masked(&self) -> String {
+        match self.0 {
+            Some(IpAddr::V4(v4)) => {
+                let o = v4.octets();
+                format!("{}.{}.{}.•", o[0], o[1], o[2])
+            }
+            Some(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+            None => "unknown".into(),
+        }
+    }
+
     /// The limiter's key: the address, or its /64 for IPv6, since one host usually holds a
     /// whole /64 and would otherwise rotate through it (attack 33).
     pub fn limit_key(&self) -> String {
@@ -199,6 +215,10 @@ pub struct RateLimiter {
     shared: Option<Arc<dyn SharedWindows>>,
     /// When an unreachable shared counter was last logged: once a minute is enough.
     complained: Mutex<Option<Instant>>,
+    /// Whether the shared counters failed since they last answered: their return is logged.
+    shared_down: std::sync::atomic::AtomicBool,
+    /// Keys refused lately, and until when: each is logged once per window.
+    refused: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -243,6 +263,12 @@ impl RateLimiter {
         }
         match tokio::time::timeout(SHARED_TIMEOUT, shared.hit(key, limit, window)).await {
             Ok(Ok(verdict)) => {
+                if self
+                    .shared_down
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::info!("the shared rate-limit counters answer again");
+                }
                 if verdict.is_ok() {
                     // Kept in step for the shortcut above and for an outage; its own verdict
                     // is the shared one's or stricter, and the shared one decides.
@@ -274,7 +300,26 @@ impl RateLimiter {
         }
     }
 
+    /// Whether this is the first refusal of `key` since its window was full (the refusal
+    /// says the window ends after `retry`): for logging once per client and window.
+    pub fn first_refusal(&self, key: &str, retry: Duration) -> bool {
+        let now = Instant::now();
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if refused.len() > 10_000 {
+            refused.retain(|_, until| *until > now);
+        }
+        match refused.get(key) {
+            Some(until) if *until > now => false,
+            _ => {
+                refused.insert(key.to_owned(), now + retry);
+                true
+            }
+        }
+    }
+
     fn complain(&self, error: &str) {
+        self.shared_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let now = Instant::now();
         let mut last = self.complained.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
@@ -368,7 +413,11 @@ async fn guard<S: EventStore, D: AccountDirectory>(
         };
         let key = format!("{name}|{}", client.limit_key());
         if let Err(retry) = app.limiter.hit(&key, limit, limits.window).await {
-            tracing::warn!(client = %client.limit_key(), class = name, "rate limit reached");
+            // Once per client and window, not once per refused request: a flood must not
+            // flood the logs too.
+            if app.limiter.first_refusal(&key, retry) {
+                tracing::warn!(client = %client.masked(), class = name, "rate limit reached");
+            }
             let mut resp = too_many(&path, retry);
             secure_headers(resp.headers_mut(), &path, app.options.secure);
             return resp;
@@ -756,6 +805,35 @@ mod tests {
         assert!(
             l.hit_here("c", 1, Duration::ZERO).is_ok(),
             "a new window starts"
+        );
+    }
+
+    #[test]
+    fn logged_addresses_are_masked() {
+        let v4 = ClientIp(Some("203.0.113.77".parse().unwrap()));
+        assert_eq!(v4.masked(), "203.0.113.•");
+        let v6 = ClientIp(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        assert_eq!(v6.masked(), "2001:db8:1::/48");
+        assert_eq!(ClientIp(None).masked(), "unknown");
+    }
+
+    #[test]
+    fn a_refused_client_is_logged_once_per_window() {
+        let l = RateLimiter::default();
+        let minute = Duration::from_secs(60);
+        assert!(l.first_refusal("start|203.0.113.77", minute));
+        assert!(!l.first_refusal("start|203.0.113.77", minute));
+        assert!(
+            l.first_refusal("start|198.51.100.1", minute),
+            "another client"
+        );
+        assert!(
+            l.first_refusal("answer|203.0.113.77", Duration::ZERO),
+            "another limit"
+        );
+        assert!(
+            l.first_refusal("answer|203.0.113.77", minute),
+            "its window ended: a new refusal is logged"
         );
     }
 

@@ -220,9 +220,13 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         for (entry, effect) in entries.into_iter().zip(effects) {
             let (worker, accounts) = (self.clone(), accounts.clone());
             running.spawn(async move {
-                worker
+                match worker
                     .deliver(&entry, effect, accounts.as_deref(), deadline)
                     .await
+                {
+                    Err(e) => worker.unrecorded(&entry, e).await,
+                    done => done,
+                }
             });
         }
         let mut first_error = None;
@@ -236,9 +240,8 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                 Err(e) => error!("a delivery task failed: {e}"),
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        // A delivery that failed does not hold up the timers: they are claimed all the same,
+        // and the error is returned after them.
         // The deliveries may have taken most of a lease: a timer's lease starts now, and
         // timers that fell due meanwhile are taken in this pass.
         let now = self.engine.now();
@@ -263,22 +266,61 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         }
     }
 
-    async fn fire(&self, timer: &TimerEntry) -> Result<(), Error> {
-        let kind: TimerKind = serde_json::from_str(&timer.payload)
-            .map_err(|e| Error::Decode(format!("timer {}: {e}", timer.timer_id)))?;
-        // The timer id is the command id: firing twice (after a crash) is a no-op.
+    /// A delivery whose outcome could not be recorded (the journey cannot be loaded or
+    /// decided, or the store failed). Left leased, the entry would come back every lease
+    /// forever without counting an attempt: a journey that can never take its outcome (one
+    /// written under another deployment secret, say) would be a poison entry. So it is
+    /// rescheduled with backoff like a failed send and given up after `max_attempts`. When
+    /// the store cannot even do that, the error stands and the lease lapses as before.
+    async fn unrecorded(&self, entry: &OutboxEntry, e: Error) -> Result<Delivery, Error> {
+        let attempt = entry.attempts + 1;
+        let retry_after = (attempt < self.options.max_attempts).then(|| backoff(attempt));
+        let give_up = retry_after.is_none();
+        error!(
+            effect = %entry.effect_id, journey = %entry.stream, attempt, give_up,
+            "the outcome of a delivery could not be recorded: {e}"
+        );
+        let at = retry_after.map(|d| self.engine.now().plus(d));
+        let note = format!("the outcome could not be recorded: {e}");
         match self
             .engine
-            .submit(
-                timer.stream,
-                Input::Timer(kind),
-                Actor::system(),
-                Some(timer.timer_id),
-            )
+            .store()
+            .reschedule_effect(entry.effect_id, entry.lease, at, &note)
             .await
         {
-            Ok(_) | Err(Error::UnknownJourney(_)) => {}
-            Err(e) => return Err(e),
+            Ok(_) if give_up => Ok(Delivery::Failed),
+            Ok(_) => Ok(Delivery::Retried),
+            Err(_) => Err(e),
+        }
+    }
+
+    async fn fire(&self, timer: &TimerEntry) -> Result<(), Error> {
+        // A timer that can never fire (its payload or its journey cannot be read by this
+        // deployment: another secret, a damaged row; or its definition is missing) is given
+        // up, not left pending: it would fail every pass, every lease, forever.
+        match serde_json::from_str::<TimerKind>(&timer.payload) {
+            Err(e) => error!(
+                timer = %timer.timer_id, journey = %timer.stream,
+                "timer given up: its payload cannot be decoded: {e}"
+            ),
+            // The timer id is the command id: firing twice (after a crash) is a no-op.
+            Ok(kind) => match self
+                .engine
+                .submit(
+                    timer.stream,
+                    Input::Timer(kind),
+                    Actor::system(),
+                    Some(timer.timer_id),
+                )
+                .await
+            {
+                Ok(_) | Err(Error::UnknownJourney(_)) => {}
+                Err(e @ (Error::Decode(_) | Error::MissingDefinition { .. })) => error!(
+                    timer = %timer.timer_id, journey = %timer.stream,
+                    "timer given up: {e}"
+                ),
+                Err(e) => return Err(e),
+            },
         }
         let held = self
             .engine

@@ -1221,3 +1221,74 @@ async fn only_the_password_changed_email_is_a_notice() {
         "the email code, the SMS code, then the notice"
     );
 }
+
+/// A journey this engine cannot record outcomes on (here: started by a node with another
+/// secret, whose codes it cannot unseal nor its personal data unwrap) must not become a
+/// poison entry that fails every pass and comes back every lease forever: the entry is
+/// retried with backoff, counted, and given up after the worker's attempts, and its
+/// journey's timers, which can never fire either, are given up at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_outcome_cannot_be_recorded_is_retried_then_given_up() {
+    let f = fixture("poison").await;
+    let foreign = Engine::new(
+        f.engine.store().clone(),
+        f.engine.store().clone(),
+        Arc::new(f.clock.clone()),
+        EngineOptions {
+            keys: Keys::derive(b"another deployment's secret"),
+            hasher: Argon2id::new(256, 1, 1),
+        },
+    );
+    foreign
+        .register(load("password-reset.toml", SEED).unwrap())
+        .await
+        .unwrap();
+    let poisoned = started_on(&foreign).await;
+    let w = worker(&f, f.outbox.clone());
+    let options = WorkerOptions::default();
+    for attempt in 1..=options.max_attempts {
+        let r = w.pass().await.expect("the pass itself succeeds");
+        let last = attempt == options.max_attempts;
+        assert_eq!(
+            (r.delivered, r.retried, r.failed),
+            (0, u32::from(!last) as usize, usize::from(last)),
+            "attempt {attempt}"
+        );
+        // Past any backoff (at most five minutes and a quarter).
+        f.clock.advance(Duration::from_secs(400));
+    }
+    assert_eq!(
+        f.engine.store().next_due().await.unwrap(),
+        None,
+        "given up: nothing of it is left pending"
+    );
+    assert_eq!(
+        w.pass().await.unwrap().delivered + w.pass().await.unwrap().retried,
+        0,
+        "and it is not claimed again"
+    );
+    assert!(
+        f.outbox
+            .list(&passage_channels::MessageFilter {
+                journey: Some(poisoned),
+                channel: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was sent for the journey this deployment cannot read"
+    );
+    assert_eq!(events(&f, poisoned).await.len(), 3, "its log is untouched");
+
+    // Meanwhile the pass goes on for everyone else: a code of this deployment's journey is
+    // sent in the same pass as a poisoned entry is put off.
+    let ok = started(&f).await;
+    let _ = started_on(&foreign).await;
+    let r = w.pass().await.expect("the pass succeeds");
+    assert_eq!((r.delivered, r.retried), (1, 1), "{r:?}");
+    assert!(
+        events(&f, ok).await.len() > 3,
+        "this deployment's code was recorded"
+    );
+}

@@ -86,6 +86,31 @@ impl PgStore {
     }
 
     /// Whether the directory seed `name` was applied (by any node, at any time).
+    /// The deployment's audit public key (hex) as recorded, if any node recorded it.
+    pub async fn deployment_key(&self) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT audit_public_key FROM deployment_key")
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    /// Records `key` as the deployment's audit public key unless one is recorded already;
+    /// returns the recorded one (the first node's, when several start at once).
+    pub async fn pin_deployment_key(&self, key: &str) -> Result<String, Error> {
+        sqlx::query(
+            "INSERT INTO deployment_key (singleton, audit_public_key, recorded_at) \
+             VALUES (1, $1, $2) ON CONFLICT (singleton) DO NOTHING",
+        )
+        .bind(key)
+        .bind(wall_clock_ms())
+        .execute(&self.inner.pool)
+        .await?;
+        self.deployment_key()
+            .await?
+            .ok_or_else(|| Error::Corrupt("deployment_key: the recorded key vanished".into()))
+    }
+
     pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
         let found: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM directory_seeds WHERE name = $1")

@@ -78,6 +78,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "rate_windows",
         sql: include_str!("../../migrations/postgres/0013_rate_windows.sql"),
     },
+    Migration {
+        version: 14,
+        name: "deployment_key",
+        sql: include_str!("../../migrations/postgres/0014_deployment_key.sql"),
+    },
 ];
 
 /// The advisory lock key of a schema's migrations: derived from its name so every node

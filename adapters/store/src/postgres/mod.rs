@@ -213,7 +213,12 @@ impl PgStore {
             .application_name("passage");
 
         // Every pooled connection gets the same session settings before first use.
-        let mut setup = format!("SET lock_timeout = {}", options.lock_timeout.as_millis());
+        // Notices ("relation … already exists, skipping" from the migrations' IF NOT
+        // EXISTS) are not news to an operator; warnings and errors still come through.
+        let mut setup = format!(
+            "SET lock_timeout = {}; SET client_min_messages = warning",
+            options.lock_timeout.as_millis()
+        );
         if let Some(schema) = &options.schema {
             // Validated above: a plain identifier, safe inside double quotes.
             setup.push_str(&format!("; SET search_path TO \"{schema}\""));

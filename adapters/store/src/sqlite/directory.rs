@@ -82,6 +82,32 @@ impl SqliteStore {
     }
 
     /// Whether the directory seed `name` was applied (by any process, at any time).
+    /// The deployment's audit public key (hex) as recorded, if any command recorded it.
+    pub async fn deployment_key(&self) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT audit_public_key FROM deployment_key")
+                .fetch_optional(&self.inner.pool)
+                .await?,
+        )
+    }
+
+    /// Records `key` as the deployment's audit public key unless one is recorded already;
+    /// returns the recorded one (the first writer's, when two race).
+    pub async fn pin_deployment_key(&self, key: &str) -> Result<String, Error> {
+        self.write(
+            Statement::new(
+                "INSERT INTO deployment_key (singleton, audit_public_key, recorded_at) \
+                 VALUES (1, ?1, ?2) ON CONFLICT (singleton) DO NOTHING",
+            )
+            .text(key)
+            .int(wall_clock_ms()),
+        )
+        .await?;
+        self.deployment_key()
+            .await?
+            .ok_or_else(|| Error::Corrupt("deployment_key: the recorded key vanished".into()))
+    }
+
     pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM directory_seeds WHERE name = ?1")

@@ -67,6 +67,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "send_budgets",
         sql: include_str!("../../migrations/sqlite/0012_send_budgets.sql"),
     },
+    Migration {
+        version: 13,
+        name: "deployment_key",
+        sql: include_str!("../../migrations/sqlite/0013_deployment_key.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.
