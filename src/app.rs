@@ -63,18 +63,31 @@ fn beside(db: &Path, name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// How a command checks the secret against the store (see `secret_matches_deployment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretCheck {
+    /// `audit verify` and `audit public-key`, which report on a wrong secret themselves.
+    Skip,
+    /// Refuse a secret other than the recorded one.
+    Compare,
+    /// The same, and record this secret's key when none is: commands that write to the
+    /// store or sign its checkpoints.
+    Record,
+}
+
 /// Opens the store, the channels and the engine. `create`: whether the command may create
 /// the embedded store; the others read or act on what is there, so a mistyped `--db` must
 /// not answer from a new, empty file ("no journeys", "audit verify ok: 0 events").
-/// `check_secret`: refuse a secret that did not sign the newest checkpoint (every command
-/// but the audit ones that report on exactly that). `config`: the channels, read once by
+/// `secret`: whether to refuse a secret other than the deployment's (and the one that signed
+/// the newest checkpoint), and whether to record it. `config`: the channels, read once by
 /// the caller (it may name files), who also checks a worker's lease against it first.
 pub async fn open(
     global: &Global,
     config: &ChannelsConfig,
     create: bool,
-    check_secret: bool,
+    secret: SecretCheck,
 ) -> anyhow::Result<App> {
+    let check_secret = secret != SecretCheck::Skip;
     // Definitions first: a malformed file must stop us before anything is created on disk.
     let definitions = load_definitions(&global.workflows)?;
     if global.database_url.is_none() && !create && !global.db.exists() {
@@ -118,12 +131,17 @@ pub async fn open(
         .await
         .context("read the event store")?
         .is_some();
-    let keys = load_keys(global, has_events)?;
+    // A store whose deployment key is recorded was opened under some secret too, even
+    // before its first event.
+    let pinned = store
+        .deployment_key()
+        .await
+        .context("read the deployment's audit key")?
+        .is_some();
+    let keys = load_keys(global, has_events || pinned)?;
     if check_secret {
         secret_matches_checkpoints(&store, &keys).await?;
-        secret_matches_deployment(&store, &keys, create).await?;
     }
-    seed_directory(&store).await?;
     let engine = Engine::new(
         store.clone(),
         store.clone(),
@@ -133,6 +151,11 @@ pub async fn open(
             hasher: Argon2id::default(),
         },
     );
+    if check_secret {
+        let records = secret == SecretCheck::Record;
+        secret_matches_deployment(&store, &engine, &keys, records, has_events).await?;
+    }
+    seed_directory(&store).await?;
     for def in definitions {
         engine
             .register(def)
@@ -296,36 +319,74 @@ async fn secret_matches_checkpoints(store: &AnyStore, keys: &Keys) -> anyhow::Re
 /// another secret at once. The checkpoint check above catches it only once a checkpoint is
 /// signed, and a node with another secret would meanwhile seal codes and personal data the
 /// others cannot read, key the shared counters differently, and could sign the first
-/// checkpoint itself, locking the right secret out.
+/// checkpoint itself, locking the right secret out. A store from before the record that
+/// holds journeys is recorded only under a secret that opens them.
 async fn secret_matches_deployment(
     store: &AnyStore,
+    engine: &AppEngine,
     keys: &Keys,
     writes: bool,
+    has_events: bool,
 ) -> anyhow::Result<()> {
     let ours = hex(crate::audit::signing_key(keys).verifying_key().as_bytes());
-    let recorded = if writes {
-        Some(
-            store
-                .pin_deployment_key(&ours)
-                .await
-                .context("record the deployment's audit key")?,
-        )
-    } else {
-        store
-            .deployment_key()
-            .await
-            .context("read the deployment's audit key")?
-    };
-    match recorded {
-        Some(key) if key != ours => bail!(
+    let refuse = |key: &str| {
+        anyhow::anyhow!(
             "this secret's audit key ({}…) is not the deployment's ({}…, recorded when a \
              passage command first wrote to this database): set PASSAGE_SECRET or \
              --secret-file to the secret the other nodes use",
             &ours[..16],
-            key.get(..16).unwrap_or(&key)
-        ),
-        _ => Ok(()),
+            key.get(..16).unwrap_or(key)
+        )
+    };
+    match store
+        .deployment_key()
+        .await
+        .context("read the deployment's audit key")?
+    {
+        Some(key) if key != ours => Err(refuse(&key)),
+        Some(_) => Ok(()),
+        None if !writes => Ok(()),
+        None => {
+            if has_events {
+                secret_opens_the_journeys(engine).await?;
+            }
+            let key = store
+                .pin_deployment_key(&ours)
+                .await
+                .context("record the deployment's audit key")?;
+            if key != ours {
+                return Err(refuse(&key));
+            }
+            Ok(())
+        }
     }
+}
+
+/// Whether `engine`'s secret opens the newest journeys of a store that recorded no
+/// deployment key yet (written before this build): the first writer after the upgrade must
+/// not record a wrong secret as the deployment's.
+async fn secret_opens_the_journeys(engine: &AppEngine) -> anyhow::Result<()> {
+    use passage_core::ports::{EventStore as _, JourneyFilter};
+    let newest = engine
+        .store()
+        .list_journeys(JourneyFilter {
+            limit: 20,
+            ..JourneyFilter::default()
+        })
+        .await
+        .context("list the newest journeys")?;
+    for journey in newest {
+        match engine.load(journey.journey_id).await {
+            Err(e @ passage_runtime::Error::Unreadable(_)) => bail!(
+                "this secret cannot open the journeys already in this store ({e}): set \
+                 PASSAGE_SECRET or --secret-file to the deployment's secret"
+            ),
+            // Anything else (a definition this build lacks, say) says nothing about the
+            // secret: the other journeys decide.
+            _ => continue,
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {

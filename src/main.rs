@@ -163,18 +163,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // a first run, created); `dispatch` computes the same options from the open app.
         worker_options(config.slowest_timeout(), args)?;
     }
-    // `audit verify` names a checkpoint signed with another key itself, with both keys.
-    let check_secret = !matches!(
-        cli.command,
-        Command::Audit(AuditCommand::Verify | AuditCommand::PublicKey)
-    );
-    let app = app::open(
-        &cli.global,
-        &config,
-        cli.command.creates_store(),
-        check_secret,
-    )
-    .await?;
+    let secret = match &cli.command {
+        // `audit verify` names a checkpoint signed with another key itself, with both keys.
+        Command::Audit(AuditCommand::Verify | AuditCommand::PublicKey) => app::SecretCheck::Skip,
+        // Signing a checkpoint binds the log to this secret as much as writing to it does.
+        Command::Audit(AuditCommand::Checkpoint) => app::SecretCheck::Record,
+        c if c.creates_store() => app::SecretCheck::Record,
+        _ => app::SecretCheck::Compare,
+    };
+    let app = app::open(&cli.global, &config, cli.command.creates_store(), secret).await?;
     let result = dispatch(&app, cli).await;
     app.close().await;
     result

@@ -1064,6 +1064,37 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
     listed.expect_ok();
     assert_eq!(listed.stdout.lines().count(), 1, "{listed}");
     right.run(&["audit", "verify"]).expect_ok();
+
+    // A store from before the record (none, but journeys): the first writer records its
+    // secret only if that secret opens the journeys there.
+    let forget = |db: &std::path::Path| {
+        let db = db.to_owned();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                    .await
+                    .unwrap();
+                sqlx::query("DELETE FROM deployment_key")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            });
+    };
+    forget(&dir.db());
+    wrong
+        .run(&["journey", "start", "--email", "alice@example.com"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("this secret cannot open the journeys already in this store");
+    right
+        .run(&["journey", "start", "--email", "alice@example.com"])
+        .expect_ok();
+    wrong
+        .run(&["journeys", "list"])
+        .expect_code(1)
+        .stderr_has("is not the deployment's");
 }
 
 /// Commands that only read or act on what a store holds do not create one: a mistyped

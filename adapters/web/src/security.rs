@@ -218,7 +218,13 @@ pub struct RateLimiter {
     /// Whether the shared counters failed since they last answered: their return is logged.
     shared_down: std::sync::atomic::AtomicBool,
     /// Keys refused lately, and until when: each is logged once per window.
-    refused: Mutex<HashMap<String, Instant>>,
+    refused: Mutex<Refused>,
+}
+
+#[derive(Debug, Default)]
+struct Refused {
+    until: HashMap<String, Instant>,
+    last_sweep: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -305,13 +311,18 @@ impl RateLimiter {
     pub fn first_refusal(&self, key: &str, retry: Duration) -> bool {
         let now = Instant::now();
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        if refused.len() > 10_000 {
-            refused.retain(|_, until| *until > now);
+        // As for the windows: swept when large, at most every 10 seconds.
+        let due = refused
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
+        if refused.until.len() > 10_000 && due {
+            refused.until.retain(|_, until| *until > now);
+            refused.last_sweep = Some(now);
         }
-        match refused.get(key) {
+        match refused.until.get(key) {
             Some(until) if *until > now => false,
             _ => {
-                refused.insert(key.to_owned(), now + retry);
+                refused.until.insert(key.to_owned(), now + retry);
                 true
             }
         }

@@ -893,7 +893,7 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
                     .keys
                     .unwrap_data_key(journey_id.0, &wrapped)
                     .map_err(|e| {
-                        Error::Decode(format!(
+                        Error::Unreadable(format!(
                             "the personal-data key of journey {journey_id}: {e} (was the deployment secret changed?)"
                         ))
                     })?,

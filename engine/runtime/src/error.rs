@@ -19,6 +19,11 @@ pub enum Error {
     Directory(#[from] DirectoryError),
     #[error("stored data could not be decoded: {0}")]
     Decode(String),
+    /// A journey's data that opens under no key of this deployment: written under another
+    /// secret, or altered. Unlike [`Error::Decode`] (which a newer build may read), no
+    /// retry by any node of this deployment can succeed.
+    #[error("{0}")]
+    Unreadable(String),
     #[error("not an email address: {0}")]
     InvalidEmail(String),
 }

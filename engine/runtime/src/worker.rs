@@ -266,13 +266,18 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         }
     }
 
-    /// A delivery whose outcome could not be recorded (the journey cannot be loaded or
-    /// decided, or the store failed). Left leased, the entry would come back every lease
-    /// forever without counting an attempt: a journey that can never take its outcome (one
-    /// written under another deployment secret, say) would be a poison entry. So it is
-    /// rescheduled with backoff like a failed send and given up after `max_attempts`. When
-    /// the store cannot even do that, the error stands and the lease lapses as before.
+    /// A delivery whose outcome could not be recorded. Most such errors pass (a busy or
+    /// unreachable store, contention, a newer build's data during a rolling upgrade): the
+    /// error stands, the entry stays leased and comes back when the lease lapses, as it
+    /// always did. But a journey no key of this deployment opens ([`Error::Unreadable`]) or
+    /// whose definition the store lacks can never take an outcome: left like that, its
+    /// entry would fail a pass every lease, forever, without counting an attempt. Those are
+    /// rescheduled with backoff like a failed send and given up after `max_attempts`, each
+    /// try open to any node.
     async fn unrecorded(&self, entry: &OutboxEntry, e: Error) -> Result<Delivery, Error> {
+        if !matches!(e, Error::Unreadable(_) | Error::MissingDefinition { .. }) {
+            return Err(e);
+        }
         let attempt = entry.attempts + 1;
         let retry_after = (attempt < self.options.max_attempts).then(|| backoff(attempt));
         let give_up = retry_after.is_none();
@@ -288,39 +293,41 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             .reschedule_effect(entry.effect_id, entry.lease, at, &note)
             .await
         {
-            Ok(_) if give_up => Ok(Delivery::Failed),
-            Ok(_) => Ok(Delivery::Retried),
+            Ok(true) if give_up => Ok(Delivery::Failed),
+            Ok(true) => Ok(Delivery::Retried),
+            // Another worker holds the entry now (our lease lapsed): it decides.
+            Ok(false) => {
+                debug!(effect = %entry.effect_id, "effect lease lost before rescheduling");
+                Ok(Delivery::Retried)
+            }
             Err(_) => Err(e),
         }
     }
 
     async fn fire(&self, timer: &TimerEntry) -> Result<(), Error> {
-        // A timer that can never fire (its payload or its journey cannot be read by this
-        // deployment: another secret, a damaged row; or its definition is missing) is given
-        // up, not left pending: it would fail every pass, every lease, forever.
-        match serde_json::from_str::<TimerKind>(&timer.payload) {
-            Err(e) => error!(
+        // A payload this build cannot decode may be a newer build's (a rolling upgrade): the
+        // error stands and the timer comes back when its lease lapses, perhaps to a newer node.
+        let kind: TimerKind = serde_json::from_str(&timer.payload)
+            .map_err(|e| Error::Decode(format!("timer {}: {e}", timer.timer_id)))?;
+        // The timer id is the command id: firing twice (after a crash) is a no-op.
+        match self
+            .engine
+            .submit(
+                timer.stream,
+                Input::Timer(kind),
+                Actor::system(),
+                Some(timer.timer_id),
+            )
+            .await
+        {
+            Ok(_) | Err(Error::UnknownJourney(_)) => {}
+            // A journey no key of this deployment opens can never take the timer: left
+            // pending, it would fail every pass, every lease, forever.
+            Err(e @ Error::Unreadable(_)) => error!(
                 timer = %timer.timer_id, journey = %timer.stream,
-                "timer given up: its payload cannot be decoded: {e}"
+                "timer given up: {e}"
             ),
-            // The timer id is the command id: firing twice (after a crash) is a no-op.
-            Ok(kind) => match self
-                .engine
-                .submit(
-                    timer.stream,
-                    Input::Timer(kind),
-                    Actor::system(),
-                    Some(timer.timer_id),
-                )
-                .await
-            {
-                Ok(_) | Err(Error::UnknownJourney(_)) => {}
-                Err(e @ (Error::Decode(_) | Error::MissingDefinition { .. })) => error!(
-                    timer = %timer.timer_id, journey = %timer.stream,
-                    "timer given up: {e}"
-                ),
-                Err(e) => return Err(e),
-            },
+            Err(e) => return Err(e),
         }
         let held = self
             .engine

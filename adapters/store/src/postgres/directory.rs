@@ -85,7 +85,6 @@ impl PgStore {
         insert(&mut conn, account, &email, phc).await
     }
 
-    /// Whether the directory seed `name` was applied (by any node, at any time).
     /// The deployment's audit public key (hex) as recorded, if any node recorded it.
     pub async fn deployment_key(&self) -> Result<Option<String>, Error> {
         Ok(
@@ -111,6 +110,7 @@ impl PgStore {
             .ok_or_else(|| Error::Corrupt("deployment_key: the recorded key vanished".into()))
     }
 
+    /// Whether the directory seed `name` was applied (by any node, at any time).
     pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
         let found: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM directory_seeds WHERE name = $1")

@@ -81,7 +81,6 @@ impl SqliteStore {
         insert(&mut conn, account, &email, phc).await
     }
 
-    /// Whether the directory seed `name` was applied (by any process, at any time).
     /// The deployment's audit public key (hex) as recorded, if any command recorded it.
     pub async fn deployment_key(&self) -> Result<Option<String>, Error> {
         Ok(
@@ -108,6 +107,7 @@ impl SqliteStore {
             .ok_or_else(|| Error::Corrupt("deployment_key: the recorded key vanished".into()))
     }
 
+    /// Whether the directory seed `name` was applied (by any process, at any time).
     pub async fn directory_seeded(&self, name: &str) -> Result<bool, Error> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM directory_seeds WHERE name = ?1")
