@@ -312,18 +312,27 @@ async fn drive(i: usize, run: &str, cluster: &Cluster, outbox: &sqlx::SqlitePool
     (id, token, plan)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_one_database_survive_a_sigkill() {
-    let Some(server) = common::postgres::ScratchServer::connect().await else {
-        return;
-    };
-    let db = format!("passage_multinode_{}", std::process::id());
+/// A fresh database named `name_<pid>` on the test server and a fresh directory holding
+/// `channels` as the nodes' channels file; `None` when the server is unreachable outside CI.
+async fn scratch(
+    name: &str,
+    channels: &str,
+) -> Option<(common::postgres::ScratchServer, String, String, PathBuf)> {
+    let server = common::postgres::ScratchServer::connect().await?;
+    let db = format!("passage_{name}_{}", std::process::id());
     let db_url = server.fresh_database(&db).await;
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("passage-multinode-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("passage-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("channels.toml"), UNLIMITED_CHANNELS).unwrap();
+    std::fs::write(dir.join("channels.toml"), channels).unwrap();
+    Some((server, db, db_url, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_database_survive_a_sigkill() {
+    let Some((server, db, db_url, dir)) = scratch("multinode", UNLIMITED_CHANNELS).await else {
+        return;
+    };
 
     let a = start_node(&dir, &db_url);
     let mut b = start_node(&dir, &db_url);
@@ -533,16 +542,9 @@ per_recipient = { max = 3, window_secs = 3600 }
 /// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_send_budget() {
-    let Some(server) = common::postgres::ScratchServer::connect().await else {
+    let Some((server, db, db_url, dir)) = scratch("budget", SMALL_EMAIL_BUDGET).await else {
         return;
     };
-    let db = format!("passage_budget_{}", std::process::id());
-    let db_url = server.fresh_database(&db).await;
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("passage-multinode-budget-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("channels.toml"), SMALL_EMAIL_BUDGET).unwrap();
     let mut nodes = [start_node(&dir, &db_url), start_node(&dir, &db_url)];
     let pg = PgPoolOptions::new()
         .max_connections(2)
@@ -677,16 +679,9 @@ async fn two_nodes_share_one_send_budget() {
 /// a Retry-After, whichever node answers; counted per node, all six would have started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_client_limit() {
-    let Some(server) = common::postgres::ScratchServer::connect().await else {
+    let Some((server, db, db_url, dir)) = scratch("client_limit", UNLIMITED_CHANNELS).await else {
         return;
     };
-    let db = format!("passage_client_limit_{}", std::process::id());
-    let db_url = server.fresh_database(&db).await;
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("passage-multinode-limit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("channels.toml"), UNLIMITED_CHANNELS).unwrap();
     let nodes = [
         start_node_limited(&dir, &db_url, 4),
         start_node_limited(&dir, &db_url, 4),

@@ -18,11 +18,10 @@
 //! 10 000 per hour).
 
 use super::PgStore;
-use crate::budgets::{BudgetCharge, SWEEP_EVERY_MS};
+use crate::budgets::BudgetCharge;
 use crate::error::Error;
 use passage_core::time::Timestamp;
 use sqlx::{Connection as _, Row};
-use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 impl PgStore {
@@ -109,14 +108,7 @@ impl PgStore {
     /// Deletes the rows whose window has passed, at most once a minute per handle. A
     /// failure is logged and left for the next sweep: the charge it follows has committed.
     async fn sweep_budgets_now_and_then(&self, now_ms: i64) {
-        let last = self.inner.budget_sweep.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < SWEEP_EVERY_MS
-            || self
-                .inner
-                .budget_sweep
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.inner.budget_sweep.due(now_ms) {
             return;
         }
         if let Err(e) = self.sweep_budgets(Timestamp::from_millis(now_ms)).await {

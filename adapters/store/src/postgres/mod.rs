@@ -25,6 +25,7 @@ mod windows;
 mod writer;
 
 use crate::batch::{Job, Stats, StoreStats};
+use crate::budgets::SweepClock;
 use crate::error::Error;
 use crate::{lease_token, wall_clock_ms};
 use completer::{Completer, Completion};
@@ -37,7 +38,6 @@ use rows::event_columns;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use std::str::FromStr;
-use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -119,9 +119,9 @@ struct Inner {
     /// The abuse counters' own small pool (see `connect_with`).
     counter_pool: PgPool,
     /// When this handle last swept spent send-budget rows (ms since the epoch).
-    budget_sweep: AtomicI64,
+    budget_sweep: SweepClock,
     /// When this handle last swept ended rate-limit windows (ms since the epoch).
-    window_sweep: AtomicI64,
+    window_sweep: SweepClock,
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
@@ -328,8 +328,8 @@ impl PgStore {
                 listener: OnceLock::new(),
                 runtime,
                 counter_pool,
-                budget_sweep: AtomicI64::new(0),
-                window_sweep: AtomicI64::new(0),
+                budget_sweep: SweepClock::default(),
+                window_sweep: SweepClock::default(),
             }),
         })
     }

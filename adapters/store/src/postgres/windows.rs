@@ -6,11 +6,9 @@
 //! is how the statement tells an admitted hit (counted) from a refused one (`refused`).
 
 use super::PgStore;
-use crate::budgets::SWEEP_EVERY_MS;
 use crate::error::Error;
 use passage_core::time::Timestamp;
 use sqlx::Row;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl PgStore {
@@ -90,14 +88,7 @@ impl PgStore {
     /// [`PgStore::sweep_windows`] at most once a minute per handle; a failure is logged and
     /// left for the next one.
     async fn sweep_windows_now_and_then(&self, now_ms: i64) {
-        let last = self.inner.window_sweep.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < SWEEP_EVERY_MS
-            || self
-                .inner
-                .window_sweep
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.inner.window_sweep.due(now_ms) {
             return;
         }
         if let Err(e) = self.sweep_windows(Timestamp::from_millis(now_ms)).await {

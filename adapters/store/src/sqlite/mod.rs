@@ -25,7 +25,6 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
@@ -86,7 +85,7 @@ struct Inner {
     /// processes' appends are not seen here: `wait_for_work`'s timeout covers them.
     work: Arc<Notify>,
     /// When this handle last swept spent send-budget rows (ms since the epoch).
-    budget_sweep: AtomicI64,
+    budget_sweep: crate::budgets::SweepClock,
 }
 
 impl SqliteStore {
@@ -229,7 +228,7 @@ impl SqliteStore {
                 writes: tx,
                 stats,
                 work,
-                budget_sweep: AtomicI64::new(0),
+                budget_sweep: crate::budgets::SweepClock::default(),
             }),
         })
     }
@@ -282,15 +281,8 @@ impl SqliteStore {
                 now.as_millis(),
             ))
             .await?;
-        let last = self.inner.budget_sweep.load(Ordering::Relaxed);
-        let now_ms = now.as_millis();
         if done.spent.is_none()
-            && now_ms.saturating_sub(last) >= crate::budgets::SWEEP_EVERY_MS
-            && self
-                .inner
-                .budget_sweep
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+            && self.inner.budget_sweep.due(now.as_millis())
             && let Err(e) = self.sweep_budgets(now).await
         {
             // The charge committed; the rows it would have deleted wait for the next sweep.
