@@ -914,6 +914,19 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
         checkpoints.len(),
         if checkpoints.len() == 1 { "" } else { "s" }
     );
+    // The chain needs no key; the secret matters for checkpoints and for running the
+    // deployment. One that is not the deployment's is named here rather than refused.
+    let ours = passage_core::secrets::hex(key.as_bytes());
+    if let Some(recorded) = app.store.deployment_key().await?
+        && recorded != ours
+    {
+        println!(
+            "note: this secret's audit key ({}…) is not the deployment's ({}…): the chain \
+             above verifies without it, but checkpoints cannot be signed or checked with it",
+            &ours[..16],
+            recorded.get(..16).unwrap_or(&recorded)
+        );
+    }
     // The chain proves every event links to the one before; only a signed checkpoint (or
     // a published copy of its line) proves where the log ended. Say what is not covered.
     let covered = checkpoints.iter().map(|c| c.position).max().unwrap_or(0);

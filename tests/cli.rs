@@ -1059,6 +1059,12 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
             .stderr_has("is not the deployment's")
             .stderr_has("set PASSAGE_SECRET or --secret-file to the secret the other nodes use");
     }
+    // `audit verify` needs no secret for the chain: it verifies, and names the mismatch.
+    wrong
+        .run(&["audit", "verify"])
+        .expect_ok()
+        .stdout_has("audit verify ok")
+        .stdout_has("is not the deployment's");
     // Nothing was written under the wrong secret: still one journey, still verifiable.
     let listed = right.run(&["journeys", "list"]);
     listed.expect_ok();
