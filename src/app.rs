@@ -75,6 +75,15 @@ pub enum SecretCheck {
     Record,
 }
 
+/// Where the channels' send budgets are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budgets {
+    /// In the store, shared by every process and node on it (ADR 0007).
+    Shared,
+    /// In this process: the terminal demos (see `StoreBudgets::PerProcess`).
+    PerProcess,
+}
+
 /// Opens the store, the channels and the engine. `create`: whether the command may create
 /// the embedded store; the others read or act on what is there, so a mistyped `--db` must
 /// not answer from a new, empty file ("no journeys", "audit verify ok: 0 events").
@@ -86,6 +95,7 @@ pub async fn open(
     config: &ChannelsConfig,
     create: bool,
     secret: SecretCheck,
+    budgets: Budgets,
 ) -> anyhow::Result<App> {
     let check_secret = secret != SecretCheck::Skip;
     // Definitions first: a malformed file must stop us before anything is created on disk.
@@ -174,7 +184,10 @@ pub async fn open(
         config,
         Some(outbox.clone()),
         Arc::new(move || passage_runtime::Clock::now(&clock)),
-        StoreBudgets::new(store.clone(), Arc::new(keys)),
+        match budgets {
+            Budgets::Shared => StoreBudgets::new(store.clone(), Arc::new(keys)),
+            Budgets::PerProcess => StoreBudgets::PerProcess(Default::default()),
+        },
     )
     .context("set up the channels")?;
     tracing::info!(channels = %channels.inner().describe(), "channels ready");
@@ -320,7 +333,7 @@ async fn secret_matches_checkpoints(store: &AnyStore, keys: &Keys) -> anyhow::Re
 /// signed, and a node with another secret would meanwhile seal codes and personal data the
 /// others cannot read, key the shared counters differently, and could sign the first
 /// checkpoint itself, locking the right secret out. A store from before the record that
-/// holds journeys is recorded only under a secret that opens them.
+/// holds journeys is recorded only under a secret seen to open one of them.
 async fn secret_matches_deployment(
     store: &AnyStore,
     engine: &AppEngine,
@@ -333,7 +346,8 @@ async fn secret_matches_deployment(
         anyhow::anyhow!(
             "this secret's audit key ({}…) is not the deployment's ({}…, recorded when a \
              passage command first wrote to this database): set PASSAGE_SECRET or \
-             --secret-file to the secret the other nodes use",
+             --secret-file to the secret the other nodes use (docs/deployment.md says what \
+             to do if the first write used a wrong one)",
             &ours[..16],
             key.get(..16).unwrap_or(key)
         )
@@ -347,8 +361,8 @@ async fn secret_matches_deployment(
         Some(_) => Ok(()),
         None if !writes => Ok(()),
         None => {
-            if has_events {
-                secret_opens_the_journeys(engine).await?;
+            if has_events && !secret_opens_the_journeys(engine).await? {
+                return Ok(());
             }
             let key = store
                 .pin_deployment_key(&ours)
@@ -364,29 +378,40 @@ async fn secret_matches_deployment(
 
 /// Whether `engine`'s secret opens the newest journeys of a store that recorded no
 /// deployment key yet (written before this build): the first writer after the upgrade must
-/// not record a wrong secret as the deployment's.
-async fn secret_opens_the_journeys(engine: &AppEngine) -> anyhow::Result<()> {
-    use passage_core::ports::{EventStore as _, JourneyFilter};
+/// not record a wrong secret as the deployment's. `Ok(true)` once a journey that still has
+/// its personal-data key opened; `Ok(false)` when none could tell (all erased, or from
+/// before per-journey keys), and then nothing is recorded yet; an error when one would not
+/// open.
+async fn secret_opens_the_journeys(engine: &AppEngine) -> anyhow::Result<bool> {
+    use passage_core::ports::{EventStore as _, JourneyFilter, StoredDataKey};
     let newest = engine
         .store()
         .list_journeys(JourneyFilter {
-            limit: 20,
+            limit: 50,
             ..JourneyFilter::default()
         })
         .await
         .context("list the newest journeys")?;
     for journey in newest {
-        match engine.load(journey.journey_id).await {
+        let id = journey.journey_id;
+        if !matches!(
+            engine.store().journey_key(id).await,
+            Ok(Some(StoredDataKey::Live(_)))
+        ) {
+            continue;
+        }
+        match engine.load(id).await {
             Err(e @ passage_runtime::Error::Unreadable(_)) => bail!(
                 "this secret cannot open the journeys already in this store ({e}): set \
                  PASSAGE_SECRET or --secret-file to the deployment's secret"
             ),
+            Ok(_) => return Ok(true),
             // Anything else (a definition this build lacks, say) says nothing about the
             // secret: the other journeys decide.
-            _ => continue,
+            Err(_) => continue,
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {

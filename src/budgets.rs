@@ -8,7 +8,7 @@
 //! nodes serve. Both name each counter by a keyed hash, so that no recipient or client
 //! address is stored to do it (R50).
 
-use passage_channels::{Admission, Budget, BudgetKey, LimitStore};
+use passage_channels::{Admission, Budget, BudgetKey, InMemoryLimitStore, LimitStore};
 use passage_core::secrets::Keys;
 use passage_core::time::Timestamp;
 use passage_store::{AnyStore, BudgetCharge, PgStore};
@@ -18,24 +18,36 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A [`LimitStore`] over the event store's `send_budget_uses` table.
+/// A [`LimitStore`] over the event store's `send_budget_uses` table, or, for the
+/// terminal demos, this process's memory.
 #[derive(Clone)]
-pub struct StoreBudgets {
-    store: AnyStore,
-    keys: Arc<Keys>,
+pub enum StoreBudgets {
+    Shared {
+        store: AnyStore,
+        keys: Arc<Keys>,
+    },
+    /// `passage demo` and `passage chat` drive a reset or two per run for the same demo
+    /// accounts: counted across runs, a few runs an hour would spend the demo accounts'
+    /// budgets (3 calls an hour) and the next run would stall waiting for a code. Within a
+    /// run the budgets still apply.
+    PerProcess(InMemoryLimitStore),
 }
 
 impl fmt::Debug for StoreBudgets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreBudgets")
-            .field("backend", &self.store.backend())
-            .finish_non_exhaustive()
+        match self {
+            Self::Shared { store, .. } => f
+                .debug_struct("StoreBudgets")
+                .field("backend", &store.backend())
+                .finish_non_exhaustive(),
+            Self::PerProcess(_) => f.write_str("StoreBudgets(per process)"),
+        }
     }
 }
 
 impl StoreBudgets {
     pub fn new(store: AnyStore, keys: Arc<Keys>) -> Self {
-        Self { store, keys }
+        Self::Shared { store, keys }
     }
 }
 
@@ -46,16 +58,19 @@ impl LimitStore for StoreBudgets {
         token: Uuid,
         keys: &[(BudgetKey, Budget)],
     ) -> Result<Admission, passage_channels::Error> {
+        let (store, counter_keys) = match self {
+            Self::Shared { store, keys } => (store, keys),
+            Self::PerProcess(memory) => return memory.try_acquire(now, token, keys).await,
+        };
         let charges: Vec<BudgetCharge> = keys
             .iter()
             .map(|(key, budget)| BudgetCharge {
-                key: self.keys.counter_name(&key.identity()),
+                key: counter_keys.counter_name(&key.identity()),
                 max: budget.max,
                 window: budget.window(),
             })
             .collect();
-        let spent = self
-            .store
+        let spent = store
             .charge_budgets(now, token, &charges)
             .await
             .map_err(|e| passage_channels::Error::LimitStore(crate::causes(&e.into())))?;

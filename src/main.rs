@@ -171,7 +171,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         c if c.creates_store() => app::SecretCheck::Record,
         _ => app::SecretCheck::Compare,
     };
-    let app = app::open(&cli.global, &config, cli.command.creates_store(), secret).await?;
+    let budgets = match cli.command {
+        Command::Demo(_) | Command::Chat(_) => app::Budgets::PerProcess,
+        _ => app::Budgets::Shared,
+    };
+    let app = app::open(
+        &cli.global,
+        &config,
+        cli.command.creates_store(),
+        secret,
+        budgets,
+    )
+    .await?;
     let result = dispatch(&app, cli).await;
     app.close().await;
     result
@@ -368,10 +379,19 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::PublicKey) => {
             let key = audit::signing_key(app.engine.keys());
-            println!(
-                "{}",
-                passage_core::secrets::hex(key.verifying_key().as_bytes())
-            );
+            let ours = passage_core::secrets::hex(key.verifying_key().as_bytes());
+            println!("{ours}");
+            // Printed all the same (a reviewer may want this secret's key), but a key that
+            // is not the deployment's must not be published as if it were.
+            if let Some(recorded) = app.store.deployment_key().await?
+                && recorded != ours
+            {
+                eprintln!(
+                    "note: this is not the deployment's audit key, which is {recorded}: \
+                     PASSAGE_SECRET or --secret-file is not the secret the deployment was \
+                     first written under"
+                );
+            }
             Ok(())
         }
         Command::Audit(AuditCommand::VerifyExport { .. }) => {

@@ -1036,6 +1036,24 @@ fn a_missing_or_wrong_secret_is_refused_on_a_store_with_events() {
         .stdout_has("1 signed checkpoint match");
 }
 
+/// The demo accounts' send budgets (3 calls an hour per number) are counted per run of
+/// `passage demo`, not across runs: run after run in the same minute still completes, where
+/// budgets kept in the store stalled the fourth run waiting for a call.
+#[test]
+fn the_demo_runs_again_and_again() {
+    let dir = TestDir::new("demo-again");
+    let p = Passage::new(&dir);
+    for run in 1..=5 {
+        let r = p.run(&["demo"]);
+        r.expect_ok().no_panic();
+        assert_eq!(
+            r.stdout.matches("[password-reset v1, completed]").count(),
+            2,
+            "run {run}: {r}"
+        );
+    }
+}
+
 /// Before any checkpoint exists, a secret other than the deployment's is refused too: the
 /// first writing command records the deployment's audit key, and every command, writing or
 /// reading, compares with it. A node started with another secret would otherwise seal data
@@ -1059,12 +1077,24 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
             .stderr_has("is not the deployment's")
             .stderr_has("set PASSAGE_SECRET or --secret-file to the secret the other nodes use");
     }
-    // `audit verify` needs no secret for the chain: it verifies, and names the mismatch.
+    // `audit verify` needs no secret for the chain: it verifies, and names the mismatch;
+    // `audit public-key` prints this secret's key but says it is not the deployment's.
     wrong
         .run(&["audit", "verify"])
         .expect_ok()
         .stdout_has("audit verify ok")
         .stdout_has("is not the deployment's");
+    wrong
+        .run(&["audit", "public-key"])
+        .expect_ok()
+        .stderr_has("this is not the deployment's audit key");
+    assert!(
+        !right
+            .run(&["audit", "public-key"])
+            .stderr
+            .contains("not the deployment's"),
+        "the right secret's key is printed without a note"
+    );
     // Nothing was written under the wrong secret: still one journey, still verifiable.
     let listed = right.run(&["journeys", "list"]);
     listed.expect_ok();
@@ -1097,6 +1127,65 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
     right
         .run(&["journey", "start", "--email", "alice@example.com"])
         .expect_ok();
+    wrong
+        .run(&["journeys", "list"])
+        .expect_code(1)
+        .stderr_has("is not the deployment's");
+
+    // A store whose journeys were all erased (no key left to try) records nothing until
+    // one the secret opens exists: a wrong first writer is not taken for the deployment.
+    right
+        .run(&[
+            "subjects",
+            "erase",
+            "--email",
+            "alice@example.com",
+            "--reason",
+            "ticket 7",
+        ])
+        .expect_ok();
+    forget(&dir.db());
+    wrong
+        .run(&[
+            "operators",
+            "add",
+            "sam",
+            "--role",
+            "support",
+            "--password-stdin",
+        ])
+        .no_panic();
+    let recorded = || {
+        let db = dir.db();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                    .await
+                    .unwrap();
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deployment_key")
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            })
+    };
+    assert_eq!(
+        recorded(),
+        0,
+        "nothing told whether that secret is the deployment's"
+    );
+    right
+        .run(&["journey", "start", "--email", "alice@example.com"])
+        .expect_ok();
+    right
+        .run(&["journey", "start", "--email", "alice@example.com"])
+        .expect_ok();
+    assert_eq!(
+        recorded(),
+        1,
+        "a journey the secret opens exists now: recorded"
+    );
     wrong
         .run(&["journeys", "list"])
         .expect_code(1)

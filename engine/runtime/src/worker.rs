@@ -401,9 +401,20 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                         channel: channel.into(),
                         provider_ref: receipt.provider_ref,
                     };
-                    self.engine
+                    match self
+                        .engine
                         .submit(journey, input, Actor::system(), Some(id))
-                        .await?;
+                        .await
+                    {
+                        Ok(_) => {}
+                        // Sent, to a journey that can never take the outcome: the entry is
+                        // completed below all the same, or it would be sent again.
+                        Err(e @ Error::Unreadable(_)) => error!(
+                            effect = %entry.effect_id, %journey, channel,
+                            "delivered, but the outcome cannot be recorded: {e}"
+                        ),
+                        Err(e) => return Err(e),
+                    }
                 }
                 if !store
                     .complete_effect(entry.effect_id, entry.lease, self.engine.now())

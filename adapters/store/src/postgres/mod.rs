@@ -268,6 +268,14 @@ impl PgStore {
                 .acquire_timeout(COUNTER_ACQUIRE),
         )
         .connect_lazy_with(connect.clone());
+        // One counter connection made now, off the caller's path: a node's first rate-limit
+        // hit must not spend its half-second wait on connecting.
+        runtime.spawn({
+            let counters = counter_pool.clone();
+            async move {
+                let _ = counters.acquire().await;
+            }
+        });
 
         let schema = {
             let mut conn = pool.acquire().await?;

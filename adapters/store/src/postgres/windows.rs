@@ -49,7 +49,7 @@ impl PgStore {
         .await?;
         let remaining: i64 = row.try_get("remaining_ms")?;
         let admitted: bool = row.try_get("admitted")?;
-        self.sweep_windows_now_and_then(now_ms).await;
+        self.sweep_windows_now_and_then(now_ms);
         Ok(if admitted {
             Ok(())
         } else {
@@ -85,17 +85,21 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    /// [`PgStore::sweep_windows`] at most once a minute per handle; a failure is logged and
-    /// left for the next one.
-    async fn sweep_windows_now_and_then(&self, now_ms: i64) {
+    /// [`PgStore::sweep_windows`] at most once a minute per handle, in a task of its own so
+    /// that the request whose hit found it due does not wait for it; a failure is logged
+    /// and left for the next one.
+    fn sweep_windows_now_and_then(&self, now_ms: i64) {
         if !self.inner.window_sweep.due(now_ms) {
             return;
         }
-        if let Err(e) = self.sweep_windows(Timestamp::from_millis(now_ms)).await {
-            tracing::warn!(
-                "failed to sweep ended rate-limit windows: {}",
-                crate::batch::DisplayChain(&e)
-            );
-        }
+        let this = self.clone();
+        self.inner.runtime.spawn(async move {
+            if let Err(e) = this.sweep_windows(Timestamp::from_millis(now_ms)).await {
+                tracing::warn!(
+                    "failed to sweep ended rate-limit windows: {}",
+                    crate::batch::DisplayChain(&e)
+                );
+            }
+        });
     }
 }
