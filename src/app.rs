@@ -148,7 +148,7 @@ pub async fn open(
         .await
         .context("read the deployment's audit key")?
         .is_some();
-    let keys = load_keys(global, has_events || pinned)?;
+    let keys = load_keys(global, has_events, pinned)?;
     if check_secret {
         secret_matches_checkpoints(&store, &keys).await?;
     }
@@ -257,7 +257,7 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Vec<Definition>> {
 
 /// The master secret: `PASSAGE_SECRET`, else a key file, created with mode 0600 only for a
 /// store without events (a first run).
-fn load_keys(global: &Global, store_has_events: bool) -> anyhow::Result<Keys> {
+fn load_keys(global: &Global, store_has_events: bool, pinned: bool) -> anyhow::Result<Keys> {
     if let Ok(secret) = std::env::var("PASSAGE_SECRET") {
         if secret.len() < 32 {
             bail!("PASSAGE_SECRET must be at least 32 characters (e.g. 64 hex digits)");
@@ -284,13 +284,18 @@ fn load_keys(global: &Global, store_has_events: bool) -> anyhow::Result<Keys> {
             return Err(e).with_context(|| format!("read the secret key file {}", path.display()));
         }
     }
-    if store_has_events {
+    if store_has_events || pinned {
         bail!(
-            "the event store already holds events, but the secret key file {} does not exist: \
+            "the event store {}, but the secret key file {} does not exist: \
              a new secret could not open the journeys' sealed data and would not match the \
              log's checkpoints. Set PASSAGE_SECRET or --secret-file to the deployment's secret \
              (without them the key file is passage.key beside --db, or in the current \
              directory with --database-url)",
+            if store_has_events {
+                "already holds events"
+            } else {
+                "is already bound to a secret (its deployment key is recorded)"
+            },
             path.display()
         );
     }

@@ -1036,6 +1036,33 @@ fn a_missing_or_wrong_secret_is_refused_on_a_store_with_events() {
         .stdout_has("1 signed checkpoint match");
 }
 
+/// A store bound to a secret before its first event (an operator added, nothing started)
+/// is not given a fresh key file either: the key file's loss is named.
+#[test]
+fn a_store_bound_to_a_secret_without_events_gets_no_new_key() {
+    let dir = TestDir::new("bound-no-events");
+    let p = Passage::new(&dir);
+    p.run_stdin(
+        &[
+            "operators",
+            "add",
+            "sam",
+            "--role",
+            "support",
+            "--password-stdin",
+        ],
+        "harbour lantern meadow copper violet\n",
+    )
+    .expect_ok();
+    let key = dir.join("passage.key");
+    std::fs::remove_file(&key).expect("the first run made a key");
+    p.run(&["journeys", "list"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("is already bound to a secret (its deployment key is recorded)");
+    assert!(!key.exists(), "no new secret was written");
+}
+
 /// The demo accounts' send budgets (3 calls an hour per number) are counted per run of
 /// `passage demo`, not across runs: run after run in the same minute still completes, where
 /// budgets kept in the store stalled the fourth run waiting for a call.
