@@ -50,6 +50,8 @@ pub struct App {
     /// The configured channels (dev outbox unless SMTP or Twilio are configured).
     pub channels: AppChannels,
     pub worker: AppWorker,
+    /// The deployment's audit public key (hex) as the store records it, if it does.
+    pub deployment_key: Option<String>,
     /// The configured provider with the longest timeout, and that timeout (none for the dev
     /// outbox): a worker's lease must leave deliveries that long.
     pub slowest_provider: Option<(&'static str, std::time::Duration)>,
@@ -143,12 +145,11 @@ pub async fn open(
         .is_some();
     // A store whose deployment key is recorded was opened under some secret too, even
     // before its first event.
-    let pinned = store
+    let mut deployment_key = store
         .deployment_key()
         .await
-        .context("read the deployment's audit key")?
-        .is_some();
-    let keys = load_keys(global, has_events, pinned)?;
+        .context("read the deployment's audit key")?;
+    let keys = load_keys(global, has_events, deployment_key.is_some())?;
     if check_secret {
         secret_matches_checkpoints(&store, &keys).await?;
     }
@@ -163,7 +164,9 @@ pub async fn open(
     );
     if check_secret {
         let records = secret == SecretCheck::Record;
-        secret_matches_deployment(&store, &engine, &keys, records, has_events).await?;
+        deployment_key =
+            secret_matches_deployment(&store, &engine, &keys, deployment_key, records, has_events)
+                .await?;
     }
     seed_directory(&store).await?;
     for def in definitions {
@@ -202,6 +205,7 @@ pub async fn open(
         outbox,
         channels,
         worker,
+        deployment_key,
         slowest_provider: config.slowest_timeout(),
     })
 }
@@ -339,13 +343,15 @@ async fn secret_matches_checkpoints(store: &AnyStore, keys: &Keys) -> anyhow::Re
 /// others cannot read, key the shared counters differently, and could sign the first
 /// checkpoint itself, locking the right secret out. A store from before the record that
 /// holds journeys is recorded only under a secret seen to open one of them.
+/// `recorded`: the key as read at open; returns it as it is afterwards.
 async fn secret_matches_deployment(
     store: &AnyStore,
     engine: &AppEngine,
     keys: &Keys,
+    recorded: Option<String>,
     writes: bool,
     has_events: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let ours = hex(crate::audit::signing_key(keys).verifying_key().as_bytes());
     let refuse = |key: &str| {
         anyhow::anyhow!(
@@ -357,17 +363,13 @@ async fn secret_matches_deployment(
             key.get(..16).unwrap_or(key)
         )
     };
-    match store
-        .deployment_key()
-        .await
-        .context("read the deployment's audit key")?
-    {
+    match recorded {
         Some(key) if key != ours => Err(refuse(&key)),
-        Some(_) => Ok(()),
-        None if !writes => Ok(()),
+        Some(key) => Ok(Some(key)),
+        None if !writes => Ok(None),
         None => {
             if has_events && !secret_opens_the_journeys(engine).await? {
-                return Ok(());
+                return Ok(None);
             }
             let key = store
                 .pin_deployment_key(&ours)
@@ -376,7 +378,7 @@ async fn secret_matches_deployment(
             if key != ours {
                 return Err(refuse(&key));
             }
-            Ok(())
+            Ok(Some(key))
         }
     }
 }

@@ -383,8 +383,8 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             println!("{ours}");
             // Printed all the same (a reviewer may want this secret's key), but a key that
             // is not the deployment's must not be published as if it were.
-            if let Some(recorded) = app.store.deployment_key().await?
-                && recorded != ours
+            if let Some(recorded) = &app.deployment_key
+                && *recorded != ours
             {
                 eprintln!(
                     "note: this is not the deployment's audit key, which is {recorded}: \
@@ -937,14 +937,14 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
     // The chain needs no key; the secret matters for checkpoints and for running the
     // deployment. One that is not the deployment's is named here rather than refused.
     let ours = passage_core::secrets::hex(key.as_bytes());
-    if let Some(recorded) = app.store.deployment_key().await?
-        && recorded != ours
+    if let Some(recorded) = &app.deployment_key
+        && *recorded != ours
     {
         println!(
             "note: this secret's audit key ({}…) is not the deployment's ({}…): the chain \
              above verifies without it, but checkpoints cannot be signed or checked with it",
             &ours[..16],
-            recorded.get(..16).unwrap_or(&recorded)
+            recorded.get(..16).unwrap_or(recorded)
         );
     }
     // The chain proves every event links to the one before; only a signed checkpoint (or

@@ -1081,6 +1081,24 @@ fn the_demo_runs_again_and_again() {
     }
 }
 
+/// Runs `sql` on the store file behind the binary's back; the first column of its first
+/// row, if it returns one.
+fn store_scalar(db: &std::path::Path, sql: &'static str) -> Option<i64> {
+    let db = db.to_owned();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_optional(&mut c)
+                .await
+                .unwrap()
+        })
+}
+
 /// Before any checkpoint exists, a secret other than the deployment's is refused too: the
 /// first writing command records the deployment's audit key, and every command, writing or
 /// reading, compares with it. A node started with another secret would otherwise seal data
@@ -1130,22 +1148,7 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
 
     // A store from before the record (none, but journeys): the first writer records its
     // secret only if that secret opens the journeys there.
-    let forget = |db: &std::path::Path| {
-        let db = db.to_owned();
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async move {
-                use sqlx::Connection;
-                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-                    .await
-                    .unwrap();
-                sqlx::query("DELETE FROM deployment_key")
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            });
-    };
-    forget(&dir.db());
+    store_scalar(&dir.db(), "DELETE FROM deployment_key");
     wrong
         .run(&["journey", "start", "--email", "alice@example.com"])
         .expect_code(1)
@@ -1171,7 +1174,7 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
             "ticket 7",
         ])
         .expect_ok();
-    forget(&dir.db());
+    store_scalar(&dir.db(), "DELETE FROM deployment_key");
     wrong
         .run(&[
             "operators",
@@ -1182,24 +1185,9 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
             "--password-stdin",
         ])
         .no_panic();
-    let recorded = || {
-        let db = dir.db();
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async move {
-                use sqlx::Connection;
-                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-                    .await
-                    .unwrap();
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deployment_key")
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            })
-    };
     assert_eq!(
-        recorded(),
-        0,
+        store_scalar(&dir.db(), "SELECT count(*) FROM deployment_key"),
+        Some(0),
         "nothing told whether that secret is the deployment's"
     );
     right
@@ -1209,8 +1197,8 @@ fn a_wrong_secret_is_refused_before_any_checkpoint() {
         .run(&["journey", "start", "--email", "alice@example.com"])
         .expect_ok();
     assert_eq!(
-        recorded(),
-        1,
+        store_scalar(&dir.db(), "SELECT count(*) FROM deployment_key"),
+        Some(1),
         "a journey the secret opens exists now: recorded"
     );
     wrong

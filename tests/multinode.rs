@@ -525,6 +525,24 @@ async fn two_nodes_one_database_survive_a_sigkill() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `POST /api/journeys` with `body` on the node at `addr`, under Idempotency-Key `key`.
+async fn start_reset(addr: &str, body: Value, key: String) -> (u16, Value) {
+    let addr = addr.to_owned();
+    tokio::task::spawn_blocking(move || {
+        http(
+            &addr,
+            "POST",
+            "/api/journeys",
+            Some(&body),
+            None,
+            Some(&key),
+        )
+    })
+    .await
+    .unwrap()
+    .expect("start a reset")
+}
+
 /// Dev channels with a per-recipient email budget of 3 an hour, and nothing else limited.
 const SMALL_EMAIL_BUDGET: &str = r#"
 email = "dev"
@@ -567,21 +585,12 @@ async fn two_nodes_share_one_send_budget() {
             // The budget is spent: restarted nodes must still know it.
             nodes = [start_node(&dir, &db_url), start_node(&dir, &db_url)];
         }
-        let addr = nodes[i % 2].addr.clone();
-        let key = format!("{run}-budget-start-{i}");
-        let (status, v) = tokio::task::spawn_blocking(move || {
-            http(
-                &addr,
-                "POST",
-                "/api/journeys",
-                Some(&json!({"email": "budget@example.com"})),
-                None,
-                Some(&key),
-            )
-        })
-        .await
-        .unwrap()
-        .expect("start a reset");
+        let (status, v) = start_reset(
+            &nodes[i % 2].addr,
+            json!({"email": "budget@example.com"}),
+            format!("{run}-budget-start-{i}"),
+        )
+        .await;
         assert_eq!(status, 201, "start {i}: {v}");
         let journey = v["journey_id"].as_str().expect("journey id").to_owned();
         // Wait for this journey's code message to be handled before the next start, so the
@@ -689,21 +698,12 @@ async fn two_nodes_share_one_client_limit() {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut statuses = Vec::new();
     for i in 0..6 {
-        let addr = nodes[i % 2].addr.clone();
-        let key = format!("{run}-limit-start-{i}");
-        let (status, v) = tokio::task::spawn_blocking(move || {
-            http(
-                &addr,
-                "POST",
-                "/api/journeys",
-                Some(&json!({"email": format!("limit{i}@example.com")})),
-                None,
-                Some(&key),
-            )
-        })
-        .await
-        .unwrap()
-        .expect("start a reset");
+        let (status, v) = start_reset(
+            &nodes[i % 2].addr,
+            json!({"email": format!("limit{i}@example.com")}),
+            format!("{run}-limit-start-{i}"),
+        )
+        .await;
         if status == 429 {
             assert_eq!(v["error"]["code"], "rate-limited", "{v}");
         }

@@ -223,34 +223,41 @@ pub struct RateLimiter {
     refused: Mutex<Refused>,
 }
 
-#[derive(Debug, Default)]
-struct Refused {
-    until: HashMap<String, Instant>,
+/// Keys with what the limiter keeps for each, dropped once no longer live: swept when the
+/// map is large, at most every 10 seconds, so a flood of new keys cannot make every request
+/// pay for a full sweep.
+#[derive(Debug)]
+struct Swept<V> {
+    map: HashMap<String, V>,
     last_sweep: Option<Instant>,
 }
 
-#[derive(Debug, Default)]
-struct Windows {
-    /// Per key: when its window started, how long it lasts, and the count in it.
-    map: HashMap<String, (Instant, Duration, u32)>,
-    last_sweep: Option<Instant>,
+impl<V> Default for Swept<V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            last_sweep: None,
+        }
+    }
 }
 
-impl Windows {
-    /// Expired windows are swept when the map is large, at most every 10 seconds, so a flood
-    /// of new keys cannot make every request pay for a full sweep. Each by its own length:
-    /// a short window's caller must not cut a longer one short.
-    fn sweep(&mut self, now: Instant) {
+impl<V> Swept<V> {
+    fn sweep(&mut self, now: Instant, large: usize, live: impl Fn(&V) -> bool) {
         let due = self
             .last_sweep
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
-        if self.map.len() > 100_000 && due {
-            self.map
-                .retain(|_, (start, window, _)| now.duration_since(*start) < *window);
+        if self.map.len() > large && due {
+            self.map.retain(|_, v| live(v));
             self.last_sweep = Some(now);
         }
     }
 }
+
+/// Per key: when its window started, how long it lasts, and the count in it.
+type Windows = Swept<(Instant, Duration, u32)>;
+
+/// Per key refused lately: until when its window is full.
+type Refused = Swept<Instant>;
 
 impl RateLimiter {
     /// Counters in `shared` (every node's), or in this process when `None`.
@@ -313,18 +320,11 @@ impl RateLimiter {
     pub fn first_refusal(&self, key: &str, retry: Duration) -> bool {
         let now = Instant::now();
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        // As for the windows: swept when large, at most every 10 seconds.
-        let due = refused
-            .last_sweep
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
-        if refused.until.len() > 10_000 && due {
-            refused.until.retain(|_, until| *until > now);
-            refused.last_sweep = Some(now);
-        }
-        match refused.until.get(key) {
+        refused.sweep(now, 10_000, |until| *until > now);
+        match refused.map.get(key) {
             Some(until) if *until > now => false,
             _ => {
-                refused.until.insert(key.to_owned(), now + retry);
+                refused.map.insert(key.to_owned(), now + retry);
                 true
             }
         }
@@ -356,7 +356,10 @@ impl RateLimiter {
     fn hit_here(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        w.sweep(now);
+        // Each by its own length: a short window's caller must not cut a longer one short.
+        w.sweep(now, 100_000, |(start, window, _)| {
+            now.duration_since(*start) < *window
+        });
         let entry = w.map.entry(key.to_owned()).or_insert((now, window, 0));
         if now.duration_since(entry.0) >= entry.1 {
             *entry = (now, window, 0);

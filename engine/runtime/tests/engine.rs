@@ -48,12 +48,22 @@ fn engine_on<D: passage_core::ports::AccountDirectory>(
     directory: D,
     clock: &ManualClock,
 ) -> Engine<SqliteStore, D> {
+    engine_with_secret(store, directory, clock, b"runtime test secret")
+}
+
+/// [`engine_on`] with keys derived from `secret`.
+fn engine_with_secret<D: passage_core::ports::AccountDirectory>(
+    store: SqliteStore,
+    directory: D,
+    clock: &ManualClock,
+    secret: &[u8],
+) -> Engine<SqliteStore, D> {
     Engine::new(
         store,
         directory,
         Arc::new(clock.clone()),
         EngineOptions {
-            keys: Keys::derive(b"runtime test secret"),
+            keys: Keys::derive(secret),
             hasher: Argon2id::new(256, 1, 1),
         },
     )
@@ -1230,14 +1240,11 @@ async fn only_the_password_changed_email_is_a_notice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_whose_outcome_cannot_be_recorded_is_retried_then_given_up() {
     let f = fixture("poison").await;
-    let foreign = Engine::new(
+    let foreign = engine_with_secret(
         f.engine.store().clone(),
         f.engine.store().clone(),
-        Arc::new(f.clock.clone()),
-        EngineOptions {
-            keys: Keys::derive(b"another deployment's secret"),
-            hasher: Argon2id::new(256, 1, 1),
-        },
+        &f.clock,
+        b"another deployment's secret",
     );
     foreign
         .register(load("password-reset.toml", SEED).unwrap())

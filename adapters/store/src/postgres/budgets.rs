@@ -101,26 +101,13 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.sweep_budgets_now_and_then(now_ms);
+        self.sweep_in_background(
+            &self.inner.budget_sweep,
+            now_ms,
+            "spent send-budget rows",
+            |store, now| async move { store.sweep_budgets(now).await },
+        );
         Ok(None)
-    }
-
-    /// Deletes the rows whose window has passed, at most once a minute per handle, in a
-    /// task of its own (the charge that found it due does not wait). A failure is logged
-    /// and left for the next sweep: the charge it follows has committed.
-    fn sweep_budgets_now_and_then(&self, now_ms: i64) {
-        if !self.inner.budget_sweep.due(now_ms) {
-            return;
-        }
-        let this = self.clone();
-        self.inner.runtime.spawn(async move {
-            if let Err(e) = this.sweep_budgets(Timestamp::from_millis(now_ms)).await {
-                tracing::warn!(
-                    "failed to sweep spent send-budget rows: {}",
-                    crate::batch::DisplayChain(&e)
-                );
-            }
-        });
     }
 
     /// Deletes every budget row whose window has passed at `now`; returns how many.

@@ -342,6 +342,30 @@ impl PgStore {
         })
     }
 
+    /// Runs `sweep` (rows of the abuse counters past their window) in a task of its own
+    /// when `clock` finds one due at `now_ms`: the charge or hit that found it due does not
+    /// wait for it. A failure is logged and left for the next sweep.
+    fn sweep_in_background<F, Fut>(
+        &self,
+        clock: &SweepClock,
+        now_ms: i64,
+        what: &'static str,
+        sweep: F,
+    ) where
+        F: FnOnce(PgStore, Timestamp) -> Fut,
+        Fut: std::future::Future<Output = Result<u64, Error>> + Send + 'static,
+    {
+        if !clock.due(now_ms) {
+            return;
+        }
+        let swept = sweep(self.clone(), Timestamp::from_millis(now_ms));
+        self.inner.runtime.spawn(async move {
+            if let Err(e) = swept.await {
+                tracing::warn!("failed to sweep {what}: {}", crate::batch::DisplayChain(&e));
+            }
+        });
+    }
+
     /// Counters of this handle's append writer and outbox completer since connect.
     pub fn stats(&self) -> StoreStats {
         self.inner.stats.snapshot()

@@ -49,7 +49,12 @@ impl PgStore {
         .await?;
         let remaining: i64 = row.try_get("remaining_ms")?;
         let admitted: bool = row.try_get("admitted")?;
-        self.sweep_windows_now_and_then(now_ms);
+        self.sweep_in_background(
+            &self.inner.window_sweep,
+            now_ms,
+            "ended rate-limit windows",
+            |store, now| async move { store.sweep_windows(now).await },
+        );
         Ok(if admitted {
             Ok(())
         } else {
@@ -83,23 +88,5 @@ impl PgStore {
         .execute(&self.inner.counter_pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    /// [`PgStore::sweep_windows`] at most once a minute per handle, in a task of its own so
-    /// that the request whose hit found it due does not wait for it; a failure is logged
-    /// and left for the next one.
-    fn sweep_windows_now_and_then(&self, now_ms: i64) {
-        if !self.inner.window_sweep.due(now_ms) {
-            return;
-        }
-        let this = self.clone();
-        self.inner.runtime.spawn(async move {
-            if let Err(e) = this.sweep_windows(Timestamp::from_millis(now_ms)).await {
-                tracing::warn!(
-                    "failed to sweep ended rate-limit windows: {}",
-                    crate::batch::DisplayChain(&e)
-                );
-            }
-        });
     }
 }
