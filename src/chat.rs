@@ -241,7 +241,7 @@ impl Chat<'_> {
             // Timers too: an unanswered call ends when its lifetime is over.
             self.app
                 .worker
-                .drain()
+                .drain_journey(journey)
                 .await
                 .context("deliver outbox entries")?;
             let (_, _, view) = self.app.engine.load(journey).await?;
@@ -284,7 +284,7 @@ impl Chat<'_> {
         let refusal = passage_bot::engine::refusal(&outcome.reply);
         self.app
             .worker
-            .drain()
+            .drain_journey(journey)
             .await
             .context("deliver outbox entries")?;
         let (_, _, view) = self.app.engine.load(journey).await?;

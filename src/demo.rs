@@ -108,7 +108,10 @@ async fn one(app: &App, email: &str, factor: &str) -> anyhow::Result<()> {
         .await?;
     accepted(&o, "the email")?;
     say("Send verification code", format!("for {email}"));
-    app.worker.drain().await.context("deliver the email")?;
+    app.worker
+        .drain_journey(id)
+        .await
+        .context("deliver the email")?;
     let code = read_code(app, id, "email").await?;
     let o = app
         .engine
@@ -146,7 +149,7 @@ async fn one(app: &App, email: &str, factor: &str) -> anyhow::Result<()> {
         ),
     );
     app.worker
-        .drain()
+        .drain_journey(id)
         .await
         .context("deliver the second factor")?;
 
@@ -228,7 +231,7 @@ async fn one(app: &App, email: &str, factor: &str) -> anyhow::Result<()> {
         "new five-word passphrase accepted (never shown or stored in plain form)",
     );
     app.worker
-        .drain()
+        .drain_journey(id)
         .await
         .context("apply the password and notify")?;
     let notice = app.outbox.latest(id, "email").await?;

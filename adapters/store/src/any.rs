@@ -305,6 +305,17 @@ impl EventStore for AnyStore {
         delegate!(self, s => s.claim_effects_except(now, lease, limit, skip_kind).await)
     }
 
+    async fn claim_journey_effects(
+        &self,
+        stream: JourneyId,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: Option<&str>,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        delegate!(self, s => s.claim_journey_effects(stream, now, lease, limit, skip_kind).await)
+    }
+
     async fn complete_effect(
         &self,
         effect_id: Uuid,
@@ -331,6 +342,16 @@ impl EventStore for AnyStore {
         limit: usize,
     ) -> Result<Vec<TimerEntry>, StoreError> {
         delegate!(self, s => s.claim_timers(now, lease, limit).await)
+    }
+
+    async fn claim_journey_timers(
+        &self,
+        stream: JourneyId,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
+        delegate!(self, s => s.claim_journey_timers(stream, now, lease, limit).await)
     }
 
     async fn complete_timer(

@@ -1801,6 +1801,65 @@ pub async fn claim_skips_a_kind<S: EventStore>(store: S) {
     );
 }
 
+/// `claim_journey_effects` and `claim_journey_timers` take one journey's due work only,
+/// honour the skipped kind, and leave every other journey's work pending for the workers.
+pub async fn claim_one_journey<S: EventStore>(store: S) {
+    let (mine, theirs) = (new_stream(), new_stream());
+    for (stream, why) in [(mine, "mine"), (theirs, "theirs")] {
+        let mut req = request(stream, 0, 1);
+        let mut alert = effect(T0);
+        alert.kind = "raise-alert".into();
+        req.effects = vec![effect(T0), alert];
+        req.timers = vec![timer(T0)];
+        append_ok(&store, req, why).await;
+    }
+    let now = at(secs(1));
+    let claimed = store
+        .claim_journey_effects(mine, now, secs(30), 10, Some("raise-alert"))
+        .await
+        .expect("claim failed");
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|e| (e.stream, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(mine, "send_email")]
+    );
+    let alerts = store
+        .claim_journey_effects(mine, now, secs(30), 10, None)
+        .await
+        .expect("claim failed");
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|e| (e.stream, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(mine, "raise-alert")]
+    );
+    let timers = store
+        .claim_journey_timers(mine, now, secs(30), 10)
+        .await
+        .expect("claim failed");
+    assert_eq!(
+        timers.iter().map(|t| t.stream).collect::<Vec<_>>(),
+        vec![mine]
+    );
+    let rest = store
+        .claim_effects(now, secs(30), 10)
+        .await
+        .expect("claim failed");
+    assert_eq!(rest.len(), 2, "the other journey's entries: {rest:?}");
+    assert!(rest.iter().all(|e| e.stream == theirs));
+    let rest = store
+        .claim_timers(now, secs(30), 10)
+        .await
+        .expect("claim failed");
+    assert_eq!(
+        rest.iter().map(|t| t.stream).collect::<Vec<_>>(),
+        vec![theirs]
+    );
+}
+
 /// Crypto-shredding (ADR 0005): a key kept with the first append stays the first one, an
 /// erasure destroys it once, scrubs the journey's row, deletes its outbox entries and
 /// timers, leaves the chain intact, and an erased key is never brought back by a later

@@ -31,6 +31,7 @@ contract!(
     journeys_by_subject,
     checkpoints_roundtrip,
     claim_skips_a_kind,
+    claim_one_journey,
     lease_fencing,
     wait_for_work_wakes_on_append,
     personal_data_keys,

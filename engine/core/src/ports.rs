@@ -396,6 +396,18 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         skip_kind: &str,
     ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
 
+    /// [`EventStore::claim_effects`] (or `_except` with `skip_kind`) taking only entries of
+    /// the journey `stream`: a command that drives one journey by hand delivers that
+    /// journey's messages, never the rest of a shared store's queue.
+    fn claim_journey_effects(
+        &self,
+        stream: JourneyId,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
+
     /// Marks the entry delivered, if it is still pending and leased with `lease` (the token
     /// of the claim that returned it). `Ok(false)`: the lease was lost (it lapsed and
     /// another worker claimed the entry, or the entry is no longer pending); nothing changed.
@@ -419,6 +431,16 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// Leases due timers, as [`EventStore::claim_effects`] leases effects.
     fn claim_timers(
         &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TimerEntry>, StoreError>> + Send;
+
+    /// [`EventStore::claim_timers`] taking only timers of the journey `stream` (see
+    /// [`EventStore::claim_journey_effects`]).
+    fn claim_journey_timers(
+        &self,
+        stream: JourneyId,
         now: Timestamp,
         lease: Duration,
         limit: usize,

@@ -11,8 +11,8 @@ use crate::error::Error;
 use crate::messages;
 use passage_core::journey::{Effect, TimerKind};
 use passage_core::ports::{
-    Account, AccountDirectory, CallExpectation, Channel, EventStore, MessageKind, OutboundMessage,
-    OutboxEntry, SendError, TimerEntry,
+    Account, AccountDirectory, CallExpectation, Channel, EventStore, JourneyId, MessageKind,
+    OutboundMessage, OutboxEntry, SendError, TimerEntry,
 };
 use passage_core::secrets::{derived_id, unseal};
 use passage_core::time::Timestamp;
@@ -152,9 +152,21 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
     /// Delivers everything due now, repeatedly, until nothing due is left. Timers due later
     /// stay pending for a running worker.
     pub async fn drain(&self) -> Result<DrainReport, Error> {
+        self.drain_in(None).await
+    }
+
+    /// [`Worker::drain`] for one journey only: a command that drives a journey by hand
+    /// delivers that journey's messages and fires its timers, and leaves the rest of a
+    /// shared store's queue to the nodes' workers (an operator's terminal must not take
+    /// other people's codes into its own dev outbox).
+    pub async fn drain_journey(&self, journey: JourneyId) -> Result<DrainReport, Error> {
+        self.drain_in(Some(journey)).await
+    }
+
+    async fn drain_in(&self, journey: Option<JourneyId>) -> Result<DrainReport, Error> {
         let mut total = DrainReport::default();
         loop {
-            let r = self.pass().await?;
+            let r = self.pass_in(journey).await?;
             let any = r.delivered + r.retried + r.failed + r.timers_fired;
             total.delivered += r.delivered;
             total.retried += r.retried;
@@ -168,20 +180,26 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
 
     /// One pass: claim and handle due effects, then due timers.
     pub async fn pass(&self) -> Result<DrainReport, Error> {
+        self.pass_in(None).await
+    }
+
+    async fn pass_in(&self, journey: Option<JourneyId>) -> Result<DrainReport, Error> {
         let mut report = DrainReport::default();
         let store = self.engine.store();
         let now = self.engine.now();
         // Taken before the claim, so the budget ends no later than 3/4 of the lease even
         // when the account read below or a busy runtime delays the deliveries.
         let deadline = tokio::time::Instant::now() + delivery_budget(self.options.lease);
-        let entries = if self.options.skip_alerts {
-            store
-                .claim_effects_except(now, self.options.lease, self.options.batch, "raise-alert")
-                .await?
-        } else {
-            store
-                .claim_effects(now, self.options.lease, self.options.batch)
-                .await?
+        let (lease, batch) = (self.options.lease, self.options.batch);
+        let skip = self.options.skip_alerts.then_some("raise-alert");
+        let entries = match (journey, skip) {
+            (Some(j), skip) => {
+                store
+                    .claim_journey_effects(j, now, lease, batch, skip)
+                    .await?
+            }
+            (None, Some(kind)) => store.claim_effects_except(now, lease, batch, kind).await?,
+            (None, None) => store.claim_effects(now, lease, batch).await?,
         };
         // The accounts the batch is addressed to, in one read: the deliveries below would
         // otherwise each make their own, at the same moment.
@@ -245,9 +263,10 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
         // The deliveries may have taken most of a lease: a timer's lease starts now, and
         // timers that fell due meanwhile are taken in this pass.
         let now = self.engine.now();
-        let timers = store
-            .claim_timers(now, self.options.lease, self.options.batch)
-            .await?;
+        let timers = match journey {
+            Some(j) => store.claim_journey_timers(j, now, lease, batch).await?,
+            None => store.claim_timers(now, lease, batch).await?,
+        };
         let mut running = tokio::task::JoinSet::new();
         for timer in timers {
             let worker = self.clone();

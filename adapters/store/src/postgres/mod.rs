@@ -639,6 +639,7 @@ impl PgStore {
         lease: Duration,
         limit: usize,
         skip_kind: Option<&str>,
+        stream: Option<JourneyId>,
     ) -> Result<Vec<OutboxEntry>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -654,6 +655,7 @@ impl PgStore {
                WHERE status = 'pending' AND available_at <= $1 \
                AND (leased_until IS NULL OR leased_until <= $1) \
                AND ($4::text IS NULL OR kind <> $4) \
+               AND ($5::uuid IS NULL OR stream = $5) \
                ORDER BY available_at, created_at, effect_id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              UPDATE outbox o SET leased_until = $2 FROM picked \
@@ -665,6 +667,7 @@ impl PgStore {
         .bind(token.as_millis())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(skip_kind)
+        .bind(stream.map(|s| s.0))
         .fetch_all(&self.inner.pool)
         .await?;
         // RETURNING has no order: restore the due order the claim picked in.
@@ -727,6 +730,7 @@ impl PgStore {
         now: Timestamp,
         lease: Duration,
         limit: usize,
+        stream: Option<JourneyId>,
     ) -> Result<Vec<TimerEntry>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -737,6 +741,7 @@ impl PgStore {
                SELECT timer_id FROM timers \
                WHERE status = 'pending' AND fire_at <= $1 \
                AND (leased_until IS NULL OR leased_until <= $1) \
+               AND ($4::uuid IS NULL OR stream = $4) \
                ORDER BY fire_at, created_at, timer_id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              UPDATE timers t SET leased_until = $2 FROM picked \
@@ -746,6 +751,7 @@ impl PgStore {
         .bind(now.as_millis())
         .bind(token.as_millis())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(stream.map(|s| s.0))
         .fetch_all(&self.inner.pool)
         .await?;
         let mut keyed = Vec::with_capacity(rows.len());
@@ -867,7 +873,9 @@ impl EventStore for PgStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        Ok(self.claim_effects_inner(now, lease, limit, None).await?)
+        Ok(self
+            .claim_effects_inner(now, lease, limit, None, None)
+            .await?)
     }
 
     async fn claim_effects_except(
@@ -878,7 +886,20 @@ impl EventStore for PgStore {
         skip_kind: &str,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         Ok(self
-            .claim_effects_inner(now, lease, limit, Some(skip_kind))
+            .claim_effects_inner(now, lease, limit, Some(skip_kind), None)
+            .await?)
+    }
+
+    async fn claim_journey_effects(
+        &self,
+        stream: JourneyId,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: Option<&str>,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .claim_effects_inner(now, lease, limit, skip_kind, Some(stream))
             .await?)
     }
 
@@ -924,7 +945,19 @@ impl EventStore for PgStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<TimerEntry>, StoreError> {
-        Ok(self.claim_timers_inner(now, lease, limit).await?)
+        Ok(self.claim_timers_inner(now, lease, limit, None).await?)
+    }
+
+    async fn claim_journey_timers(
+        &self,
+        stream: JourneyId,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
+        Ok(self
+            .claim_timers_inner(now, lease, limit, Some(stream))
+            .await?)
     }
 
     async fn complete_timer(

@@ -509,6 +509,7 @@ impl SqliteStore {
         lease: Duration,
         limit: usize,
         skip_kind: Option<&str>,
+        stream: Option<JourneyId>,
     ) -> Result<Vec<OutboxEntry>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -521,6 +522,7 @@ impl SqliteStore {
              WHERE status = 'pending' AND available_at <= ?1 \
              AND (leased_until IS NULL OR leased_until <= ?1) \
              AND (?3 IS NULL OR kind <> ?3) \
+             AND (?4 IS NULL OR stream = ?4) \
              ORDER BY available_at, created_at, effect_id LIMIT ?2",
             "outbox",
             "effect_id",
@@ -528,7 +530,8 @@ impl SqliteStore {
         )
         .int(now.as_millis())
         .int(i64::try_from(limit).unwrap_or(i64::MAX))
-        .opt_text(skip_kind);
+        .opt_text(skip_kind)
+        .opt_text(stream.map(|s| s.to_string()).as_deref());
         let done = self.queue(claim).await?;
         done.rows
             .iter()
@@ -590,6 +593,7 @@ impl SqliteStore {
         now: Timestamp,
         lease: Duration,
         limit: usize,
+        stream: Option<JourneyId>,
     ) -> Result<Vec<TimerEntry>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -599,13 +603,15 @@ impl SqliteStore {
             "SELECT timer_id, stream, fire_at, payload FROM timers \
              WHERE status = 'pending' AND fire_at <= ?1 \
              AND (leased_until IS NULL OR leased_until <= ?1) \
+             AND (?3 IS NULL OR stream = ?3) \
              ORDER BY fire_at, created_at, timer_id LIMIT ?2",
             "timers",
             "timer_id",
             token.as_millis(),
         )
         .int(now.as_millis())
-        .int(i64::try_from(limit).unwrap_or(i64::MAX));
+        .int(i64::try_from(limit).unwrap_or(i64::MAX))
+        .opt_text(stream.map(|s| s.to_string()).as_deref());
         let done = self.queue(claim).await?;
         done.rows
             .iter()
@@ -725,7 +731,9 @@ impl EventStore for SqliteStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        Ok(self.claim_effects_inner(now, lease, limit, None).await?)
+        Ok(self
+            .claim_effects_inner(now, lease, limit, None, None)
+            .await?)
     }
 
     async fn claim_effects_except(
@@ -736,7 +744,20 @@ impl EventStore for SqliteStore {
         skip_kind: &str,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         Ok(self
-            .claim_effects_inner(now, lease, limit, Some(skip_kind))
+            .claim_effects_inner(now, lease, limit, Some(skip_kind), None)
+            .await?)
+    }
+
+    async fn claim_journey_effects(
+        &self,
+        stream: JourneyId,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+        skip_kind: Option<&str>,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .claim_effects_inner(now, lease, limit, skip_kind, Some(stream))
             .await?)
     }
 
@@ -767,7 +788,19 @@ impl EventStore for SqliteStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<TimerEntry>, StoreError> {
-        Ok(self.claim_timers_inner(now, lease, limit).await?)
+        Ok(self.claim_timers_inner(now, lease, limit, None).await?)
+    }
+
+    async fn claim_journey_timers(
+        &self,
+        stream: JourneyId,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
+        Ok(self
+            .claim_timers_inner(now, lease, limit, Some(stream))
+            .await?)
     }
 
     async fn complete_timer(
