@@ -55,6 +55,18 @@ pub struct App {
     /// The configured provider with the longest timeout, and that timeout (none for the dev
     /// outbox): a worker's lease must leave deliveries that long.
     pub slowest_provider: Option<(&'static str, std::time::Duration)>,
+    /// Whether this process's workers deliver support alerts (see [`alerts_here`]). The
+    /// Discord bot's worker does regardless: it brings its own route.
+    pub alerts_here: bool,
+}
+
+/// Whether a node delivers support alerts itself. Every node's worker claims from the same
+/// outbox, so a node that took alerts to a route support does not watch would lose its
+/// share of them: a node has a route only with a webhook, or in a development setup
+/// (everything to the dev outbox), and not even then when the deployment names a Discord
+/// support channel, which `passage bot` posts to.
+pub fn alerts_here(has_route: bool, has_webhook: bool, discord_configured: bool) -> bool {
+    has_route && (has_webhook || !discord_configured)
 }
 
 /// Files that live beside the store: beside the SQLite file, or in the current directory
@@ -194,8 +206,14 @@ pub async fn open(
     )
     .context("set up the channels")?;
     tracing::info!(channels = %channels.inner().describe(), "channels ready");
+    let alerts_here = alerts_here(
+        channels.inner().route("support").is_some(),
+        config.alerts.is_some(),
+        std::env::var_os("PASSAGE_DISCORD_SUPPORT_CHANNEL").is_some(),
+    );
     let options = WorkerOptions {
         lease: default_lease(config.slowest_timeout()),
+        skip_alerts: !alerts_here,
         ..WorkerOptions::default()
     };
     let worker = Worker::new(engine.clone(), channels.clone(), options);
@@ -207,6 +225,7 @@ pub async fn open(
         worker,
         deployment_key,
         slowest_provider: config.slowest_timeout(),
+        alerts_here,
     })
 }
 
@@ -463,6 +482,21 @@ async fn seed_directory(store: &AnyStore) -> anyhow::Result<()> {
 mod tests {
     use super::default_lease;
     use std::time::Duration;
+
+    /// Which nodes deliver support alerts: a webhook wherever it is configured; the dev
+    /// outbox in a development setup unless a Discord support channel is named; nothing
+    /// without a route (the bot's worker brings its own).
+    #[test]
+    fn alerts_are_delivered_by_the_nodes_with_a_route_support_watches() {
+        use super::alerts_here;
+        // (route, webhook, discord) → delivered here
+        assert!(alerts_here(true, true, false));
+        assert!(alerts_here(true, true, true));
+        assert!(alerts_here(true, false, false));
+        assert!(!alerts_here(true, false, true));
+        assert!(!alerts_here(false, false, false));
+        assert!(!alerts_here(false, false, true));
+    }
 
     #[test]
     fn the_default_lease_grows_with_a_slow_providers_timeout() {

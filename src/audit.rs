@@ -229,28 +229,72 @@ pub async fn export<S: EventStore>(
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (body, manifest) = export_bytes(store, key, from, to, format, &file, now).await?;
-    let write = |path: &Path, bytes: &[u8]| -> anyhow::Result<()> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true);
-        match replace {
-            true => opts.create(true).truncate(true),
-            // Not through a symlink someone left there, and not over a file that appeared
-            // since the caller looked.
-            false => opts.create_new(true),
-        };
-        let mut f = opts
-            .open(path)
-            .with_context(|| format!("write {}", path.display()))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("write {}", path.display()))
-    };
-    write(out, &body)?;
-    write(
-        &manifest_path(out),
-        (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
-    )?;
+    let manifest_text = serde_json::to_string_pretty(&manifest)? + "\n";
+    place_export(out, &body, manifest_text.as_bytes(), replace)?;
     Ok(manifest)
+}
+
+/// Puts an export's two files in place so that an interruption (a full disk, Ctrl-C, a
+/// crash) never leaves a body without its manifest, nor destroys an earlier export that was
+/// to be replaced before the new one is whole: both are written and synced under temporary
+/// names in the same directory first, then moved into place. Without `replace`, each is
+/// hard-linked to its name, which fails if a file is there (one appeared since the caller
+/// looked, or a symlink someone left), and a body placed before its manifest failed is
+/// taken back. With it, each is renamed over the old one: the only window is between the
+/// two renames, after which `verify-export` would say the pair does not match.
+fn place_export(out: &Path, body: &[u8], manifest: &[u8], replace: bool) -> anyhow::Result<()> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    // Unique enough with the process id; `create_new` refuses a leftover of the same name.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tag = format!("{}-{nanos}", std::process::id());
+    let staged = |what: &str| dir.join(format!(".{name}.{what}.{tag}.tmp"));
+    let (body_tmp, manifest_tmp) = (staged("body"), staged("manifest"));
+    let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    let final_manifest = manifest_path(out);
+    let placed = (|| -> anyhow::Result<()> {
+        write(&body_tmp, body).with_context(|| format!("write {}", out.display()))?;
+        write(&manifest_tmp, manifest)
+            .with_context(|| format!("write {}", final_manifest.display()))?;
+        if replace {
+            std::fs::rename(&body_tmp, out).with_context(|| format!("write {}", out.display()))?;
+            std::fs::rename(&manifest_tmp, &final_manifest)
+                .with_context(|| format!("write {}", final_manifest.display()))?;
+        } else {
+            std::fs::hard_link(&body_tmp, out)
+                .with_context(|| format!("write {}", out.display()))?;
+            if let Err(e) = std::fs::hard_link(&manifest_tmp, &final_manifest) {
+                let _ = std::fs::remove_file(out);
+                return Err(
+                    anyhow::Error::new(e).context(format!("write {}", final_manifest.display()))
+                );
+            }
+        }
+        // The renames and links are entries of the directory: synced, they survive a crash.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    // Gone after a rename; the staged names after a link or a failure.
+    let _ = std::fs::remove_file(&body_tmp);
+    let _ = std::fs::remove_file(&manifest_tmp);
+    placed
 }
 
 /// Calls `each` on the log's events after position `after`, in order, up to `until`

@@ -282,6 +282,13 @@ pub struct ServeArgs {
     /// `passage subjects retain`.
     #[arg(long, env = "PASSAGE_RETENTION", value_parser = parse_retention, value_name = "PERIOD")]
     pub retention: Option<std::time::Duration>,
+    /// Serve the development outbox's pages on an address other than loopback. While calls
+    /// (or every channel) go to the dev outbox, `/dev/inbox` shows every code and the API
+    /// can play any person's phone, so anyone who reaches the port can reset any account:
+    /// without this flag, `serve` refuses such a `--listen`. For a demo on a trusted
+    /// network only; configure real channels (PASSAGE_CHANNELS_CONFIG) for anything else.
+    #[arg(long, env = "PASSAGE_PUBLIC_DEV_CHANNELS")]
+    pub public_dev_channels: bool,
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -583,8 +590,10 @@ pub enum JourneysCommand {
         /// Only journeys of this workflow.
         #[arg(long)]
         workflow: Option<String>,
-        /// Only journeys for this address: the full address (it is masked before the search;
-        /// nothing stores it) or the masked form listings show (`a•••e@e•••.com`).
+        /// Only journeys for this address. The full address finds exactly that person's
+        /// journeys (through a keyed pseudonym; the address itself is stored nowhere); the
+        /// masked form listings show (`a•••e@e•••.com`, or `*` for `•`) finds everyone
+        /// whose address masks the same.
         #[arg(long)]
         email: Option<String>,
         /// At most this many journeys.
@@ -598,8 +607,8 @@ pub struct OutboxArgs {
     /// Only messages of this journey.
     #[arg(long)]
     pub journey: Option<String>,
-    /// Only this channel.
-    #[arg(long, value_parser = ["email", "sms", "voice"])]
+    /// Only this channel (`support`: the alerts of a development setup).
+    #[arg(long, value_parser = ["email", "sms", "voice", "support"])]
     pub channel: Option<String>,
     /// At most this many messages.
     #[arg(long, default_value_t = 20, value_parser = positive::<usize>)]

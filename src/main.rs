@@ -158,6 +158,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config =
         passage_channels::ChannelsConfig::from_env().context("read the channel configuration")?;
+    if let Command::Serve(args) = &cli.command {
+        // Before the store is opened (or created): nothing to undo when refused.
+        refuse_public_dev_channels(&config, args)?;
+    }
+    if let Command::Bot(_) = &cli.command {
+        // The same: a first run without its token must not create the store, a key file,
+        // or record that key as the deployment's (`discord_bot::run` reads it again).
+        passage_discord::DiscordConfig::from_env().context("configure the Discord bot")?;
+    }
     if let Some(args) = cli.command.worker_args() {
         // A lease too short for a provider is refused before the store is opened (or, on
         // a first run, created); `dispatch` computes the same options from the open app.
@@ -201,21 +210,29 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
             email,
             limit,
         }) => {
-            let email_masked = email.map(|e| {
-                if e.contains('•') {
-                    e
-                } else {
-                    passage_core::mask::normalize_email(&e)
-                        .map(|n| passage_core::mask::mask_email(&n))
-                        .unwrap_or(e)
+            // A masked address lists everyone it masks; a full one exactly that person's
+            // journeys, through the keyed pseudonym the read model keeps (as the console
+            // searches), not everyone whose address masks the same.
+            let (email_masked, subject) = match email {
+                None => (None, None),
+                Some(e) if e.contains('•') || e.contains('*') => {
+                    (Some(e.replace('*', "•")), None)
                 }
-            });
+                Some(e) => match passage_core::mask::normalize_email(&e) {
+                    Ok(n) => (None, Some(app.engine.keys().subject(&n))),
+                    Err(why) => usage!(
+                        "--email {e:?} is neither an email address ({why}) nor a masked one \
+                         such as a•••e@e•••.com"
+                    ),
+                },
+            };
             let rows = app
                 .store
                 .list_journeys(JourneyFilter {
                     status,
                     definition_id: workflow,
                     email_masked,
+                    subject,
                     limit,
                     ..JourneyFilter::default()
                 })
@@ -418,7 +435,7 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         Command::Bench(_) => Ok(()),
         Command::Worker(args) => {
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let options = worker_options(app.slowest_provider, &args)?;
+            let options = alert_duty(app, worker_options(app.slowest_provider, &args)?);
             let lease = period(options.lease);
             let worker =
                 passage_runtime::Worker::new(app.engine.clone(), app.channels.clone(), options);
@@ -461,6 +478,33 @@ async fn shutdown_signal() {
 /// The worker's options, refused when the lease leaves a delivery less time than a
 /// configured provider may take to answer (plus a margin): the worker would cut off calls
 /// the provider still counts as in time, and fail deliveries that were on their way.
+/// A `serve` or `worker` node's share of support alerts (`app::alerts_here`), said once at
+/// start so that an operator looking for missing alerts learns which process sends them.
+fn alert_duty(
+    app: &App,
+    options: passage_runtime::WorkerOptions,
+) -> passage_runtime::WorkerOptions {
+    if app.alerts_here {
+        tracing::info!(
+            route = app
+                .channels
+                .inner()
+                .route("support")
+                .map_or("none", |r| r.provider()),
+            "support alerts are delivered by this node"
+        );
+    } else {
+        tracing::info!(
+            "support alerts are left to `passage bot` (no PASSAGE_ALERT_WEBHOOK_URL here, and \
+             real channels or a Discord support channel are configured)"
+        );
+    }
+    passage_runtime::WorkerOptions {
+        skip_alerts: !app.alerts_here,
+        ..options
+    }
+}
+
 fn worker_options(
     slowest_provider: Option<(&'static str, std::time::Duration)>,
     args: &cli::WorkerArgs,
@@ -504,9 +548,42 @@ fn period(d: std::time::Duration) -> String {
     }
 }
 
+/// Refuses to serve the dev outbox's pages beyond this machine (R1, R26): while calls, or
+/// all channels, go to the dev outbox, `/dev/inbox` shows every code and the API plays any
+/// ringing phone, so whoever reaches the port could reset any account in the directory. A
+/// deployment whose channels file never reached the node would otherwise start and look
+/// healthy.
+fn refuse_public_dev_channels(
+    config: &passage_channels::ChannelsConfig,
+    args: &cli::ServeArgs,
+) -> anyhow::Result<()> {
+    use passage_channels::{EmailProvider, PhoneProvider};
+    let all_dev = config.email == EmailProvider::Dev
+        && config.sms == PhoneProvider::Dev
+        && config.voice == PhoneProvider::Dev;
+    let exposed = if all_dev {
+        "/dev/inbox would show every code, and the API would play any ringing phone"
+    } else if config.voice == PhoneProvider::Dev {
+        "the API would play any ringing phone (calls go to the dev outbox)"
+    } else {
+        return Ok(());
+    };
+    if args.listen.ip().is_loopback() || args.public_dev_channels {
+        return Ok(());
+    }
+    usage!(
+        "refusing to listen on {} with development channels: {exposed}, so anyone who reaches \
+         the port could reset any account. Configure real channels (PASSAGE_CHANNELS_CONFIG, \
+         docs/channels.md), listen on 127.0.0.1, or add --public-dev-channels for a demo on \
+         a trusted network",
+        args.listen
+    )
+}
+
 async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
     // Before binding: a refused lease must not leave a port taken for nothing.
     let options = worker_options(app.slowest_provider, &args.worker)?;
+    let options = alert_duty(app, options);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -514,17 +591,7 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("read the listening address")?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    // Without an alert route of its own (no webhook, no dev outbox), this node leaves
-    // support alerts to the one that has it (`passage bot`), instead of failing them.
-    let skip_alerts = app.channels.inner().route("support").is_none();
-    let worker = passage_runtime::Worker::new(
-        app.engine.clone(),
-        app.channels.clone(),
-        passage_runtime::WorkerOptions {
-            skip_alerts,
-            ..options
-        },
-    );
+    let worker = passage_runtime::Worker::new(app.engine.clone(), app.channels.clone(), options);
     let scanner = tokio::spawn(stalls::run(
         app.engine.clone(),
         args.stall_scan.clone(),
@@ -644,8 +711,18 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
 
 fn check_workflows(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
     let mut bad: Option<DefinitionErrors> = None;
+    // Every file is checked and every problem said: a file that cannot be read must not
+    // hide the errors of the others.
+    let mut unread = 0;
     for f in files {
-        let src = std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+        let src = match std::fs::read_to_string(f) {
+            Ok(src) => src,
+            Err(e) => {
+                eprintln!("error: read {}: {e}", f.display());
+                unread += 1;
+                continue;
+            }
+        };
         match passage_core::definition::load(&f.display().to_string(), &src) {
             Ok(d) => println!(
                 "{}: ok ({} v{}, {} steps, sha256 {})",
@@ -665,6 +742,10 @@ fn check_workflows(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
     }
     match bad {
         Some(e) => Err(e.into()),
+        None if unread > 0 => usage!(
+            "{unread} of {} file(s) could not be read (above)",
+            files.len()
+        ),
         None => Ok(()),
     }
 }
@@ -672,7 +753,11 @@ fn check_workflows(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
 /// Delivers what the command left in the outbox (unless asked not to), then shows what is next.
 async fn finish(app: &App, outcome: Outcome, no_deliver: bool) -> anyhow::Result<()> {
     if !no_deliver {
-        app.worker.drain().await.context("deliver outbox entries")?;
+        // This journey's only: on a shared store the rest of the queue is the nodes'.
+        app.worker
+            .drain_journey(outcome.journey_id)
+            .await
+            .context("deliver outbox entries")?;
     }
     let (_, _, view) = app.engine.load(outcome.journey_id).await?;
     if let Reply::Accepted {

@@ -261,6 +261,28 @@ fn an_export_verifies_offline_and_any_change_to_it_is_caught() {
         log.passage
             .run(&[&again[..], &["--force"]].concat())
             .expect_ok();
+        offline(&file, &public_key).expect_ok();
+        // Staged under temporary names and moved into place: none is left behind.
+        let folder = file.parent().unwrap();
+        let staged = |dir: &std::path::Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".tmp"))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(staged(folder), Vec::<String>::new());
+        // An export that cannot be written says where, and leaves nothing.
+        let nowhere = folder.join("no-such-folder").join("x.jsonl");
+        log.passage
+            .run(&["audit", "export", "--out", nowhere.to_str().unwrap()])
+            .expect_code(1)
+            .no_panic()
+            .stderr_has(&format!("write {}", nowhere.display()));
+        assert_eq!(staged(folder), Vec::<String>::new());
 
         let original = std::fs::read_to_string(&file).unwrap();
         // One byte of one event.

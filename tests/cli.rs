@@ -903,6 +903,132 @@ fn a_lease_shorter_than_the_providers_timeout_is_refused() {
     assert!(!dir.db().exists(), "a refused lease created the store");
 }
 
+/// A command that drives one journey delivers that journey's messages only: on a store the
+/// nodes share, an operator's terminal must not take other people's codes into its own dev
+/// outbox (and mark them delivered).
+#[test]
+fn a_command_delivers_its_own_journeys_messages_only() {
+    let dir = TestDir::new("own-journey");
+    let p = Passage::new(&dir);
+    let queued = p.run(&[
+        "journey",
+        "start",
+        "--email",
+        "alice@example.com",
+        "--no-deliver",
+    ]);
+    queued.expect_ok();
+    let alice = journey_id(&queued.stdout);
+    let (bob, _) = p.start("bob.smith@example.com");
+    p.code(&bob, "email");
+    p.run(&["outbox", "--journey", &alice])
+        .expect_ok()
+        .stdout_has(&format!(
+            "the dev outbox holds no message for journey {alice}"
+        ));
+    // Still queued for the workers: a worker pass delivers it.
+    let (carol, _) = p.start("carol@example.com");
+    p.code(&carol, "email");
+    p.run(&["outbox", "--journey", &alice])
+        .expect_ok()
+        .stdout_has(&format!(
+            "the dev outbox holds no message for journey {alice}"
+        ));
+    // Driving that journey delivers it (the resend itself may be refused as too soon).
+    p.run(&["journey", "resend", &alice]).no_panic();
+    p.code(&alice, "email");
+    // Alerts of a development setup are listed under their own channel.
+    p.run(&["outbox", "--channel", "support"])
+        .expect_ok()
+        .stdout_has("the dev outbox holds no support message");
+}
+
+/// `journeys list --email` with a full address lists exactly that person's journeys, not
+/// everyone whose address masks the same; the masked form lists them all; a typo is said.
+#[test]
+fn a_full_address_lists_that_persons_journeys_only() {
+    let dir = TestDir::new("list-email");
+    let p = Passage::new(&dir);
+    let (alice, _) = p.start("alice@example.com");
+    let (anne, _) = p.start("anne@example.com");
+    let listed = |email: &str| -> String {
+        let run = p.run(&["journeys", "list", "--email", email]);
+        run.expect_ok();
+        run.stdout
+    };
+    let exact = listed("Alice@Example.com");
+    assert!(exact.contains(&alice) && !exact.contains(&anne), "{exact}");
+    let masked = listed("a•••e@e•••.com");
+    assert!(
+        masked.contains(&alice) && masked.contains(&anne),
+        "{masked}"
+    );
+    let starred = listed("a***e@e***.com");
+    assert!(
+        starred.contains(&alice) && starred.contains(&anne),
+        "{starred}"
+    );
+    p.run(&["journeys", "list", "--email", "alice"])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has("is neither an email address");
+}
+
+/// `passage bot` without its Discord settings stops before it opens the store: a first run
+/// must not create the database or a key file, nor record that key as the deployment's.
+#[test]
+fn the_bot_without_its_settings_creates_nothing() {
+    let dir = TestDir::new("bot-unset");
+    let p = Passage::new(&dir)
+        .with_timeout(std::time::Duration::from_secs(60))
+        .with_env("PASSAGE_DISCORD_TOKEN", "");
+    p.run(&["bot"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("configure the Discord bot")
+        .stderr_has("PASSAGE_DISCORD_TOKEN");
+    let left = dir.entries();
+    assert!(left.is_empty(), "a refused bot created files: {left:?}");
+}
+
+/// With development channels, `/dev/inbox` shows every code and the API plays any ringing
+/// phone: `serve` refuses to publish that beyond loopback (a deployment whose channels file
+/// never reached the node), before it opens the store, unless told it is a demo.
+#[test]
+fn development_channels_are_not_served_beyond_loopback() {
+    let dir = TestDir::new("public-dev");
+    let p = Passage::new(&dir).with_timeout(std::time::Duration::from_secs(60));
+    // A taken port: a check that let the command through would fail to bind (exit 1)
+    // instead of serving forever.
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    p.run(&["serve", "--listen", &taken])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has(&format!(
+            "refusing to listen on {taken} with development channels"
+        ))
+        .stderr_has("/dev/inbox would show every code")
+        .stderr_has("--public-dev-channels");
+    assert!(!dir.db().exists(), "a refused serve created the store");
+    // Real email, but calls still to the dev outbox: the simulated phone is the exposure.
+    p.clone()
+        .with_env("PASSAGE_EMAIL_CHANNEL", "smtp")
+        .with_env("PASSAGE_SMTP_HOST", "127.0.0.1")
+        .with_env("PASSAGE_SMTP_SECURITY", "plain")
+        .with_env("PASSAGE_SMTP_FROM", "Portal <no-reply@portal.example>")
+        .run(&["serve", "--listen", &taken])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has("the API would play any ringing phone");
+    assert!(!dir.db().exists(), "a refused serve created the store");
+    // Said on purpose: the check lets it through, and binding the taken port fails.
+    p.run(&["serve", "--listen", &taken, "--public-dev-channels"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has(&format!("listen on {taken}"));
+}
+
 /// A `--database-url` that is not a PostgreSQL URL (a typo in the scheme) is refused: it
 /// must not become the path of a new SQLite file, and the refusal must not print the URL,
 /// which may hold a password. The same from the environment.

@@ -362,6 +362,28 @@ fn checking_several_files_reports_every_broken_one() {
     run.stderr_has(&format!("{}:16:", kind.display()));
     run.stderr_has(&format!("{}:20:", next.display()));
     assert_eq!(reported(&run.stderr).len(), 2, "{run}");
+
+    // A file that cannot be read is said too, and hides neither the others' errors nor the
+    // exit status of bad usage.
+    let missing = dir.join("missing.toml");
+    let run = p.run(&[
+        "workflows",
+        "check",
+        &kind.display().to_string(),
+        &missing.display().to_string(),
+    ]);
+    run.expect_code(2).no_panic();
+    run.stderr_has(&format!("{}:16:", kind.display()));
+    run.stderr_has(&format!("error: read {}: ", missing.display()));
+    let run = p.run(&[
+        "workflows",
+        "check",
+        &missing.display().to_string(),
+        &good.display().to_string(),
+    ]);
+    run.expect_code(2).no_panic();
+    run.stdout_has(&format!("{}: ok (", good.display()));
+    run.stderr_has("1 of 2 file(s) could not be read (above)");
 }
 
 #[test]

@@ -172,8 +172,14 @@ impl ChannelSet {
             phone(config.sms, "sms")?,
             phone(config.voice, "voice")?,
         );
-        // Alerts go to the incoming webhook when one is configured, otherwise to the dev
-        // outbox whenever it is open (the chat bot reads it there).
+        // Alerts go to the incoming webhook when one is configured. Otherwise to the dev
+        // outbox only in a development setup (every channel there; `passage chat` reads them
+        // there): a node with real providers and no webhook has no route, and leaves alerts
+        // to the process that has one (`passage bot`). A dev route there would take its
+        // share of the alerts into a local file support never reads.
+        let all_dev = config.email == EmailProvider::Dev
+            && config.sms == PhoneProvider::Dev
+            && config.voice == PhoneProvider::Dev;
         if let Some(alerts) = &config.alerts {
             let webhook = WebhookAlerts::new(alerts)?;
             let name = webhook.provider();
@@ -183,7 +189,7 @@ impl ChannelSet {
                 config.breaker,
                 clock.clone(),
             )));
-        } else if let Some(dev) = dev.clone() {
+        } else if let Some(dev) = dev.clone().filter(|_| all_dev) {
             set = set.with_support(Route::Dev(dev));
         }
         info!(

@@ -415,6 +415,49 @@ async fn an_update_after_a_restart_or_a_deleted_message_is_posted_anew() {
     assert_eq!(reqs[3].json()["content"], "Update: refreshed again");
 }
 
+/// The dev outbox takes support alerts only in a development setup. A node with a real
+/// provider and no webhook has no alert route: every node's worker claims from one outbox,
+/// and a dev route there would take its share of the alerts into a local file support
+/// never reads, while `passage bot` posts the rest.
+#[tokio::test]
+async fn only_a_development_setup_sends_alerts_to_the_dev_outbox() {
+    let path = std::env::temp_dir().join(format!("passage-outbox-{}.db", Uuid::new_v4()));
+    let dev = DevOutbox::open(&path).await.unwrap();
+    let route = |toml: &str| {
+        let channels = build_channels(
+            &ChannelsConfig::from_toml(toml).unwrap(),
+            Some(dev.clone()),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        channels.inner().route("support").map(|r| r.provider())
+    };
+    assert_eq!(route(""), Some("dev"));
+    let smtp = r#"
+        email = "smtp"
+        [smtp]
+        host = "smtp.example.net"
+        from = "Portal <no-reply@portal.example>"
+    "#;
+    assert_eq!(route(smtp), None);
+    let token = path.with_extension("token");
+    std::fs::write(&token, "test-auth-token").unwrap();
+    let twilio_voice = format!(
+        r#"
+        voice = "twilio"
+        [twilio]
+        account_sid = "AC0123456789abcdef0123456789abcdef"
+        auth_token = {{ file = "{}" }}
+        from = "+15005550006"
+        public_base_url = "https://portal.example"
+    "#,
+        token.display()
+    );
+    assert_eq!(route(&twilio_voice), None);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&token);
+}
+
 #[tokio::test]
 async fn rate_limits_surface_the_retry_hint_and_the_retry_succeeds() {
     // The whole stack: limits → set → breaker → webhook; the support route is the webhook,
