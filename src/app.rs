@@ -110,44 +110,16 @@ pub async fn open(
     create: bool,
     secret: SecretCheck,
     budgets: Budgets,
+    read_only: bool,
 ) -> anyhow::Result<App> {
+    // A command that reads opens the store read-only (`AnyStore::open_read_only`): a
+    // reviewer's role with SELECT alone, or a copy of the file, is enough, and the command
+    // provably changes nothing it reports on.
+    debug_assert!(!(read_only && (create || secret == SecretCheck::Record)));
     let check_secret = secret != SecretCheck::Skip;
     // Definitions first: a malformed file must stop us before anything is created on disk.
     let definitions = load_definitions(&global.workflows)?;
-    if global.database_url.is_none() && !create && !global.db.exists() {
-        bail!(
-            "there is no event store at {}: check --db (or PASSAGE_DB); a store is created by \
-             `passage demo`, `serve`, `worker`, `journey start` or `operators add`",
-            global.db.display()
-        );
-    }
-    let target = match &global.database_url {
-        // Anything else would be taken for a SQLite path: a typo in the scheme would create
-        // a file named after the URL, and its errors would print the password.
-        Some(url) if !passage_store::is_postgres_url(url) => {
-            return Err(crate::Usage(
-                "--database-url (or PASSAGE_DATABASE_URL) must start with postgres:// or \
-                 postgresql:// (the value is not shown: it may hold a password); for a SQLite \
-                 file, use --db PATH"
-                    .into(),
-            )
-            .into());
-        }
-        Some(url) => url.clone(),
-        None => global.db.display().to_string(),
-    };
-    let store = match AnyStore::open(&target).await {
-        Ok(store) => store,
-        // Names the file itself: a context naming it again would say the path twice.
-        Err(e @ passage_store::Error::Open { .. }) => return Err(e.into()),
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(match &global.database_url {
-                // Never print a URL: it may carry a password.
-                Some(_) => "connect to the PostgreSQL database (--database-url)".to_owned(),
-                None => format!("open the event store {}", global.db.display()),
-            }));
-        }
-    };
+    let store = open_store(global, create, read_only).await?;
     // A store that already holds events was written under some secret: creating a new one
     // would make its sealed data unreadable and its checkpoints look forged. Checked before
     // anything is written to the store.
@@ -180,20 +152,30 @@ pub async fn open(
             secret_matches_deployment(&store, &engine, &keys, deployment_key, records, has_events)
                 .await?;
     }
-    seed_directory(&store).await?;
+    if !read_only {
+        seed_directory(&store).await?;
+    }
     for def in definitions {
-        engine
-            .register(def)
-            .await
-            .context("register a workflow definition")?;
+        if read_only {
+            engine.register_unsaved(def);
+        } else {
+            engine
+                .register(def)
+                .await
+                .context("register a workflow definition")?;
+        }
     }
     let outbox_path = global
         .outbox
         .clone()
         .unwrap_or_else(|| beside(&local_base(global), "passage-outbox.db"));
-    let outbox = DevOutbox::open(&outbox_path)
-        .await
-        .with_context(|| format!("open the dev outbox {}", outbox_path.display()))?;
+    // A reading command leaves no outbox file where there was none.
+    let outbox = if read_only && !outbox_path.exists() {
+        DevOutbox::in_memory().await
+    } else {
+        DevOutbox::open(&outbox_path).await
+    }
+    .with_context(|| format!("open the dev outbox {}", outbox_path.display()))?;
     let clock = SystemClock;
     let channels = build_channels_with(
         config,
@@ -227,6 +209,55 @@ pub async fn open(
         slowest_provider: config.slowest_timeout(),
         alerts_here,
     })
+}
+
+/// Opens (or, with `create`, creates) the configured store; `read_only`: see
+/// `AnyStore::open_read_only`. Errors name the file, never a URL (it may hold a password).
+pub async fn open_store(
+    global: &Global,
+    create: bool,
+    read_only: bool,
+) -> anyhow::Result<AnyStore> {
+    if global.database_url.is_none() && !create && !global.db.exists() {
+        bail!(
+            "there is no event store at {}: check --db (or PASSAGE_DB); a store is created by \
+             `passage demo`, `serve`, `worker`, `journey start` or `operators add`",
+            global.db.display()
+        );
+    }
+    let target = match &global.database_url {
+        // Anything else would be taken for a SQLite path: a typo in the scheme would create
+        // a file named after the URL, and its errors would print the password.
+        Some(url) if !passage_store::is_postgres_url(url) => {
+            return Err(crate::Usage(
+                "--database-url (or PASSAGE_DATABASE_URL) must start with postgres:// or \
+                 postgresql:// (the value is not shown: it may hold a password); for a SQLite \
+                 file, use --db PATH"
+                    .into(),
+            )
+            .into());
+        }
+        Some(url) => url.clone(),
+        None => global.db.display().to_string(),
+    };
+    let opened = if read_only {
+        AnyStore::open_read_only(&target).await
+    } else {
+        AnyStore::open(&target).await
+    };
+    let store = match opened {
+        Ok(store) => store,
+        // Names the file itself: a context naming it again would say the path twice.
+        Err(e @ passage_store::Error::Open { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(match &global.database_url {
+                // Never print a URL: it may carry a password.
+                Some(_) => "connect to the PostgreSQL database (--database-url)".to_owned(),
+                None => format!("open the event store {}", global.db.display()),
+            }));
+        }
+    };
+    Ok(store)
 }
 
 /// A worker's lease when none is given: the default, or longer when a configured

@@ -448,9 +448,14 @@ impl<S: EventStore> passage_web::AuditExporter for ConsoleExporter<S> {
 
 /// Checks an export with no database: the manifest's signature under `public_key`, the
 /// file's bytes against the manifest, and the chain through every line.
+/// An audit public key as `audit public-key` prints it (64 hex digits).
+pub fn verifying_key(hex: &str) -> anyhow::Result<VerifyingKey> {
+    VerifyingKey::from_bytes(&unhex::<32>(hex.trim(), "the public key")?)
+        .map_err(|_| anyhow!("the public key is not an Ed25519 key"))
+}
+
 pub fn verify_export(file: &Path, public_key: &str) -> anyhow::Result<Manifest> {
-    let key = VerifyingKey::from_bytes(&unhex::<32>(public_key.trim(), "the public key")?)
-        .map_err(|_| anyhow!("the public key is not an Ed25519 key"))?;
+    let key = verifying_key(public_key)?;
     let mpath = manifest_path(file);
     let text = std::fs::read_to_string(&mpath)
         .with_context(|| format!("read the manifest {}", mpath.display()))?;

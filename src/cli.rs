@@ -155,6 +155,25 @@ impl Command {
         )
     }
 
+    /// Commands that only read the store: they open it read-only (docs/audit.md). Listed,
+    /// not inferred, so that a new command writes unless it is added here.
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Command::Journeys(JourneysCommand::List { .. })
+                | Command::Journey(JourneyCommand::Show { .. } | JourneyCommand::Replay { .. })
+                | Command::Outbox(_)
+                | Command::Audit(
+                    AuditCommand::Verify { .. }
+                        | AuditCommand::Export { .. }
+                        | AuditCommand::PublicKey
+                )
+                | Command::Funnel { .. }
+                | Command::Workflows(WorkflowsCommand::List)
+                | Command::Operators(OperatorsCommand::List)
+        )
+    }
+
     /// The worker's options of a command that runs a worker.
     pub fn worker_args(&self) -> Option<&WorkerArgs> {
         match self {
@@ -316,26 +335,20 @@ fn parse_email(s: &str) -> Result<String, String> {
 /// The longest reason recorded, as in the support console.
 const MAX_REASON: usize = 500;
 
-/// A reason as the log will keep it: control, separator and bidi-override characters
-/// dropped (a newline, an escape sequence or U+202E would forge or disguise a line of
-/// `journey show`), trimmed, and long enough to say why.
+/// A reason as the log will keep it, by the rule every surface shares
+/// ([`passage_core::reason::clean_reason`]): control, separator, bidi and invisible
+/// characters dropped (a newline, an escape sequence or U+202E would forge or disguise a
+/// line of `journey show`), trimmed, and long enough to say why.
 fn parse_reason(s: &str) -> Result<String, String> {
-    let cleaned: String = s
-        .chars()
-        .filter(|c| !crate::render::disguises_a_line(*c))
-        .collect();
-    let reason = cleaned.trim();
-    if reason.chars().count() < 3 || !reason.chars().any(char::is_alphanumeric) {
-        return Err(
-            "must say why, in at least 3 characters (e.g. \"ticket 1234\"); it is \
-                    recorded in the log"
-                .into(),
-        );
-    }
-    if reason.chars().count() > MAX_REASON {
-        return Err(format!("is longer than {MAX_REASON} characters"));
-    }
-    Ok(reason.to_owned())
+    use passage_core::reason::{MAX_REASON_CHARS, ReasonError, clean_reason};
+    // This file's bound and the shared rule's must not drift apart.
+    const _: () = assert!(MAX_REASON == MAX_REASON_CHARS);
+    clean_reason(s).map_err(|e| match e {
+        ReasonError::TooShort => "must say why, in at least 3 characters (e.g. \"ticket 1234\"); \
+                                  it is recorded in the log"
+            .to_owned(),
+        ReasonError::TooLong => format!("is longer than {MAX_REASON} characters"),
+    })
 }
 
 /// An operator id recorded as an event's actor: a plain name, nothing that could pass for
@@ -640,8 +653,14 @@ pub enum CallOutcome {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain over the whole log and report the first position that was
-    /// modified, removed or reordered.
-    Verify,
+    /// modified, removed or reordered, and check the signed checkpoints.
+    Verify {
+        /// Check the checkpoints against this audit public key (hex, as `audit public-key`
+        /// printed and the deployment published) instead of the one derived from the
+        /// secret: a reviewer then needs no secret at all, only read access to the store.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+    },
     /// Export events with their positions and chain hashes for an auditor, plus
     /// FILE.manifest.json (range, count, first and last hash, the file's SHA-256) signed with
     /// the deployment's Ed25519 audit key. Check it anywhere with `audit verify-export`.

@@ -147,6 +147,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Command::Audit(AuditCommand::Verify {
+        public_key: Some(hex),
+    }) = &cli.command
+    {
+        // The published key instead of the secret: the reviewer trusts what was published,
+        // not what the database or a secret says, and reads the store without any secret.
+        let key = audit::verifying_key(hex).map_err(|e| Usage(format!("--public-key: {e:#}")))?;
+        let store = app::open_store(&cli.global, false, true).await?;
+        let recorded = store
+            .deployment_key()
+            .await
+            .context("read the deployment's audit key")?;
+        let result = audit_verify(&store, key, recorded.as_deref(), true).await;
+        store.close().await;
+        return result;
+    }
     if let Command::Bench(args) = &cli.command {
         // Scratch stores only: a benchmark never touches the configured database.
         let definitions = app::load_definitions(&cli.global.workflows)?;
@@ -174,7 +190,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let secret = match &cli.command {
         // `audit verify` names a checkpoint signed with another key itself, with both keys.
-        Command::Audit(AuditCommand::Verify | AuditCommand::PublicKey) => app::SecretCheck::Skip,
+        Command::Audit(AuditCommand::Verify { .. } | AuditCommand::PublicKey) => {
+            app::SecretCheck::Skip
+        }
         // Signing a checkpoint binds the log to this secret as much as writing to it does.
         Command::Audit(AuditCommand::Checkpoint) => app::SecretCheck::Record,
         c if c.creates_store() => app::SecretCheck::Record,
@@ -190,6 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.command.creates_store(),
         secret,
         budgets,
+        cli.command.only_reads(),
     )
     .await?;
     let result = dispatch(&app, cli).await;
@@ -329,7 +348,10 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
                 .await?;
             finish(app, outcome, false).await
         }
-        Command::Audit(AuditCommand::Verify) => audit_verify(app).await,
+        Command::Audit(AuditCommand::Verify { .. }) => {
+            let key = audit::signing_key(app.engine.keys()).verifying_key();
+            audit_verify(&app.store, key, app.deployment_key.as_deref(), false).await
+        }
         Command::Funnel {
             workflow,
             from,
@@ -921,9 +943,20 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Input> {
     Ok(Input::Password { new, confirm })
 }
 
-async fn audit_verify(app: &App) -> anyhow::Result<()> {
-    let key = audit::signing_key(app.engine.keys()).verifying_key();
-    let checkpoints = app.store.checkpoints().await?;
+/// `key`: the audit key checkpoints must be signed with; `given`: it came from
+/// `--public-key`, not from the secret (which changes what the notes say).
+async fn audit_verify(
+    store: &passage_store::AnyStore,
+    key: ed25519_dalek::VerifyingKey,
+    deployment_key: Option<&str>,
+    given: bool,
+) -> anyhow::Result<()> {
+    let source = if given {
+        "--public-key"
+    } else {
+        "PASSAGE_SECRET or --secret-file"
+    };
+    let checkpoints = store.checkpoints().await?;
     if let Some(forged) = checkpoints
         .iter()
         .find(|c| !audit::checkpoint_signed_by(c, &key))
@@ -933,11 +966,11 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
             "its signature does not match: it was altered".to_owned()
         } else {
             format!(
-                "it names key {}…, this secret gives {}…: either PASSAGE_SECRET or \
-                 --secret-file is not the deployment's secret, or the checkpoint was written \
-                 by someone else",
+                "it names key {}…, {source} gives {}…: either {source} is not the \
+                 deployment's {}, or the checkpoint was written by someone else",
                 forged.public_key.get(..16).unwrap_or(&forged.public_key),
-                &ours[..16]
+                &ours[..16],
+                if given { "key" } else { "secret" }
             )
         };
         return Err(Refused(format!(
@@ -950,11 +983,11 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
         checkpoints.iter().map(|c| (c.position, c)).collect();
     // Read before the events: appends made while verifying only move it further, so the
     // events must reach at least this position and have this hash there.
-    let recorded_head = app.store.recorded_head().await?.filter(|(p, _)| *p > 0);
+    let recorded_head = store.recorded_head().await?.filter(|(p, _)| *p > 0);
     let mut hash_at_recorded_head = None;
     let mut verifier = Verifier::new();
     let show_progress = std::io::stderr().is_terminal();
-    audit::each_event(&app.store, 0, None, |e| {
+    audit::each_event(store, 0, None, |e| {
         if let Some(c) = by_position.get(&e.position)
             && c.hash != e.hash
         {
@@ -1022,12 +1055,13 @@ async fn audit_verify(app: &App) -> anyhow::Result<()> {
     // The chain needs no key; the secret matters for checkpoints and for running the
     // deployment. One that is not the deployment's is named here rather than refused.
     let ours = passage_core::secrets::hex(key.as_bytes());
-    if let Some(recorded) = &app.deployment_key
-        && *recorded != ours
+    if let Some(recorded) = deployment_key
+        && recorded != ours
     {
         println!(
-            "note: this secret's audit key ({}…) is not the deployment's ({}…): the chain \
-             above verifies without it, but checkpoints cannot be signed or checked with it",
+            "note: the audit key from {source} ({}…) is not the deployment's ({}…, as the \
+             database records it): the chain above verifies without it, but checkpoints \
+             cannot be signed or checked with it",
             &ours[..16],
             recorded.get(..16).unwrap_or(recorded)
         );

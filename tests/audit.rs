@@ -610,3 +610,144 @@ async fn postgres_catches_a_tail_cut_after_the_last_checkpoint() {
     );
     server.drop_database(&db).await;
 }
+
+/// `url` with its user replaced by `user` (no password: the test server trusts loopback).
+fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
+}
+
+/// A compliance reviewer is given a role that may only read (SELECT): `audit verify`,
+/// exports and every listing work with it, because reading commands open the store
+/// read-only (no migration, no seeding, no definition saved, every transaction read-only),
+/// while a command that writes is refused by the server with its own reason.
+#[tokio::test]
+async fn a_reviewer_with_select_only_verifies_exports_and_lists() {
+    let Some(server) = common::postgres::ScratchServer::connect().await else {
+        return;
+    };
+    let db = format!("passage_audit_reviewer_{}", std::process::id());
+    let role = format!("passage_reviewer_{}", std::process::id());
+    let url = server.fresh_database(&db).await;
+    let dir = TestDir::new("audit-pg-reviewer");
+    let p = Passage::new(&dir);
+    let run_as = |url: &str, args: &[&str]| {
+        let mut all = vec!["--database-url", url];
+        all.extend_from_slice(args);
+        let run = p.run(&all);
+        run.no_panic();
+        run
+    };
+    run_as(&url, &["demo", "--second-factor", "sms"]).expect_ok();
+    run_as(&url, &["audit", "checkpoint"]).expect_ok();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    for sql in [
+        format!("DROP ROLE IF EXISTS {role}"),
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT CONNECT ON DATABASE {db} TO {role}"),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let reviewer = as_user(&url, &role);
+    run_as(&reviewer, &["audit", "verify"])
+        .expect_ok()
+        .stdout_has("audit verify ok: 13 events");
+    let out = dir.join("review.jsonl");
+    run_as(
+        &reviewer,
+        &["audit", "export", "--out", out.to_str().unwrap()],
+    )
+    .expect_ok()
+    .stdout_has("exported 13 events");
+    let listed = run_as(&reviewer, &["journeys", "list"]);
+    listed.expect_ok().stdout_has("completed");
+    let id = listed.stdout.split_whitespace().next().unwrap().to_owned();
+    run_as(&reviewer, &["journey", "show", &id])
+        .expect_ok()
+        .stdout_has("JourneyCompleted");
+    run_as(&reviewer, &["funnel"]).expect_ok();
+    run_as(&reviewer, &["operators", "list"]).expect_ok();
+    let public_key = run_as(&reviewer, &["audit", "public-key"]);
+    public_key.expect_ok();
+    let public_key = public_key.stdout.trim().to_owned();
+    // With the published key instead of the secret, from a place with no key file at all.
+    let elsewhere = TestDir::new("audit-pg-reviewer-nosecret");
+    let bare = Passage::new(&elsewhere);
+    let verify_with = |key: &str| {
+        let run = bare.run(&[
+            "--database-url",
+            reviewer.as_str(),
+            "audit",
+            "verify",
+            "--public-key",
+            key,
+        ]);
+        run.no_panic();
+        run
+    };
+    verify_with(&public_key)
+        .expect_ok()
+        .stdout_has("audit verify ok: 13 events")
+        .stdout_has("1 signed checkpoint match");
+    // Another deployment's key (a valid key, not the one that signed).
+    let other = bare
+        .clone()
+        .with_env(
+            "PASSAGE_SECRET",
+            "another deployment's secret, 32 chars or more",
+        )
+        .run(&["--database-url", reviewer.as_str(), "audit", "public-key"]);
+    other.expect_ok();
+    let other = other.stdout.lines().next().unwrap().trim().to_owned();
+    assert_ne!(other, public_key);
+    verify_with(&other)
+        .expect_code(1)
+        .stderr_has("is not signed by this deployment's audit key")
+        .stderr_has("--public-key gives");
+    verify_with("not-hex")
+        .expect_code(2)
+        .stderr_has("--public-key:");
+    assert!(
+        elsewhere.entries().is_empty(),
+        "verifying with a public key created files: {:?}",
+        elsewhere.entries()
+    );
+    // Writing is the server's to refuse: said plainly, nothing half-done.
+    run_as(
+        &reviewer,
+        &["journey", "start", "--email", "bob.smith@example.com"],
+    )
+    .expect_code(1)
+    .stderr_has("permission denied");
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events_before, events_after);
+    pool.close().await;
+    server.drop_database(&db).await;
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url("postgres"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}

@@ -974,6 +974,67 @@ fn a_full_address_lists_that_persons_journeys_only() {
         .stderr_has("is neither an email address");
 }
 
+/// Reading commands open the store read-only: they create nothing (not even a dev outbox
+/// file), and cannot migrate, so a store whose schema is behind this build, or a database
+/// that is no Passage store, is named as such instead.
+#[test]
+fn reading_commands_open_the_store_read_only() {
+    let dir = TestDir::new("read-only");
+    let p = Passage::new(&dir);
+    p.start("alice@example.com");
+    let copy = dir.join("copy.db");
+    std::fs::copy(dir.db(), &copy).unwrap();
+    let outbox = dir.join("elsewhere-outbox.db");
+    let reader = p
+        .clone()
+        .with_db(&copy)
+        .with_env("PASSAGE_OUTBOX", outbox.to_str().unwrap());
+    for args in [
+        &["audit", "verify"][..],
+        &["journeys", "list"][..],
+        &["funnel"][..],
+        &["outbox"][..],
+    ] {
+        reader.run(args).expect_ok().no_panic();
+    }
+    assert!(!outbox.exists(), "a reading command created a dev outbox");
+    // The newest migration taken back, as if an older build had made the file: a reading
+    // command may not apply it, and says so.
+    store_scalar(&copy, "DROP TABLE deployment_key");
+    assert_eq!(
+        store_scalar(
+            &copy,
+            "DELETE FROM schema_migrations WHERE name = 'deployment_key' RETURNING 1"
+        ),
+        Some(1)
+    );
+    reader
+        .run(&["audit", "verify"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("schema is 1 migration(s) behind this build");
+    // A command that writes brings it up to date; then it reads again.
+    reader
+        .run(&["journey", "start", "--email", "bob.smith@example.com"])
+        .expect_ok();
+    reader.run(&["audit", "verify"]).expect_ok();
+    // An SQLite file that is no Passage store (an empty file is an empty database to
+    // SQLite), or another program's database.
+    let empty = dir.join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    p.clone()
+        .with_db(&empty)
+        .run(&["journeys", "list"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("holds no Passage event store");
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "left as it was"
+    );
+}
+
 /// `passage bot` without its Discord settings stops before it opens the store: a first run
 /// must not create the database or a key file, nor record that key as the deployment's.
 #[test]

@@ -151,6 +151,33 @@ impl DevOutbox {
         Ok(Self { pool, writer })
     }
 
+    /// An empty outbox in memory, gone with the process: for commands that only read the
+    /// event store, which must not create an outbox file where none was.
+    pub async fn in_memory() -> Result<Self, Error> {
+        let open_err = |source| Error::Open {
+            path: ":memory:".into(),
+            source,
+        };
+        // One connection that stays open: each connection to `:memory:` is a database of
+        // its own, and the last one closing would drop it.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(SqliteConnectOptions::from_str("sqlite::memory:").map_err(open_err)?)
+            .await
+            .map_err(open_err)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .map_err(open_err)?;
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
+    }
+
     async fn store(&self, m: &OutboundMessage) -> Result<(i64, bool), Error> {
         let (channel, recipient, subject, body, call_id, expect) = match &m.kind {
             MessageKind::Email { to, subject, text } => {

@@ -49,6 +49,29 @@ impl AnyStore {
         }
     }
 
+    /// [`AnyStore::open`] for commands that only read (`audit verify`, exports, listings):
+    /// nothing is created or migrated, and nothing can be written. A role with SELECT
+    /// alone, or a copy of the SQLite file, is enough.
+    pub async fn open_read_only(target: &str) -> Result<Self, Error> {
+        if is_postgres_url(target) {
+            let options = crate::postgres::Options {
+                read_only: true,
+                ..Default::default()
+            };
+            PgStore::connect_with(target.trim(), options)
+                .await
+                .map(Self::Postgres)
+        } else {
+            let options = crate::sqlite::Options {
+                read_only: true,
+                ..Default::default()
+            };
+            SqliteStore::open_with(Path::new(target), options)
+                .await
+                .map(Self::Sqlite)
+        }
+    }
+
     /// The head the store records apart from the events (PostgreSQL's `log_head` row, moved
     /// in the same statement as every append); `None` for SQLite, whose head is its last
     /// event. Lets `audit verify` notice events removed from the end of the log.

@@ -62,6 +62,25 @@ pub enum Error {
          {known}; upgrade passage"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    /// Opened read-only, the database lacks migrations this build needs (a read-only handle
+    /// cannot apply them).
+    #[error(
+        "the database's schema is {behind} migration(s) behind this build (it has {found}, this \
+         build needs {known}), and a read-only command does not change it: run a command that \
+         writes (`passage serve`, say) once with this build and a role that may alter the \
+         schema, then read again"
+    )]
+    SchemaBehind {
+        found: i64,
+        known: i64,
+        behind: usize,
+    },
+    /// Opened read-only, the database has no Passage schema at all.
+    #[error(
+        "this database holds no Passage event store (no schema_migrations table): check the \
+         database name, or the schema in the URL's search_path"
+    )]
+    NotAStore,
     /// SQLITE_BUSY that outlasted the busy timeout and the writer's retries, or a PostgreSQL
     /// lock timeout: another connection held the write lock for too long.
     #[error(

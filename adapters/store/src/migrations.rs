@@ -58,6 +58,23 @@ pub(crate) fn pending<'a>(
         .collect())
 }
 
+/// For a read-only handle: `applied` must be exactly what this build knows (none pending,
+/// none unknown, none edited), since it cannot migrate.
+pub(crate) fn current(
+    applied: &[(i64, String, Vec<u8>)],
+    known: &[Migration],
+) -> Result<(), Error> {
+    let missing = pending(applied, known)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::SchemaBehind {
+        found: applied.iter().map(|(v, ..)| *v).max().unwrap_or(0),
+        known: known.last().map_or(0, |m| m.version),
+        behind: missing.len(),
+    })
+}
+
 #[cfg(test)]
 pub(crate) fn assert_contiguous(known: &[Migration]) {
     for (i, m) in known.iter().enumerate() {

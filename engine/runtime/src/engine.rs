@@ -406,10 +406,17 @@ impl<S: EventStore, D: AccountDirectory> Engine<S, D> {
             .store
             .save_definition(&def.content_hash, &def.id, def.version, &def.source)
             .await?;
+        Ok(self.register_unsaved(def))
+    }
+
+    /// [`Engine::register`] without saving the definition: for a handle that only reads
+    /// (a read-only store). Journeys already in the store find their own definitions there
+    /// by hash.
+    pub fn register_unsaved(&self, def: Definition) -> Arc<Definition> {
         let def = Arc::new(def);
         write(&self.inner.by_hash).insert(def.content_hash.clone(), Arc::clone(&def));
         write(&self.inner.latest).insert(def.id.clone(), Arc::clone(&def));
-        Ok(def)
+        def
     }
 
     /// The definitions journeys can be started on, by id.

@@ -7,7 +7,7 @@
 //! PostgreSQL DDL is transactional, so a failing migration leaves the schema as it was.
 
 use crate::error::Error;
-use crate::migrations::{Migration, checksum, pending};
+use crate::migrations::{Migration, checksum, current, pending};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection, Row};
 
@@ -169,6 +169,38 @@ pub(crate) async fn run(
         tracing::info!(version = m.version, name = m.name, %schema, "applied migration");
     }
     tx.commit().await?;
+    Ok(schema)
+}
+
+/// For a read-only handle: checks that the connection's schema is exactly what this build
+/// knows, with reads only (a role with SELECT alone may run it). Returns the schema's name.
+pub(crate) async fn check(conn: &mut PgConnection, schema: Option<&str>) -> Result<String, Error> {
+    let schema = match schema {
+        Some(s) => s.to_owned(),
+        None => sqlx::query_scalar::<_, Option<String>>("SELECT current_schema()")
+            .fetch_one(&mut *conn)
+            .await?
+            .ok_or(Error::NoSchema)?,
+    };
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('schema_migrations')::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    if table.is_none() {
+        return Err(Error::NotAStore);
+    }
+    let rows =
+        sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut applied = Vec::with_capacity(rows.len());
+    for row in &rows {
+        applied.push((
+            row.try_get("version")?,
+            row.try_get("name")?,
+            row.try_get("checksum")?,
+        ));
+    }
+    current(&applied, MIGRATIONS)?;
     Ok(schema)
 }
 

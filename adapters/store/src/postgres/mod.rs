@@ -71,6 +71,10 @@ pub struct Options {
     /// before the append fails as busy: a node that hangs inside a transaction must not
     /// stall every other node forever.
     pub lock_timeout: Duration,
+    /// Read only: the schema is checked, not migrated, and every transaction is read-only
+    /// (`default_transaction_read_only`), so a role with SELECT alone can read, and nothing
+    /// this handle does can change the database (a write fails at the server).
+    pub read_only: bool,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             max_connections: 8,
             schema: None,
             lock_timeout: Duration::from_secs(10),
+            read_only: false,
         }
     }
 }
@@ -223,6 +228,9 @@ impl PgStore {
             // Validated above: a plain identifier, safe inside double quotes.
             setup.push_str(&format!("; SET search_path TO \"{schema}\""));
         }
+        if options.read_only {
+            setup.push_str("; SET default_transaction_read_only = on");
+        }
         // One plain connection first: the pool retries a failing connect until its acquire
         // timeout (30 s) and then reports only "pool timed out", hiding "connection refused",
         // a wrong password or a missing database.
@@ -279,7 +287,11 @@ impl PgStore {
 
         let schema = {
             let mut conn = pool.acquire().await?;
-            migrate::run(&mut conn, options.schema.as_deref(), wall_clock_ms()).await?
+            if options.read_only {
+                migrate::check(&mut conn, options.schema.as_deref()).await?
+            } else {
+                migrate::run(&mut conn, options.schema.as_deref(), wall_clock_ms()).await?
+            }
         };
         let channel = listener::channel_name(&schema);
         // LISTEN needs no search_path, and must not wait behind appends for a connection.

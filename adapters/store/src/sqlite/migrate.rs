@@ -1,7 +1,7 @@
 //! The SQLite migration runner (see [`crate::migrations`] for the shared part).
 
 use crate::error::Error;
-use crate::migrations::{Migration, checksum, pending};
+use crate::migrations::{Migration, checksum, current, pending};
 use sqlx::{Connection, Row, SqliteConnection};
 
 /// Every migration this build knows, in order. Never edit an applied one: add a new file
@@ -125,6 +125,32 @@ pub(crate) async fn run(conn: &mut SqliteConnection, now_ms: i64) -> Result<(), 
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// For a read-only handle: checks that the file's schema is exactly what this build knows,
+/// with reads only.
+pub(crate) async fn check(conn: &mut SqliteConnection) -> Result<(), Error> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if table.is_none() {
+        return Err(Error::NotAStore);
+    }
+    let rows =
+        sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut applied = Vec::with_capacity(rows.len());
+    for row in &rows {
+        applied.push((
+            row.try_get("version")?,
+            row.try_get("name")?,
+            row.try_get("checksum")?,
+        ));
+    }
+    current(&applied, MIGRATIONS)
 }
 
 #[cfg(test)]

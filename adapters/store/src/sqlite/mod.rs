@@ -52,11 +52,15 @@ pub struct Options {
     /// Pooled connections for readers and the few writes outside the writer; the append
     /// writer has one more of its own.
     pub max_connections: u32,
+    /// Read only: the file must exist, is opened with SQLite's read-only flag, and its
+    /// schema is checked, not migrated; nothing this handle does can change it.
+    pub read_only: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
+            read_only: false,
             group_commit: true,
             max_batch: 512,
             busy_timeout: Duration::from_secs(5),
@@ -99,10 +103,17 @@ impl SqliteStore {
     pub async fn open_with(path: &Path, options: Options) -> Result<Self, Error> {
         let connect = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
-            // WAL: readers never block the writer nor the other way round, and a commit
-            // appends to the log instead of rewriting pages.
-            .journal_mode(SqliteJournalMode::Wal)
+            .create_if_missing(!options.read_only)
+            .read_only(options.read_only);
+        // WAL: readers never block the writer nor the other way round, and a commit appends
+        // to the log instead of rewriting pages. Set by whoever writes: a read-only
+        // connection may not change the journal mode (and the file is WAL already).
+        let connect = if options.read_only {
+            connect
+        } else {
+            connect.journal_mode(SqliteJournalMode::Wal)
+        };
+        let connect = connect
             // FULL: fsync the WAL at every commit, so a committed append survives a power
             // cut, not only a killed process. Group commit pays for it (see `writer`).
             .synchronous(SqliteSynchronous::Full)
@@ -173,7 +184,11 @@ impl SqliteStore {
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         {
             let mut conn = pool.acquire().await?;
-            migrate::run(&mut conn, wall_clock_ms()).await?;
+            if options.read_only {
+                migrate::check(&mut conn).await?;
+            } else {
+                migrate::run(&mut conn, wall_clock_ms()).await?;
+            }
         }
         let max_batch = if options.group_commit {
             options.max_batch.max(1)
