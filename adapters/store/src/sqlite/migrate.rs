@@ -92,17 +92,7 @@ pub(crate) async fn run(conn: &mut SqliteConnection, now_ms: i64) -> Result<(), 
     .execute(&mut *tx)
     .await?;
 
-    let rows =
-        sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
-            .fetch_all(&mut *tx)
-            .await?;
-    let mut applied = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let version: i64 = row.try_get("version")?;
-        let name: String = row.try_get("name")?;
-        let sum: Vec<u8> = row.try_get("checksum")?;
-        applied.push((version, name, sum));
-    }
+    let applied = applied(&mut tx).await?;
     for m in pending(&applied, MIGRATIONS)? {
         let wrap = |source| Error::Migration {
             version: m.version,
@@ -138,19 +128,25 @@ pub(crate) async fn check(conn: &mut SqliteConnection) -> Result<(), Error> {
     if table.is_none() {
         return Err(Error::NotAStore);
     }
+    let applied = applied(conn).await?;
+    current(&applied, MIGRATIONS)
+}
+
+/// The `(version, name, checksum)` rows of `schema_migrations`, in order.
+async fn applied(conn: &mut SqliteConnection) -> Result<Vec<(i64, String, Vec<u8>)>, Error> {
     let rows =
         sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
             .fetch_all(&mut *conn)
             .await?;
-    let mut applied = Vec::with_capacity(rows.len());
-    for row in &rows {
-        applied.push((
-            row.try_get("version")?,
-            row.try_get("name")?,
-            row.try_get("checksum")?,
-        ));
-    }
-    current(&applied, MIGRATIONS)
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("version")?,
+                row.try_get("name")?,
+                row.try_get("checksum")?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
