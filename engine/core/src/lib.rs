@@ -13,6 +13,7 @@ pub mod mask;
 pub mod password;
 pub mod personal;
 pub mod ports;
+pub mod reason;
 pub mod roles;
 pub mod secrets;
 pub mod time;
