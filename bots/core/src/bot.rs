@@ -13,6 +13,7 @@ use passage_core::journey::Rejection;
 use passage_core::journey::Status;
 use passage_core::journey::view::{JourneyView, StepView};
 use passage_core::ports::{JourneyId, JourneySummary};
+use passage_core::reason::{MAX_REASON_CHARS, MIN_REASON_CHARS, ReasonError, clean_reason};
 use passage_core::time::Timestamp;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -76,11 +77,16 @@ const NO_TYPED_CODE: &str = "Please don't post codes in chat, where they stay in
 history: I did not use what you sent.";
 const NOTHING_TO_TYPE: &str = "There is nothing to type at this step.";
 const PICK_AN_OPTION: &str = "I did not recognise that: pick one of the options.";
+const NUDGE_IN_FLIGHT: &str =
+    "Already on it: this journey is being nudged right now, so nothing more was sent.";
+/// Lines `/journeys stalled` shows; the rest are counted, not listed.
+const STALLED_LINES: usize = 15;
 
 /// A press or form being executed, so a second identical one is not executed twice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Guard {
-    user: String,
+    /// `None`: held for everyone (a nudge is one per journey, whoever presses it).
+    user: Option<String>,
     what: String,
 }
 
@@ -135,9 +141,13 @@ enum Pending {
         step: Option<String>,
         guard: Guard,
     },
+    /// The nudge of `reserved` (journey, step) is recorded in `Bot::nudged` before the
+    /// command goes out, so a second press meanwhile sees it; a refusal or failure takes
+    /// the reservation back.
     NudgeSubmitted {
         user: ChatUser,
         guard: Guard,
+        reserved: (JourneyId, String),
     },
     Cancelled,
 }
@@ -299,7 +309,7 @@ impl Bot {
             .remove(&ticket)
             .ok_or(Error::UnknownTicket(ticket.0))?;
         if let EngineResult::Failed { message } = &result {
-            self.release(pending.guard());
+            self.drop_pending(&pending);
             return Ok(reply(format!("That did not work: {message}")));
         }
         let got = result.kind();
@@ -559,21 +569,31 @@ impl Bot {
                             render::hms(at)
                         ))
                     }
-                    (Some(_), _) => self.request(
-                        Pending::NudgeSubmitted {
-                            user: user.clone(),
-                            guard,
-                        },
-                        EngineAction::Submit {
-                            journey,
-                            input: ChatInput::Nudge,
-                            by: user,
-                        },
-                    ),
+                    (Some(now_at), _) => {
+                        let reserved = (journey, now_at.to_owned());
+                        self.nudged.retain(|_, t| now < t.plus(NUDGE_REPEAT_WINDOW));
+                        self.nudged.insert(reserved.clone(), now);
+                        self.request(
+                            Pending::NudgeSubmitted {
+                                user: user.clone(),
+                                guard,
+                                reserved,
+                            },
+                            EngineAction::Submit {
+                                journey,
+                                input: ChatInput::Nudge,
+                                by: user,
+                            },
+                        )
+                    }
                 }
             }
             (
-                Pending::NudgeSubmitted { user, guard },
+                Pending::NudgeSubmitted {
+                    user,
+                    guard,
+                    reserved,
+                },
                 EngineResult::Journey {
                     journey,
                     refusal,
@@ -582,11 +602,8 @@ impl Bot {
             ) => {
                 self.release(Some(&guard));
                 if let Some(r) = refusal {
+                    self.nudged.remove(&reserved);
                     return Ok(reply(format!("Not nudged: {}", r.message)));
-                }
-                self.nudged.retain(|_, t| now < t.plus(NUDGE_REPEAT_WINDOW));
-                if let Some(step) = active_step(&view) {
-                    self.nudged.insert((journey, step_id(step).to_owned()), now);
                 }
                 self.after_nudge(&user, journey, &view)
             }
@@ -619,7 +636,7 @@ impl Bot {
                 Turn::outputs(out)
             }
             (pending, _) => {
-                self.release(pending.guard());
+                self.drop_pending(&pending);
                 return Err(Error::UnexpectedResult {
                     expected: pending.expects(),
                     got,
@@ -633,7 +650,16 @@ impl Bot {
     /// it served can be pressed again.
     pub fn abandon(&mut self, ticket: Ticket) {
         if let Some(p) = self.pending.remove(&ticket) {
-            self.release(p.guard());
+            self.drop_pending(&p);
+        }
+    }
+
+    /// Undoes what a pending action held: its press guard, and a nudge's reservation (the
+    /// nudge was not recorded, so a new press may send it).
+    fn drop_pending(&mut self, pending: &Pending) {
+        self.release(pending.guard());
+        if let Pending::NudgeSubmitted { reserved, .. } = pending {
+            self.nudged.remove(reserved);
         }
     }
 
@@ -955,7 +981,15 @@ impl Bot {
                 self.request(Pending::Replay, EngineAction::Replay { journey, at })
             }
             SupportIntent::ListStalled { .. } => {
-                self.request(Pending::Stalled, EngineAction::ListActive)
+                let mut alerts: Vec<JourneyId> = Vec::new();
+                for key in self.alerts.keys() {
+                    if let Ok(k) = key.parse::<AlertKey>()
+                        && !alerts.contains(&k.journey)
+                    {
+                        alerts.push(k.journey);
+                    }
+                }
+                self.request(Pending::Stalled, EngineAction::ListStalled { alerts })
             }
             SupportIntent::AcknowledgeAlert { from, key } => self.acknowledge(from, key),
             SupportIntent::NudgeUser { from, journey } => self.nudge(from, journey, None),
@@ -964,10 +998,24 @@ impl Bot {
                 journey,
                 reason,
             } => {
-                let reason = reason.trim().to_owned();
-                if reason.is_empty() {
-                    return reply("Say why: the reason is recorded with the cancellation.");
-                }
+                // The same rule as the CLI and the web console: what the log keeps must say
+                // why, and cannot forge or reorder a line of the timeline (R49, R50).
+                let reason = match clean_reason(&reason) {
+                    Ok(r) => r,
+                    Err(ReasonError::TooShort) => {
+                        return reply(format!(
+                            "Say why, in at least {MIN_REASON_CHARS} characters with a letter or \
+                             digit (e.g. a ticket number): the reason is recorded with the \
+                             cancellation. Nothing was changed."
+                        ));
+                    }
+                    Err(ReasonError::TooLong) => {
+                        return reply(format!(
+                            "Keep the reason to {MAX_REASON_CHARS} characters: it is recorded \
+                             with the cancellation. Nothing was changed."
+                        ));
+                    }
+                };
                 self.request(
                     Pending::Cancelled,
                     EngineAction::Submit {
@@ -1005,8 +1053,10 @@ impl Bot {
     }
 
     fn nudge(&mut self, from: ChatUser, journey: JourneyId, step: Option<String>) -> Turn {
-        let Some(guard) = self.guard(&from, format!("nudge:{journey}")) else {
-            return reply(IN_FLIGHT);
+        // One guard per journey, not per support member: two members pressing "Nudge user"
+        // on the same alert at once would otherwise both pass and remind the person twice.
+        let Some(guard) = self.guard_shared(format!("nudge:{journey}")) else {
+            return reply(NUDGE_IN_FLIGHT);
         };
         self.request(
             Pending::NudgeLoaded {
@@ -1071,63 +1121,81 @@ impl Bot {
         Turn::outputs(out)
     }
 
-    /// Open alerts seen here, and active journeys past their step's stall deadline.
+    /// Open alerts seen here, then the journeys past their step's stall deadline in the
+    /// engine's order (most overdue first), then alerts someone already took. At most
+    /// [`STALLED_LINES`] lines: the rest are counted.
     fn stalled(&mut self, now: Timestamp, list: &[JourneySummary]) -> Turn {
-        let mut lines = Vec::new();
-        let mut shown = Vec::new();
-        for j in list.iter().filter(|j| j.status == Status::Active.as_str()) {
-            let Some(step) = &j.current_step else {
+        // (rank, journey, line): rank 0 needs someone, 1 is overdue, 2 is taken.
+        let mut rows: Vec<(u8, JourneyId, String)> = Vec::new();
+        let mut listed = HashSet::new();
+        for j in list {
+            if !listed.insert(j.journey_id) {
                 continue;
-            };
-            let key = AlertKey::new(j.journey_id, step.clone()).to_string();
+            }
+            // A failed journey's alert stays until someone takes it; completed, expired and
+            // cancelled journeys need nobody.
+            let failed = j.status == Status::Failed.as_str();
+            if j.status != Status::Active.as_str() && !failed {
+                continue;
+            }
+            let step = j.current_step.as_deref().unwrap_or("-");
+            let key = AlertKey::new(j.journey_id, step.to_owned()).to_string();
             let alert = self.alerts.get(&key);
             let due = j.stall_at.is_some_and(|t| t <= now);
             if !due && alert.is_none() {
                 continue;
             }
-            let state = match alert.map(AlertRecord::state) {
-                Some(AlertState::Acknowledged { by }) => format!("alert acknowledged by {by}"),
-                Some(_) => "alert open".to_owned(),
-                None => "no alert yet".to_owned(),
+            let (rank, state) = match alert.map(AlertRecord::state) {
+                Some(AlertState::Acknowledged { by }) => (2, format!("alert acknowledged by {by}")),
+                Some(_) => (0, "alert open".to_owned()),
+                None => (1, "no alert yet".to_owned()),
             };
-            lines.push(format!(
-                "• {} at `{step}`: {}; last activity {}; {state}",
+            rows.push((
+                rank,
                 j.journey_id,
-                j.email_masked.as_deref().unwrap_or("address not given"),
-                render::hms(j.updated_at)
+                format!(
+                    "• {} at `{step}`: {}{}; last activity {}; {state}",
+                    j.journey_id,
+                    j.email_masked.as_deref().unwrap_or("address not given"),
+                    if failed { "; failed" } else { "" },
+                    render::hms(j.updated_at)
+                ),
             ));
-            shown.push(j.journey_id);
         }
-        // Alerts on journeys that are not active any more (a failed journey's alert stays
-        // until someone takes it).
+        // Open alerts on journeys the engine no longer lists (erased, or a store reset).
         for (key, record) in &self.alerts {
             let Ok(k) = key.parse::<AlertKey>() else {
                 continue;
             };
-            if shown.contains(&k.journey) || record.acknowledged_by.is_some() {
+            if listed.contains(&k.journey) || record.acknowledged_by.is_some() {
                 continue;
             }
-            if list.iter().any(|j| j.journey_id == k.journey) {
-                continue;
-            }
-            lines.push(format!("• {key}: {}", record.text));
-            shown.push(k.journey);
+            listed.insert(k.journey);
+            rows.push((0, k.journey, format!("• {key}: {}", record.text)));
         }
-        if lines.is_empty() {
+        if rows.is_empty() {
             return reply(format!(
                 "No stalled password resets as of {}.",
                 render::hms(now)
             ));
         }
-        let buttons = shown
+        // Stable: within a rank, the engine's order (most overdue first) is kept.
+        rows.sort_by_key(|r| r.0);
+        let more = rows.len().saturating_sub(STALLED_LINES);
+        rows.truncate(STALLED_LINES);
+        let buttons = rows
             .iter()
             .take(5)
-            .map(|j| Button {
+            .map(|(_, j, _)| Button {
                 custom_id: ButtonId::Show { journey: *j }.to_string(),
                 label: format!("Show {}", &j.to_string()[..8]),
                 style: ButtonStyle::Secondary,
             })
             .collect();
+        let mut lines: Vec<String> = rows.into_iter().map(|(_, _, line)| line).collect();
+        if more > 0 {
+            lines.push(format!("…and {more} more not shown."));
+        }
         Turn::outputs(vec![Output::Reply(Reply {
             text: format!(
                 "Stalled password resets as of {}:\n{}",
@@ -1148,8 +1216,27 @@ impl Bot {
                 text,
                 update,
                 mention,
+                resolved,
             } => {
                 let key = dedup_key.parse::<AlertKey>().ok();
+                if resolved {
+                    // Over: no buttons (acting on it would do nothing useful), no ping, and
+                    // not listed as open any more. Notes taken here (who acknowledged or
+                    // nudged) stay on the message.
+                    let notes = self.alerts.remove(&dedup_key).map(|r| r.notes);
+                    let mut shown = text.clone();
+                    for n in notes.into_iter().flatten() {
+                        shown.push('\n');
+                        shown.push_str(&n);
+                    }
+                    return Turn::outputs(vec![Output::AlertUpdate(AlertUpdate {
+                        dedup_key,
+                        state: AlertState::Resolved { why: text },
+                        text: shown,
+                        buttons: Vec::new(),
+                        mention: false,
+                    })]);
+                }
                 let known = self.alerts.contains_key(&dedup_key);
                 let record = self
                     .alerts
@@ -1268,9 +1355,15 @@ impl Bot {
     /// Marks `what` as in flight for `user`; `None` when it already is.
     fn guard(&mut self, user: &ChatUser, what: String) -> Option<Guard> {
         let g = Guard {
-            user: user.id.clone(),
+            user: Some(user.id.clone()),
             what,
         };
+        self.in_flight.insert(g.clone()).then_some(g)
+    }
+
+    /// Marks `what` as in flight for every user; `None` when it already is.
+    fn guard_shared(&mut self, what: String) -> Option<Guard> {
+        let g = Guard { user: None, what };
         self.in_flight.insert(g.clone()).then_some(g)
     }
 

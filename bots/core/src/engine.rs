@@ -2,7 +2,7 @@
 //! transport (`passage chat`, `passage bot`). Behind the `engine` feature, so the core
 //! itself stays free of the runtime.
 
-use crate::{ChatInput, ChatUser, EngineAction, EngineResult, Role, TimelineLine};
+use crate::{ChatInput, ChatUser, EngineAction, EngineResult, Role, STALLED_LIMIT, TimelineLine};
 use passage_core::journey::{Rejection, Reply};
 use passage_core::ports::{AccountDirectory, EventStore, JourneyFilter};
 use passage_runtime::{Actor, Engine, Input};
@@ -118,17 +118,22 @@ pub async fn perform_settled<S: EventStore, D: AccountDirectory>(
                 view,
             });
         }
-        EngineAction::ListActive => {
-            let list = engine
-                .store()
-                .list_journeys(JourneyFilter {
-                    email_masked: None,
-                    status: Some("active".into()),
-                    definition_id: None,
-                    limit: 500,
-                    ..JourneyFilter::default()
-                })
-                .await?;
+        EngineAction::ListStalled { alerts } => {
+            let store = engine.store();
+            let mut list = store.due_stalls(engine.now(), STALLED_LIMIT).await?;
+            for journey in alerts.into_iter().take(STALLED_LIMIT) {
+                if list.iter().any(|j| j.journey_id == journey) {
+                    continue;
+                }
+                let found = store
+                    .list_journeys(JourneyFilter {
+                        journey_id: Some(journey),
+                        limit: 1,
+                        ..JourneyFilter::default()
+                    })
+                    .await?;
+                list.extend(found);
+            }
             return Ok(EngineResult::Journeys(list));
         }
     };

@@ -79,6 +79,11 @@ pub use model::{
     SupportIntent, SystemIntent, Ticket, TimelineLine, Turn, WaitReason, Waiting,
 };
 
+/// Due journeys [`EngineAction::ListStalled`] reads (most overdue first), and alerted
+/// journeys it looks up besides: more than a chat message can show, few enough to read at
+/// once.
+pub const STALLED_LIMIT: usize = 100;
+
 /// Misuse of the protocol by a transport, or an id that is not ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -182,6 +182,10 @@ pub enum SystemIntent {
         text: String,
         update: bool,
         mention: bool,
+        /// The engine closed the alert (the journey ended or left the alerted step): shown
+        /// as resolved, without buttons. The engine's `Effect::RaiseAlert::resolved`; the
+        /// core never infers it from the text.
+        resolved: bool,
     },
 }
 
@@ -251,8 +255,12 @@ pub enum EngineAction {
     Timeline { journey: JourneyId },
     /// The journey after its first `at` events. Answer: [`EngineResult::Replayed`].
     Replay { journey: JourneyId, at: usize },
-    /// The read model's active journeys. Answer: [`EngineResult::Journeys`].
-    ListActive,
+    /// What `/journeys stalled` lists: the journeys due for the stall scanner, most overdue
+    /// first (the store's index on `stall_at`, so a crowd of healthy journeys cannot push
+    /// them out), then those of `alerts` (journeys with an alert this chat still shows open,
+    /// which the scanner may have stopped looking at) not among them.
+    /// Answer: [`EngineResult::Journeys`].
+    ListStalled { alerts: Vec<JourneyId> },
 }
 
 impl fmt::Debug for EngineAction {
@@ -286,7 +294,10 @@ impl fmt::Debug for EngineAction {
                 .field("journey", journey)
                 .field("at", at)
                 .finish(),
-            EngineAction::ListActive => f.write_str("ListActive"),
+            EngineAction::ListStalled { alerts } => f
+                .debug_struct("ListStalled")
+                .field("alerts", alerts)
+                .finish(),
         }
     }
 }

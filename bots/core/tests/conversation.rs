@@ -909,6 +909,7 @@ fn support_lists_stalled_journeys() {
             text: "stalled".into(),
             update: false,
             mention: false,
+            resolved: false,
         },
     );
     let out = converse(&mut bot, &mut e, SupportIntent::ListStalled { from: sam });
@@ -930,6 +931,7 @@ fn alerts_are_posted_once_then_updated_under_the_same_key() {
                 text: text.into(),
                 update,
                 mention,
+                resolved: false,
             },
         )
     };
@@ -996,6 +998,7 @@ fn acknowledging_is_recorded_once_with_the_support_user() {
             text: "stalled".into(),
             update: false,
             mention: false,
+            resolved: false,
         },
     );
     let sam = support("sam");
@@ -1051,6 +1054,7 @@ fn an_alert_for_a_step_the_journey_left_is_resolved_not_acknowledged() {
             text: "stalled".into(),
             update: false,
             mention: false,
+            resolved: false,
         },
     );
     e.progress_elsewhere(j);
@@ -1090,6 +1094,7 @@ fn the_persons_own_progress_resolves_the_alert() {
             text: "stalled".into(),
             update: false,
             mention: false,
+            resolved: false,
         },
     );
     let code = e.code_of(j);
@@ -1185,6 +1190,7 @@ fn a_nudge_after_an_escalation_does_not_ping_the_role_again() {
                 text: "stalled".into(),
                 update,
                 mention,
+                resolved: false,
             },
         );
     }
@@ -1203,6 +1209,248 @@ fn a_nudge_after_an_escalation_does_not_ping_the_role_again() {
         .unwrap_or_else(|| panic!("the alert notes the nudge: {out:#?}"));
     assert!(!update.mention, "a nudge pinged the role again");
     assert!(update.text.contains("Nudged by sam."), "{}", update.text);
+}
+
+/// Two support members press "Nudge user" on the same alert at once (Discord runs each
+/// interaction on its own task): one reminder reaches the person, the other press is told
+/// so and sends nothing.
+#[test]
+fn two_support_members_nudging_at_once_send_one_reminder() {
+    let (mut bot, mut e) = (terminal(), FakeEngine::new());
+    let (j, _) = at_step(&mut bot, &mut e, Step::EmailCode);
+    let nudge = format!("passage:nudge:{j}:email-code");
+    let pressed = |who: &str| PersonIntent::Press {
+        from: support(who),
+        custom_id: nudge.clone(),
+    };
+    // Sam's press is loading the journey when Kim's arrives.
+    let sam = bot.handle(pressed("sam"));
+    let sam_load = sam.next.expect("a load");
+    let kim = bot.handle(pressed("kim"));
+    assert!(kim.next.is_none(), "Kim's press reached the engine");
+    assert_eq!(
+        text(&kim.outputs),
+        "Already on it: this journey is being nudged right now, so nothing more was sent."
+    );
+    // Sam's nudge is being submitted when Kim presses again, and once more after it landed.
+    let result = e.perform(sam_load.action);
+    let sam_submit = bot
+        .resume(e.now, sam_load.ticket, result)
+        .expect("resume")
+        .next
+        .expect("a submit");
+    assert!(bot.handle(pressed("kim")).next.is_none());
+    let result = e.perform(sam_submit.action);
+    let _ = bot
+        .resume(e.now, sam_submit.ticket, result)
+        .expect("resume");
+    let out = press(&mut bot, &mut e, &support("kim"), &nudge);
+    assert!(
+        text(&out).contains("was nudged at `email-code` at "),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(e.sim(j).nudges, 1, "one reminder");
+    assert_eq!(bot.pending(), 0);
+}
+
+/// A nudge is reserved before it is submitted; when the engine refuses it or cannot be
+/// reached, the reservation is taken back so the next press sends it.
+#[test]
+fn a_nudge_that_failed_or_was_refused_can_be_sent_again() {
+    let (mut bot, mut e) = (terminal(), FakeEngine::new());
+    let (j, _) = at_step(&mut bot, &mut e, Step::EmailCode);
+    let nudge = format!("passage:nudge:{j}:email-code");
+    let sam = support("sam");
+    let start = |bot: &mut Bot, e: &mut FakeEngine| {
+        let load = bot
+            .handle(PersonIntent::Press {
+                from: sam.clone(),
+                custom_id: nudge.clone(),
+            })
+            .next
+            .expect("a load");
+        let result = e.perform(load.action);
+        bot.resume(e.now, load.ticket, result)
+            .expect("resume")
+            .next
+            .expect("a submit")
+    };
+    // The store is down when the nudge is submitted.
+    let submit = start(&mut bot, &mut e);
+    let out = bot
+        .resume(
+            e.now,
+            submit.ticket,
+            EngineResult::Failed {
+                message: "the event store is not answering".into(),
+            },
+        )
+        .expect("resume")
+        .outputs;
+    assert_eq!(
+        text(&out),
+        "That did not work: the event store is not answering"
+    );
+    // Abandoned by the transport (it could not perform the action at all).
+    let submit = start(&mut bot, &mut e);
+    bot.abandon(submit.ticket);
+    // Refused by the engine.
+    let submit = start(&mut bot, &mut e);
+    let refused = EngineResult::Journey {
+        journey: j,
+        refusal: Some(passage_core::journey::Rejection::new(
+            "journey-finished",
+            "This journey has ended.",
+        )),
+        view: e.view(j),
+    };
+    let out = bot
+        .resume(e.now, submit.ticket, refused)
+        .expect("resume")
+        .outputs;
+    assert_eq!(text(&out), "Not nudged: This journey has ended.");
+    assert_eq!(e.sim(j).nudges, 0);
+    // None of them counts as the nudge of the last two minutes.
+    press(&mut bot, &mut e, &sam, &nudge);
+    assert_eq!(e.sim(j).nudges, 1);
+}
+
+/// The engine's closing update (the journey completed, expired, was cancelled or left the
+/// step) carries a typed `resolved`: the alert shows resolved, without buttons or a ping,
+/// keeps the notes taken here, and is no longer listed as open.
+#[test]
+fn an_alert_the_engine_resolved_shows_resolved_without_buttons() {
+    let (mut bot, mut e) = (terminal(), FakeEngine::new());
+    let (j, _) = at_step(&mut bot, &mut e, Step::EmailCode);
+    let key = e.raise_alert(j).expect("a key");
+    let deliver = |bot: &mut Bot, e: &mut FakeEngine, text: &str, mention, resolved| {
+        converse(
+            bot,
+            e,
+            SystemIntent::AlertDelivered {
+                dedup_key: key.clone(),
+                text: text.into(),
+                update: true,
+                mention,
+                resolved,
+            },
+        )
+    };
+    deliver(&mut bot, &mut e, "stalled", false, false);
+    deliver(&mut bot, &mut e, "escalated", true, false);
+    press(
+        &mut bot,
+        &mut e,
+        &support("sam"),
+        &format!("passage:ack:{j}:email-code"),
+    );
+    let closing = format!("Reset journey {j} for a•••e@e•••.com: resolved, the journey completed.");
+    // Even an escalated alert's closing update pings nobody.
+    let out = deliver(&mut bot, &mut e, &closing, true, true);
+    let [Output::AlertUpdate(u)] = &out[..] else {
+        panic!("one update: {out:#?}")
+    };
+    assert_eq!(u.dedup_key, key);
+    assert_eq!(
+        u.state,
+        AlertState::Resolved {
+            why: closing.clone()
+        }
+    );
+    assert!(u.buttons.is_empty(), "{:?}", u.buttons);
+    assert!(!u.mention);
+    assert!(u.text.starts_with(&closing), "{}", u.text);
+    assert!(u.text.ends_with("Acknowledged by sam."), "{}", u.text);
+    // Not an open alert any more; an old Acknowledge button is judged against the journey.
+    let out = converse(
+        &mut bot,
+        &mut e,
+        SupportIntent::ListStalled {
+            from: support("sam"),
+        },
+    );
+    assert!(!text(&out).contains("alert"), "{}", text(&out));
+    // A resolved update for an alert this chat never showed (a restart) is still resolved.
+    let mut fresh = terminal();
+    let out = converse(
+        &mut fresh,
+        &mut e,
+        SystemIntent::AlertDelivered {
+            dedup_key: key.clone(),
+            text: closing.clone(),
+            update: true,
+            mention: false,
+            resolved: true,
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [Output::AlertUpdate(u)] if u.buttons.is_empty() && matches!(u.state, AlertState::Resolved { .. })
+    ));
+}
+
+/// `/journeys stalled` asks the engine for the due journeys (the store's stall_at index,
+/// most overdue first) plus the journeys of the alerts it shows open, and lists open alerts
+/// first, then the most overdue, capped to what a message can hold.
+#[test]
+fn stalled_lists_open_alerts_then_the_most_overdue_first() {
+    let (mut bot, mut e) = (chat(), FakeEngine::new());
+    let sam = support("sam");
+    // 20 journeys, started a minute apart: the first is the most overdue.
+    let mut journeys = Vec::new();
+    for i in 0..20 {
+        start(&mut bot, &mut e, &format!("p{i}"), Some("bob@example.com"));
+        journeys.push(bot.journey_of(&format!("p{i}")).expect("a journey"));
+        e.advance(Duration::from_secs(60));
+    }
+    // The last one is alerted and escalated: the scanner stops looking (no stall_at).
+    let alerted = journeys[19];
+    let key = e.raise_alert(alerted).expect("a key");
+    converse(
+        &mut bot,
+        &mut e,
+        SystemIntent::AlertDelivered {
+            dedup_key: key,
+            text: "escalated".into(),
+            update: false,
+            mention: true,
+            resolved: false,
+        },
+    );
+    e.journeys.get_mut(&alerted).expect("journey").stall_at = None;
+    // Every other journey is past its 3-minute stall deadline by now.
+    e.advance(Duration::from_secs(300));
+    let n = e.log.len();
+    let out = converse(
+        &mut bot,
+        &mut e,
+        SupportIntent::ListStalled { from: sam.clone() },
+    );
+    assert_eq!(
+        e.log[n..],
+        [EngineAction::ListStalled {
+            alerts: vec![alerted]
+        }]
+    );
+    let t = text(&out);
+    let lines: Vec<&str> = t.lines().skip(1).collect();
+    assert_eq!(lines.len(), 16, "15 journeys and a count: {t}");
+    assert!(
+        lines[0].starts_with(&format!("• {alerted} at `email-code`"))
+            && lines[0].ends_with("; alert open"),
+        "the open alert first: {t}"
+    );
+    // Then the due ones, most overdue first: journeys 0, 1, 2, ...
+    for (line, j) in lines[1..15].iter().zip(&journeys) {
+        assert!(line.starts_with(&format!("• {j} at `email-code`")), "{t}");
+        assert!(line.ends_with("; no alert yet"), "{t}");
+    }
+    assert_eq!(lines[15], "…and 5 more not shown.");
+    assert_eq!(
+        button(&out, &format!("Show {}", &alerted.to_string()[..8])),
+        format!("passage:show:{alerted}")
+    );
 }
 
 #[test]
@@ -1280,18 +1528,31 @@ fn support_cancels_with_a_reason_and_the_person_is_told() {
         )
     };
     let n = e.submits().len();
-    let out = cancel(&mut bot, &mut e, "  ");
+    // The reason rule of the CLI and the web console (passage_core::reason): at least 3
+    // characters with a letter or digit once control and bidi characters are dropped.
+    for blank in ["  ", "a  ", "...", "\u{202e}\u{202e}\u{202e}", "ab\n\r"] {
+        let out = cancel(&mut bot, &mut e, blank);
+        assert_eq!(
+            text(&out),
+            "Say why, in at least 3 characters with a letter or digit (e.g. a ticket number): \
+             the reason is recorded with the cancellation. Nothing was changed.",
+            "{blank:?}"
+        );
+    }
+    let out = cancel(&mut bot, &mut e, &"x".repeat(501));
     assert_eq!(
         text(&out),
-        "Say why: the reason is recorded with the cancellation."
+        "Keep the reason to 500 characters: it is recorded with the cancellation. Nothing \
+         was changed."
     );
-    assert_eq!(e.submits().len(), n);
-    let out = cancel(&mut bot, &mut e, " caller asked us to stop ");
+    assert_eq!(e.submits().len(), n, "nothing reached the engine");
+    let out = cancel(&mut bot, &mut e, " caller asked\u{202e} us to stop\n ");
     assert_eq!(
         submits_since(&e, n),
         vec![ChatInput::Cancel {
             reason: "caller asked us to stop".into()
-        }]
+        }],
+        "recorded as cleaned: no bidi override, no line break"
     );
     assert_eq!(e.submits()[n].2, sam);
     assert!(text(&out).starts_with(&format!("Journey {j} is cancelled.")));

@@ -74,6 +74,7 @@ enum Op {
         journey: u32,
         update: bool,
         mention: bool,
+        resolved: bool,
     },
     Show(u32),
     Replay(u32, usize),
@@ -129,8 +130,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => journey.clone().prop_map(Op::ConfirmCall),
         1 => journey.clone().prop_map(Op::MissCall),
         2 => (journey.clone(), any::<bool>()).prop_map(|(j, s)| Op::SetPassword(j, s)),
-        2 => (journey.clone(), any::<bool>(), any::<bool>())
-            .prop_map(|(journey, update, mention)| Op::Alert { journey, update, mention }),
+        2 => (journey.clone(), any::<bool>(), any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(journey, update, mention, resolved)| Op::Alert { journey, update, mention, resolved }),
         1 => journey.clone().prop_map(Op::Show),
         1 => (journey.clone(), 0usize..4).prop_map(|(j, at)| Op::Replay(j, at)),
         1 => Just(Op::List),
@@ -524,6 +525,7 @@ impl World {
                 journey,
                 update,
                 mention,
+                resolved,
             } => {
                 let j = jid(journey);
                 let masked = self
@@ -541,6 +543,7 @@ impl World {
                             ),
                             update,
                             mention,
+                            resolved,
                         }
                         .into(),
                         &Cause::Other,

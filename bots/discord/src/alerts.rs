@@ -10,7 +10,8 @@
 use crate::render::{CANCEL_PREFIX, cut, rows};
 use passage_bot::{AlertKey, AlertState, Button, ButtonId, ButtonStyle};
 use serenity::all::{
-    ChannelId, CreateAllowedMentions, CreateMessage, EditMessage, Http, MessageId, RoleId,
+    ChannelId, CreateAllowedMentions, CreateMessage, EditMessage, Http, HttpError, MessageId,
+    RoleId,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +46,18 @@ struct Posted {
     escalated: bool,
 }
 
+/// Discord's JSON error code for a message that does not exist (deleted by hand, or its
+/// channel purged), returned with HTTP 404.
+pub const UNKNOWN_MESSAGE: isize = 10008;
+
+/// Whether Discord refused a request because the message is gone.
+pub fn is_unknown_message(e: &serenity::Error) -> bool {
+    matches!(
+        e,
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.error.code == UNKNOWN_MESSAGE
+    )
+}
+
 /// What a message an escalation replaced says instead, without buttons: acting on it would
 /// look current while the alert has moved on.
 const MOVED: &str = "**Password reset alert — escalated**\nThis alert continues in a newer \
@@ -68,7 +81,7 @@ impl AlertBoard {
     /// Posts the alert, or edits the message already posted for its key.
     pub async fn show(&self, alert: AlertPost) -> serenity::Result<MessageId> {
         let mut messages = self.messages.lock().await;
-        let posted = messages.get(&alert.dedup_key).copied();
+        let mut posted = messages.get(&alert.dedup_key).copied();
         let escalated = alert.mention || posted.is_some_and(|p| p.escalated);
         let (content, buttons) = self.render(&alert, escalated);
         let components = rows(&buttons, &[]);
@@ -79,11 +92,25 @@ impl AlertBoard {
         {
             // An edit never pings, not even the role tag an escalated alert keeps showing.
             let edit = EditMessage::new()
-                .content(content)
-                .components(components)
+                .content(content.clone())
+                .components(components.clone())
                 .allowed_mentions(CreateAllowedMentions::new());
-            self.channel.edit_message(&*self.http, old.id, edit).await?;
-            return Ok(old.id);
+            match self.channel.edit_message(&*self.http, old.id, edit).await {
+                Ok(_) => return Ok(old.id),
+                // Someone deleted the alert's message. Keeping its id would make this and
+                // every later update of the alert fail for good: forget it and post the
+                // alert anew, which later updates then edit.
+                Err(e) if is_unknown_message(&e) => {
+                    tracing::info!(
+                        dedup_key = %alert.dedup_key,
+                        "the alert's message {} is gone; posting it again",
+                        old.id
+                    );
+                    messages.remove(&alert.dedup_key);
+                    posted = None;
+                }
+                Err(e) => return Err(e),
+            }
         }
         // Nobody is pinged by an alert, except the support role when it escalates.
         let mentions = if alert.mention {

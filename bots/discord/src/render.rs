@@ -3,6 +3,7 @@
 //! five buttons, at most five rows, 2000 characters of content).
 
 use passage_bot::{Button, ButtonStyle, Form};
+use passage_core::reason::{MAX_REASON_CHARS, MIN_REASON_CHARS};
 use serenity::all::{
     ButtonStyle as DiscordStyle, CreateActionRow, CreateButton, CreateInputText, CreateModal,
     InputTextStyle,
@@ -81,8 +82,11 @@ pub fn email_modal() -> CreateModal {
     ])
 }
 
-/// "Cancel journey": the reason, required.
+/// "Cancel journey": the reason, required. Discord's length bounds are the core rule's
+/// (`passage_core::reason`), so the client refuses what the bot would; the bot still checks
+/// what comes back, which the bounds alone cannot judge ("...", control characters).
 pub fn cancel_modal(custom_id: &str) -> CreateModal {
+    let bound = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
     CreateModal::new(custom_id, "Cancel this password reset").components(vec![
         CreateActionRow::InputText(
             CreateInputText::new(
@@ -90,8 +94,8 @@ pub fn cancel_modal(custom_id: &str) -> CreateModal {
                 "Reason (kept in the journey's log)",
                 MODAL_INPUT_ID,
             )
-            .min_length(3)
-            .max_length(200)
+            .min_length(bound(MIN_REASON_CHARS))
+            .max_length(bound(MAX_REASON_CHARS))
             .required(true),
         ),
     ])

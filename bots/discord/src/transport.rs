@@ -7,7 +7,7 @@ use crate::render::{
 };
 use crate::{engine, handoff_link};
 use passage_bot::{
-    Bot, BotConfig, ButtonId, ChatUser, EngineResult, Intent, Output, PersonIntent, Reply,
+    Bot, BotConfig, Button, ButtonId, ChatUser, EngineResult, Intent, Output, PersonIntent, Reply,
     SecretKind, SupportIntent, Surface, SystemIntent, Turn,
 };
 use passage_core::journey::view::JourneyView;
@@ -20,8 +20,8 @@ use serenity::all::{
     ActionRowComponent, Command, CommandInteraction, CommandOptionType, ComponentInteraction,
     Context, CreateAllowedMentions, CreateCommand, CreateCommandOption, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
-    EditInteractionResponse, EventHandler, GatewayIntents, GuildId, Http, HttpBuilder, Interaction,
-    Member, ModalInteraction, Ready, ResolvedValue, RoleId, User, UserId,
+    CreateModal, EditInteractionResponse, EventHandler, GatewayIntents, GuildId, Http, HttpBuilder,
+    Interaction, Member, ModalInteraction, Ready, ResolvedValue, RoleId, User, UserId,
 };
 use serenity::builder::Builder as _;
 use std::collections::HashMap;
@@ -79,6 +79,15 @@ impl Origin<'_> {
             Origin::Modal(i) => i.edit_response(http, e).await.map(drop),
         }
     }
+}
+
+/// What an interaction causes besides its answer, done once it is answered.
+enum SideEffect {
+    /// A DM to another user (the person a support member nudged or whose reset was
+    /// cancelled).
+    Direct(String, Reply),
+    /// Post or edit an alert in the support channel.
+    Alert(AlertPost),
 }
 
 /// How the answer reaches the user.
@@ -399,10 +408,11 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
                     .refuse(&origin, "Unknown form: nothing was changed.")
                     .await;
             };
+            // As typed: the core applies the one reason rule (passage_core::reason).
             SupportIntent::CancelJourney {
                 from,
                 journey,
-                reason: value.trim().to_owned(),
+                reason: value,
             }
             .into()
         } else {
@@ -494,24 +504,26 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
     }
 
     /// Shows the outputs: one ephemeral message for the user (texts joined, buttons in rows,
-    /// the link to the page as a link button), a modal, DMs, and alerts in the support
+    /// the link to the page as a link button) or a modal, then DMs and alerts in the support
     /// channel.
+    ///
+    /// The answer goes first. Discord fails an interaction not answered within 3 seconds
+    /// ("This interaction failed", although the engine recorded the action), and a DM or an
+    /// alert edit can take longer than that: the alert board is locked while the worker
+    /// posts, and a rate-limited support channel holds every request on it.
     async fn present(&self, outputs: Vec<Output>, phase: Phase<'_>) -> serenity::Result<()> {
         let mut texts: Vec<String> = Vec::new();
         let mut buttons = Vec::new();
         let mut links = Vec::new();
         let mut modal = None;
+        let mut after: Vec<SideEffect> = Vec::new();
         for o in outputs {
             match o {
                 Output::Reply(r) => {
                     texts.push(r.text);
                     buttons.extend(r.buttons);
                 }
-                Output::Direct { user, reply } => {
-                    if let Err(e) = self.direct(&user, reply).await {
-                        tracing::warn!("could not DM a Discord user: {e}");
-                    }
-                }
+                Output::Direct { user, reply } => after.push(SideEffect::Direct(user, reply)),
                 Output::Form(f) => modal = Some(render::modal(&f)),
                 Output::SecretStep(s) => {
                     let link = handoff_link(
@@ -541,30 +553,50 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
                 Output::Ended { journey, .. } => {
                     lock(&self.watched).remove(&journey);
                 }
-                Output::Alert(a) => {
-                    self.post_alert(AlertPost {
-                        dedup_key: a.dedup_key,
-                        title: Some(a.title),
-                        state: None,
-                        text: a.text,
-                        buttons: a.buttons,
-                        mention: a.mention,
-                    })
-                    .await;
-                }
-                Output::AlertUpdate(u) => {
-                    self.post_alert(AlertPost {
-                        dedup_key: u.dedup_key,
-                        title: None,
-                        state: Some(u.state),
-                        text: u.text,
-                        buttons: u.buttons,
-                        mention: u.mention,
-                    })
-                    .await;
-                }
+                Output::Alert(a) => after.push(SideEffect::Alert(AlertPost {
+                    dedup_key: a.dedup_key,
+                    title: Some(a.title),
+                    state: None,
+                    text: a.text,
+                    buttons: a.buttons,
+                    mention: a.mention,
+                })),
+                Output::AlertUpdate(u) => after.push(SideEffect::Alert(AlertPost {
+                    dedup_key: u.dedup_key,
+                    title: None,
+                    state: Some(u.state),
+                    text: u.text,
+                    buttons: u.buttons,
+                    mention: u.mention,
+                })),
             }
         }
+        let answered = self.answer(texts, buttons, links, modal, phase).await;
+        // Whether or not Discord took the answer, the engine did what it answers: the
+        // person is still written to and the alert still updated.
+        for effect in after {
+            match effect {
+                SideEffect::Direct(user, reply) => {
+                    if let Err(e) = self.direct(&user, reply).await {
+                        tracing::warn!("could not DM a Discord user: {e}");
+                    }
+                }
+                SideEffect::Alert(post) => self.post_alert(post).await,
+            }
+        }
+        answered
+    }
+
+    /// The answer itself: the interaction's response (a message or a modal), the edit of a
+    /// deferred response, or later progress as a followup or a DM.
+    async fn answer(
+        &self,
+        mut texts: Vec<String>,
+        buttons: Vec<Button>,
+        links: Vec<LinkButton>,
+        modal: Option<CreateModal>,
+        phase: Phase<'_>,
+    ) -> serenity::Result<()> {
         if let (Some(m), Phase::Initial(origin)) = (modal, &phase) {
             return origin
                 .respond(&self.http, CreateInteractionResponse::Modal(m))
@@ -647,20 +679,23 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
             .map(drop)
     }
 
-    /// Delivers one engine alert: through the core (which tracks it and adds its buttons),
-    /// then posted or edited in the support channel. Returns the message id.
+    /// Delivers one engine alert: through the core (which tracks it and adds its buttons,
+    /// or shows it resolved without them), then posted or edited in the support channel.
+    /// Returns the message id.
     pub async fn deliver_alert(
         &self,
         dedup_key: &str,
         text: &str,
         update: bool,
         mention: bool,
+        resolved: bool,
     ) -> Result<Receipt, SendError> {
         let turn = lock(&self.bot).handle(SystemIntent::AlertDelivered {
             dedup_key: dedup_key.to_owned(),
             text: text.to_owned(),
             update,
             mention,
+            resolved,
         });
         let mut last = None;
         for o in turn.outputs {
@@ -690,6 +725,23 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
         Ok(Receipt {
             provider_ref: format!("discord-message:{id}"),
         })
+    }
+
+    /// Whether the journey's alert `dedup_key` is over (the journey ended or left the
+    /// alerted step), by the engine's own rule (`JourneyState::alert_resolved`, the one its
+    /// closing `Effect::RaiseAlert { resolved: true }` is decided by). Read from the journey
+    /// because the worker's message (`MessageKind::Alert`) does not carry the effect's flag
+    /// yet; also right for an older refresh delivered late, after the alert was closed. A
+    /// journey that cannot be read leaves the alert open: buttons that turn out stale are
+    /// answered as such, a closed alert that looks open is only untidy.
+    async fn alert_resolved(&self, journey: JourneyId, dedup_key: &str) -> bool {
+        match self.engine.load(journey).await {
+            Ok((state, _, _)) => state.alert_resolved(dedup_key),
+            Err(e) => {
+                tracing::warn!(%journey, "could not read the journey of an alert: {e}");
+                false
+            }
+        }
     }
 
     /// Follows the event log and tells people whose journey moved on outside the
@@ -849,10 +901,11 @@ impl<S: EventStore, D: AccountDirectory> Channel for DiscordAlerts<S, D> {
                 update,
                 mention,
             } => {
+                let resolved = self.0.alert_resolved(message.journey_id, dedup_key).await;
                 // Only keys the core recognises (`<journey>:<step>`) get buttons; others
                 // are posted as text.
                 self.0
-                    .deliver_alert(dedup_key, text, *update, *mention)
+                    .deliver_alert(dedup_key, text, *update, *mention, resolved)
                     .await
             }
             other => Err(SendError::Permanent(format!(

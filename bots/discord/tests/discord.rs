@@ -36,6 +36,8 @@ struct Call {
     method: String,
     path: String,
     body: Value,
+    /// When the request arrived.
+    at: std::time::Instant,
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +48,9 @@ struct Fake {
     refuse_callbacks: Arc<AtomicU64>,
     /// Message edits still to refuse as Discord does for a deleted message (404, 10008).
     refuse_edits: Arc<AtomicU64>,
+    /// Milliseconds every request to the support channel's messages takes to answer, as
+    /// when Discord rate-limits the channel (serenity waits out the bucket).
+    slow_support_ms: Arc<AtomicU64>,
 }
 
 fn message_json(id: u64, channel: &str) -> Value {
@@ -65,7 +70,12 @@ async fn record(State(fake): State<Fake>, method: Method, uri: Uri, body: Bytes)
         method: method.to_string(),
         path: path.clone(),
         body,
+        at: std::time::Instant::now(),
     });
+    let slow = fake.slow_support_ms.load(Ordering::SeqCst);
+    if slow > 0 && path.starts_with(&format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages")) {
+        tokio::time::sleep(Duration::from_millis(slow)).await;
+    }
     if path.ends_with("/callback") {
         let refuse = fake
             .refuse_callbacks
@@ -1005,4 +1015,317 @@ async fn progress_outside_the_conversation_reaches_the_person() {
     assert_eq!(followup.body["flags"], 64);
     assert!(custom_ids(&followup.body).contains(&format!("passage:choose:{journey}:sms")));
     assert_no_secret(&calls, &[&code]);
+}
+
+/// An engine alert for `journey`, as the worker hands it to the alert sink.
+fn alert_message(
+    journey: JourneyId,
+    key: &str,
+    text: &str,
+    update: bool,
+    mention: bool,
+) -> OutboundMessage {
+    OutboundMessage {
+        notice: false,
+        idempotency_key: uuid::Uuid::new_v4(),
+        journey_id: journey,
+        kind: passage_core::ports::MessageKind::Alert {
+            dedup_key: key.to_owned(),
+            text: text.into(),
+            update,
+            mention,
+        },
+    }
+}
+
+/// Discord fails an interaction that is not answered within 3 seconds ("This interaction
+/// failed", although the engine recorded the action). With the support channel slow (rate
+/// limited) and the worker busy updating the alert, a support member's "Nudge user" is
+/// still answered at once; the DM to the person and the alert's note follow the answer.
+#[tokio::test]
+async fn support_presses_are_answered_before_dms_and_alert_edits() {
+    let h = harness(Duration::from_secs(5)).await;
+    let (journey, mid) = stalled(&h).await;
+    h.take();
+    let key = format!("{journey}:email-code");
+    h.fake.slow_support_ms.store(2000, Ordering::SeqCst);
+    // The worker is editing the alert (and holds the alert board) when the press arrives.
+    let sink = DiscordAlerts(h.discord.clone());
+    let refresh = alert_message(
+        journey,
+        &key,
+        "Still waiting for the email code.",
+        true,
+        false,
+    );
+    let worker =
+        tokio::spawn(async move { passage_core::ports::Channel::deliver(&sink, &refresh).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (fx, id, token) = press(AGENT, &[SUPPORT_ROLE], &format!("passage:nudge:{key}"));
+    let pressed = std::time::Instant::now();
+    h.interact(fx).await;
+    worker.await.unwrap().expect("the refresh is delivered");
+    let calls = h.take();
+    let answer = callback(&calls, &id, &token);
+    let waited = answer.at.duration_since(pressed);
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered after {waited:?}, behind the support channel"
+    );
+    let data = assert_ephemeral_message(answer);
+    assert!(
+        data["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Nudged the person"),
+        "{data:#}"
+    );
+    let at = |pred: &dyn Fn(&Call) -> bool| calls.iter().position(pred);
+    let answered = at(&|c| c.path == callback_path(&id, &token)).unwrap();
+    let dm = at(&|c| c.path == "/api/v10/users/@me/channels").expect("the person is DMed");
+    let note = at(&|c| {
+        c.method == "PATCH"
+            && c.path == format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages/{mid}")
+            && c.body["content"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("Nudged by discord:{AGENT}.")))
+    })
+    .expect("the alert notes the nudge");
+    assert!(answered < dm && answered < note, "{calls:#?}");
+}
+
+/// Someone deleted the alert's message by hand: the next update cannot edit it (404, Unknown
+/// Message), so the alert is posted anew and later updates edit the new message, instead of
+/// every update of the alert failing for good.
+#[tokio::test]
+async fn an_update_of_an_alert_whose_message_was_deleted_is_posted_again() {
+    let h = harness(Duration::from_secs(5)).await;
+    let (journey, mid) = stalled(&h).await;
+    h.take();
+    let key = format!("{journey}:email-code");
+    let sink = DiscordAlerts(h.discord.clone());
+    h.fake.refuse_edits.store(1, Ordering::SeqCst);
+    let receipt = passage_core::ports::Channel::deliver(
+        &sink,
+        &alert_message(
+            journey,
+            &key,
+            "Still waiting for the email code.",
+            true,
+            false,
+        ),
+    )
+    .await
+    .expect("delivered, not failed for good");
+    let calls = h.take();
+    let posts = format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages");
+    let old = format!("{posts}/{mid}");
+    let methods: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path.as_str()))
+        .collect();
+    assert_eq!(
+        methods,
+        [("PATCH", old.as_str()), ("POST", posts.as_str())],
+        "the edit refused, then the alert posted again"
+    );
+    assert_eq!(
+        custom_ids(&calls[1].body),
+        vec![
+            format!("passage:ack:{key}"),
+            format!("passage:nudge:{key}"),
+            format!("passage:show:{journey}"),
+            format!("passage:cancel:{journey}"),
+        ]
+    );
+    assert_eq!(
+        calls[1].body["allowed_mentions"],
+        json!({"parse": [], "users": [], "roles": []}),
+        "posting it again pings nobody"
+    );
+    let new = h
+        .discord
+        .alerts()
+        .message_of(&key)
+        .await
+        .expect("remembered");
+    assert_ne!(new.to_string(), mid);
+    assert_eq!(receipt.provider_ref, format!("discord-message:{new}"));
+    // Later updates edit the new message.
+    passage_core::ports::Channel::deliver(
+        &sink,
+        &alert_message(journey, &key, "Still waiting (2).", true, false),
+    )
+    .await
+    .unwrap();
+    let calls = h.take();
+    let methods: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path.as_str()))
+        .collect();
+    let edited = format!("{posts}/{new}");
+    assert_eq!(methods, [("PATCH", edited.as_str())]);
+}
+
+/// The person finished the stalled step on the web page: the engine closes the alert, and
+/// the worker's update shows it resolved, without buttons. A refresh written before that
+/// and delivered late is shown resolved too, not reopened with buttons.
+#[tokio::test]
+async fn an_alert_shows_resolved_without_buttons_once_the_journey_moves_on() {
+    let h = harness(Duration::from_secs(5)).await;
+    let (journey, mid) = stalled(&h).await;
+    // The first code has expired by the time support is alerted: the person asks for a
+    // new one on the web page, then enters it there.
+    let web = || passage_runtime::Actor::person("web");
+    let resent = h
+        .engine
+        .submit(journey, passage_runtime::Input::Resend, web(), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        resent.reply,
+        passage_core::journey::Reply::Accepted { .. }
+    ));
+    let code = h.code(journey, "email").await;
+    h.take();
+    let entered = h
+        .engine
+        .submit(
+            journey,
+            passage_runtime::Input::Code(code.clone()),
+            web(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        entered.reply,
+        passage_core::journey::Reply::Accepted { .. }
+    ));
+    h.worker.drain().await.unwrap();
+    let calls = h.take();
+    let message = format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages/{mid}");
+    let resolved = |calls: &[Call]| {
+        let edits: Vec<Call> = calls
+            .iter()
+            .filter(|c| {
+                c.path
+                    .starts_with(&format!("/api/v10/channels/{SUPPORT_CHANNEL}/"))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(edits.len(), 1, "one edit of the alert: {edits:#?}");
+        assert_eq!(
+            (edits[0].method.as_str(), edits[0].path.as_str()),
+            ("PATCH", message.as_str())
+        );
+        assert_eq!(
+            edits[0].body["components"],
+            json!([]),
+            "{:#}",
+            edits[0].body
+        );
+        let content = edits[0].body["content"].as_str().unwrap().to_owned();
+        assert!(
+            content.starts_with("**Password reset alert — Resolved**\n"),
+            "{content}"
+        );
+        content
+    };
+    let content = resolved(&calls);
+    assert!(
+        content.contains("resolved, the journey moved on to `second-factor`."),
+        "{content}"
+    );
+    assert_no_secret(&calls, &[&code, "alice@example.com"]);
+    // A refresh from before the code was entered, delivered late.
+    passage_core::ports::Channel::deliver(
+        &DiscordAlerts(h.discord.clone()),
+        &alert_message(
+            journey,
+            &format!("{journey}:email-code"),
+            "Still waiting for the email code.",
+            true,
+            false,
+        ),
+    )
+    .await
+    .unwrap();
+    resolved(&h.take());
+}
+
+/// `/journeys stalled` reads the store's due-stalls index, most overdue first: 500 newer
+/// active journeys do not push out the one that has waited longest.
+#[tokio::test]
+async fn journeys_stalled_finds_the_most_overdue_among_many_active_journeys() {
+    let h = harness(Duration::from_secs(5)).await;
+    let (fx, _, _) = reset_command(PERSON, Some("alice@example.com"));
+    h.interact(fx).await;
+    let overdue = journey_of_person(&h).await;
+    // Past the email code's 3-minute stall deadline; not scanned, so no alert yet.
+    h.clock.advance(Duration::from_secs(200));
+    for _ in 0..500 {
+        h.engine
+            .start(
+                "password-reset",
+                passage_runtime::Actor::person("web"),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    h.take();
+    let (fx, id, token) = support_command(AGENT, &[SUPPORT_ROLE], "journeys", "stalled", json!([]));
+    h.interact(fx).await;
+    let calls = h.take();
+    let data = assert_ephemeral_message(callback(&calls, &id, &token));
+    let content = data["content"].as_str().unwrap();
+    assert!(
+        content.contains(&format!("• {overdue} at `email-code`: a•••e@e•••.com;")),
+        "{content}"
+    );
+    assert!(content.contains("; no alert yet"), "{content}");
+    assert_no_secret(&calls, &["alice@example.com"]);
+}
+
+/// The cancel reason follows the CLI's and the console's rule (passage_core::reason): the
+/// modal's bounds are the rule's, and what comes back is cleaned and checked by the core.
+#[tokio::test]
+async fn a_cancel_reason_from_discord_follows_the_shared_reason_rule() {
+    let h = harness(Duration::from_secs(5)).await;
+    let (journey, _) = stalled(&h).await;
+    h.take();
+    let cancel = format!("passage:cancel:{journey}");
+    let (fx, id, token) = press(AGENT, &[SUPPORT_ROLE], &cancel);
+    h.interact(fx).await;
+    let calls = h.take();
+    let input = &callback(&calls, &id, &token).body["data"]["components"][0]["components"][0];
+    assert_eq!(
+        (input["min_length"].clone(), input["max_length"].clone()),
+        (json!(3), json!(500)),
+        "{input:#}"
+    );
+    let submit_reason = |reason: &str| {
+        let (mut fx, id, token) = submit(AGENT, &cancel, reason);
+        fx["member"] = member(AGENT, &[SUPPORT_ROLE]);
+        (fx, id, token)
+    };
+    for reason in ["...", "a  ", "\u{202e}\u{202e}\u{202e}", "ab\n\n"] {
+        let (fx, id, token) = submit_reason(reason);
+        h.interact(fx).await;
+        let calls = h.take();
+        let data = assert_ephemeral_message(callback(&calls, &id, &token));
+        assert!(
+            data["content"].as_str().unwrap().starts_with("Say why"),
+            "{reason:?}: {data:#}"
+        );
+    }
+    let (state, _, _) = h.engine.load(journey).await.unwrap();
+    assert_eq!(state.status, passage_core::journey::Status::Active);
+    let (fx, _, _) = submit_reason("ticket\u{202e} 42\n");
+    h.interact(fx).await;
+    let (state, _, _) = h.engine.load(journey).await.unwrap();
+    assert_eq!(state.status, passage_core::journey::Status::Cancelled);
+    assert_eq!(state.finish_reason.as_deref(), Some("ticket 42"));
 }

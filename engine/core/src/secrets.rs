@@ -306,6 +306,12 @@ impl PasswordHasher for Argon2id {
     }
 }
 
+/// Whether `phc` is an Argon2id hash in PHC form, the only kind sign-in verifies (R43).
+pub fn is_argon2id_phc(phc: &str) -> bool {
+    argon2::password_hash::phc::PasswordHash::new(phc)
+        .is_ok_and(|h| h.algorithm.as_str() == "argon2id" && h.hash.is_some())
+}
+
 /// Checks a password against a PHC string, normalised as at set time (R39).
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::PasswordVerifier as _;

@@ -466,27 +466,44 @@ impl FakeEngine {
                     message: format!("journey {journey} does not exist"),
                 },
             },
-            EngineAction::ListActive => EngineResult::Journeys(
-                self.journeys
+            EngineAction::ListStalled { alerts } => {
+                // As the store's due-stalls query: active or failed journeys whose stall_at
+                // has come, most overdue first; then the alerted journeys asked for.
+                let mut due: Vec<JourneyId> = self
+                    .journeys
                     .iter()
-                    .filter(|(_, s)| s.status == Status::Active)
-                    .map(|(j, s)| JourneySummary {
-                        journey_id: *j,
-                        definition_id: "password-reset".into(),
-                        definition_version: 1,
-                        status: s.status.as_str().into(),
-                        current_step: Some(s.step.id().into()),
-                        email_masked: s.email_masked.clone(),
-                        started_at: s.started,
-                        updated_at: s.updated,
-                        version: 3,
-                        subject: None,
-                        failures: s.failures,
-                        stall_at: s.stall_at,
-                        stall_keep: false,
-                    })
-                    .collect(),
-            ),
+                    .filter(|(_, s)| matches!(s.status, Status::Active | Status::Failed))
+                    .filter(|(_, s)| s.stall_at.is_some_and(|t| t <= self.now))
+                    .map(|(j, _)| *j)
+                    .collect();
+                due.sort_by_key(|j| (self.journeys[j].stall_at, *j));
+                due.truncate(passage_bot::STALLED_LIMIT);
+                for j in alerts {
+                    if self.journeys.contains_key(&j) && !due.contains(&j) {
+                        due.push(j);
+                    }
+                }
+                EngineResult::Journeys(due.iter().map(|j| self.summary(*j)).collect())
+            }
+        }
+    }
+
+    pub fn summary(&self, j: JourneyId) -> JourneySummary {
+        let s = &self.journeys[&j];
+        JourneySummary {
+            journey_id: j,
+            definition_id: "password-reset".into(),
+            definition_version: 1,
+            status: s.status.as_str().into(),
+            current_step: Some(s.step.id().into()),
+            email_masked: s.email_masked.clone(),
+            started_at: s.started,
+            updated_at: s.updated,
+            version: 3,
+            subject: None,
+            failures: s.failures,
+            stall_at: s.stall_at,
+            stall_keep: false,
         }
     }
 

@@ -89,18 +89,26 @@ pub fn decide(
     ctx: &mut Context<'_>,
 ) -> Decision {
     let mut d = decide_command(state, def, cmd, ctx);
-    // A journey that ends closes its open support alert: the alert is updated to say how,
-    // so support does not chase a journey that is over. Not on erasure: the outbox rows of
-    // an erased journey are deleted with its key, and the text would name the address.
+    // An alert that stops being needed is closed in the same decision, so support does not
+    // chase a journey that is over or a step the person already finished (on the web page,
+    // by phone, in chat). Not on erasure: the outbox rows of an erased journey are deleted
+    // with its key, and the text would name the address.
     let erasing = matches!(cmd, Command::ErasePersonalData { .. });
-    if let Some(alert) = state.alert.as_ref().filter(|_| !erasing) {
-        let ended = d.events.iter().find_map(|e| match e {
-            JourneyEvent::JourneyCompleted { .. } => Some("completed: the password was reset"),
-            JourneyEvent::JourneyExpired { .. } => Some("expired"),
-            JourneyEvent::JourneyCancelled { .. } => Some("cancelled"),
-            _ => None,
-        });
-        if let Some(how) = ended {
+    if let Some(alert) = state.open_alert().filter(|_| !erasing)
+        && !d.events.is_empty()
+    {
+        let mut after = state.clone();
+        for e in &d.events {
+            after.apply(e);
+        }
+        if after.alert_resolved(&alert.dedup_key) {
+            let how = match (after.status, &after.current_step) {
+                (Status::Completed, _) => "completed: the password was reset".to_owned(),
+                (Status::Expired, _) => "expired".to_owned(),
+                (Status::Cancelled, _) => "cancelled".to_owned(),
+                (_, Some(step)) => format!("moved on to `{step}`"),
+                (status, None) => status.as_str().to_owned(),
+            };
             d.effects.push(Effect::RaiseAlert {
                 effect_id: ctx.rng.uuid(),
                 dedup_key: alert.dedup_key.clone(),
@@ -110,6 +118,7 @@ pub fn decide(
                 ),
                 update: true,
                 mention: false,
+                resolved: true,
             });
         }
     }
@@ -223,6 +232,7 @@ fn decide_command(
                 text: format!("{} — acknowledged by support.", alert_subject(state, ctx)),
                 update: true,
                 mention: false,
+                resolved: false,
             });
             return out.accept();
         }
@@ -996,6 +1006,7 @@ fn stalled(
                 text,
                 update,
                 mention,
+                resolved: false,
             });
         };
     match state.status {
@@ -1024,6 +1035,7 @@ fn stalled(
                 text: format!("{who} {reason}."),
                 update: true,
                 mention: false,
+                resolved: false,
             });
             return out.accept();
         }
@@ -1084,10 +1096,18 @@ fn stalled(
                 reason: reason.clone(),
                 alerted_at: ctx.now,
             });
+            // Only a nudge that went out may be claimed: an undeliverable message is alerted
+            // without one, and a journey for an unknown address has nobody to email.
+            let nudge_sent = state.nudged && state.account_id.is_some();
+            let nudge = if nudge_sent {
+                "the person was nudged"
+            } else {
+                "the person was not nudged"
+            };
             raise(
                 &mut out,
                 ctx,
-                format!("{who}: {reason}; the person was nudged."),
+                format!("{who}: {reason}; {nudge}."),
                 false,
                 false,
             );

@@ -193,6 +193,11 @@ pub enum Effect {
         update: bool,
         /// Mention the support role (escalation).
         mention: bool,
+        /// The alert needs nobody any more: the journey ended or left the alerted step.
+        /// Sinks that show actions (chat buttons) drop them; a flag rather than the text,
+        /// so no sink has to parse the wording. Absent from outbox rows written before it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resolved: bool,
     },
     /// "Your password was changed" as a separate effect: only in outboxes written before
     /// `ApplyPassword` carried the notice; still delivered when found.

@@ -135,6 +135,24 @@ impl JourneyState {
         s
     }
 
+    /// The support alert that still needs someone: raised on the current step of an active
+    /// journey, or on the step a journey failed at (a failure stays for support to take).
+    /// `None` once the journey left the alerted step, completed, expired or was cancelled
+    /// (or erased): the alert is over, acknowledged or not. The rule `decide` resolves
+    /// alerts by, and that a chat transport asks when it must know whether an alert it
+    /// delivers is still open.
+    pub fn open_alert(&self) -> Option<&AlertState> {
+        match self.status {
+            Status::Active | Status::Failed if !self.erased => self.alert.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the alert `dedup_key` is over (see [`JourneyState::open_alert`]).
+    pub fn alert_resolved(&self, dedup_key: &str) -> bool {
+        self.open_alert().is_none_or(|a| a.dedup_key != dedup_key)
+    }
+
     fn enter(&mut self, from: &StepId, next: &StepId) {
         self.passed.push(from.clone());
         self.current_step = Some(next.clone());

@@ -1113,10 +1113,189 @@ fn given_alerted_journey_when_it_completes_or_is_cancelled_then_the_alert_is_res
         reason: "support: duplicate".into(),
     });
     assert!(
-        matches!(&d.effects[..], [Effect::RaiseAlert { update: true, dedup_key, text, .. }] if *dedup_key == key && text.contains("resolved")),
+        matches!(&d.effects[..], [Effect::RaiseAlert { update: true, mention: false, resolved: true, dedup_key, text, .. }] if *dedup_key == key && text.ends_with(": resolved, the journey cancelled.")),
         "{:?}",
         d.effects
     );
+}
+
+/// The alert's raise, refresh, escalation and acknowledgement say "still open" in the flag
+/// sinks act on; only the closing update says "resolved".
+#[test]
+fn given_alert_when_raised_refreshed_escalated_or_acknowledged_then_it_is_not_resolved() {
+    let escalate = std::time::Duration::from_secs(300);
+    let stalled = Command::Stalled {
+        escalate_after: escalate,
+    };
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    j.when(stalled.clone());
+    let mut alerts = Vec::new();
+    alerts.extend(j.when(stalled.clone()).effects);
+    alerts.extend(j.when(stalled.clone()).effects);
+    j.now = j.now.plus(escalate);
+    alerts.extend(j.when(stalled).effects);
+    alerts.extend(j.when(Command::AcknowledgeAlert).effects);
+    assert_eq!(alerts.len(), 4, "{alerts:?}");
+    assert!(
+        alerts.iter().all(|e| matches!(
+            e,
+            Effect::RaiseAlert {
+                resolved: false,
+                ..
+            }
+        )),
+        "{alerts:?}"
+    );
+    assert!(
+        !j.state()
+            .alert_resolved(&j.state().alert.unwrap().dedup_key)
+    );
+}
+
+/// The person finished the alerted step somewhere else (the web page): the alert is closed
+/// in the same decision, with the typed flag, so chat drops its buttons; a refused input
+/// closes nothing.
+#[test]
+fn given_alerted_step_when_the_person_moves_on_then_the_alert_is_resolved() {
+    let stalled = Command::Stalled {
+        escalate_after: std::time::Duration::from_secs(300),
+    };
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    j.when(stalled.clone());
+    j.when(stalled);
+    let key = j.state().alert.unwrap().dedup_key;
+    let code = j.last_code();
+    let d = j.code(&wrong(&code));
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RaiseAlert { .. })),
+        "a wrong code is no progress past the step: {:?}",
+        d.effects
+    );
+    let d = j.code(&code);
+    assert!(accepted(&d));
+    let closing: Vec<&Effect> = d
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::RaiseAlert { .. }))
+        .collect();
+    assert!(
+        matches!(
+            closing.as_slice(),
+            [Effect::RaiseAlert { update: true, mention: false, resolved: true, dedup_key, text, .. }]
+                if *dedup_key == key
+                    && text.ends_with(": resolved, the journey moved on to `second-factor`.")
+                    && text.contains("a•••e@e•••.com")
+        ),
+        "{closing:?}"
+    );
+    assert!(j.state().alert_resolved(&key));
+    // Closed once: the next step's progress has no alert to close.
+    let d = j.when(Command::Choose {
+        option: "sms".into(),
+    });
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RaiseAlert { .. })),
+        "{:?}",
+        d.effects
+    );
+}
+
+/// A failed journey's alert stays open for support to take: failing is not resolving.
+#[test]
+fn given_alerted_step_when_the_journey_fails_there_then_the_alert_stays_open() {
+    let stalled = Command::Stalled {
+        escalate_after: std::time::Duration::from_secs(300),
+    };
+    let mut j = Journey::given(seed_definition());
+    j.email(true);
+    j.when(stalled.clone());
+    j.when(stalled);
+    let key = j.state().alert.unwrap().dedup_key;
+    let code = j.last_code();
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(j.code(&wrong(&code)));
+    }
+    assert_eq!(j.state().status, Status::Failed, "{:?}", last);
+    assert!(!j.state().alert_resolved(&key));
+    assert!(
+        !j.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RaiseAlert { resolved: true, .. }))
+    );
+}
+
+/// The alert says "the person was nudged" only when a nudge went out: an undeliverable
+/// message is alerted at once without one, and an unknown address has nobody to email.
+#[test]
+fn given_stalled_journey_when_alerted_then_the_text_says_whether_a_nudge_was_sent() {
+    let stalled = Command::Stalled {
+        escalate_after: std::time::Duration::from_secs(300),
+    };
+    let alert_text = |d: &Decision| {
+        d.effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::RaiseAlert {
+                    update: false,
+                    text,
+                    ..
+                } => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("an alert: {:?}", d.effects))
+    };
+
+    let mut nudged = Journey::given(seed_definition());
+    nudged.email(true);
+    nudged.when(stalled.clone());
+    let text = alert_text(&nudged.when(stalled.clone()));
+    assert!(
+        text.ends_with("no progress at step `email-code` for 3m or more; the person was nudged."),
+        "{text}"
+    );
+
+    let mut undeliverable = Journey::given(seed_definition());
+    undeliverable.email(true);
+    let sent = undeliverable
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::SendCode { effect_id, .. } => Some(*effect_id),
+            _ => None,
+        })
+        .expect("the email code");
+    undeliverable.when(Command::DeliveryFailed {
+        effect_id: sent,
+        channel: "email".into(),
+        error: "mailbox does not exist".into(),
+        permanent: true,
+    });
+    let d = undeliverable.when(stalled.clone());
+    assert!(
+        !d.events
+            .iter()
+            .any(|e| matches!(e, JourneyEvent::PersonNudged { .. }))
+    );
+    let text = alert_text(&d);
+    assert!(
+        text.ends_with(
+            "a message for step `email-code` could not be delivered; the person was not nudged."
+        ),
+        "{text}"
+    );
+
+    let mut unknown = Journey::given(seed_definition());
+    unknown.email(false);
+    unknown.when(stalled.clone());
+    let text = alert_text(&unknown.when(stalled));
+    assert!(text.ends_with("; the person was not nudged."), "{text}");
 }
 
 #[test]
