@@ -53,28 +53,40 @@
     confirm.addEventListener("input", schedule);
   }
 
+  // The server sends the time the code has left, not its deadline: the browser's clock may
+  // be minutes off the server's. performance.now() counts from when this page was requested
+  // (its time origin) on a clock that setting the system time does not move, and checking
+  // it every second rather than trusting one long timer copes with background tabs, whose
+  // timers fire late. The words come from the server too: the step's own button label, or
+  // "start again" once nothing more can be sent.
   var expiry = document.getElementById("code-expiry");
   if (expiry) {
-    var at = Number(expiry.getAttribute("data-expires-at"));
-    var left = at - Date.now();
-    if (left > 0) {
-      setTimeout(function () {
+    var left = Number(expiry.getAttribute("data-remaining-ms"));
+    var message = expiry.getAttribute("data-expired-message");
+    if (left > 0 && message) {
+      var watchExpiry = setInterval(function () {
+        if (performance.now() < left) return;
+        clearInterval(watchExpiry);
         expiry.className = "notice warn";
         expiry.setAttribute("role", "alert");
-        expiry.textContent = "The code has timed out. Select \u201cRe-send code\u201d to get a new one.";
-      }, left);
+        expiry.textContent = message;
+      }, 1000);
     }
   }
 
+  // A press-# call page moves on by itself once the journey does. It loads the journey's
+  // own page, never this document's address: that may be the POST route the page was the
+  // answer to, which a GET cannot open.
   var main = document.getElementById("main");
-  if (main && main.getAttribute("data-kind") === "voice") {
+  if (main && main.getAttribute("data-watch") === "true") {
     var url = main.getAttribute("data-status-url");
+    var page = main.getAttribute("data-page-url");
     var step = main.getAttribute("data-step");
     var view = main.getAttribute("data-view");
     setInterval(function () {
       fetch(url, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (s) {
         if (s && (s.step !== step || s.status !== "active" || s.view !== view)) {
-          window.location.replace(window.location.pathname);
+          window.location.replace(page);
         }
       }).catch(function () {});
     }, 1000);

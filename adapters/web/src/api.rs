@@ -7,7 +7,7 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::security::ClientIp;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -110,7 +110,13 @@ fn respond(outcome: Outcome, created: bool, journey_token: Option<String>) -> Re
     }
 }
 
-fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
+/// The journey named in the path. An id that is not a UUID, or not even text (`%FF`), is
+/// answered like an unknown journey: `404 journey-not-found`, never the framework's
+/// `text/plain` 400.
+fn journey_id(raw: Result<Path<String>, PathRejection>) -> Result<JourneyId, ApiError> {
+    let Ok(Path(raw)) = raw else {
+        return Err(ApiError::not_found());
+    };
     raw.parse().map_err(|_| ApiError::not_found())
 }
 
@@ -216,10 +222,10 @@ async fn start<S: EventStore, D: AccountDirectory>(
 
 async fn show<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = journey_id(&id)?;
+    let id = journey_id(id)?;
     authorize(&app, &headers, id)?;
     let (_, _, view) = app.engine.load(id).await?;
     Ok(Json(serde_json::json!({ "journey_id": id.to_string(), "journey": view })).into_response())
@@ -227,7 +233,7 @@ async fn show<S: EventStore, D: AccountDirectory>(
 
 async fn submit<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
-    id: &str,
+    id: Result<Path<String>, PathRejection>,
     headers: &HeaderMap,
     client: Option<&ClientIp>,
     input: Input,
@@ -253,7 +259,7 @@ struct EmailRequest {
 
 async fn email<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<EmailRequest>, JsonRejection>,
@@ -261,7 +267,7 @@ async fn email<S: EventStore, D: AccountDirectory>(
     let req = body(payload)?;
     submit(
         &app,
-        &id,
+        id,
         &headers,
         client.as_deref(),
         Input::Email(req.email),
@@ -277,29 +283,22 @@ struct CodeRequest {
 
 async fn code<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<CodeRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body(payload)?;
-    submit(
-        &app,
-        &id,
-        &headers,
-        client.as_deref(),
-        Input::Code(req.code),
-    )
-    .await
+    submit(&app, id, &headers, client.as_deref(), Input::Code(req.code)).await
 }
 
 async fn resend<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    submit(&app, &id, &headers, client.as_deref(), Input::Resend).await
+    submit(&app, id, &headers, client.as_deref(), Input::Resend).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,7 +309,7 @@ struct ChoiceRequest {
 
 async fn choice<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<ChoiceRequest>, JsonRejection>,
@@ -318,7 +317,7 @@ async fn choice<S: EventStore, D: AccountDirectory>(
     let req = body(payload)?;
     submit(
         &app,
-        &id,
+        id,
         &headers,
         client.as_deref(),
         Input::Choose(req.option),
@@ -337,7 +336,7 @@ struct CallRequest {
 
 async fn call<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<CallRequest>, JsonRejection>,
@@ -354,7 +353,7 @@ async fn call<S: EventStore, D: AccountDirectory>(
         call_id: req.call_id,
         digits: req.digits,
     };
-    submit(&app, &id, &headers, client.as_deref(), input).await
+    submit(&app, id, &headers, client.as_deref(), input).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,7 +365,7 @@ struct PasswordRequest {
 
 async fn password<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     payload: Result<Json<PasswordRequest>, JsonRejection>,
@@ -376,5 +375,5 @@ async fn password<S: EventStore, D: AccountDirectory>(
         new: req.new_password,
         confirm: req.confirm_password,
     };
-    submit(&app, &id, &headers, client.as_deref(), input).await
+    submit(&app, id, &headers, client.as_deref(), input).await
 }

@@ -18,6 +18,7 @@ use crate::security::{
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -57,6 +58,11 @@ const MAX_SEARCH: usize = 254;
 
 /// The longest reason an operator may give for an action (the form's `maxlength`).
 const MAX_REASON: usize = 500;
+
+/// Failed sign-ins one client may make for one operator name per window: the portal's
+/// figures (`portal.rs`), for the same reason (ASVS 2.2.1, R17).
+const FAILED_SIGN_INS_PER_NAME: u32 = 10;
+const SIGN_IN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Candidates the stalled list examines (journeys with a stall deadline, soonest first).
 const STALLED_SCAN: usize = 500;
@@ -398,24 +404,30 @@ async fn act<S: EventStore, D: AccountDirectory>(
     action: Action,
     reason: &str,
 ) -> Result<&'static str, ApiError> {
-    // The reason as it will be recorded (control characters dropped), so the minimum holds
-    // for what the log keeps, and nothing is cut silently.
-    let cleaned: String = reason.chars().filter(|c| !c.is_control()).collect();
-    let reason = cleaned.trim();
-    if reason.chars().count() < 3 || !reason.chars().any(char::is_alphanumeric) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reason-required",
-            "Give a reason (at least 3 characters): it is recorded with the action.",
-        ));
-    }
-    if reason.chars().count() > MAX_REASON {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reason-too-long",
-            format!("Keep the reason to {MAX_REASON} characters: it is recorded with the action."),
-        ));
-    }
+    // The reason as it will be recorded, by the rule the CLI and chat share
+    // (passage_core::reason: control, bidi and invisible characters dropped), so the minimum
+    // holds for what the log keeps, and nothing is cut silently.
+    const _: () = assert!(MAX_REASON == passage_core::reason::MAX_REASON_CHARS);
+    let reason = match passage_core::reason::clean_reason(reason) {
+        Ok(r) => r,
+        Err(passage_core::reason::ReasonError::TooShort) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reason-required",
+                "Give a reason (at least 3 characters): it is recorded with the action.",
+            ));
+        }
+        Err(passage_core::reason::ReasonError::TooLong) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reason-too-long",
+                format!(
+                    "Keep the reason to {MAX_REASON} characters: it is recorded with the action."
+                ),
+            ));
+        }
+    };
+    let reason = reason.as_str();
     let actor = operator_actor(op, client, reason);
     let input = match action {
         Action::Resend => Input::Resend,
@@ -747,6 +759,13 @@ async fn journey_body<S: EventStore, D: AccountDirectory>(
     })
 }
 
+/// The path's journey id as text; empty when it is not text at all (`%FF`), which then
+/// answers `journey-not-found` like any id that names no journey, rather than the
+/// framework's `text/plain` 400.
+fn path_text(raw: Result<Path<String>, PathRejection>) -> String {
+    raw.map(|Path(s)| s).unwrap_or_default()
+}
+
 fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::new(
@@ -762,12 +781,14 @@ async fn api_journey<S: EventStore + OperatorStore, D: AccountDirectory>(
     headers: HeaderMap,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JourneyBody>, ApiError> {
     api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    Ok(Json(journey_body(&app, journey_id(&id)?, q.at).await?))
+    Ok(Json(
+        journey_body(&app, journey_id(&path_text(id))?, q.at).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -790,7 +811,7 @@ async fn api_act<S: EventStore + OperatorStore, D: AccountDirectory>(
     headers: HeaderMap,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<ActDone>, ApiError> {
     let op = api_caller(&app, &headers, method.as_str(), uri.path()).await?;
@@ -799,7 +820,7 @@ async fn api_act<S: EventStore + OperatorStore, D: AccountDirectory>(
             "Send {{\"action\": \"resend\"|\"nudge\"|\"cancel\"|\"acknowledge\", \"reason\": \"...\"}}: {e}"
         ))
     })?;
-    let id = journey_id(&id)?;
+    let id = journey_id(&path_text(id))?;
     let message = act(&app, &op, Some(&client), id, body.action, &body.reason).await?;
     Ok(Json(ActDone {
         journey_id: id,
@@ -1044,6 +1065,39 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
         );
     }
     let name = form["name"].trim().to_owned();
+    // Failed sign-ins per operator name and client, known names and unknown alike (the
+    // same refusal, so it tells no one which names exist): without it only the per-client
+    // answer limit (200 per 10 minutes) held one client's guesses at one operator's
+    // password (ASVS 2.2.1). As on the portal, only failures count and the key includes
+    // the client, so nobody can lock an operator out by failing on their name from
+    // elsewhere; the count is taken before the hash, so parallel guesses cannot all pass a
+    // count still at 0, and a success gives it back. The name is in the key only as an
+    // HMAC under the deployment's secret: what was typed may be a password typed in the
+    // wrong field (R50), and the shared counters store their keys.
+    let throttle = format!(
+        "console-sign-in-failures|{}|{}",
+        client.limit_key(),
+        app.engine
+            .keys()
+            .web_tag("console-sign-in", name.as_bytes())
+    );
+    if let Err(retry) = app
+        .limiter
+        .hit(&throttle, FAILED_SIGN_INS_PER_NAME, SIGN_IN_WINDOW)
+        .await
+    {
+        if app.limiter.first_refusal(&throttle, retry) {
+            tracing::warn!(client = %client.masked(), "console sign-ins for one operator name over their limit");
+        }
+        let refusal = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many sign-in attempts for this operator name. Try again in {}.",
+                crate::security::in_minutes(retry)
+            ),
+        );
+        return crate::security::with_retry_after(refusal, retry);
+    }
     let login = match app.engine.store().operator_login(&name).await {
         Ok(l) => l.filter(|l| !l.disabled),
         Err(e) => {
@@ -1076,6 +1130,7 @@ async fn sign_in<S: EventStore + OperatorStore, D: AccountDirectory>(
             );
         }
     };
+    app.limiter.give_back(&throttle).await;
     let (token, hash) = passage_core::secrets::session_token(&mut passage_runtime::OsEntropy);
     let now = app.engine.now();
     if let Err(e) = app
@@ -1292,7 +1347,7 @@ async fn journey_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     headers: HeaderMap,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
@@ -1303,7 +1358,7 @@ async fn journey_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     journey_view(
         &app,
         &b,
-        &raw,
+        &path_text(raw),
         q.at,
         q.done.as_deref().and_then(Action::parse).map(Action::done),
         None,
@@ -1452,13 +1507,14 @@ async fn act_form<S: EventStore + OperatorStore, D: AccountDirectory>(
     headers: HeaderMap,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Response {
     let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    let raw = path_text(raw);
     let form = match parse_form(&body, &["csrf", "action", "reason"], &[]) {
         Ok(f) => f,
         Err(e) => {

@@ -71,8 +71,10 @@ async fn inbox<S: EventStore, D: AccountDirectory>(
                 .code()
                 .map(|c| format!("<strong class=\"code\">{}</strong>", esc(&c)))
                 .unwrap_or_default();
+            // A call that reads a code out (`spoken-code`) is answered by typing the code
+            // on the reset page; pressing # there would only be refused (`not-expected`).
             let phone = match (m.call_id, app.options.simulated_phone) {
-                (Some(call), true) => format!(
+                (Some(call), true) if m.code().is_none() => format!(
                     "<form method=\"post\" action=\"/dev/phone\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
 <input type=\"hidden\" name=\"journey\" value=\"{}\"><input type=\"hidden\" name=\"call\" value=\"{call}\">\
 <button type=\"submit\" class=\"secondary press-hash\">Answer and press #</button></form>",

@@ -52,8 +52,10 @@ pub(crate) struct Page<'a> {
     /// Attributes for `<main>`, already escaped (e.g. `data-step="email-code"`).
     pub main_attrs: String,
     pub body: String,
-    /// Seconds after which the page reloads itself without JavaScript (the call page).
-    pub refresh: Option<u32>,
+    /// Seconds after which the page loads the given URL without JavaScript (the call page).
+    /// Always an explicit URL: a page rendered as the answer to a POST would otherwise
+    /// reload its own address, a POST-only route, as a GET.
+    pub refresh: Option<(u32, String)>,
     /// The sign-out form's CSRF token (the browser's visit token) when signed in.
     pub signed_in: Option<String>,
 }
@@ -62,7 +64,12 @@ impl Page<'_> {
     pub(crate) fn render(self, status: StatusCode) -> Response {
         let refresh = self
             .refresh
-            .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"))
+            .map(|(s, url)| {
+                format!(
+                    "<meta http-equiv=\"refresh\" content=\"{s}; url={}\">",
+                    esc(&url)
+                )
+            })
             .unwrap_or_default();
         let nav = match &self.signed_in {
             Some(token) => format!(

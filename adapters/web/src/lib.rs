@@ -107,12 +107,27 @@ impl<S, D> AppState<S, D> {
 pub fn router<S: EventStore + OperatorStore, D: AccountDirectory>(
     state: Arc<AppState<S, D>>,
 ) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `extra` routes (a provider's webhooks) under the same security layer:
+/// the same headers on every response (R52) and the same documented error bodies. The
+/// layer's per-client limits count only the portal's and API's own paths, so a provider
+/// posting many callbacks from few addresses is not throttled.
+pub fn router_with<S: EventStore + OperatorStore, D: AccountDirectory>(
+    state: Arc<AppState<S, D>>,
+    extra: Router,
+) -> Router {
     let routes = Router::new()
+        .merge(extra)
         .merge(console::routes(Arc::clone(&state)))
         .merge(api::routes(Arc::clone(&state)))
         .merge(pages::routes(Arc::clone(&state)))
         .merge(portal::routes(Arc::clone(&state)))
         .merge(dev::routes(Arc::clone(&state)))
-        .merge(html::asset_routes());
+        .merge(html::asset_routes())
+        // A path that is no route: JSON under `/api/` and `/console/api/`, a page elsewhere,
+        // never the framework's empty 404.
+        .fallback(error::fallback);
     security::layer(routes, state)
 }

@@ -11,12 +11,13 @@ use crate::AppState;
 use crate::html::{Page, esc, message_page};
 use crate::security::{ClientIp, clear_cookie, get_cookie, parse_form, set_cookie, tags_equal};
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use passage_core::definition::{Definition, StepKind};
+use passage_core::definition::{Definition, StepKind, VoiceConfirm};
 use passage_core::journey::view::{JourneyView, StepView};
 use passage_core::journey::{JourneyState, Reply, Status};
 use passage_core::password::{PasswordContext, requirements};
@@ -35,11 +36,16 @@ pub(crate) fn routes<S: EventStore, D: AccountDirectory>(state: Arc<AppState<S, 
     Router::new()
         .route("/reset", get(identify_page::<S, D>).post(start::<S, D>))
         .route("/reset/{id}", get(show::<S, D>))
-        .route("/reset/{id}/email", post(email::<S, D>))
-        .route("/reset/{id}/code", post(code::<S, D>))
-        .route("/reset/{id}/resend", post(resend::<S, D>))
-        .route("/reset/{id}/choose", post(choose::<S, D>))
-        .route("/reset/{id}/password", post(password::<S, D>))
+        // A GET of an answer's address (a bookmark, the history, a reload of a page that
+        // was the answer to a POST) goes back to the journey's page, not to a 405.
+        .route("/reset/{id}/email", post(email::<S, D>).get(to_journey))
+        .route("/reset/{id}/code", post(code::<S, D>).get(to_journey))
+        .route("/reset/{id}/resend", post(resend::<S, D>).get(to_journey))
+        .route("/reset/{id}/choose", post(choose::<S, D>).get(to_journey))
+        .route(
+            "/reset/{id}/password",
+            post(password::<S, D>).get(to_journey),
+        )
         .route("/reset/{id}/check", post(check::<S, D>))
         .route("/reset/{id}/status", get(status::<S, D>))
         .route(
@@ -147,8 +153,19 @@ fn unavailable(e: passage_runtime::Error) -> Response {
     }
 }
 
-fn parse_id(raw: &str) -> Option<JourneyId> {
-    raw.parse().ok()
+/// The journey named in the path; `None` for an id that is not a UUID, or not even text
+/// (`%FF`, which the framework would answer with a bare `text/plain` 400). Every route
+/// answers `None` as it answers a journey this browser does not hold.
+fn parse_id(raw: Result<Path<String>, PathRejection>) -> Option<JourneyId> {
+    raw.ok()?.0.parse().ok()
+}
+
+/// A GET of an answer route: back to the journey's page (which checks the browser's hold).
+async fn to_journey(raw: Result<Path<String>, PathRejection>) -> Response {
+    match parse_id(raw) {
+        Some(id) => Redirect::to(&format!("/reset/{id}")).into_response(),
+        None => not_yours(),
+    }
 }
 
 fn actor(headers: &HeaderMap, client: &ClientIp) -> Actor {
@@ -163,19 +180,24 @@ async fn identify_page<S: EventStore, D: AccountDirectory>(
     headers: HeaderMap,
 ) -> Response {
     let (nonce, cookie) = visit(&app, &headers);
-    let token = visit_token(&app, &nonce);
-    let mut resp = identify_form(&app, "email", "/reset", &token, None, StatusCode::OK);
+    let hidden = format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(&visit_token(&app, &nonce))
+    );
+    let mut resp = identify_form(&app, "email", "/reset", &hidden, None, StatusCode::OK);
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     resp
 }
 
+/// The address form; `hidden` is its hidden inputs, already escaped (the visit token for
+/// the start, [`hidden_fields`] on a journey's page).
 fn identify_form<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
     step: &str,
     action: &str,
-    csrf: &str,
+    hidden: &str,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
@@ -199,13 +221,12 @@ fn identify_form<S: EventStore, D: AccountDirectory>(
     let body = format!(
         "<section class=\"card\"><h1>Forgot your password?</h1><p>{prompt}. We will send a verification code to it.</p>\
 <form id=\"identify\" method=\"post\" action=\"{action}\" novalidate>\
-<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+{hidden}\
 {field}\
 <button type=\"submit\" id=\"send-code\" class=\"primary\">{label}</button></form>\
 <p class=\"aside\"><a href=\"/\">Back to sign in</a></p></section>",
         prompt = esc(&prompt),
         action = esc(action),
-        csrf = esc(csrf),
         field = field(
             "email",
             "Email address",
@@ -286,6 +307,11 @@ async fn start<S: EventStore, D: AccountDirectory>(
 }
 
 /// After a command: on to the journey's page, or the same page with the refusal shown.
+///
+/// A form for a step the journey has left (a second click on "Call me", a tab left open on
+/// an older step) is not an error to show at the form's POST address: that page would
+/// reload into a GET of a POST-only route. It goes to the journey's page, which shows
+/// where the journey is; the refusal is still recorded (R28, R49).
 async fn after<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
     headers: &HeaderMap,
@@ -309,6 +335,9 @@ async fn after<S: EventStore, D: AccountDirectory>(
         Reply::Accepted {
             session_token: None,
         } => Redirect::to(&format!("/reset/{id}")).into_response(),
+        Reply::Rejected(r) if r.code == "step-not-allowed" => {
+            Redirect::to(&format!("/reset/{id}")).into_response()
+        }
         Reply::Rejected(r) => match app.engine.load(id).await {
             Ok((state, def, view)) => {
                 render(
@@ -330,10 +359,10 @@ async fn after<S: EventStore, D: AccountDirectory>(
 
 async fn show<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = parse_id(&raw).filter(|id| bound(&app, &headers, *id)) else {
+    let Some(id) = parse_id(raw).filter(|id| bound(&app, &headers, *id)) else {
         return not_yours();
     };
     match app.engine.load(id).await {
@@ -370,9 +399,13 @@ async fn render<S: EventStore, D: AccountDirectory>(
     match view.status {
         Status::Active => {}
         Status::Completed => {
-            let signed_in = get_cookie(headers, app.options.secure, SESSION).is_some();
-            if signed_in {
-                return Redirect::to("/portal").into_response();
+            // To the portal only with a live session: any other cookie (revoked, expired,
+            // forged) would be sent on from there to sign in without this page's word that
+            // the reset worked. One session lookup, and only on a finished journey's page.
+            match crate::portal::current(app, headers).await {
+                Ok(Some(_)) => return Redirect::to("/portal").into_response(),
+                Ok(None) => {}
+                Err(unavailable) => return unavailable.into_response(),
             }
             return message_page(
                 StatusCode::OK,
@@ -421,13 +454,13 @@ async fn render<S: EventStore, D: AccountDirectory>(
     } else {
         ""
     };
-    let hidden = format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(&csrf)
-    );
-    let (title, kind, step_id, body, refresh) = match step {
+    let hidden = hidden_fields(&csrf);
+    // The fifth value: whether the page follows the journey by itself (a meta refresh, and
+    // the script's poll of `/status`). Only while a press-# call is the step: nothing is
+    // typed there that a reload would throw away.
+    let (title, kind, step_id, body, watch) = match step {
         StepView::Identify { id: sid, .. } => {
-            return identify_form(app, sid, &format!("{base}/email"), &csrf, error, status);
+            return identify_form(app, sid, &format!("{base}/email"), &hidden, error, status);
         }
         StepView::Code {
             id: sid,
@@ -449,27 +482,9 @@ async fn render<S: EventStore, D: AccountDirectory>(
                 .as_deref()
                 .map(|t| format!("<p>We sent a {digits}-digit code to <strong id=\"sent-to\">{}</strong>.</p>", esc(t)))
                 .unwrap_or_default();
-            let expired = expires_at.is_some_and(|e| e <= now);
-            let expiry = if expired {
-                format!(
-                    "<p class=\"notice warn\" id=\"code-expired\" role=\"alert\">The code has timed out. Select “{}” to get a new one.</p>",
-                    esc(resend_label)
-                )
-            } else {
-                expires_at
-                    .map(|e| {
-                        let mins = e.since(now).as_secs().div_ceil(60).max(1);
-                        format!(
-                            "<p class=\"aside\" id=\"code-expiry\" data-expires-at=\"{}\">The code is valid for {mins} more minute{}.</p>",
-                            e.as_millis(),
-                            if mins == 1 { "" } else { "s" }
-                        )
-                    })
-                    .unwrap_or_default()
-            };
+            let expiry = expiry_notice(*expires_at, now, resend_label, *resends_left);
             // The refusal already says how many attempts are left.
             let _ = attempts_left;
-            let error = error.map(str::to_owned);
             let wait = resend_available_at
                 .filter(|t| *t > now)
                 .map(|t| {
@@ -493,16 +508,9 @@ async fn render<S: EventStore, D: AccountDirectory>(
 <form id=\"code-form\" method=\"post\" action=\"{base}/code\" novalidate>{hidden}{}\
 <button type=\"submit\" id=\"verify\" class=\"primary\">Verify</button></form>{resend}{dev_hint}</section>",
                 esc(prompt),
-                field(
-                    "code",
-                    &format!("{digits}-digit code"),
-                    &format!(
-                        "<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]*\" maxlength=\"{digits}\" required autofocus"
-                    ),
-                    error.as_deref()
-                ),
+                code_field(*digits, error),
             );
-            ("Verification code", "code", sid, body, None)
+            ("Verification code", "code", sid, body, false)
         }
         StepView::Choose {
             id: sid,
@@ -547,29 +555,54 @@ async fn render<S: EventStore, D: AccountDirectory>(
 <form id=\"choose-form\" method=\"post\" action=\"{base}/choose\">{hidden}<div class=\"choices\">{buttons}</div></form>{notice}</section>",
                 esc(prompt)
             );
-            ("Choose a method", "choose", sid, body, None)
+            ("Choose a method", "choose", sid, body, false)
         }
         StepView::Voice {
             id: sid,
             prompt,
+            confirm,
             calling,
             call_open,
+            call_expires_at,
             calls_left,
             call_again_available_at,
-            ..
         } => {
             let to = calling
                 .as_deref()
                 .map(esc)
                 .unwrap_or_else(|| "your phone".into());
-            let status_line = if *call_open {
-                format!(
-                    "Calling {to}… Answer, and press # when prompted. This page moves on by itself."
-                )
-            } else {
-                "The call ended without a confirmation. Ask for a new call below.".to_owned()
+            // With `spoken-code` the call reads a code out and the person types it here
+            // (R26): a form to post it to, and no reload that would lose what is typed.
+            let spoken = match confirm {
+                VoiceConfirm::SpokenCode { digits } => Some(*digits),
+                VoiceConfirm::PressPound => None,
             };
+            let status_line = match (*call_open, spoken) {
+                (true, None) => format!(
+                    "Calling {to}… Answer, and press # when prompted. This page moves on by itself."
+                ),
+                (true, Some(digits)) => format!(
+                    "Calling {to}… Answer, listen for the {digits}-digit code, and type it below."
+                ),
+                (false, _) if *calls_left > 0 => {
+                    "The call ended before it was confirmed. Ask for a new call below.".to_owned()
+                }
+                (false, _) => "The call ended before it was confirmed, and no more calls can be \
+made for this reset. Start again to try again."
+                    .to_owned(),
+            };
+            let code_form = match spoken {
+                Some(digits) if *call_open => format!(
+                    "{}<form id=\"call-code-form\" method=\"post\" action=\"{base}/code\" novalidate>{hidden}{}\
+<button type=\"submit\" id=\"verify\" class=\"primary\">Verify</button></form>",
+                    expiry_notice(*call_expires_at, now, CALL_AGAIN, *calls_left),
+                    code_field(digits, error),
+                ),
+                _ => String::new(),
+            };
+            // Shown beside the code field when there is one, else under the call's status.
             let err = error
+                .filter(|_| code_form.is_empty())
                 .map(|e| {
                     format!(
                         "<p class=\"field-error\" role=\"alert\" id=\"call-error\">{}</p>",
@@ -589,17 +622,19 @@ async fn render<S: EventStore, D: AccountDirectory>(
             let again = if *calls_left > 0 {
                 format!(
                     "<form id=\"call-again-form\" method=\"post\" action=\"{base}/resend\">{hidden}\
-<button type=\"submit\" id=\"call-again\" class=\"secondary\">Call me again</button></form>{wait}"
+<button type=\"submit\" id=\"call-again\" class=\"secondary\">{CALL_AGAIN}</button></form>{wait}"
                 )
+            } else if *call_open {
+                "<p class=\"aside\" id=\"call-again-none\">No more calls can be made for this reset.</p>".to_owned()
             } else {
-                String::new()
+                START_AGAIN_LINK.to_owned()
             };
             let body = format!(
                 "<section class=\"card\"><h1>We're calling you</h1><p>{}</p>\
-<p id=\"call-status\" class=\"notice\" role=\"status\" aria-live=\"polite\">{status_line}</p>{err}{again}{dev_hint}</section>",
+<p id=\"call-status\" class=\"notice\" role=\"status\" aria-live=\"polite\">{status_line}</p>{err}{code_form}{again}{dev_hint}</section>",
                 esc(prompt)
             );
-            ("Phone call", "voice", sid, body, Some(5))
+            ("Phone call", "voice", sid, body, spoken.is_none())
         }
         StepView::SetPassword {
             id: sid, prompt, ..
@@ -646,22 +681,87 @@ async fn render<S: EventStore, D: AccountDirectory>(
                     "Confirm new password"
                 ),
             );
-            ("Reset Password", "set-password", sid, body, None)
+            ("Reset Password", "set-password", sid, body, false)
         }
         StepView::Complete { .. } => return Redirect::to("/portal").into_response(),
     };
     Page {
         title,
         main_attrs: format!(
-            "data-kind=\"{kind}\" data-step=\"{}\" data-journey=\"{id}\" data-view=\"{}\" data-status-url=\"{base}/status\"",
+            "data-kind=\"{kind}\" data-step=\"{}\" data-journey=\"{id}\" data-view=\"{}\" data-status-url=\"{base}/status\" data-page-url=\"{base}\"{}",
             esc(step_id),
-            fingerprint(view)
+            fingerprint(view),
+            if watch { " data-watch=\"true\"" } else { "" }
         ),
         body,
-        refresh,
+        // To the journey's page by its own address: this page may be the answer to a POST,
+        // whose address is a POST-only route.
+        refresh: watch.then(|| (5, base.clone())),
         signed_in: None,
     }
     .render(status)
+}
+
+/// The label of the voice step's button that places a new call.
+const CALL_AGAIN: &str = "Call me again";
+
+/// Where a person goes when the journey can no longer be finished.
+const START_AGAIN_LINK: &str =
+    "<p><a class=\"button primary\" id=\"start-again\" href=\"/reset\">Start again</a></p>";
+
+/// The code field, with the refusal next to it.
+fn code_field(digits: u8, error: Option<&str>) -> String {
+    field(
+        "code",
+        &format!("{digits}-digit code"),
+        &format!(
+            "<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]*\" maxlength=\"{digits}\" required autofocus"
+        ),
+        error,
+    )
+}
+
+/// What the page says once a code has timed out: get a new one with `again` (the step's
+/// own button label) while one can still be sent, else start again.
+fn timed_out(again: &str, again_left: u32) -> String {
+    if again_left > 0 {
+        format!("The code has timed out. Select \u{201c}{again}\u{201d} to get a new one.")
+    } else {
+        "The code has timed out, and no more codes can be sent for this reset. Start again to \
+         get a new code."
+            .to_owned()
+    }
+}
+
+/// The code's remaining validity, or the notice that it has timed out. The script is given
+/// the time left, not the deadline: the browser's clock may be minutes off the server's,
+/// and `portal.js` counts the time left on its own monotonic clock. It is also given the
+/// words to show, so they follow the step's label and what can still be sent.
+fn expiry_notice(
+    expires_at: Option<passage_core::time::Timestamp>,
+    now: passage_core::time::Timestamp,
+    again: &str,
+    again_left: u32,
+) -> String {
+    let Some(expires_at) = expires_at else {
+        return String::new();
+    };
+    let message = timed_out(again, again_left);
+    if expires_at <= now {
+        let start = if again_left > 0 { "" } else { START_AGAIN_LINK };
+        return format!(
+            "<p class=\"notice warn\" id=\"code-expired\" role=\"alert\">{}</p>{start}",
+            esc(&message)
+        );
+    }
+    let left = expires_at.since(now);
+    let mins = left.as_secs().div_ceil(60).max(1);
+    format!(
+        "<p class=\"aside\" id=\"code-expiry\" data-remaining-ms=\"{}\" data-expired-message=\"{}\">The code is valid for {mins} more minute{}.</p>",
+        left.as_millis(),
+        esc(&message),
+        if mins == 1 { "" } else { "s" }
+    )
 }
 
 /// The requirement ticks for the journey's policy, evaluated on `new`/`confirm`.
@@ -708,10 +808,52 @@ async fn evaluate<S: EventStore, D: AccountDirectory>(
 
 // ---- answers ------------------------------------------------------------------------------------
 
+/// The hidden fields of every form on a journey page: the CSRF token (R32) and a nonce
+/// drawn for this rendering of the page (see [`form_command`]).
+fn hidden_fields(csrf: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"{FORM_NONCE}\" value=\"{}\">",
+        esc(csrf),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The hidden field holding a page rendering's nonce.
+const FORM_NONCE: &str = "form";
+
+/// The command id of a form submission: the same for the same bytes posted from the same
+/// rendering of a page, so that a resubmission (F5 on the page a refusal was shown on, the
+/// browser's "send again", a double click) returns the first outcome instead of counting a
+/// wrong code twice or choosing twice (R13, R31). Each rendering draws a new nonce, so a
+/// code typed again on a new page is a new attempt. The id is an HMAC under the
+/// deployment's secret, because the body holds the code or the password and the id is
+/// stored (R11, R50). A form without a nonce (a script's) gets no id: nothing is merged.
+fn form_command<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    id: JourneyId,
+    action: &str,
+    body: &[u8],
+    form: &std::collections::HashMap<String, String>,
+) -> Option<uuid::Uuid> {
+    form.get(FORM_NONCE).filter(|n| !n.is_empty())?;
+    let mut data = Vec::with_capacity(body.len() + 64);
+    for part in [id.0.as_bytes().as_slice(), action.as_bytes(), body] {
+        data.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        data.extend_from_slice(part);
+    }
+    let tag = app.engine.keys().web_tag("form-command", &data);
+    Some(passage_core::secrets::derived_id(&[
+        b"web-form",
+        tag.as_bytes(),
+    ]))
+}
+
 /// Checks the browser's hold on the journey and the form's token, then submits.
+#[allow(clippy::too_many_arguments)]
 async fn answer<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
-    raw: &str,
+    raw: Result<Path<String>, PathRejection>,
+    action: &str,
     headers: &HeaderMap,
     client: &ClientIp,
     body: &[u8],
@@ -723,16 +865,17 @@ async fn answer<S: EventStore, D: AccountDirectory>(
     };
     let mut all = vec!["csrf"];
     all.extend_from_slice(fields);
-    let form = match parse_form(body, &all, &[]) {
+    let form = match parse_form(body, &all, &[FORM_NONCE]) {
         Ok(f) => f,
         Err(e) => return bad_form(&e),
     };
     if !tags_equal(&form["csrf"], &csrf_for(app, id)) {
         return forged();
     }
+    let cmd = form_command(app, id, action, body, &form);
     match app
         .engine
-        .submit(id, input(&form), actor(headers, client), None)
+        .submit(id, input(&form), actor(headers, client), cmd)
         .await
     {
         Ok(outcome) => after(app, headers, outcome).await,
@@ -742,25 +885,32 @@ async fn answer<S: EventStore, D: AccountDirectory>(
 
 async fn email<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    answer(&app, &id, &headers, &client, &body, &["email"], |f| {
-        Input::Email(f["email"].clone())
-    })
+    answer(
+        &app,
+        id,
+        "email",
+        &headers,
+        &client,
+        &body,
+        &["email"],
+        |f| Input::Email(f["email"].clone()),
+    )
     .await
 }
 
 async fn code<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    answer(&app, &id, &headers, &client, &body, &["code"], |f| {
+    answer(&app, id, "code", &headers, &client, &body, &["code"], |f| {
         Input::Code(f["code"].clone())
     })
     .await
@@ -768,37 +918,48 @@ async fn code<S: EventStore, D: AccountDirectory>(
 
 async fn resend<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    answer(&app, &id, &headers, &client, &body, &[], |_| Input::Resend).await
-}
-
-async fn choose<S: EventStore, D: AccountDirectory>(
-    State(app): Shared<S, D>,
-    Path(id): Path<String>,
-    Extension(client): Extension<ClientIp>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(&app, &id, &headers, &client, &body, &["option"], |f| {
-        Input::Choose(f["option"].clone())
+    answer(&app, id, "resend", &headers, &client, &body, &[], |_| {
+        Input::Resend
     })
     .await
 }
 
-async fn password<S: EventStore, D: AccountDirectory>(
+async fn choose<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     answer(
         &app,
-        &id,
+        id,
+        "choose",
+        &headers,
+        &client,
+        &body,
+        &["option"],
+        |f| Input::Choose(f["option"].clone()),
+    )
+    .await
+}
+
+async fn password<S: EventStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    id: Result<Path<String>, PathRejection>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(
+        &app,
+        id,
+        "password",
         &headers,
         &client,
         &body,
@@ -822,11 +983,11 @@ struct CheckRequest {
 /// page can never promise what the server refuses. Nothing is recorded or logged.
 async fn check<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(id) = parse_id(&raw).filter(|id| bound(&app, &headers, *id)) else {
+    let Some(id) = parse_id(raw).filter(|id| bound(&app, &headers, *id)) else {
         return crate::ApiError::new(
             StatusCode::FORBIDDEN,
             "not-your-journey",
@@ -881,10 +1042,10 @@ async fn check<S: EventStore, D: AccountDirectory>(
 /// What the call page polls to move on by itself.
 async fn status<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = parse_id(&raw).filter(|id| bound(&app, &headers, *id)) else {
+    let Some(id) = parse_id(raw).filter(|id| bound(&app, &headers, *id)) else {
         return crate::ApiError::new(
             StatusCode::FORBIDDEN,
             "not-your-journey",
@@ -957,11 +1118,22 @@ fn link_dead() -> Response {
 /// them (R24), so opening it only shows a button; the POST takes the journey over.
 async fn handoff_page<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(raw): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<HandoffQuery>,
+    raw: Result<Path<String>, PathRejection>,
+    q: Result<Query<HandoffQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let (Some(id), Some(token)) = (parse_id(&raw), q.t) else {
+    // A token given twice (`?t=a&t=b`) or not as text: the link was altered on its way;
+    // refused as such, rather than with the framework's plain-text 400, and never guessed at.
+    let Ok(Query(q)) = q else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "This link is damaged",
+            "The link's address was changed on its way here (its token appears more than once, \
+             or is not text). Ask the chat assistant for a new link, or start again here.",
+            Some(("/reset", "Start again")),
+        );
+    };
+    let (Some(id), Some(token)) = (parse_id(raw), q.t) else {
         return link_dead();
     };
     let now = app.engine.now();
@@ -994,7 +1166,7 @@ async fn handoff_page<S: EventStore, D: AccountDirectory>(
 
 async fn handoff<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
@@ -1006,7 +1178,7 @@ async fn handoff<S: EventStore, D: AccountDirectory>(
     if !visit_ok(&app, &headers, &form["csrf"]) {
         return forged();
     }
-    let Some(id) = parse_id(&raw) else {
+    let Some(id) = parse_id(raw) else {
         return link_dead();
     };
     let now = app.engine.now();

@@ -55,24 +55,54 @@ fn tiles<S: EventStore, D: AccountDirectory>(app: &AppState<S, D>) -> Vec<Tile> 
         .unwrap_or_default()
 }
 
-/// The live session the browser holds, with its account.
+/// The account directory could not be read. Answered as the documented outage (503,
+/// docs/deployment.md), never as "signed out": a person sent to sign in again during an
+/// outage would retype their password into a page that cannot check it, and think their
+/// session was lost.
+#[derive(Debug)]
+pub(crate) struct DirectoryDown;
+
+impl IntoResponse for DirectoryDown {
+    fn into_response(self) -> Response {
+        message_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Please try again",
+            "The service is temporarily unavailable. Nothing was lost: try again in a moment.",
+            None,
+        )
+    }
+}
+
+/// The live session the browser holds, with its account: `Ok(None)` when there is none (no
+/// cookie, unknown, revoked, expired, or from before a password change), `Err` when the
+/// directory cannot tell.
 pub(crate) async fn current<S: EventStore, D: AccountDirectory>(
     app: &AppState<S, D>,
     headers: &HeaderMap,
-) -> Option<(Session, Account)> {
-    let token = get_cookie(headers, app.options.secure, SESSION)?;
+) -> Result<Option<(Session, Account)>, DirectoryDown> {
+    let Some(token) = get_cookie(headers, app.options.secure, SESSION) else {
+        return Ok(None);
+    };
     let dir = app.engine.directory();
     let session = match dir.find_session(&session_hash(&token)).await {
-        Ok(s) => s?,
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(None),
         Err(e) => {
-            tracing::error!("cannot read a session: {e}");
-            return None;
+            tracing::error!("failed to read a session: {e}");
+            return Err(DirectoryDown);
         }
     };
     if !session.is_live(app.engine.now()) {
-        return None;
+        return Ok(None);
     }
-    let account = dir.get(&session.account_id).await.ok().flatten()?;
+    let account = match dir.get(&session.account_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::error!("failed to read a session's account: {e}");
+            return Err(DirectoryDown);
+        }
+    };
     if let Some(fp) = &session.password_fp {
         // R45 without depending on timing: a sign-in that verified the old password while
         // a reset was being applied can create its session after the reset's revocation
@@ -80,8 +110,8 @@ pub(crate) async fn current<S: EventStore, D: AccountDirectory>(
         let phc = match dir.password_hash(&session.account_id).await {
             Ok(phc) => phc,
             Err(e) => {
-                tracing::error!("cannot read the account's password to check a session: {e}");
-                return None;
+                tracing::error!("failed to read the account's password to check a session: {e}");
+                return Err(DirectoryDown);
             }
         };
         if phc
@@ -89,10 +119,10 @@ pub(crate) async fn current<S: EventStore, D: AccountDirectory>(
             .map(passage_core::secrets::password_fingerprint)
             != Some(fp.clone())
         {
-            return None;
+            return Ok(None);
         }
     }
-    account.enabled.then_some((session, account))
+    Ok(account.enabled.then_some((session, account)))
 }
 
 fn sign_in_form<S: EventStore, D: AccountDirectory>(
@@ -148,8 +178,10 @@ async fn sign_in_page<S: EventStore, D: AccountDirectory>(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if current(&app, &headers).await.is_some() {
-        return Redirect::to("/portal").into_response();
+    match current(&app, &headers).await {
+        Ok(Some(_)) => return Redirect::to("/portal").into_response(),
+        Ok(None) => {}
+        Err(down) => return down.into_response(),
     }
     let (nonce, cookie) = visit(&app, &headers);
     let token = visit_token(&app, &nonce);
@@ -251,11 +283,17 @@ async fn sign_in<S: EventStore, D: AccountDirectory>(
         Err(_) => None,
     };
     // The same two lookups whatever the address: no shortcut for unknown ones.
+    // An error answers 503 for known and unknown addresses alike (R1), not "incorrect
+    // password" for a password nobody could check.
     let phc = match &account {
-        Some(a) => dir.password_hash(&a.account_id).await.ok().flatten(),
-        None => {
-            let _ = dir.password_hash("").await;
-            None
+        Some(a) => dir.password_hash(&a.account_id).await,
+        None => dir.password_hash("").await.map(|_| None),
+    };
+    let phc = match phc {
+        Ok(phc) => phc,
+        Err(e) => {
+            tracing::error!("failed to read a password hash for a sign-in: {e}");
+            return DirectoryDown.into_response();
         }
     };
     let password_fp = phc
@@ -356,8 +394,10 @@ async fn portal<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
 ) -> Response {
-    let Some((session, account)) = current(&app, &headers).await else {
-        return Redirect::to("/").into_response();
+    let (session, account) = match current(&app, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return Redirect::to("/").into_response(),
+        Err(down) => return down.into_response(),
     };
     let (nonce, cookie) = visit(&app, &headers);
     let recovery = if session.kind == "recovery" {
@@ -427,9 +467,11 @@ async fn go<S: EventStore, D: AccountDirectory>(
 
 async fn destination<S: EventStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
-    Path(slug): Path<String>,
+    slug: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    // A slug that is not text (`%FF`) names no tile: the same page as any unknown one.
+    let slug = slug.map(|Path(s)| s).unwrap_or_default();
     let href = format!("/portal/{slug}");
     let Some(tile) = tiles(&app).into_iter().find(|t| t.href == href) else {
         return message_page(
@@ -439,12 +481,16 @@ async fn destination<S: EventStore, D: AccountDirectory>(
             Some(("/portal", "Back to the portal")),
         );
     };
-    let Some((_, account)) = current(&app, &headers).await else {
-        return Redirect::to(&format!(
-            "/?return_to={}",
-            form_urlencoded::byte_serialize(href.as_bytes()).collect::<String>()
-        ))
-        .into_response();
+    let account = match current(&app, &headers).await {
+        Ok(Some((_, account))) => account,
+        Ok(None) => {
+            return Redirect::to(&format!(
+                "/?return_to={}",
+                form_urlencoded::byte_serialize(href.as_bytes()).collect::<String>()
+            ))
+            .into_response();
+        }
+        Err(down) => return down.into_response(),
     };
     let body = format!(
         "<section class=\"card\"><h1>{}</h1><p>{}: you are signed in as {}.</p><p><a href=\"/portal\">Back to the portal</a></p></section>",

@@ -440,9 +440,36 @@ async fn guard<S: EventStore, D: AccountDirectory>(
         }
     }
     req.extensions_mut().insert(client);
+    let method = req.method().clone();
     let mut resp = next.run(req).await;
+    if is_bare_error(&resp) {
+        // The framework answered by itself (an unknown route, a method the route does not
+        // take, an oversized body): the documented format instead of its empty or plain
+        // text body, keeping the headers that say what to do next.
+        let mut documented = crate::error::framework_error(resp.status(), &method, &path);
+        for name in [header::ALLOW, header::RETRY_AFTER] {
+            if let Some(v) = resp.headers().get(&name) {
+                documented.headers_mut().insert(name, v.clone());
+            }
+        }
+        resp = documented;
+    }
     secure_headers(resp.headers_mut(), &path, app.options.secure);
     resp
+}
+
+/// An error status whose body is neither JSON nor HTML: one of the framework's own answers,
+/// never one of ours (every handler answers through `ApiError` or a page).
+fn is_bare_error(resp: &Response) -> bool {
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    (status.is_client_error() || status.is_server_error())
+        && !kind.starts_with("application/json")
+        && !kind.starts_with("text/html")
 }
 
 /// The same answer for every account: limits here are per client, never per account, so
@@ -452,7 +479,9 @@ fn too_many(path: &str, retry: Duration) -> Response {
         "Too many requests from your network. Try again in {}.",
         in_minutes(retry)
     );
-    let resp = if path.starts_with("/api/") {
+    // By route, not by client: the password check is JSON its script reads, even though it
+    // sits beside the pages under `/reset/`.
+    let resp = if crate::error::json_route(path) {
         crate::ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", message).into_response()
     } else {
         crate::html::message_page(StatusCode::TOO_MANY_REQUESTS, "Please wait", &message, None)

@@ -1053,3 +1053,113 @@ async fn a_disabled_operator_loses_sessions_and_tokens_at_once() {
     );
     assert!(!p.store.set_operator_disabled("nobody", true).await.unwrap());
 }
+
+/// ASVS 2.2.1: one client's failed sign-ins for one operator name are limited (10 per 15
+/// minutes, far below the per-client answer limit), unknown names exactly like known ones
+/// so the refusal tells no one which names exist. Only failures count, and per client: the
+/// operator still signs in from elsewhere, and successes give their count back.
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_operator_name_and_client() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    add_operator(&p, "ada", Role::Auditor).await;
+    let attempt = |b: &Browser, name: &'static str, password: &'static str| {
+        let b = b.clone();
+        async move {
+            let form = b.get("/console/sign-in").await;
+            b.post(
+                "/console/sign-in",
+                &[
+                    ("name", name),
+                    ("password", password),
+                    ("csrf", &form.input("csrf")),
+                ],
+            )
+            .await
+        }
+    };
+    let guesser = p.browser_at("203.0.113.70:1");
+    let mut refusals = Vec::new();
+    for name in ["sam", "nobody"] {
+        for i in 0..10 {
+            let res = attempt(&guesser, name, "not the password").await;
+            assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{name} attempt {i}");
+        }
+        let res = attempt(&guesser, name, "not the password").await;
+        assert_eq!(
+            res.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{name}: {}",
+            res.body
+        );
+        assert!(
+            res.has("Too many sign-in attempts for this operator name"),
+            "{}",
+            res.body
+        );
+        assert!(res.headers.get("retry-after").is_some());
+        assert!(res.has("id=\"console-sign-in\""), "the form is shown again");
+        refusals.push(res.body);
+    }
+    assert_eq!(
+        refusals[0], refusals[1],
+        "known and unknown names look alike"
+    );
+    // Even the right password waits out the window from that client: the limit is
+    // checked before the password.
+    let res = attempt(&guesser, "sam", PASSWORD).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(guesser.cookie("passage-console").is_none());
+    // Another name from the same client is not held back.
+    let res = attempt(&guesser, "ada", "not the password").await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    // Leading and trailing spaces are the same name (the lookup trims them).
+    let res = attempt(&guesser, " sam ", "not the password").await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    // The operator, elsewhere, is not locked out, and successes do not count.
+    for _ in 0..12 {
+        let desk = p.browser_at("198.51.100.70:1");
+        let res = attempt(&desk, "sam", PASSWORD).await;
+        assert_eq!(res.location(), Some("/console/journeys"), "{}", res.body);
+    }
+}
+
+/// A journey id that is not even text (`%FF`) is a journey that does not exist, on the
+/// pages and the API, not the framework's `text/plain` 400.
+#[tokio::test]
+async fn journey_ids_that_are_not_text_are_not_found() {
+    let p = portal().await;
+    add_operator(&p, "sam", Role::Support).await;
+    let b = signed_in(&p, "sam").await;
+    let page = b.get("/console/journeys/%FF").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.body);
+    assert!(page.has("id=\"console-error\""), "{}", page.body);
+    assert!(page.has("No journey with this id exists."));
+    let form = b.get("/console/journeys").await;
+    let res = b
+        .post(
+            "/console/journeys/%FF/act",
+            &[
+                ("csrf", &form.input("csrf")),
+                ("action", "nudge"),
+                ("reason", "checking on it"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.body);
+    assert!(res.has("No journey with this id exists."));
+    let token = token(&p, "sam", Role::Support).await;
+    for (method, uri, body) in [
+        ("GET", "/console/api/journeys/%FF", None),
+        (
+            "POST",
+            "/console/api/journeys/%C0%AF/actions",
+            Some("{\"action\":\"nudge\",\"reason\":\"checking on it\"}"),
+        ),
+    ] {
+        let res = api(&b, method, uri, Some(&token), body).await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{uri}: {}", res.body);
+        let v: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+        assert_eq!(v["error"]["code"], "journey-not-found", "{uri}");
+    }
+}

@@ -81,3 +81,28 @@ async fn refused_sign_ins_do_not_log_what_was_typed_as_the_name() {
         "a known operator's failures still name them: {text}"
     );
 }
+
+/// R50: the per-name sign-in limit logs its refusal without what was typed as the name,
+/// known or not.
+#[tokio::test]
+async fn a_throttled_sign_in_does_not_log_what_was_typed_as_the_name() {
+    let p = portal().await;
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.clone());
+    let b = p.browser();
+    let typed = "my-Secret-Passw0rd-in-the-name-field";
+    for _ in 0..10 {
+        assert_eq!(
+            sign_in_as(&b, typed, PASSWORD).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let res = sign_in_as(&b, typed, PASSWORD).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    let text = logs.text();
+    assert!(
+        text.contains("console sign-ins for one operator name over their limit"),
+        "{text}"
+    );
+    assert!(!text.contains(typed), "{text}");
+}

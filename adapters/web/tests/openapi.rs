@@ -507,6 +507,18 @@ fn walk<'a>(v: &'a Value, visit: &mut impl FnMut(&'a serde_json::Map<String, Val
     }
 }
 
+/// The body of an error answered outside the documented operations: JSON in the
+/// document's `Error` shape.
+async fn error_body(doc: &Value, res: axum::response::Response) -> Value {
+    let kind = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("application/json"), "{kind}");
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    check(doc, &json!({"$ref": "#/components/schemas/Error"}), &body)
+        .unwrap_or_else(|e| panic!("{body}: {e}"));
+    body
+}
+
 // --- Tests ----------------------------------------------------------------------------
 
 #[tokio::test]
@@ -621,7 +633,8 @@ async fn the_document_is_served_and_describes_exactly_the_routes() {
         "the document reuses its components ({refs} $refs)"
     );
 
-    // The router serves nothing else on these paths: other methods are 405.
+    // The router serves nothing else on these paths: other methods are 405, and nothing
+    // else under /api/: 404, both in the error shape the document describes.
     let paths: BTreeSet<&str> = ROUTES.iter().map(|(_, p)| *p).collect();
     for path in paths {
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
@@ -631,9 +644,30 @@ async fn the_document_is_served_and_describes_exactly_the_routes() {
             let uri = path.replace("{id}", &Uuid::new_v4().to_string());
             let req = Request::builder().method(method).uri(&uri);
             let res = api.router.clone().oneshot(req.body(Body::empty()).unwrap());
-            let status = res.await.unwrap().status();
-            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            let res = res.await.unwrap();
+            assert_eq!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {uri}"
+            );
+            assert!(res.headers().contains_key("allow"), "{method} {uri}");
+            let body = error_body(&api.doc, res).await;
+            assert_eq!(
+                body["error"]["code"], "method-not-allowed",
+                "{method} {uri}"
+            );
         }
+    }
+    for uri in ["/api/nope", "/api/journeys/x/y/z", "/api"] {
+        let req = Request::builder().method("GET").uri(uri);
+        let res = api.router.clone().oneshot(req.body(Body::empty()).unwrap());
+        let res = res.await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(
+            error_body(&api.doc, res).await["error"]["code"],
+            "not-found",
+            "{uri}"
+        );
     }
 }
 
@@ -889,7 +923,8 @@ async fn every_operation_answers_as_documented() {
         (400, &json!("unknown-workflow"))
     );
 
-    // 404: unknown (or malformed) journey ids on every journey route, with valid bodies.
+    // 404: unknown (or malformed) journey ids on every journey route, with valid bodies;
+    // an id that is not even text (`%FF`) too, not the framework's `text/plain` 400.
     let unknown = Uuid::new_v4().to_string();
     for (method, path, payload) in [
         ("GET", SHOW, None),
@@ -908,7 +943,7 @@ async fn every_operation_answers_as_documented() {
             Some(json!({"new_password": "a", "confirm_password": "a"})),
         ),
     ] {
-        for journey in [unknown.as_str(), "not-a-uuid"] {
+        for journey in [unknown.as_str(), "not-a-uuid", "%FF", "%C0%AF"] {
             let (status, body) = api.op(method, path, journey, payload.clone()).await;
             assert_eq!(status, 404, "{method} {path} {journey}: {body}");
             assert_eq!(body["error"]["code"], "journey-not-found");

@@ -866,3 +866,432 @@ async fn a_handoff_link_opens_its_journey_once_and_only_while_fresh() {
         StatusCode::GONE
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Review fixes in the web layer: each test below fails without its fix.
+
+/// A portal whose journey is `workflows/email-voice-code.toml`: the call reads out a code
+/// that the person types on the page (R26).
+async fn spoken_code_portal() -> Portal {
+    let p = portal_with(passage_web::WebOptions {
+        default_workflow: "email-voice-code".into(),
+        ..support::options()
+    })
+    .await;
+    let src = include_str!("../../../workflows/email-voice-code.toml");
+    p.engine
+        .register(passage_core::definition::load("email-voice-code.toml", src).unwrap())
+        .await
+        .unwrap();
+    p
+}
+
+/// A `spoken-code` call step is completed on the page: a code form posting to
+/// `/reset/{id}/code`, worded for the code, and no reload (meta refresh or the script's
+/// poll) that would throw away what is being typed.
+#[tokio::test]
+async fn a_spoken_code_call_is_answered_by_typing_the_code_on_the_page() {
+    let p = spoken_code_portal().await;
+    let b = p.browser();
+    let (id, res) = b.start("alice@example.com").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let code = p.code(&id, "email").await;
+    let res = b.answer(&id, "code", &[("code", &code)]).await;
+    assert_eq!(res.location(), Some(format!("/reset/{id}").as_str()));
+
+    let call = b.page(&id).await;
+    assert_eq!(call.status, StatusCode::OK);
+    assert!(call.has("data-kind=\"voice\""), "{}", call.body);
+    assert!(
+        call.has(&format!(
+            "id=\"call-code-form\" method=\"post\" action=\"/reset/{id}/code\""
+        )),
+        "{}",
+        call.body
+    );
+    assert!(call.has("<input id=\"code\" name=\"code\""));
+    assert!(call.has("6-digit code"));
+    assert!(call.has("listen for the 6-digit code, and type it below"));
+    assert!(!call.has("press #"), "{}", call.body);
+    assert!(
+        !call.has("http-equiv=\"refresh\""),
+        "no reload while typing"
+    );
+    assert!(!call.has("data-watch"), "no poll reload while typing");
+    // The call's code lives 2 minutes; a new call is the way to a new one.
+    assert!(call.has("data-remaining-ms=\"120000\""), "{}", call.body);
+    assert!(call.has("Select \u{201c}Call me again\u{201d} to get a new one."));
+    // The dev inbox shows the code the call reads out, and no "press #" for this call.
+    p.worker.drain().await.unwrap();
+    let inbox = b.get("/dev/inbox").await;
+    assert!(
+        inbox.has(&format!("data-channel=\"voice\" data-journey=\"{id}\"")),
+        "{}",
+        inbox.body
+    );
+    assert!(!inbox.has("press-hash"), "{}", inbox.body);
+
+    let spoken = p.code(&id, "voice").await;
+    let wrong = if spoken == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let res = b.answer(&id, "code", &[("code", wrong)]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
+    assert!(
+        res.has("id=\"code-error\""),
+        "next to the field: {}",
+        res.body
+    );
+    assert!(res.has("id=\"call-code-form\""), "and the form stays");
+    let res = b.answer(&id, "code", &[("code", &spoken)]).await;
+    assert_eq!(
+        res.location(),
+        Some(format!("/reset/{id}").as_str()),
+        "{}",
+        res.body
+    );
+    assert!(b.page(&id).await.has("data-kind=\"set-password\""));
+}
+
+/// A press-# call page reloads to the journey's own page (`/reset/{id}`), never to its own
+/// address: after a refusal it is shown at the POST route it answered, and a GET there was
+/// a bare 405. A second "Call me" (a double click, a stale tab) goes back to the journey.
+#[tokio::test]
+async fn a_stale_form_and_the_call_pages_reload_lead_back_to_the_journey() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    let code = p.code(&id, "email").await;
+    b.answer(&id, "code", &[("code", &code)]).await;
+    let choose = b.page(&id).await;
+    let csrf = choose.input("csrf");
+    let first = b
+        .post(
+            &format!("/reset/{id}/choose"),
+            &[("option", "call"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(first.location(), Some(format!("/reset/{id}").as_str()));
+    // The same form again, without the page's nonce (as a stale copy of it would be).
+    let second = b
+        .post(
+            &format!("/reset/{id}/choose"),
+            &[("option", "call"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::SEE_OTHER, "{}", second.body);
+    assert_eq!(second.location(), Some(format!("/reset/{id}").as_str()));
+    assert!(
+        p.timeline_json(&id)
+            .await
+            .contains("choose refused: step-not-allowed"),
+        "the stale answer is still recorded (R49)"
+    );
+
+    let call = b.page(&id).await;
+    assert!(
+        call.has(&format!(
+            "<meta http-equiv=\"refresh\" content=\"5; url=/reset/{id}\">"
+        )),
+        "{}",
+        call.body
+    );
+    assert!(call.has(&format!("data-page-url=\"/reset/{id}\"")));
+    assert!(call.has("data-watch=\"true\""));
+    // A GET of an answer's address is sent to the journey, not refused with a 405.
+    for action in ["choose", "code", "resend", "email", "password"] {
+        let res = b.get(&format!("/reset/{id}/{action}")).await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{action}");
+        assert_eq!(res.location(), Some(format!("/reset/{id}").as_str()));
+    }
+    // A refusal on the call page (too soon for another call) is still shown in place, with
+    // the reload pointing at the journey.
+    let res = b.answer(&id, "resend", &[]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
+    assert!(res.has("id=\"call-error\""));
+    assert!(res.has(&format!("content=\"5; url=/reset/{id}\"")));
+    // The script reloads the page's own journey URL, not `location.pathname`.
+    let js = b.get("/assets/portal.js").await;
+    assert!(js.has("data-page-url"), "{}", js.body);
+    assert!(!js.has("location.pathname"), "{}", js.body);
+}
+
+/// F5 on the page a refused code was shown on sends the same form again: it returns the
+/// first answer and does not count the code a second time (R13). A code typed on a new
+/// rendering of the page is a new attempt.
+#[tokio::test]
+async fn resubmitting_a_refused_code_does_not_count_it_twice() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    let page = b.page(&id).await;
+    let form = [
+        ("code", "000000"),
+        ("csrf", &page.input("csrf")),
+        ("form", &page.input("form")),
+    ];
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let first = b.post_raw(&format!("/reset/{id}/code"), &body).await;
+    assert_eq!(first.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(first.has("4 attempts left"), "{}", first.body);
+    let again = b.post_raw(&format!("/reset/{id}/code"), &body).await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(again.has("4 attempts left"), "{}", again.body);
+    let failed = |types: Vec<String>| types.iter().filter(|t| *t == "CodeAttemptFailed").count();
+    assert_eq!(failed(p.event_types(&id).await), 1, "counted once");
+    // The refusal's page carries a new nonce: the same code typed there is a new attempt.
+    assert_ne!(again.input("form"), page.input("form"));
+    let next = b
+        .post(
+            &format!("/reset/{id}/code"),
+            &[
+                ("code", "000000"),
+                ("csrf", &again.input("csrf")),
+                ("form", &again.input("form")),
+            ],
+        )
+        .await;
+    assert!(next.has("3 attempts left"), "{}", next.body);
+    assert_eq!(failed(p.event_types(&id).await), 2);
+}
+
+/// Ids that are not text, duplicated query parameters, unknown routes, methods a route does
+/// not take and a rate-limited JSON endpoint all answer in the documented format: JSON for
+/// the API and the page scripts' endpoints, a page elsewhere; never the framework's empty
+/// or `text/plain` body.
+#[tokio::test]
+async fn malformed_requests_and_unknown_routes_answer_in_the_documented_format() {
+    let p = portal_with(passage_web::WebOptions {
+        limits: passage_web::Limits {
+            checks_per_client: 1,
+            ..support::options().limits
+        },
+        ..support::options()
+    })
+    .await;
+    let b = p.browser();
+    let kind = |res: &support::Res| {
+        res.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let json = |res: &support::Res| -> serde_json::Value {
+        assert!(
+            kind(res).starts_with("application/json"),
+            "{} {}: {}",
+            res.status,
+            kind(res),
+            res.body
+        );
+        serde_json::from_str(&res.body).unwrap()
+    };
+    let html = |res: &support::Res| {
+        assert!(
+            kind(res).starts_with("text/html") && res.has("data-kind=\"message\""),
+            "{} {}: {}",
+            res.status,
+            kind(res),
+            res.body
+        );
+    };
+
+    // Journey ids that are not text: answered as any id that names no journey.
+    let res = b.get("/api/journeys/%FF").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&res)["error"]["code"], "journey-not-found");
+    let res = b
+        .send(
+            "POST",
+            "/api/journeys/%FF/code",
+            Some("{\"code\":\"123456\"}".into()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&res)["error"]["code"], "journey-not-found");
+    let res = b.get("/reset/%FF").await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    html(&res);
+    assert!(res.has("not open in this browser"));
+    let res = b
+        .post("/reset/%FF/code", &[("code", "1"), ("csrf", "x")])
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    html(&res);
+    let res = b.get("/reset/%FF/status").await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert_eq!(json(&res)["error"]["code"], "not-your-journey");
+    let res = b.get("/reset/%FF/continue?t=x").await;
+    assert_eq!(res.status, StatusCode::GONE);
+    html(&res);
+    let res = b.get("/portal/%FF").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    html(&res);
+
+    // A hand-off link whose token appears twice.
+    let (id, _) = b.start("alice@example.com").await;
+    let res = b.get(&format!("/reset/{id}/continue?t=a&t=b")).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    html(&res);
+    assert!(res.has("This link is damaged"), "{}", res.body);
+
+    // Unknown routes, and methods a route does not take.
+    let res = b.get("/api/nope").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&res)["error"]["code"], "not-found");
+    let res = b.send("DELETE", "/console/api/nope", None, &[]).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&res)["error"]["code"], "not-found");
+    let res = b.get("/nope").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    html(&res);
+    assert!(res.has("Page not found"));
+    assert_eq!(
+        res.headers["x-frame-options"], "DENY",
+        "under the security layer"
+    );
+    let res = b.send("PUT", "/api/journeys", None, &[]).await;
+    assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(json(&res)["error"]["code"], "method-not-allowed");
+    assert_eq!(res.headers["allow"], "POST");
+    let res = b.send("DELETE", "/reset", None, &[]).await;
+    assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+    html(&res);
+    assert!(res.headers.get("allow").is_some());
+    // A form over the framework's body limit (2 MB): refused before the handler runs.
+    let huge = format!("code={}&csrf=x", "1".repeat(3 * 1024 * 1024));
+    let res = b.post_raw(&format!("/reset/{id}/code"), &huge).await;
+    assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
+    html(&res);
+
+    // The live password check is JSON, its refusal by the limiter too.
+    let page = b.page(&id).await;
+    let check = |csrf: String| {
+        let (b, id) = (b.clone(), id.clone());
+        async move {
+            b.send(
+                "POST",
+                &format!("/reset/{id}/check"),
+                Some("{\"new_password\":\"a\",\"confirm_password\":\"a\"}".into()),
+                &[
+                    ("content-type", "application/json"),
+                    ("x-csrf-token", csrf.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    let first = check(page.input("csrf")).await;
+    assert_ne!(first.status, StatusCode::TOO_MANY_REQUESTS);
+    let limited = check(page.input("csrf")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(json(&limited)["error"]["code"], "rate-limited");
+    assert!(limited.headers.get("retry-after").is_some());
+}
+
+/// The session store failing is an outage (503), not a sign-out: the portal does not send
+/// a signed-in person to sign in again.
+#[tokio::test]
+async fn a_session_store_outage_is_a_503_not_a_sign_out() {
+    let p = portal().await;
+    let b = p.browser();
+    let id = to_password_page(&p, &b).await;
+    b.answer(
+        &id,
+        "password",
+        &[("new_password", STRONG), ("confirm_password", STRONG)],
+    )
+    .await;
+    assert_eq!(b.get("/portal").await.status, StatusCode::OK);
+    p.store.close().await;
+    for uri in ["/portal", "/", "/portal/connections"] {
+        let res = b.get(uri).await;
+        assert_eq!(
+            res.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{uri}: {}",
+            res.body
+        );
+        assert!(res.location().is_none(), "{uri}");
+        assert!(res.has("temporarily unavailable"), "{uri}");
+    }
+    // A browser without a session still gets the sign-in page: nothing to read.
+    assert_eq!(p.browser().get("/").await.status, StatusCode::OK);
+}
+
+/// A finished journey's page sends the browser to the portal only when its session is
+/// live; a revoked or forged cookie gets the page that says the reset worked.
+#[tokio::test]
+async fn a_finished_journeys_page_goes_to_the_portal_only_with_a_live_session() {
+    let p = portal().await;
+    let b = p.browser();
+    let id = to_password_page(&p, &b).await;
+    let flow = b.cookie("passage-flow").unwrap();
+    b.answer(
+        &id,
+        "password",
+        &[("new_password", STRONG), ("confirm_password", STRONG)],
+    )
+    .await;
+    // The journey's cookie is cleared at completion; put it back to see its page.
+    b.set_cookie("passage-flow", &flow);
+    assert_eq!(b.page(&id).await.location(), Some("/portal"));
+    b.set_cookie("passage-session", &"0".repeat(64));
+    let page = b.page(&id).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.has("Your password is reset"), "{}", page.body);
+    b.forget("passage-session");
+    assert!(b.page(&id).await.has("Your password is reset"));
+}
+
+/// The code's timeout is given to the script as the time left (the browser's clock may be
+/// off the server's) with the words to show, which follow the step's resend label and say
+/// to start again once no code can be sent any more.
+#[tokio::test]
+async fn the_code_timeout_is_sent_as_time_left_with_words_for_what_can_be_done() {
+    let p = portal().await;
+    let b = p.browser();
+    let (id, _) = b.start("alice@example.com").await;
+    let page = b.page(&id).await;
+    assert!(!page.has("data-expires-at"), "{}", page.body);
+    assert_eq!(page.attr("data-remaining-ms").as_deref(), Some("300000"));
+    assert_eq!(
+        page.attr("data-expired-message").as_deref(),
+        Some("The code has timed out. Select \u{201c}Re-send code\u{201d} to get a new one.")
+    );
+    p.clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(
+        b.page(&id).await.attr("data-remaining-ms").as_deref(),
+        Some("240000")
+    );
+    // Spend every resend (3, 30 s apart).
+    for _ in 0..3 {
+        p.clock.advance(std::time::Duration::from_secs(31));
+        let res = b.answer(&id, "resend", &[]).await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    }
+    let page = b.page(&id).await;
+    assert!(page.has("id=\"resend-none\""), "{}", page.body);
+    let message = page.attr("data-expired-message").unwrap();
+    assert!(message.contains("no more codes can be sent"), "{message}");
+    assert!(!message.contains("Re-send"), "{message}");
+    p.clock.advance(std::time::Duration::from_secs(301));
+    let page = b.page(&id).await;
+    assert!(page.has("id=\"code-expired\""), "{}", page.body);
+    assert!(
+        !page.has("Select \u{201c}Re-send code\u{201d}"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.has("id=\"start-again\" href=\"/reset\""),
+        "{}",
+        page.body
+    );
+}
