@@ -88,6 +88,9 @@ pub enum Command {
     /// List journeys.
     #[command(subcommand)]
     Journeys(JourneysCommand),
+    /// The account directory: load the portal's users from a CSV file (`accounts import`).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
     /// Operators of the support console and API (separate from portal users) and their API
     /// tokens: support acts on journeys, auditor reads and exports, admin does both and
     /// manages operators.
@@ -152,6 +155,7 @@ impl Command {
                 | Command::Bot(_)
                 | Command::Journey(JourneyCommand::Start { .. })
                 | Command::Operators(OperatorsCommand::Add { .. })
+                | Command::Accounts(AccountsCommand::Import { check: false, .. })
         )
     }
 
@@ -648,6 +652,39 @@ pub enum CallOutcome {
     NoAnswer,
     Busy,
     Voicemail,
+}
+
+const ACCOUNTS_IMPORT_HELP: &str = "\
+Load the portal's users into the account directory from a CSV file with a header row:
+
+  account_id,email,display_name,phone,enabled,password_phc
+  u-1001,ada@example.com,\"Lovelace, Ada\",+61 412 345 678,true,
+  u-1002,grace@example.com,Grace Hopper,,true,\"$argon2id$v=19$m=19456,t=2,p=1$…\"
+
+account_id, email and display_name are required; phone (international form, for the SMS
+and call steps), enabled (default true; a disabled account is treated like an unknown
+address) and password_phc (an Argon2id hash in PHC form, quoted: it holds commas) are
+optional, in any order. Fields holding commas or quotes are quoted (RFC 4180).
+
+Every row is checked first, and every problem is reported with its line: a file with any
+problem imports nothing (exit 2). Rows are keyed by account_id: importing again updates
+address, name, phone and enabled, and never replaces a password Passage holds (the
+password_phc column applies to new accounts). A new account without a hash can only reset
+its password. An address another account already uses is refused for that row (exit 1;
+the other rows are imported). The demo accounts of a new store are acct-0001 to acct-0004:
+import them with enabled=false to switch them off. Addresses are printed masked.";
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Load or update accounts from a CSV file (see `passage accounts import --help`).
+    #[command(long_about = ACCOUNTS_IMPORT_HELP)]
+    Import {
+        /// The CSV file.
+        file: std::path::PathBuf,
+        /// Only check the file, import nothing.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

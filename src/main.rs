@@ -1,6 +1,7 @@
 //! `passage`: the command-line entry point. Only wiring and presentation live here; every
 //! rule is in `passage-core`.
 
+mod accounts;
 mod app;
 mod audit;
 mod bench;
@@ -137,6 +138,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Workflows(WorkflowsCommand::Check { files }) = &cli.command {
         return check_workflows(files);
     }
+    if let Command::Accounts(cli::AccountsCommand::Import { file, check: true }) = &cli.command {
+        return accounts::check(file);
+    }
     if let Command::Audit(AuditCommand::VerifyExport { file, public_key }) = &cli.command {
         // Offline by design: no store, no secret.
         let m = audit::verify_export(file, public_key)
@@ -222,6 +226,9 @@ async fn dispatch(app: &App, cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(app, &args).await,
         Command::Journey(cmd) => journey(app, cmd).await,
         Command::Operators(cmd) => operators::run(app, cmd).await,
+        Command::Accounts(cli::AccountsCommand::Import { file, .. }) => {
+            accounts::import(app, &file).await
+        }
         Command::Subjects(cmd) => subjects::run(app, cmd).await,
         Command::Journeys(JourneysCommand::List {
             status,
@@ -684,16 +691,17 @@ async fn serve(app: &App, args: cli::ServeArgs) -> anyhow::Result<()> {
         })),
         ..passage_web::WebOptions::default()
     };
-    let mut router = passage_web::router(passage_web::AppState::configured(
-        app.engine.clone(),
-        options,
-    ));
-    if let Some(settings) = app.channels.inner().webhook_settings() {
-        let sink = callbacks::EngineSink::new(app.engine.clone());
-        router = router.merge(passage_channels::twilio_webhooks(
-            passage_channels::WebhookState::new(settings, sink),
-        ));
-    }
+    let webhooks = match app.channels.inner().webhook_settings() {
+        Some(settings) => passage_channels::twilio_webhooks(passage_channels::WebhookState::new(
+            settings,
+            callbacks::EngineSink::new(app.engine.clone()),
+        )),
+        None => axum::Router::new(),
+    };
+    let router = passage_web::router_with(
+        passage_web::AppState::configured(app.engine.clone(), options),
+        webhooks,
+    );
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
     // Hints for a person; whoever started us may have stopped reading after the first line

@@ -1035,6 +1035,75 @@ fn reading_commands_open_the_store_read_only() {
     );
 }
 
+/// `accounts import` loads the portal's users: checked whole before anything is written,
+/// keyed by account id (a second import updates, and keeps passwords), an address taken
+/// by another account refused for its row only, addresses printed masked.
+#[test]
+fn accounts_are_imported_from_csv() {
+    let dir = TestDir::new("accounts");
+    let p = Passage::new(&dir);
+    let emailed = |email: &str| -> bool {
+        let (id, _) = p.start(email);
+        let run = p.run(&["outbox", "--journey", &id, "--channel", "email"]);
+        run.expect_ok();
+        common::outbox_code(&run.stdout).is_some()
+    };
+    // Checking needs no store, and creates none.
+    let good = dir.write(
+        "users.csv",
+        "account_id,email,display_name,phone\n\
+         u-1,Ada@Example.com,\"Lovelace, Ada\",+61 412 345 678\n\
+         u-2,grace@example.com,Grace Hopper,\n",
+    );
+    p.run(&["accounts", "import", good.to_str().unwrap(), "--check"])
+        .expect_ok()
+        .stdout_has("2 account(s), all valid");
+    assert!(!dir.db().exists(), "--check created the store");
+    // A file with one bad row imports nothing, and says where.
+    let bad = dir.write(
+        "bad.csv",
+        "account_id,email,display_name\nu-9,zed@example.com,Zed\nu-10,not-an-address,X\n",
+    );
+    p.run(&["accounts", "import", bad.to_str().unwrap()])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has("bad.csv: line 3: email: ")
+        .stderr_has("1 problem(s) in");
+    assert!(
+        !emailed("zed@example.com"),
+        "a rejected file imported a row"
+    );
+
+    p.run(&["accounts", "import", good.to_str().unwrap()])
+        .expect_ok()
+        .stdout_has("imported 2 account(s)")
+        .stdout_has("2 new, 0 updated");
+    assert!(emailed("ada@example.com"));
+    // Again, Ada disabled and Grace taking Alice's (a demo account's) address: Grace's row
+    // is refused, Ada's is updated; a disabled account is treated as unknown (R1).
+    let again = dir.write(
+        "again.csv",
+        "account_id,email,display_name,enabled\n\
+         u-1,ada@example.com,Ada Lovelace,false\n\
+         u-2,alice@example.com,Grace Hopper,true\n",
+    );
+    let run = p.run(&["accounts", "import", again.to_str().unwrap()]);
+    run.expect_code(1)
+        .no_panic()
+        .stdout_has("0 new, 1 updated")
+        .stderr_has("line 3 (u-2): another account already uses a•••e@e•••.com")
+        .stderr_has("1 row(s) were not imported");
+    assert!(!run.stderr.contains("alice@example.com"), "{run}");
+    assert!(
+        !emailed("ada@example.com"),
+        "a disabled account still got a code"
+    );
+    assert!(
+        emailed("grace@example.com"),
+        "the refused row changed Grace"
+    );
+}
+
 /// `passage bot` without its Discord settings stops before it opens the store: a first run
 /// must not create the database or a key file, nor record that key as the deployment's.
 #[test]

@@ -111,6 +111,7 @@ pub struct WebhookSettings {
 pub struct WebhookState<H> {
     settings: Arc<WebhookSettings>,
     sink: H,
+    rejections: Arc<RejectionLog>,
 }
 
 impl<H: Clone> Clone for WebhookState<H> {
@@ -118,6 +119,41 @@ impl<H: Clone> Clone for WebhookState<H> {
         Self {
             settings: self.settings.clone(),
             sink: self.sink.clone(),
+            rejections: Arc::clone(&self.rejections),
+        }
+    }
+}
+
+/// Rejected callbacks are logged once a minute, with how many were rejected since: anyone
+/// may post to these public paths, and a flood of forgeries must not flood the logs too.
+#[derive(Debug, Default)]
+struct RejectionLog {
+    /// When the last line was written, and how many rejections went unlogged since.
+    state: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl RejectionLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// `Some(n)`: log now, `n` rejections having gone unlogged before this one.
+    fn due(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *state {
+            Some((at, unlogged)) if now.duration_since(*at) < Self::EVERY => {
+                *unlogged += 1;
+                None
+            }
+            Some((at, unlogged)) => {
+                let before = *unlogged;
+                *at = now;
+                *unlogged = 0;
+                Some(before)
+            }
+            None => {
+                *state = Some((now, 0));
+                Some(0)
+            }
         }
     }
 }
@@ -135,6 +171,7 @@ impl<H> WebhookState<H> {
         Self {
             settings: Arc::new(settings),
             sink,
+            rejections: Arc::default(),
         }
     }
 }
@@ -223,7 +260,14 @@ async fn reject<H: CallbackSink>(
     status: StatusCode,
     reason: &str,
 ) -> Response {
-    warn!(path, reason, "twilio callback rejected");
+    if let Some(unlogged) = state.rejections.due() {
+        warn!(
+            path,
+            reason,
+            rejected_since_last_line = unlogged,
+            "twilio callback rejected (logged at most once a minute)"
+        );
+    }
     state
         .sink
         .rejected_callback(RejectedCallback {
