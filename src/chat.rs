@@ -3,7 +3,8 @@
 //! module is only its terminal transport:
 //!
 //! * it performs the core's engine actions on the in-process engine, delivering the outbox
-//!   (`worker.drain()`) after each, as the `passage journey ...` commands do;
+//!   (`worker.drain_journey`: that journey's messages only) after each, as the
+//!   `passage journey ...` commands do;
 //! * it prints replies, with buttons as numbered choices (`[1] Re-send code`), and turns a
 //!   number typed at the prompt into that button's press;
 //! * while a call rings it polls the journey until the phone confirmed (or the call ended);
@@ -309,10 +310,11 @@ impl Chat<'_> {
     async fn perform(&mut self, action: EngineAction) -> anyhow::Result<EngineResult> {
         let started = matches!(action, EngineAction::Start { .. });
         let worker = &self.app.worker;
-        let result = passage_bot::engine::perform_settled(&self.app.engine, action, async || {
-            worker.drain().await.map(|_| ())
-        })
-        .await?;
+        let result =
+            passage_bot::engine::perform_settled(&self.app.engine, action, async |journey| {
+                worker.drain_journey(journey).await.map(|_| ())
+            })
+            .await?;
         if let EngineResult::Journey { journey, view, .. } = &result {
             if started {
                 self.journey = Some(*journey);

@@ -994,6 +994,12 @@ async fn console_support_finds_replays_and_cancels() {
         b.fill("input#q", ALICE).await?;
         b.click_css("button#search-button").await?;
         b.wait_for_css("table#results a.journey-link", PAGE).await?;
+        // The form was posted: the results' address holds the pseudonym, not the address.
+        let results_url = b.current_url().await?;
+        ensure!(
+            results_url.contains("who=") && !results_url.to_lowercase().contains("alice"),
+            "the search put the address in the URL: {results_url}"
+        );
         f.shot("console-search").await?;
         let b = &f.browser;
         let link = b.find("table#results a.journey-link").await?;

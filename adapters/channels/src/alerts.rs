@@ -679,6 +679,7 @@ impl Channel for WebhookAlerts {
             text,
             update,
             mention,
+            ..
         } = &message.kind
         else {
             return Err(SendError::Permanent(format!(

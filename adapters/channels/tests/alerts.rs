@@ -203,6 +203,7 @@ fn alert(key: &str, text: &str, update: bool, mention: bool) -> OutboundMessage 
             text: text.into(),
             update,
             mention,
+            resolved: false,
         },
     }
 }

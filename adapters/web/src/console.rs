@@ -106,6 +106,8 @@ pub fn route_permission(method: &str, path: &str) -> Option<Permission> {
         (_, p) if p == "/audit" || p.starts_with("/audit/") => Some(Permission::ExportAudit),
         ("POST", p) if p.starts_with("/journeys/") => Some(Permission::ActOnJourneys),
         ("GET" | "HEAD", _) => Some(Permission::ReadJourneys),
+        // The search form, posted only to keep addresses out of URLs: a read.
+        ("POST", "/journeys") => Some(Permission::ReadJourneys),
         _ => Some(Permission::ManageOperators),
     }
 }
@@ -125,7 +127,10 @@ where
             get(sign_in_page::<S, D>).post(sign_in::<S, D>),
         )
         .route("/console/sign-out", post(sign_out::<S, D>))
-        .route("/console/journeys", get(search_page::<S, D>))
+        .route(
+            "/console/journeys",
+            get(search_page::<S, D>).post(search_form::<S, D>),
+        )
         .route("/console/journeys/{id}", get(journey_page::<S, D>))
         .route("/console/journeys/{id}/act", post(act_form::<S, D>))
         .route("/console/stalled", get(stalled_page::<S, D>))
@@ -268,6 +273,10 @@ pub(crate) struct SearchQuery {
     /// A journey id, an email address, or a masked address as listings show it.
     #[serde(default)]
     q: String,
+    /// The pseudonym of a full address (`Keys::subject`), which the console's search form
+    /// puts in the page's address instead of the address itself (R50).
+    #[serde(default)]
+    who: String,
     #[serde(default)]
     status: String,
     #[serde(default)]
@@ -339,6 +348,14 @@ async fn search<S: EventStore, D: AccountDirectory>(
             ))
         })?;
         filter.subject = Some(app.engine.keys().subject(&email));
+    }
+    if let Some(who) = opt(&q.who) {
+        if who.len() > 128 || !who.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(
+                "This search link is damaged: search again from the form.",
+            ));
+        }
+        filter.subject = Some(who);
     }
     Ok(app
         .engine
@@ -1231,6 +1248,55 @@ fn summary_rows(rows: &[JourneySummary]) -> String {
     )
 }
 
+/// The console's search form. Posted, not sent as a query string, so that a full address
+/// never lands in the URL (browser history, proxies' access logs, R50): it is turned into
+/// its pseudonym here and the browser is sent to the results by that (`who`). Ids, masked
+/// addresses and the filters go on as they are.
+async fn search_form<S: EventStore + OperatorStore, D: AccountDirectory>(
+    State(app): Shared<S, D>,
+    headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let b = match browser(&app, &headers, method.as_str(), uri.path()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let fields = ["q", "status", "step", "workflow", "from", "to"];
+    let form = match parse_form(&body, &["csrf"], &fields) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = ApiError::bad_request(e);
+            return page(&b, e.status(), "Journeys", "console-search", &error_box(&e));
+        }
+    };
+    if !tags_equal(&form["csrf"], &b.csrf) {
+        return forbidden_form(&b);
+    }
+    let mut next = form_urlencoded::Serializer::new(String::new());
+    for name in fields {
+        let value = form.get(name).map_or("", |v| v.trim());
+        if value.is_empty() {
+            continue;
+        }
+        let full_address = name == "q"
+            && value.parse::<JourneyId>().is_err()
+            && !value.contains('•')
+            && !value.contains('*');
+        match normalize_email(value) {
+            Ok(email) if full_address => {
+                next.append_pair("who", &app.engine.keys().subject(&email));
+            }
+            // Not an address: shown back with the reason, as typed.
+            _ => {
+                next.append_pair(name, value);
+            }
+        }
+    }
+    Redirect::to(&format!("/console/journeys?{}", next.finish())).into_response()
+}
+
 async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     State(app): Shared<S, D>,
     headers: HeaderMap,
@@ -1244,6 +1310,7 @@ async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
     };
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let searched = !(q.q.is_empty()
+        && q.who.is_empty()
         && q.status.is_empty()
         && q.step.is_empty()
         && q.workflow.is_empty()
@@ -1261,19 +1328,27 @@ async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
         })
         .collect();
     let form = format!(
-        "<form id=\"search\" method=\"get\" action=\"/console/journeys\" class=\"search\">\
+        "<form id=\"search\" method=\"post\" action=\"/console/journeys\" class=\"search\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
 <div class=\"field wide\"><label for=\"q\">Journey id, email address or masked address</label><input id=\"q\" name=\"q\" value=\"{}\" maxlength=\"254\"></div>\
 <div class=\"field\"><label for=\"status\">Status</label><select id=\"status\" name=\"status\">{options}</select></div>\
 <div class=\"field\"><label for=\"step\">Current step</label><input id=\"step\" name=\"step\" value=\"{}\" maxlength=\"64\"></div>\
 <div class=\"field\"><label for=\"workflow\">Workflow</label><input id=\"workflow\" name=\"workflow\" value=\"{}\" maxlength=\"64\"></div>\
 <div class=\"field\"><label for=\"from\">Active from (UTC)</label><input id=\"from\" name=\"from\" value=\"{}\" placeholder=\"2026-11-27\"></div>\
 <div class=\"field\"><label for=\"to\">Active before (UTC)</label><input id=\"to\" name=\"to\" value=\"{}\" placeholder=\"2026-11-28T09:00\"></div>\
-<button type=\"submit\" class=\"primary\" id=\"search-button\">Search</button></form>",
+<button type=\"submit\" class=\"primary\" id=\"search-button\">Search</button></form>{}",
+        esc(&b.csrf),
         esc(&q.q),
         esc(&q.step),
         esc(&q.workflow),
         esc(&q.from),
-        esc(&q.to)
+        esc(&q.to),
+        if q.who.is_empty() {
+            ""
+        } else {
+            "<p class=\"aside\" id=\"by-address\">Journeys of the email address you searched for \
+             (kept out of this page's address).</p>"
+        }
     );
     let (results, status) = if !searched {
         (
@@ -1290,6 +1365,7 @@ async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(
                 let more = if rows.len() == PAGE_SIZE {
                     let next: String = form_urlencoded::Serializer::new(String::new())
                         .append_pair("q", &q.q)
+                        .append_pair("who", &q.who)
                         .append_pair("status", &q.status)
                         .append_pair("step", &q.step)
                         .append_pair("workflow", &q.workflow)

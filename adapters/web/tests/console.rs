@@ -336,6 +336,60 @@ async fn support_finds_replays_and_cancels_a_journey_with_a_reason() {
         by_id.location(),
         Some(format!("/console/journeys/{journey}").as_str())
     );
+    // The search form is posted: the browser lands on results by the address's pseudonym,
+    // and the address itself is in no URL (history, proxies' logs: R50).
+    let form = b.get("/console/journeys").await;
+    let posted = b
+        .post(
+            "/console/journeys",
+            &[
+                ("csrf", &form.input("csrf")),
+                ("q", "Alice@Example.com"),
+                ("status", "active"),
+                ("step", ""),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER);
+    let to = posted.location().unwrap().to_owned();
+    assert!(to.starts_with("/console/journeys?who="), "{to}");
+    assert!(
+        to.contains("&status=active") && !to.contains("step="),
+        "{to}"
+    );
+    assert!(
+        !to.to_lowercase().contains("alice"),
+        "the address in the URL: {to}"
+    );
+    let found = b.get(&to).await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(
+        found.has(&format!("/console/journeys/{journey}")),
+        "{}",
+        found.body
+    );
+    assert!(found.has("id=\"by-address\""));
+    // Ids and masked addresses go on as typed; a forged form is refused.
+    let posted = b
+        .post(
+            "/console/journeys",
+            &[("csrf", &form.input("csrf")), ("q", &journey)],
+        )
+        .await;
+    assert_eq!(
+        posted.location(),
+        Some(format!("/console/journeys?q={journey}").as_str())
+    );
+    let forged = b
+        .post(
+            "/console/journeys",
+            &[("csrf", "forged"), ("q", "alice@example.com")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let damaged = b.get("/console/journeys?who=not-hex").await;
+    assert_eq!(damaged.status, StatusCode::BAD_REQUEST);
+    assert!(damaged.has("search link is damaged"), "{}", damaged.body);
     let nobody = b.get("/console/journeys?q=carol%40example.com").await;
     assert!(nobody.has("id=\"no-results\""));
     let bad = b.get("/console/journeys?q=not+an+address").await;
@@ -989,6 +1043,11 @@ fn route_permissions_fail_closed() {
     assert_eq!(
         route_permission("POST", "/console/api/journeys/x/actions"),
         Some(Permission::ActOnJourneys)
+    );
+    // The search form is posted to keep addresses out of URLs; it reads, as the GET does.
+    assert_eq!(
+        route_permission("POST", "/console/journeys"),
+        Some(Permission::ReadJourneys)
     );
     assert_eq!(route_permission("POST", "/console/sign-out"), None);
     for (method, path) in [

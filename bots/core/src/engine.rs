@@ -58,16 +58,16 @@ async fn try_perform<S: EventStore, D: AccountDirectory>(
     engine: &Engine<S, D>,
     action: EngineAction,
 ) -> Result<EngineResult, passage_runtime::Error> {
-    perform_settled(engine, action, async || Ok(())).await
+    perform_settled(engine, action, async |_| Ok(())).await
 }
 
-/// Performs `action`, running `settle` after a command and before the journey is read
-/// back: the terminal drains the outbox there, so the view shows what was delivered; the
-/// Discord bot has a worker of its own and settles nothing.
+/// Performs `action`, running `settle` with the journey after a command and before the
+/// journey is read back: the terminal delivers that journey's messages there, so the view
+/// shows what was delivered; the Discord bot has a worker of its own and settles nothing.
 pub async fn perform_settled<S: EventStore, D: AccountDirectory>(
     engine: &Engine<S, D>,
     action: EngineAction,
-    settle: impl AsyncFnOnce() -> Result<(), passage_runtime::Error>,
+    settle: impl AsyncFnOnce(passage_core::ports::JourneyId) -> Result<(), passage_runtime::Error>,
 ) -> Result<EngineResult, passage_runtime::Error> {
     let (journey, refusal) = match action {
         EngineAction::Start {
@@ -137,7 +137,7 @@ pub async fn perform_settled<S: EventStore, D: AccountDirectory>(
             return Ok(EngineResult::Journeys(list));
         }
     };
-    settle().await?;
+    settle(journey).await?;
     let (_, _, view) = engine.load(journey).await?;
     Ok(EngineResult::Journey {
         journey,

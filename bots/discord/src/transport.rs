@@ -729,9 +729,8 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
 
     /// Whether the journey's alert `dedup_key` is over (the journey ended or left the
     /// alerted step), by the engine's own rule (`JourneyState::alert_resolved`, the one its
-    /// closing `Effect::RaiseAlert { resolved: true }` is decided by). Read from the journey
-    /// because the worker's message (`MessageKind::Alert`) does not carry the effect's flag
-    /// yet; also right for an older refresh delivered late, after the alert was closed. A
+    /// closing `Effect::RaiseAlert { resolved: true }` is decided by): for a refresh
+    /// delivered late, after the closing update (which carries the flag itself). A
     /// journey that cannot be read leaves the alert open: buttons that turn out stale are
     /// answered as such, a closed alert that looks open is only untidy.
     async fn alert_resolved(&self, journey: JourneyId, dedup_key: &str) -> bool {
@@ -900,8 +899,12 @@ impl<S: EventStore, D: AccountDirectory> Channel for DiscordAlerts<S, D> {
                 text,
                 update,
                 mention,
+                resolved,
             } => {
-                let resolved = self.0.alert_resolved(message.journey_id, dedup_key).await;
+                // The engine's flag on its closing update; the journey's own state for a
+                // refresh delivered late, after the alert was closed.
+                let resolved =
+                    *resolved || self.0.alert_resolved(message.journey_id, dedup_key).await;
                 // Only keys the core recognises (`<journey>:<step>`) get buttons; others
                 // are posted as text.
                 self.0

@@ -731,6 +731,7 @@ async fn alert_is_posted_with_buttons_and_updated_in_place() {
             text: text.into(),
             update: true,
             mention,
+            resolved: false,
         },
     };
     let receipt = passage_core::ports::Channel::deliver(
@@ -829,6 +830,7 @@ async fn an_escalation_is_delivered_when_the_message_it_replaces_is_gone() {
                 text: "Still waiting for the email code (escalated).".into(),
                 update: true,
                 mention: true,
+                resolved: false,
             },
         },
     )
@@ -1034,6 +1036,7 @@ fn alert_message(
             text: text.into(),
             update,
             mention,
+            resolved: false,
         },
     }
 }
@@ -1253,6 +1256,43 @@ async fn an_alert_shows_resolved_without_buttons_once_the_journey_moves_on() {
     .await
     .unwrap();
     resolved(&h.take());
+}
+
+/// The engine's closing update carries its own `resolved` flag: it is shown resolved even
+/// when the journey cannot say so itself (here it is still on the alerted step).
+#[tokio::test]
+async fn the_closing_updates_flag_alone_shows_the_alert_resolved() {
+    let h = harness(Duration::from_secs(5)).await;
+    let (journey, mid) = stalled(&h).await;
+    h.take();
+    let mut closing = alert_message(
+        journey,
+        &format!("{journey}:email-code"),
+        "Waiting for the email code: resolved, the journey was cancelled.",
+        true,
+        false,
+    );
+    if let passage_core::ports::MessageKind::Alert { resolved, .. } = &mut closing.kind {
+        *resolved = true;
+    }
+    passage_core::ports::Channel::deliver(&DiscordAlerts(h.discord.clone()), &closing)
+        .await
+        .unwrap();
+    let calls = h.take();
+    let edit = calls
+        .iter()
+        .find(|c| c.path == format!("/api/v10/channels/{SUPPORT_CHANNEL}/messages/{mid}"))
+        .unwrap_or_else(|| panic!("no edit of the alert: {calls:#?}"));
+    assert_eq!(edit.method, "PATCH");
+    assert_eq!(edit.body["components"], json!([]), "{:#}", edit.body);
+    assert!(
+        edit.body["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("**Password reset alert — Resolved**\n"),
+        "{:#}",
+        edit.body
+    );
 }
 
 /// `/journeys stalled` reads the store's due-stalls index, most overdue first: 500 newer

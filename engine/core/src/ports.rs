@@ -702,6 +702,9 @@ pub enum MessageKind {
         update: bool,
         /// Mention the support role (escalation).
         mention: bool,
+        /// The alert is over (the journey ended or left the alerted step): its last update,
+        /// after which nobody needs to act on it.
+        resolved: bool,
     },
 }
 

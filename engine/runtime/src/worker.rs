@@ -593,6 +593,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
             text,
             update,
             mention,
+            resolved,
             ..
         } = effect
         {
@@ -605,6 +606,7 @@ impl<S: EventStore, D: AccountDirectory, C: Channel> Worker<S, D, C> {
                     text: text.clone(),
                     update: *update,
                     mention: *mention,
+                    resolved: *resolved,
                 },
             })));
         }
