@@ -29,11 +29,44 @@ const COLUMNS: [&str; 6] = [
 ];
 
 /// One checked row: its line in the file, the account, and the password hash it brings.
+/// `phone` and `enabled` are `None` when the file has no such column: an existing account
+/// then keeps its own (a file that fixes names must not erase phones or enable accounts).
 #[derive(Debug)]
 pub struct Row {
     pub line: usize,
-    pub account: Account,
+    pub account_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub phone: Option<Option<String>>,
+    pub enabled: Option<bool>,
     pub phc: Option<String>,
+}
+
+impl Row {
+    /// The account to write: this row's columns, the rest from `existing` (or the
+    /// defaults for a new account: no phone, enabled).
+    fn account(&self, existing: Option<&Account>) -> Account {
+        Account {
+            account_id: self.account_id.clone(),
+            email: self.email.clone(),
+            display_name: self.display_name.clone(),
+            phone: match &self.phone {
+                Some(phone) => phone.clone(),
+                None => existing.and_then(|a| a.phone.clone()),
+            },
+            enabled: self
+                .enabled
+                .unwrap_or_else(|| existing.is_none_or(|a| a.enabled)),
+        }
+    }
+}
+
+/// An account id as messages may show it: ids that are addresses are masked (R50).
+fn shown_id(id: &str) -> String {
+    match normalize_email(id) {
+        Ok(email) => mask_email(&email),
+        Err(_) => id.to_owned(),
+    }
 }
 
 /// Splits CSV text into records of fields, each with the line it starts on (RFC 4180:
@@ -126,6 +159,8 @@ fn enabled(raw: &str) -> Result<bool, String> {
 
 /// Checks the whole file; every problem is returned, each with its line.
 pub fn parse(text: &str) -> Result<Vec<Row>, Vec<String>> {
+    // A spreadsheet's byte-order mark is not part of the first column's name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut records = records(text).map_err(|e| vec![e])?.into_iter();
     let Some((_, header)) = records.next() else {
         return Err(vec![format!(
@@ -142,9 +177,20 @@ pub fn parse(text: &str) -> Result<Vec<Row>, Vec<String>> {
                 problems.push(format!("line 1: column `{name}` appears twice"));
             }
             Some(_) => {}
+            // A column name is shown back; a cell that looks like data is not (a file
+            // without its header row starts with someone's address).
+            None if name.len() <= 32
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                problems.push(format!(
+                    "line 1: unknown column `{name}` (the columns are {})",
+                    COLUMNS.join(", ")
+                ));
+            }
             None => problems.push(format!(
-                "line 1: unknown column `{name}` (the columns are {})",
-                COLUMNS.join(", ")
+                "line 1: the header row is not recognised: the first line must name the \
+                 columns ({})",
+                COLUMNS.join(",")
             )),
         }
     }
@@ -179,7 +225,10 @@ pub fn parse(text: &str) -> Result<Vec<Row>, Vec<String>> {
         {
             bad("account_id: 1 to 128 letters, digits, `.`, `_`, `:`, `@` or `-`".into());
         } else if let Some(first) = ids.insert(id.to_owned(), line) {
-            bad(format!("account_id `{id}` is also on line {first}"));
+            bad(format!(
+                "account_id `{}` is also on line {first}",
+                shown_id(id)
+            ));
         }
         let email = match normalize_email(get("email")) {
             Ok(e) => {
@@ -194,30 +243,39 @@ pub fn parse(text: &str) -> Result<Vec<Row>, Vec<String>> {
             }
         };
         let name = get("display_name");
-        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-            bad("display_name: 1 to 200 characters, no control characters".into());
+        // No control, bidi or zero-width characters: a name is shown to support, and must
+        // not disguise itself (the rule operators' reasons follow).
+        if name.is_empty()
+            || name.chars().count() > 200
+            || name.chars().any(passage_core::reason::disguises_text)
+        {
+            bad(
+                "display_name: 1 to 200 characters, no control, bidi or zero-width characters"
+                    .into(),
+            );
         }
-        let phone = phone(get("phone")).map_err(&mut bad).ok().flatten();
-        let enabled = enabled(get("enabled")).map_err(&mut bad).unwrap_or(true);
+        let phone = match at.contains_key("phone") {
+            true => phone(get("phone")).map_err(&mut bad).ok(),
+            false => None,
+        };
+        let enabled = match at.contains_key("enabled") {
+            true => enabled(get("enabled")).map_err(&mut bad).ok(),
+            false => None,
+        };
         let phc = Some(get("password_phc"))
             .filter(|p| !p.is_empty())
             .map(str::to_owned);
-        if phc
-            .as_deref()
-            .is_some_and(|p| !passage_core::secrets::is_argon2id_phc(p))
-        {
-            bad("password_phc: not an Argon2id hash in PHC form ($argon2id$v=19$m=…)".into());
+        if let Some(Err(why)) = phc.as_deref().map(passage_core::secrets::imported_phc) {
+            bad(format!("password_phc: {why}"));
         }
         if let Some(email) = email {
             rows.push(Row {
                 line,
-                account: Account {
-                    account_id: id.to_owned(),
-                    email,
-                    display_name: name.to_owned(),
-                    phone,
-                    enabled,
-                },
+                account_id: id.to_owned(),
+                email,
+                display_name: name.to_owned(),
+                phone,
+                enabled,
                 phc,
             });
         }
@@ -316,19 +374,34 @@ async fn write(app: &App, rows: &[Row]) -> anyhow::Result<Report> {
     } else {
         String::new()
     };
+    // The accounts already there: their phone and enabled stay unless the file has the
+    // column, and they are written first, so that an address moving from one existing
+    // account to a new one is free before the new one takes it.
+    let ids: Vec<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
+    let existing: HashMap<String, Account> =
+        passage_core::ports::AccountDirectory::get_many(&app.store, &ids)
+            .await
+            .context("read the accounts already in the directory")?
+            .into_iter()
+            .map(|a| (a.account_id.clone(), a))
+            .collect();
+    let mut ordered: Vec<&Row> = rows.iter().collect();
+    ordered.sort_by_key(|r| (!existing.contains_key(&r.account_id), r.line));
     let bar = (std::io::stderr().is_terminal() && rows.len() >= 200)
         .then(|| crate::bench::progress(rows.len() as u64, "importing accounts"));
     let mut report = Report::default();
-    for row in rows {
+    for row in ordered {
         let phc = row.phc.as_deref().unwrap_or(&unusable);
-        match app.store.upsert_account(&row.account, phc).await {
+        let account = row.account(existing.get(&row.account_id));
+        match app.store.upsert_account(&account, phc).await {
             Ok(Seeded::Inserted) => report.inserted += 1,
             Ok(Seeded::Updated) => report.updated += 1,
             Err(passage_store::Error::EmailTaken) => report.failed.push(format!(
-                "line {} ({}): another account already uses {}",
+                "line {} ({}): another account already uses {} (two accounts trading \
+                 addresses need two imports: first move one to a free address)",
                 row.line,
-                row.account.account_id,
-                mask_email(&row.account.email)
+                shown_id(&row.account_id),
+                mask_email(&row.email)
             )),
             Err(e) => {
                 if let Some(bar) = &bar {
@@ -337,7 +410,8 @@ async fn write(app: &App, rows: &[Row]) -> anyhow::Result<Report> {
                 return Err(anyhow::Error::new(e).context(format!(
                     "import line {} ({}); the rows before it were imported, and importing \
                      the file again is safe",
-                    row.line, row.account.account_id
+                    row.line,
+                    shown_id(&row.account_id)
                 )));
             }
         }
@@ -355,7 +429,7 @@ async fn write(app: &App, rows: &[Row]) -> anyhow::Result<Report> {
 mod tests {
     use super::*;
 
-    const PHC: &str = "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$\
+    const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$\
                        Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm8";
 
     #[test]
@@ -369,18 +443,34 @@ mod tests {
         let rows = parse(&text).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].line, 2);
-        assert_eq!(rows[0].account.email, "ada@example.com");
-        assert_eq!(rows[0].account.display_name, "Lovelace, Ada");
-        assert_eq!(rows[0].account.phone.as_deref(), Some("+61412345678"));
-        assert!(rows[0].account.enabled && rows[0].phc.is_none());
+        assert_eq!(rows[0].email, "ada@example.com");
+        assert_eq!(rows[0].display_name, "Lovelace, Ada");
+        assert_eq!(rows[0].phone, Some(Some("+61412345678".into())));
+        assert_eq!(rows[0].enabled, Some(true));
+        assert!(rows[0].phc.is_none());
         assert_eq!(rows[1].line, 4);
-        assert_eq!(rows[1].account.display_name, "Grace \"Amazing\" Hopper");
-        assert_eq!(rows[1].account.phone, None);
-        assert!(!rows[1].account.enabled);
+        assert_eq!(rows[1].display_name, "Grace \"Amazing\" Hopper");
+        assert_eq!(rows[1].phone, Some(None));
+        assert_eq!(rows[1].enabled, Some(false));
         assert_eq!(rows[1].phc.as_deref(), Some(PHC));
-        // Only the required columns, in another order.
-        let rows = parse("email,account_id,display_name\nbob@example.com,u-3,Bob\n").unwrap();
-        assert!(rows[0].account.enabled && rows[0].account.phone.is_none());
+        // Only the required columns, in another order, after a spreadsheet's BOM: an
+        // existing account keeps its phone and enabled, a new one gets the defaults.
+        let rows =
+            parse("\u{feff}email,account_id,display_name\nbob@example.com,u-3,Bob\n").unwrap();
+        assert_eq!((rows[0].phone.clone(), rows[0].enabled), (None, None));
+        let before = Account {
+            account_id: "u-3".into(),
+            email: "robert@example.com".into(),
+            display_name: "Robert".into(),
+            phone: Some("+61412345678".into()),
+            enabled: false,
+        };
+        let after = rows[0].account(Some(&before));
+        assert_eq!(after.phone, before.phone);
+        assert!(!after.enabled);
+        assert_eq!(after.email, "bob@example.com");
+        let new = rows[0].account(None);
+        assert!(new.enabled && new.phone.is_none());
     }
 
     #[test]
@@ -396,7 +486,7 @@ mod tests {
             "line 2: email: ",
             "line 2: phone: not an international number",
             "line 2: enabled: `maybe` is not true or false",
-            "line 2: password_phc: not an Argon2id hash",
+            "line 2: password_phc: ",
             "line 3: display_name: 1 to 200 characters",
             "line 4: account_id `u-2` is also on line 3",
             "line 4: email g•••e@e•••.com is also on line 3",
@@ -428,6 +518,20 @@ mod tests {
             e.iter().any(|p| p.contains("column `email` appears twice")),
             "{e:?}"
         );
+        // A file without its header row: its first row is not shown back.
+        let e = parse("ada@example.com,u-1,Ada\n").unwrap_err();
+        assert!(e[0].contains("the header row is not recognised"), "{e:?}");
+        assert!(!e.iter().any(|p| p.contains("ada@")), "{e:?}");
+        // Ids that are addresses are masked too.
+        let e = parse("account_id,email,display_name\nada@example.com,a@example.com,A\nada@example.com,b@example.com,B\n").unwrap_err();
+        assert!(
+            e.iter()
+                .any(|p| p.contains("account_id `a•••a@e•••.com` is also on line 2")),
+            "{e:?}"
+        );
+        let e =
+            parse("account_id,email,display_name\nu-1,a@example.com,\u{202e}evil\n").unwrap_err();
+        assert!(e.iter().any(|p| p.contains("display_name: ")), "{e:?}");
         let e = parse("account_id,display_name\n").unwrap_err();
         assert!(
             e.iter()

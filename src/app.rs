@@ -133,7 +133,7 @@ pub async fn open(
         .deployment_key()
         .await
         .context("read the deployment's audit key")?;
-    let keys = load_keys(global, has_events, deployment_key.is_some())?;
+    let keys = load_keys(global, has_events, deployment_key.is_some(), read_only)?;
     if check_secret {
         secret_matches_checkpoints(&store, &keys).await?;
     }
@@ -311,7 +311,12 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Vec<Definition>> {
 
 /// The master secret: `PASSAGE_SECRET`, else a key file, created with mode 0600 only for a
 /// store without events (a first run).
-fn load_keys(global: &Global, store_has_events: bool, pinned: bool) -> anyhow::Result<Keys> {
+fn load_keys(
+    global: &Global,
+    store_has_events: bool,
+    pinned: bool,
+    read_only: bool,
+) -> anyhow::Result<Keys> {
     if let Ok(secret) = std::env::var("PASSAGE_SECRET") {
         if secret.len() < 32 {
             bail!("PASSAGE_SECRET must be at least 32 characters (e.g. 64 hex digits)");
@@ -350,6 +355,15 @@ fn load_keys(global: &Global, store_has_events: bool, pinned: bool) -> anyhow::R
             } else {
                 "is already bound to a secret (its deployment key is recorded)"
             },
+            path.display()
+        );
+    }
+    // A command that only reads creates nothing, a key file least of all: a reviewer's
+    // workstation must not mint a secret for a store that has none recorded yet.
+    if read_only {
+        bail!(
+            "no secret: set PASSAGE_SECRET or --secret-file to the deployment's secret (a \
+             command that only reads does not create the key file {})",
             path.display()
         );
     }

@@ -276,9 +276,8 @@ fn place_export(out: &Path, body: &[u8], manifest: &[u8], replace: bool) -> anyh
             std::fs::rename(&manifest_tmp, &final_manifest)
                 .with_context(|| format!("write {}", final_manifest.display()))?;
         } else {
-            std::fs::hard_link(&body_tmp, out)
-                .with_context(|| format!("write {}", out.display()))?;
-            if let Err(e) = std::fs::hard_link(&manifest_tmp, &final_manifest) {
+            place_new(&body_tmp, out, body).with_context(|| format!("write {}", out.display()))?;
+            if let Err(e) = place_new(&manifest_tmp, &final_manifest, manifest) {
                 let _ = std::fs::remove_file(out);
                 return Err(
                     anyhow::Error::new(e).context(format!("write {}", final_manifest.display()))
@@ -295,6 +294,28 @@ fn place_export(out: &Path, body: &[u8], manifest: &[u8], replace: bool) -> anyh
     let _ = std::fs::remove_file(&body_tmp);
     let _ = std::fs::remove_file(&manifest_tmp);
     placed
+}
+
+/// Puts `staged` at `to` unless something is there: a hard link (atomic, and refused by
+/// the file system if `to` exists). Where links are not supported (FAT and exFAT sticks,
+/// some network shares), `to` is created new and written from `bytes`, still never
+/// replacing a file that is there.
+fn place_new(staged: &Path, to: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::hard_link(staged, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(to)?;
+            let written = f.write_all(bytes).and_then(|()| f.sync_all());
+            if written.is_err() {
+                let _ = std::fs::remove_file(to);
+            }
+            written
+        }
+    }
 }
 
 /// Calls `each` on the log's events after position `after`, in order, up to `until`
@@ -446,14 +467,14 @@ impl<S: EventStore> passage_web::AuditExporter for ConsoleExporter<S> {
     }
 }
 
-/// Checks an export with no database: the manifest's signature under `public_key`, the
-/// file's bytes against the manifest, and the chain through every line.
 /// An audit public key as `audit public-key` prints it (64 hex digits).
 pub fn verifying_key(hex: &str) -> anyhow::Result<VerifyingKey> {
     VerifyingKey::from_bytes(&unhex::<32>(hex.trim(), "the public key")?)
         .map_err(|_| anyhow!("the public key is not an Ed25519 key"))
 }
 
+/// Checks an export with no database: the manifest's signature under `public_key`, the
+/// file's bytes against the manifest, and the chain through every line.
 pub fn verify_export(file: &Path, public_key: &str) -> anyhow::Result<Manifest> {
     let key = verifying_key(public_key)?;
     let mpath = manifest_path(file);

@@ -668,8 +668,10 @@ optional, in any order. Fields holding commas or quotes are quoted (RFC 4180).
 
 Every row is checked first, and every problem is reported with its line: a file with any
 problem imports nothing (exit 2). Rows are keyed by account_id: importing again updates
-address, name, phone and enabled, and never replaces a password Passage holds (the
-password_phc column applies to new accounts). A new account without a hash can only reset
+address and name, and phone and enabled when the file has those columns (without them,
+an existing account keeps its own), and never replaces a password Passage holds (the
+password_phc column applies to new accounts; its cost must meet R43 and stay under 256 MiB
+and 10 passes). A new account without a hash can only reset
 its password. An address another account already uses is refused for that row (exit 1;
 the other rows are imported). The demo accounts of a new store are acct-0001 to acct-0004:
 import them with enabled=false to switch them off. Addresses are printed masked.";

@@ -186,6 +186,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // The same: a first run without its token must not create the store, a key file,
         // or record that key as the deployment's (`discord_bot::run` reads it again).
         passage_discord::DiscordConfig::from_env().context("configure the Discord bot")?;
+        // Both would take support alerts from the one outbox: each alert's updates would
+        // land in whichever claimed them, half on Discord with stale buttons, half on the
+        // webhook. One sink, chosen here, instead.
+        if config.alerts.is_some() {
+            usage!(
+                "PASSAGE_ALERT_WEBHOOK_URL is set, and `passage bot` posts support alerts to \
+                 Discord itself: unset the webhook for the nodes (alerts then go to the bot's \
+                 support channel), or run without the bot (alerts go to the webhook)"
+            );
+        }
     }
     if let Some(args) = cli.command.worker_args() {
         // A lease too short for a provider is refused before the store is opened (or, on

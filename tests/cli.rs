@@ -998,6 +998,25 @@ fn reading_commands_open_the_store_read_only() {
         reader.run(args).expect_ok().no_panic();
     }
     assert!(!outbox.exists(), "a reading command created a dev outbox");
+    // Nor the `-wal` and `-shm` files of a store no process has open: left behind by a
+    // reader that cannot remove them, they could stop the service from writing later.
+    for suffix in ["-wal", "-shm"] {
+        let side = dir.join(&format!("copy.db{suffix}"));
+        assert!(!side.exists(), "a reading command left {}", side.display());
+    }
+    // No key file is made for a store that records none: a reading command creates nothing.
+    let keyless = TestDir::new("read-only-keyless");
+    let fresh = keyless.join("fresh.db");
+    std::fs::copy(&copy, &fresh).unwrap();
+    store_scalar(&fresh, "DELETE FROM deployment_key");
+    store_scalar(&fresh, "DELETE FROM events");
+    Passage::new(&keyless)
+        .with_db(&fresh)
+        .run(&["journeys", "list"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has("a command that only reads does not create the key file");
+    assert!(!keyless.join("passage.key").exists());
     // The newest migration taken back, as if an older build had made the file: a reading
     // command may not apply it, and says so.
     store_scalar(&copy, "DROP TABLE deployment_key");
@@ -1102,6 +1121,27 @@ fn accounts_are_imported_from_csv() {
         emailed("grace@example.com"),
         "the refused row changed Grace"
     );
+    // A file without the phone and enabled columns leaves both as they are.
+    let ada_is = |sql: &'static str| store_scalar(&dir.db(), sql);
+    assert_eq!(
+        ada_is("SELECT count(*) FROM accounts WHERE account_id = 'u-1' AND phone = '+61412345678'"),
+        Some(1)
+    );
+    let names = dir.write(
+        "names.csv",
+        "account_id,email,display_name\nu-1,ada@example.com,Ada King\n",
+    );
+    p.run(&["accounts", "import", names.to_str().unwrap()])
+        .expect_ok()
+        .stdout_has("0 new, 1 updated");
+    assert_eq!(
+        ada_is(
+            "SELECT count(*) FROM accounts WHERE account_id = 'u-1' \
+             AND phone = '+61412345678' AND NOT enabled AND display_name = 'Ada King'"
+        ),
+        Some(1),
+        "the phone was erased or the account enabled"
+    );
 }
 
 /// `passage bot` without its Discord settings stops before it opens the store: a first run
@@ -1117,6 +1157,22 @@ fn the_bot_without_its_settings_creates_nothing() {
         .no_panic()
         .stderr_has("configure the Discord bot")
         .stderr_has("PASSAGE_DISCORD_TOKEN");
+    let left = dir.entries();
+    assert!(left.is_empty(), "a refused bot created files: {left:?}");
+    // Configured, but beside an alert webhook: two sinks would split every alert's updates.
+    Passage::new(&dir)
+        .with_timeout(std::time::Duration::from_secs(60))
+        .with_env("PASSAGE_DISCORD_TOKEN", "a-token")
+        .with_env("PASSAGE_DISCORD_SUPPORT_CHANNEL", "1234")
+        .with_env("PASSAGE_DISCORD_SUPPORT_ROLE", "5678")
+        .with_env(
+            "PASSAGE_ALERT_WEBHOOK_URL",
+            "https://discord.example/api/webhooks/1/x",
+        )
+        .run(&["bot"])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has("PASSAGE_ALERT_WEBHOOK_URL is set, and `passage bot` posts support alerts");
     let left = dir.entries();
     assert!(left.is_empty(), "a refused bot created files: {left:?}");
 }

@@ -1280,17 +1280,27 @@ async fn search_form<S: EventStore + OperatorStore, D: AccountDirectory>(
         if value.is_empty() {
             continue;
         }
-        let full_address = name == "q"
-            && value.parse::<JourneyId>().is_err()
-            && !value.contains('•')
-            && !value.contains('*');
+        // Anything with an `@` that is no masked form (`•`, or `***` for it) is taken for
+        // an address, and never goes into the URL, even one that is not quite valid.
+        let address =
+            name == "q" && value.contains('@') && !value.contains('•') && !value.contains("***");
+        if !address {
+            next.append_pair(name, value);
+            continue;
+        }
         match normalize_email(value) {
-            Ok(email) if full_address => {
+            Ok(email) => {
                 next.append_pair("who", &app.engine.keys().subject(&email));
             }
-            // Not an address: shown back with the reason, as typed.
-            _ => {
-                next.append_pair(name, value);
+            Err(e) => {
+                let e = ApiError::bad_request(format!(
+                    "Search for a journey id, an email address or a masked address: {e}"
+                ));
+                let body = format!(
+                    "<section class=\"wide\"><h1>Find journeys</h1>{}<p><a href=\"/console/journeys\">Search again</a></p></section>",
+                    error_box(&e)
+                );
+                return page(&b, e.status(), "Journeys", "console-search", &body);
             }
         }
     }

@@ -380,6 +380,16 @@ async fn support_finds_replays_and_cancels_a_journey_with_a_reason() {
         posted.location(),
         Some(format!("/console/journeys?q={journey}").as_str())
     );
+    // Not quite an address is still kept out of the URL: the error is the POST's answer.
+    let typo = b
+        .post(
+            "/console/journeys",
+            &[("csrf", &form.input("csrf")), ("q", "alice@@example.com")],
+        )
+        .await;
+    assert_eq!(typo.status, StatusCode::BAD_REQUEST);
+    assert!(typo.location().is_none());
+    assert!(typo.has("id=\"console-error\""), "{}", typo.body);
     let forged = b
         .post(
             "/console/journeys",

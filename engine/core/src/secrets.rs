@@ -306,10 +306,37 @@ impl PasswordHasher for Argon2id {
     }
 }
 
-/// Whether `phc` is an Argon2id hash in PHC form, the only kind sign-in verifies (R43).
-pub fn is_argon2id_phc(phc: &str) -> bool {
-    argon2::password_hash::phc::PasswordHash::new(phc)
-        .is_ok_and(|h| h.algorithm.as_str() == "argon2id" && h.hash.is_some())
+/// Checks a password hash brought in from elsewhere (`accounts import`): an Argon2id PHC
+/// string whose cost is at least R43's (OWASP's equivalent settings: 47 MiB × 1 pass down
+/// to 7 MiB × 5) and at most what one sign-in may spend (256 MiB, 10 passes, 8 lanes).
+/// Sign-in verifies with the hash's own parameters: a cheaper one would tell imported
+/// accounts apart by timing and weaken them, a huge one would stall or abort every
+/// sign-in that checks it.
+pub fn imported_phc(phc: &str) -> Result<(), String> {
+    let parsed = argon2::password_hash::phc::PasswordHash::new(phc)
+        .map_err(|_| "not a password hash in PHC form ($argon2id$v=19$m=…,t=…,p=…$salt$hash)")?;
+    if parsed.algorithm.as_str() != "argon2id" || parsed.hash.is_none() {
+        return Err(format!(
+            "an {} hash: only Argon2id hashes are accepted (R43)",
+            parsed.algorithm.as_str()
+        ));
+    }
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|e| format!("its Argon2 parameters are not valid: {e}"))?;
+    let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
+    if m > 256 * 1024 || t > 10 || p > 8 {
+        return Err(format!(
+            "its cost (m={m} KiB, t={t}, p={p}) is above what a sign-in may spend (m ≤ \
+             262144, t ≤ 10, p ≤ 8)"
+        ));
+    }
+    if m < 7 * 1024 || u64::from(m) * u64::from(t) < 35 * 1024 {
+        return Err(format!(
+            "its cost (m={m} KiB, t={t}) is below R43's minimum (e.g. m=19456 with t=2): \
+             leave the column empty, and the person sets a password by resetting it"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a password against a PHC string, normalised as at set time (R39).
@@ -326,6 +353,41 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn imported_hashes_are_argon2id_within_r43_and_a_sign_ins_budget() {
+        let with = |params: &str| {
+            format!(
+                "$argon2id$v=19${params}$c2FsdHNhbHRzYWx0$Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm8"
+            )
+        };
+        for ok in [
+            "m=19456,t=2,p=1",
+            "m=47104,t=1,p=1",
+            "m=7168,t=5,p=1",
+            "m=262144,t=10,p=8",
+        ] {
+            assert_eq!(imported_phc(&with(ok)), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("m=256,t=1,p=1", "below R43's minimum"),
+            ("m=19456,t=1,p=1", "below R43's minimum"),
+            ("m=524288,t=2,p=1", "above what a sign-in may spend"),
+            ("m=19456,t=4294967295,p=1", "above what a sign-in may spend"),
+            ("m=19456,t=2,p=64", "above what a sign-in may spend"),
+        ] {
+            let e = imported_phc(&with(bad)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = imported_phc("$2b$10$abcdefghijklmnopqrstuuKVY0HAaVBf2/0s5lCRpN0hlnqVeSLgW")
+            .unwrap_err();
+        assert!(e.contains("PHC form") || e.contains("only Argon2id"), "{e}");
+        let e = imported_phc(&with("m=19456,t=2,p=1").replace("argon2id", "argon2i")).unwrap_err();
+        assert!(e.contains("only Argon2id"), "{e}");
+        // What Passage itself stores passes.
+        let own = Argon2id::default().hash("pw", &[7u8; 16]).unwrap();
+        assert_eq!(imported_phc(&own), Ok(()));
+    }
 
     #[test]
     fn handoff_tokens_bind_journey_and_expiry() {

@@ -109,7 +109,15 @@ impl SqliteStore {
         // to the log instead of rewriting pages. Set by whoever writes: a read-only
         // connection may not change the journal mode (and the file is WAL already).
         let connect = if options.read_only {
-            connect
+            // Without a `-wal` file no connection is open (SQLite removes it when the last
+            // one closes): a read-only connection would create `-wal` and `-shm` and, unable
+            // to remove them, leave them behind, owned by whoever read (a reviewer), where
+            // they can stop the service from writing later, or fail outright in a directory
+            // it may not write. Opened immutable, it reads the file as it is and creates
+            // nothing. With one, a writer may be live: read through its WAL.
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            connect.immutable(!Path::new(&wal).exists())
         } else {
             connect.journal_mode(SqliteJournalMode::Wal)
         };
