@@ -61,11 +61,13 @@ impl Row {
     }
 }
 
-/// An account id as messages may show it: ids that are addresses are masked (R50).
+/// An account id as messages may show it: ids with an `@` are masked (R50), valid
+/// addresses or not (`ada@corp`, `ada@example.com@sso`).
 fn shown_id(id: &str) -> String {
-    match normalize_email(id) {
-        Ok(email) => mask_email(&email),
-        Err(_) => id.to_owned(),
+    if id.contains('@') {
+        mask_email(&id.to_lowercase())
+    } else {
+        id.to_owned()
     }
 }
 
@@ -147,10 +149,13 @@ fn phone(raw: &str) -> Result<Option<String>, String> {
     }
 }
 
-fn enabled(raw: &str) -> Result<bool, String> {
+/// `None` for an empty cell: an existing account keeps its own, a new one is enabled. A
+/// spreadsheet's blank cell must not switch an off-boarded account back on.
+fn enabled(raw: &str) -> Result<Option<bool>, String> {
     match raw.trim().to_ascii_lowercase().as_str() {
-        "" | "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
+        "" => Ok(None),
+        "true" | "yes" | "1" => Ok(Some(true)),
+        "false" | "no" | "0" => Ok(Some(false)),
         other => Err(format!(
             "enabled: `{other}` is not true or false (yes/no and 1/0 work too)"
         )),
@@ -259,7 +264,7 @@ pub fn parse(text: &str) -> Result<Vec<Row>, Vec<String>> {
             false => None,
         };
         let enabled = match at.contains_key("enabled") {
-            true => enabled(get("enabled")).map_err(&mut bad).ok(),
+            true => enabled(get("enabled")).map_err(&mut bad).ok().flatten(),
             false => None,
         };
         let phc = Some(get("password_phc"))
@@ -294,6 +299,8 @@ pub struct Report {
     pub updated: usize,
     /// Rows the directory refused (an address another account already has), with why.
     pub failed: Vec<String>,
+    /// Rows written when the last pass ended (the retry loop stops when a pass adds none).
+    last_progress: usize,
 }
 
 /// Reads and checks `file`, reporting every problem (exit 2 when there is any).
@@ -385,39 +392,63 @@ async fn write(app: &App, rows: &[Row]) -> anyhow::Result<Report> {
             .into_iter()
             .map(|a| (a.account_id.clone(), a))
             .collect();
-    let mut ordered: Vec<&Row> = rows.iter().collect();
-    ordered.sort_by_key(|r| (!existing.contains_key(&r.account_id), r.line));
+    let mut pending: Vec<&Row> = rows.iter().collect();
+    pending.sort_by_key(|r| (!existing.contains_key(&r.account_id), r.line));
     let bar = (std::io::stderr().is_terminal() && rows.len() >= 200)
         .then(|| crate::bench::progress(rows.len() as u64, "importing accounts"));
     let mut report = Report::default();
-    for row in ordered {
-        let phc = row.phc.as_deref().unwrap_or(&unusable);
-        let account = row.account(existing.get(&row.account_id));
-        match app.store.upsert_account(&account, phc).await {
-            Ok(Seeded::Inserted) => report.inserted += 1,
-            Ok(Seeded::Updated) => report.updated += 1,
-            Err(passage_store::Error::EmailTaken) => report.failed.push(format!(
-                "line {} ({}): another account already uses {} (two accounts trading \
-                 addresses need two imports: first move one to a free address)",
-                row.line,
-                shown_id(&row.account_id),
-                mask_email(&row.email)
-            )),
-            Err(e) => {
-                if let Some(bar) = &bar {
-                    bar.abandon();
+    // Rows refused because another account still has their address are tried again once
+    // the others are written: an address that moves on in the same file (from one account
+    // to another, in any order) is free by then. What is still refused after a pass that
+    // frees nothing is a real conflict (or two accounts trading addresses).
+    loop {
+        let mut taken = Vec::new();
+        for row in pending {
+            let phc = row.phc.as_deref().unwrap_or(&unusable);
+            let account = row.account(existing.get(&row.account_id));
+            match app.store.upsert_account(&account, phc).await {
+                Ok(Seeded::Inserted) => report.inserted += 1,
+                Ok(Seeded::Updated) => report.updated += 1,
+                Err(passage_store::Error::EmailTaken) => {
+                    taken.push(row);
+                    continue;
                 }
-                return Err(anyhow::Error::new(e).context(format!(
-                    "import line {} ({}); the rows before it were imported, and importing \
-                     the file again is safe",
-                    row.line,
-                    shown_id(&row.account_id)
-                )));
+                Err(e) => {
+                    if let Some(bar) = &bar {
+                        bar.abandon();
+                    }
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "import line {} ({}); {} row(s) were imported before it, and \
+                         importing the file again is safe",
+                        row.line,
+                        shown_id(&row.account_id),
+                        report.inserted + report.updated
+                    )));
+                }
+            }
+            if let Some(bar) = &bar {
+                bar.inc(1);
             }
         }
-        if let Some(bar) = &bar {
-            bar.inc(1);
+        let progressed = report.inserted + report.updated;
+        if taken.is_empty() || progressed == report.last_progress {
+            taken.sort_by_key(|r| r.line);
+            report.failed = taken
+                .iter()
+                .map(|row| {
+                    format!(
+                        "line {} ({}): another account already uses {} (two accounts trading \
+                         addresses need two imports: first move one to a free address)",
+                        row.line,
+                        shown_id(&row.account_id),
+                        mask_email(&row.email)
+                    )
+                })
+                .collect();
+            break;
         }
+        report.last_progress = progressed;
+        pending = taken;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -447,6 +478,7 @@ mod tests {
         assert_eq!(rows[0].display_name, "Lovelace, Ada");
         assert_eq!(rows[0].phone, Some(Some("+61412345678".into())));
         assert_eq!(rows[0].enabled, Some(true));
+        assert_eq!(enabled(" "), Ok(None), "a blank cell keeps what is there");
         assert!(rows[0].phc.is_none());
         assert_eq!(rows[1].line, 4);
         assert_eq!(rows[1].display_name, "Grace \"Amazing\" Hopper");

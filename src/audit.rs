@@ -276,8 +276,8 @@ fn place_export(out: &Path, body: &[u8], manifest: &[u8], replace: bool) -> anyh
             std::fs::rename(&manifest_tmp, &final_manifest)
                 .with_context(|| format!("write {}", final_manifest.display()))?;
         } else {
-            place_new(&body_tmp, out, body).with_context(|| format!("write {}", out.display()))?;
-            if let Err(e) = place_new(&manifest_tmp, &final_manifest, manifest) {
+            place_new(&body_tmp, out).with_context(|| format!("write {}", out.display()))?;
+            if let Err(e) = place_new(&manifest_tmp, &final_manifest) {
                 let _ = std::fs::remove_file(out);
                 return Err(
                     anyhow::Error::new(e).context(format!("write {}", final_manifest.display()))
@@ -298,22 +298,20 @@ fn place_export(out: &Path, body: &[u8], manifest: &[u8], replace: bool) -> anyh
 
 /// Puts `staged` at `to` unless something is there: a hard link (atomic, and refused by
 /// the file system if `to` exists). Where links are not supported (FAT and exFAT sticks,
-/// some network shares), `to` is created new and written from `bytes`, still never
-/// replacing a file that is there.
-fn place_new(staged: &Path, to: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// some network shares), the name is claimed with an empty file created new, and the
+/// staged file renamed over it: `to` then holds nothing or the whole file, never a part.
+fn place_new(staged: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::hard_link(staged, to) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
         Err(_) => {
-            let mut f = std::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(to)?;
-            let written = f.write_all(bytes).and_then(|()| f.sync_all());
-            if written.is_err() {
+            std::fs::rename(staged, to).inspect_err(|_| {
                 let _ = std::fs::remove_file(to);
-            }
-            written
+            })
         }
     }
 }

@@ -662,7 +662,8 @@ Load the portal's users into the account directory from a CSV file with a header
   u-1002,grace@example.com,Grace Hopper,,true,\"$argon2id$v=19$m=19456,t=2,p=1$…\"
 
 account_id, email and display_name are required; phone (international form, for the SMS
-and call steps), enabled (default true; a disabled account is treated like an unknown
+and call steps), enabled (true or false; a blank cell, like a missing column, keeps an
+existing account's and enables a new one; a disabled account is treated like an unknown
 address) and password_phc (an Argon2id hash in PHC form, quoted: it holds commas) are
 optional, in any order. Fields holding commas or quotes are quoted (RFC 4180).
 
@@ -670,8 +671,8 @@ Every row is checked first, and every problem is reported with its line: a file 
 problem imports nothing (exit 2). Rows are keyed by account_id: importing again updates
 address and name, and phone and enabled when the file has those columns (without them,
 an existing account keeps its own), and never replaces a password Passage holds (the
-password_phc column applies to new accounts; its cost must meet R43 and stay under 256 MiB
-and 10 passes). A new account without a hash can only reset
+password_phc column applies to new accounts; it must be Argon2id version 19, its cost at
+least R43's and at most 64 MiB, 4 lanes and 4 times the default's memory × passes). A new account without a hash can only reset
 its password. An address another account already uses is refused for that row (exit 1;
 the other rows are imported). The demo accounts of a new store are acct-0001 to acct-0004:
 import them with enabled=false to switch them off. Addresses are printed masked.";

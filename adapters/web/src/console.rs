@@ -1280,13 +1280,28 @@ async fn search_form<S: EventStore + OperatorStore, D: AccountDirectory>(
         if value.is_empty() {
             continue;
         }
-        // Anything with an `@` that is no masked form (`•`, or `***` for it) is taken for
-        // an address, and never goes into the URL, even one that is not quite valid.
-        let address =
-            name == "q" && value.contains('@') && !value.contains('•') && !value.contains("***");
-        if !address {
+        // Anything with an `@` that is not shaped like a masked address (`•••` on both sides,
+        // `***` for it) is taken for an address, and never goes into the URL, even one that
+        // is not quite valid; nor does an `@` in the other fields, which never hold one.
+        let masked = value
+            .replace("***", "•••")
+            .split_once('@')
+            .is_some_and(|(local, domain)| {
+                local.contains("•••") && domain.contains("•••") && !domain.contains('@')
+            });
+        if !value.contains('@') || (name == "q" && masked) {
             next.append_pair(name, value);
             continue;
+        }
+        if name != "q" {
+            let e = ApiError::bad_request(format!(
+                "`{name}` holds an email address: search for it in the first field."
+            ));
+            let body = format!(
+                "<section class=\"wide\"><h1>Find journeys</h1>{}<p><a href=\"/console/journeys\">Search again</a></p></section>",
+                error_box(&e)
+            );
+            return page(&b, e.status(), "Journeys", "console-search", &body);
         }
         match normalize_email(value) {
             Ok(email) => {

@@ -390,6 +390,31 @@ async fn support_finds_replays_and_cancels_a_journey_with_a_reason() {
     assert_eq!(typo.status, StatusCode::BAD_REQUEST);
     assert!(typo.location().is_none());
     assert!(typo.has("id=\"console-error\""), "{}", typo.body);
+    assert!(
+        !typo.has("alice@@"),
+        "the typed address shown back: {}",
+        typo.body
+    );
+    // A bullet pasted after an address does not make it a masked one.
+    let pasted = b
+        .post(
+            "/console/journeys",
+            &[("csrf", &form.input("csrf")), ("q", "alice@example.com •")],
+        )
+        .await;
+    assert!(
+        pasted.location().is_none_or(|to| !to.contains("alice")),
+        "{:?}",
+        pasted.location()
+    );
+    let in_step = b
+        .post(
+            "/console/journeys",
+            &[("csrf", &form.input("csrf")), ("step", "alice@example.com")],
+        )
+        .await;
+    assert_eq!(in_step.status, StatusCode::BAD_REQUEST);
+    assert!(in_step.location().is_none());
     let forged = b
         .post(
             "/console/journeys",

@@ -306,33 +306,52 @@ impl PasswordHasher for Argon2id {
     }
 }
 
-/// Checks a password hash brought in from elsewhere (`accounts import`): an Argon2id PHC
-/// string whose cost is at least R43's (OWASP's equivalent settings: 47 MiB × 1 pass down
-/// to 7 MiB × 5) and at most what one sign-in may spend (256 MiB, 10 passes, 8 lanes).
-/// Sign-in verifies with the hash's own parameters: a cheaper one would tell imported
-/// accounts apart by timing and weaken them, a huge one would stall or abort every
-/// sign-in that checks it.
+/// Checks a password hash brought in from elsewhere (`accounts import`): an Argon2id
+/// (version 19) PHC string whose cost meets R43 (OWASP's settings: 46 MiB for 1 pass, 19
+/// MiB for 2, 12 for 3, 9 for 4, 7 for 5 or more) and stays within what the sign-in's
+/// hashing slots are sized for (at most 64 MiB, 4 lanes, and 4 times the default's
+/// memory × passes). Sign-in verifies with the hash's own parameters: a cheaper hash would
+/// be weak, a costlier one would hold the slots everybody's sign-in waits for; either
+/// makes such accounts' refusals slower or faster than an unknown address's decoy.
 pub fn imported_phc(phc: &str) -> Result<(), String> {
     let parsed = argon2::password_hash::phc::PasswordHash::new(phc)
         .map_err(|_| "not a password hash in PHC form ($argon2id$v=19$m=…,t=…,p=…$salt$hash)")?;
-    if parsed.algorithm.as_str() != "argon2id" || parsed.hash.is_none() {
+    if parsed.algorithm.as_str() != "argon2id" {
         return Err(format!(
             "an {} hash: only Argon2id hashes are accepted (R43)",
             parsed.algorithm.as_str()
         ));
     }
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("the hash has no salt or no hash part: it was cut short".into());
+    }
+    if parsed.version != Some(19) {
+        return Err(format!(
+            "Argon2 version {} instead of 19 (the version every current library writes)",
+            parsed.version.map_or("missing".into(), |v| v.to_string())
+        ));
+    }
     let params = argon2::Params::try_from(&parsed)
         .map_err(|e| format!("its Argon2 parameters are not valid: {e}"))?;
     let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
-    if m > 256 * 1024 || t > 10 || p > 8 {
+    let default = argon2::Params::default();
+    let budget = 4 * u64::from(default.m_cost()) * u64::from(default.t_cost());
+    if m > 64 * 1024 || p > 4 || u64::from(m) * u64::from(t) > budget {
         return Err(format!(
-            "its cost (m={m} KiB, t={t}, p={p}) is above what a sign-in may spend (m ≤ \
-             262144, t ≤ 10, p ≤ 8)"
+            "its cost (m={m} KiB, t={t}, p={p}) is above what a sign-in may spend (m ≤ 65536, \
+             p ≤ 4, m × t ≤ {budget})"
         ));
     }
-    if m < 7 * 1024 || u64::from(m) * u64::from(t) < 35 * 1024 {
+    let least_m = match t {
+        1 => 47_104,
+        2 => 19_456,
+        3 => 12_288,
+        4 => 9_216,
+        _ => 7_168,
+    };
+    if m < least_m {
         return Err(format!(
-            "its cost (m={m} KiB, t={t}) is below R43's minimum (e.g. m=19456 with t=2): \
+            "its cost (m={m} KiB, t={t}) is below R43's minimum (m ≥ {least_m} KiB with t={t}): \
              leave the column empty, and the person sets a password by resetting it"
         ));
     }
@@ -364,17 +383,21 @@ pub(crate) mod tests {
         for ok in [
             "m=19456,t=2,p=1",
             "m=47104,t=1,p=1",
+            "m=12288,t=3,p=1",
             "m=7168,t=5,p=1",
-            "m=262144,t=10,p=8",
+            "m=65536,t=2,p=4",
         ] {
             assert_eq!(imported_phc(&with(ok)), Ok(()), "{ok}");
         }
         for (bad, why) in [
             ("m=256,t=1,p=1", "below R43's minimum"),
-            ("m=19456,t=1,p=1", "below R43's minimum"),
-            ("m=524288,t=2,p=1", "above what a sign-in may spend"),
+            ("m=17920,t=2,p=1", "below R43's minimum (m ≥ 19456"),
+            ("m=35840,t=1,p=1", "below R43's minimum (m ≥ 47104"),
+            ("m=8960,t=4,p=1", "below R43's minimum (m ≥ 9216"),
+            ("m=131072,t=1,p=1", "above what a sign-in may spend"),
+            ("m=65536,t=3,p=1", "above what a sign-in may spend"),
             ("m=19456,t=4294967295,p=1", "above what a sign-in may spend"),
-            ("m=19456,t=2,p=64", "above what a sign-in may spend"),
+            ("m=19456,t=2,p=8", "above what a sign-in may spend"),
         ] {
             let e = imported_phc(&with(bad)).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
@@ -384,6 +407,11 @@ pub(crate) mod tests {
         assert!(e.contains("PHC form") || e.contains("only Argon2id"), "{e}");
         let e = imported_phc(&with("m=19456,t=2,p=1").replace("argon2id", "argon2i")).unwrap_err();
         assert!(e.contains("only Argon2id"), "{e}");
+        let e = imported_phc(&with("m=19456,t=2,p=1").replace("v=19", "v=16")).unwrap_err();
+        assert!(e.contains("version 16 instead of 19"), "{e}");
+        let cut = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0";
+        let e = imported_phc(cut).unwrap_err();
+        assert!(e.contains("cut short"), "{e}");
         // What Passage itself stores passes.
         let own = Argon2id::default().hash("pw", &[7u8; 16]).unwrap();
         assert_eq!(imported_phc(&own), Ok(()));

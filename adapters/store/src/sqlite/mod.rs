@@ -108,16 +108,13 @@ impl SqliteStore {
         // WAL: readers never block the writer nor the other way round, and a commit appends
         // to the log instead of rewriting pages. Set by whoever writes: a read-only
         // connection may not change the journal mode (and the file is WAL already).
+        // Never `immutable`, which would spare a reader the `-wal` and `-shm` files it
+        // creates when no other connection is open: such a reader neither locks nor looks
+        // for changes, so a writer starting meanwhile (or one reached through a symlink
+        // under another name) would tear what it reads, and `audit verify` would report
+        // tampering that is not there. docs/audit.md says whom to read as instead.
         let connect = if options.read_only {
-            // Without a `-wal` file no connection is open (SQLite removes it when the last
-            // one closes): a read-only connection would create `-wal` and `-shm` and, unable
-            // to remove them, leave them behind, owned by whoever read (a reviewer), where
-            // they can stop the service from writing later, or fail outright in a directory
-            // it may not write. Opened immutable, it reads the file as it is and creates
-            // nothing. With one, a writer may be live: read through its WAL.
-            let mut wal = path.as_os_str().to_owned();
-            wal.push("-wal");
-            connect.immutable(!Path::new(&wal).exists())
+            connect
         } else {
             connect.journal_mode(SqliteJournalMode::Wal)
         };
