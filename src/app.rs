@@ -152,7 +152,7 @@ pub async fn open(
             secret_matches_deployment(&store, &engine, &keys, deployment_key, records, has_events)
                 .await?;
     }
-    if !read_only {
+    if !read_only && !global.no_demo_accounts {
         seed_directory(&store).await?;
     }
     for def in definitions {

@@ -1157,6 +1157,37 @@ fn accounts_are_imported_from_csv() {
     );
 }
 
+/// A production store gets its people from `accounts import` only: with
+/// `--no-demo-accounts` (or `PASSAGE_NO_DEMO_ACCOUNTS`) the demo accounts are not added.
+#[test]
+fn a_store_can_be_made_without_the_demo_accounts() {
+    let dir = TestDir::new("no-demo");
+    let p = Passage::new(&dir).with_env("PASSAGE_NO_DEMO_ACCOUNTS", "true");
+    let users = dir.write(
+        "users.csv",
+        "account_id,email,display_name\nu-1,ada@example.com,Ada\n",
+    );
+    p.run(&["accounts", "import", users.to_str().unwrap()])
+        .expect_ok()
+        .stdout_has("1 new, 0 updated");
+    assert_eq!(
+        store_scalar(&dir.db(), "SELECT count(*) FROM accounts"),
+        Some(1)
+    );
+    let (alice, _) = p.start("alice@example.com");
+    p.run(&["outbox", "--journey", &alice])
+        .expect_ok()
+        .stdout_has("holds no message");
+    p.run(&["demo"])
+        .expect_code(2)
+        .no_panic()
+        .stderr_has("is not an enabled account in the directory");
+    assert_eq!(
+        store_scalar(&dir.db(), "SELECT count(*) FROM accounts"),
+        Some(1)
+    );
+}
+
 /// `passage bot` without its Discord settings stops before it opens the store: a first run
 /// must not create the database or a key file, nor record that key as the deployment's.
 #[test]
