@@ -92,6 +92,8 @@ fn route_table(journey: &str) -> Vec<(&'static str, String, &'static [&'static s
             READ,
         ),
         ("GET", format!("/console/api/journeys/{journey}"), READ),
+        ("POST", "/console/api/journeys/search".into(), READ),
+        ("POST", "/console/journeys".into(), READ),
         (
             "POST",
             format!("/console/api/journeys/{journey}/actions"),
@@ -198,7 +200,7 @@ async fn every_route_refuses_the_roles_that_must_not_use_it() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 18 * 3);
+    assert_eq!(checked, 20 * 3);
 }
 
 #[tokio::test]
@@ -571,6 +573,32 @@ async fn the_api_searches_reads_and_acts_with_a_token() {
     let v: serde_json::Value = serde_json::from_str(&list.body).unwrap();
     assert_eq!(v["journeys"][0]["journey_id"], journey.as_str());
     assert_eq!(v["journeys"][0]["status"], "active");
+    // The same search with the address in a body, not in the URL (R50).
+    let posted = api(
+        &b,
+        "POST",
+        "/console/api/journeys/search",
+        Some(&auditor),
+        Some(r#"{"q": "Alice@Example.com", "status": "active"}"#),
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::OK, "{}", posted.body);
+    let w: serde_json::Value = serde_json::from_str(&posted.body).unwrap();
+    assert_eq!(w["journeys"], v["journeys"]);
+    let bad = api(
+        &b,
+        "POST",
+        "/console/api/journeys/search",
+        Some(&auditor),
+        Some(r#"{"q": 5}"#),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.body.contains("JSON object with the search's fields"),
+        "{}",
+        bad.body
+    );
 
     let one = api(
         &b,
