@@ -359,13 +359,28 @@ async fn checkpoints_catch_truncation_and_a_rewritten_chain() {
         .expect_ok()
         .stdout_has("1 signed checkpoint match");
 
-    // Truncation: without the checkpoint, a log cut after position 11 would verify.
+    // Truncation: the head record (`log_head`) says where the log ended; with it edited to
+    // match, the checkpoint still does.
     let db = log.copy("truncated");
     let pool = open(&db).await;
     sqlx::query("DELETE FROM events WHERE position > 11")
         .execute(&pool)
         .await
         .expect("cut the tail");
+    pool.close().await;
+    log.verify(&db)
+        .expect_code(1)
+        .stderr_has(
+            "the log's head record (log_head) says position 13, but the events end at position 11",
+        )
+        .stderr_has("events were removed from the end");
+    let pool = open(&db).await;
+    sqlx::query(
+        "UPDATE log_head SET position = 11, hash = (SELECT hash FROM events WHERE position = 11)",
+    )
+    .execute(&pool)
+    .await
+    .expect("edit the head record");
     pool.close().await;
     log.verify(&db)
         .expect_code(1)
@@ -500,6 +515,26 @@ async fn a_checkpoint_is_refused_on_a_broken_chain_and_verify_names_the_uncovere
         .no_panic()
         .stderr_has("not signing: the log ends at position 15 but a checkpoint")
         .stderr_has("events were removed from the end");
+    // Cut after the newest checkpoint (17 → 15 above was before it): the head record
+    // catches what no checkpoint covers yet.
+    log.passage
+        .run(&["journey", "start", "--email", "carol@example.com"])
+        .expect_ok();
+    let db = log.copy("cut-uncovered");
+    let pool = open(&db).await;
+    let last: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(last > 17, "events after the checkpoint at 17");
+    sqlx::query("DELETE FROM events WHERE position > 17")
+        .execute(&pool)
+        .await
+        .expect("cut the uncovered tail");
+    pool.close().await;
+    log.verify(&db).expect_code(1).stderr_has(&format!(
+        "the log's head record (log_head) says position {last}, but the events end at position 17"
+    ));
 }
 
 /// The same tampering on PostgreSQL: one edited byte, a deleted event, two swapped events

@@ -72,14 +72,11 @@ impl AnyStore {
         }
     }
 
-    /// The head the store records apart from the events (PostgreSQL's `log_head` row, moved
-    /// in the same statement as every append); `None` for SQLite, whose head is its last
-    /// event. Lets `audit verify` notice events removed from the end of the log.
+    /// The head the store records apart from the events (the `log_head` row, moved in the
+    /// transaction of every append, on both backends). Lets `audit verify` notice events
+    /// removed from the end of the log.
     pub async fn recorded_head(&self) -> Result<Option<(u64, passage_core::ports::Hash)>, Error> {
-        match self {
-            AnyStore::Sqlite(_) => Ok(None),
-            AnyStore::Postgres(s) => s.recorded_head().await.map(Some),
-        }
+        delegate!(self, s => s.recorded_head().await.map(Some))
     }
 
     /// Counts message `token` against send budgets shared by every process on this store:

@@ -218,6 +218,43 @@ async fn committed_appends_survive_a_killed_process() {
     store.close().await;
 }
 
+/// `log_head` follows every append (as on PostgreSQL), and a store from before it gets its
+/// head from its last event when migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_head_follows_the_appends_and_is_backfilled() {
+    let db = TempDb::new();
+    let stream = new_stream();
+    let store = db.open().await;
+    assert_eq!(
+        store.recorded_head().await.expect("recorded head"),
+        (0, [0u8; 32]),
+        "an empty log"
+    );
+    for round in 0..3u64 {
+        store
+            .append(request(stream, round * 2, 2))
+            .await
+            .expect("append");
+        let head = store.head().await.expect("head").expect("a head");
+        assert_eq!(store.recorded_head().await.expect("recorded head"), head);
+    }
+    let head = store.head().await.expect("head").expect("a head");
+    assert_eq!(head.0, 6);
+    store.close().await;
+    // As if made by a build before migration 0014.
+    let mut raw = db.raw().await;
+    for sql in [
+        "DROP TABLE log_head",
+        "DELETE FROM schema_migrations WHERE version = 14",
+    ] {
+        sqlx::query(sql).execute(&mut raw).await.expect(sql);
+    }
+    raw.close().await.expect("close");
+    let store = db.open().await;
+    assert_eq!(store.recorded_head().await.expect("recorded head"), head);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_once_and_refuse_edited_or_newer_schemas() {
     let db = TempDb::new();
@@ -237,7 +274,7 @@ async fn migrations_apply_once_and_refuse_edited_or_newer_schemas() {
         .expect("read schema_migrations");
     assert_eq!(
         versions,
-        (1..=13).collect::<Vec<i64>>(),
+        (1..=14).collect::<Vec<i64>>(),
         "each migration recorded once"
     );
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")

@@ -72,6 +72,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "deployment_key",
         sql: include_str!("../../migrations/sqlite/0013_deployment_key.sql"),
     },
+    Migration {
+        version: 14,
+        name: "log_head",
+        sql: include_str!("../../migrations/sqlite/0014_log_head.sql"),
+    },
 ];
 
 /// Applies the missing migrations, all in one `BEGIN IMMEDIATE` transaction.

@@ -366,6 +366,16 @@ impl SqliteStore {
         rows.iter().map(rows::event).collect()
     }
 
+    /// The `log_head` row: the position and hash of the last appended event, as the writer's
+    /// transaction that appended it recorded them (position 0 for an empty log).
+    pub async fn recorded_head(&self) -> Result<(u64, passage_core::ports::Hash), Error> {
+        let row = sqlx::query("SELECT position, hash FROM log_head WHERE singleton = 1")
+            .fetch_optional(&self.inner.pool)
+            .await?
+            .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
+        rows::head_of(&row, "log_head")
+    }
+
     async fn head_inner(&self) -> Result<Option<(u64, passage_core::ports::Hash)>, Error> {
         let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
             .fetch_optional(&self.inner.pool)

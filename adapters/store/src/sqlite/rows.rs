@@ -81,10 +81,12 @@ pub(crate) use event_columns;
 
 /// The last event's position and hash: where the next append continues the chain.
 pub(crate) fn head(row: &SqliteRow) -> Result<(u64, Hash), Error> {
-    Ok((
-        unsigned(row, "events", "position")?,
-        hash(row, "events", "hash")?,
-    ))
+    head_of(row, "events")
+}
+
+/// A position and hash read from `table` (`events`, or `log_head`).
+pub(crate) fn head_of(row: &SqliteRow, table: &str) -> Result<(u64, Hash), Error> {
+    Ok((unsigned(row, table, "position")?, hash(row, table, "hash")?))
 }
 
 /// An outbox row just leased until `lease` (the claim's fencing token).

@@ -697,6 +697,20 @@ impl Inserts {
         }
     }
 
+    /// Moves `log_head` to the batch's last event, in the same query and transaction as the
+    /// events (see migration 0014).
+    fn push_head(&mut self, position: i64, hash: &[u8]) {
+        if self.statements > 0 {
+            self.q.push(";\n");
+        }
+        self.q.push("UPDATE log_head SET position = ");
+        self.q.push_bind(position);
+        self.q.push(", hash = ");
+        self.q.push_bind(hash.to_vec());
+        self.q.push(" WHERE singleton = 1");
+        self.statements += 1;
+    }
+
     async fn execute(mut self, conn: &mut SqliteConnection) -> Result<(), Error> {
         if self.statements > 0 {
             // Not cached: the text differs with every batch's row counts.
@@ -744,6 +758,9 @@ async fn write_rows(conn: &mut SqliteConnection, judged: &Judged<'_>) -> Result<
                 .push_bind(&e.hash[..]);
         },
     );
+    if let Some((position, .., last)) = events.last() {
+        inserts.push_head(*position, &last.hash[..]);
+    }
 
     let committed = judged
         .committed
