@@ -152,8 +152,8 @@ pub async fn open(
             secret_matches_deployment(&store, &engine, &keys, deployment_key, records, has_events)
                 .await?;
     }
-    if !read_only && !global.no_demo_accounts {
-        seed_directory(&store).await?;
+    if !read_only {
+        seed_directory(&store, !global.no_demo_accounts).await?;
     }
     for def in definitions {
         if read_only {
@@ -500,9 +500,20 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 /// Adds the demo accounts, each with a random password nobody knows, to a store that never
 /// had them: the seed is recorded (`directory_seeds`), so a demo account erased later
 /// (`passage subjects erase`) stays gone, even when all of them were.
-async fn seed_directory(store: &AnyStore) -> anyhow::Result<()> {
+/// Adds the demo accounts to a store that never had its demo seed, once. Without
+/// `with_accounts` the seed is recorded with no accounts: a later command run without
+/// `--no-demo-accounts` (a workstation, a node missing the setting) must not add them to a
+/// directory that was made without them.
+async fn seed_directory(store: &AnyStore, with_accounts: bool) -> anyhow::Result<()> {
     const SEED: &str = "demo";
     if store.directory_seeded(SEED).await? {
+        return Ok(());
+    }
+    if !with_accounts {
+        store
+            .seed_directory_once(SEED, &[])
+            .await
+            .context("record that the directory has no demo accounts")?;
         return Ok(());
     }
     let mut accounts = Vec::new();

@@ -590,11 +590,32 @@ pub fn verify_export(file: &Path, public_key: &str) -> anyhow::Result<Manifest> 
 /// A signature vouches for the chain up to the head, so the events since the last
 /// checkpoint (all of them for the first) are verified first, and a chain that does not
 /// verify is refused: signing it would make a tampered log look attested.
-pub async fn checkpoint<S: EventStore>(
-    store: &S,
+pub async fn checkpoint(
+    store: &passage_store::AnyStore,
     key: &SigningKey,
     now: Timestamp,
 ) -> anyhow::Result<Option<passage_core::ports::Checkpoint>> {
+    // The head record first: appends move it and the events together, so the events read
+    // after it reach at least its position, with its hash there, unless they were cut.
+    let recorded = store.recorded_head().await?.filter(|(p, _)| *p > 0);
+    if let Some((at, recorded_hash)) = recorded {
+        let found = store.read_all(at - 1, 1).await?;
+        if !found
+            .first()
+            .is_some_and(|e| e.position == at && e.hash == recorded_hash)
+        {
+            bail!(
+                "not signing: the log's head record (log_head) says position {at}, but {}: \
+                 events were removed from the end, or the head record was edited; run \
+                 `passage audit verify`",
+                match found.first() {
+                    Some(e) if e.position == at =>
+                        format!("the event at position {at} has another hash"),
+                    _ => "the events do not reach it".to_owned(),
+                }
+            );
+        }
+    }
     let Some((mut position, mut hash)) = store.head().await? else {
         return Ok(None);
     };
@@ -707,8 +728,8 @@ pub fn checkpoint_signed_by(c: &passage_core::ports::Checkpoint, key: &Verifying
 }
 
 /// Signs the head every `every`, until shutdown (a node of `passage serve`).
-pub async fn checkpoint_loop<S: EventStore>(
-    store: S,
+pub async fn checkpoint_loop(
+    store: passage_store::AnyStore,
     key: SigningKey,
     clock: impl Fn() -> Timestamp + Send + 'static,
     every: std::time::Duration,

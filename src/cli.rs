@@ -69,10 +69,10 @@ pub struct Global {
     #[arg(long, global = true, env = "PASSAGE_SECRET_FILE", value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
 
-    /// Do not add the four demo accounts (alice@example.com and the others) to a store's
-    /// account directory: for a deployment whose people come from `accounts import`. A
-    /// directory that has them already keeps them (switch them off by importing them with
-    /// enabled false).
+    /// Do not add the four demo accounts (alice@example.com and the others) to a new
+    /// store's account directory, then or later: for a deployment whose people come from
+    /// `accounts import`. A directory that has them already keeps them (switch them off by
+    /// importing them with enabled false).
     #[arg(long, global = true, env = "PASSAGE_NO_DEMO_ACCOUNTS")]
     pub no_demo_accounts: bool,
 

@@ -513,6 +513,24 @@ async fn a_checkpoint_is_refused_on_a_broken_chain_and_verify_names_the_uncovere
         .run(&["audit", "checkpoint"])
         .expect_code(1)
         .no_panic()
+        .stderr_has("not signing: the log's head record (log_head) says position 17")
+        .stderr_has("events were removed from the end");
+    // The head record edited to match the cut: the checkpoint still says where the log
+    // ended.
+    let pool = open(&db).await;
+    sqlx::query(
+        "UPDATE log_head SET position = 15, hash = (SELECT hash FROM events WHERE position = 15)",
+    )
+    .execute(&pool)
+    .await
+    .expect("edit the head record");
+    pool.close().await;
+    log.passage
+        .clone()
+        .with_db(&db)
+        .run(&["audit", "checkpoint"])
+        .expect_code(1)
+        .no_panic()
         .stderr_has("not signing: the log ends at position 15 but a checkpoint")
         .stderr_has("events were removed from the end");
     // Cut after the newest checkpoint (17 → 15 above was before it): the head record
@@ -535,6 +553,22 @@ async fn a_checkpoint_is_refused_on_a_broken_chain_and_verify_names_the_uncovere
     log.verify(&db).expect_code(1).stderr_has(&format!(
         "the log's head record (log_head) says position {last}, but the events end at position 17"
     ));
+    // Nor is it signed over, or hidden by the appends that follow: they continue from the
+    // head record, and the gap stays.
+    let on_copy = log.passage.clone().with_db(&db);
+    on_copy
+        .run(&["audit", "checkpoint"])
+        .expect_code(1)
+        .no_panic()
+        .stderr_has(&format!(
+            "not signing: the log's head record (log_head) says position {last}"
+        ));
+    on_copy
+        .run(&["journey", "start", "--email", "bob.smith@example.com"])
+        .expect_ok();
+    log.verify(&db)
+        .expect_code(1)
+        .stderr_has("audit verify FAILED at position 18");
 }
 
 /// The same tampering on PostgreSQL: one edited byte, a deleted event, two swapped events

@@ -1186,6 +1186,15 @@ fn a_store_can_be_made_without_the_demo_accounts() {
         store_scalar(&dir.db(), "SELECT count(*) FROM accounts"),
         Some(1)
     );
+    // Once made without them, a store stays without them: a later command without the
+    // setting does not add them.
+    Passage::new(&dir)
+        .run(&["journey", "start", "--email", "bob.smith@example.com"])
+        .expect_ok();
+    assert_eq!(
+        store_scalar(&dir.db(), "SELECT count(*) FROM accounts"),
+        Some(1)
+    );
 }
 
 /// `passage bot` without its Discord settings stops before it opens the store: a first run

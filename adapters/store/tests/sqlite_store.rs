@@ -253,6 +253,35 @@ async fn the_recorded_head_follows_the_appends_and_is_backfilled() {
     let store = db.open().await;
     assert_eq!(store.recorded_head().await.expect("recorded head"), head);
     store.close().await;
+
+    // Events cut from the end: the next append continues from the head record, so the
+    // gap stays for `audit verify` to name instead of being papered over by new events.
+    let mut raw = db.raw().await;
+    sqlx::query("DELETE FROM events WHERE position > 4")
+        .execute(&mut raw)
+        .await
+        .expect("cut the tail");
+    raw.close().await.expect("close");
+    let store = db.open().await;
+    let other = new_stream();
+    store.append(request(other, 0, 1)).await.expect("append");
+    let events = all_events(&store).await;
+    let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 7], "the gap 5..=6 is kept");
+    assert_eq!(events[4].prev_hash, head.1, "chained to the recorded head");
+    store.close().await;
+
+    // A missing head record is corruption, refused as on PostgreSQL.
+    let mut raw = db.raw().await;
+    sqlx::query("DELETE FROM log_head")
+        .execute(&mut raw)
+        .await
+        .expect("drop the head row");
+    raw.close().await.expect("close");
+    let store = db.open().await;
+    let refused = store.append(request(other, 1, 1)).await.unwrap_err();
+    assert!(refused.to_string().contains("log_head"), "{refused}");
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

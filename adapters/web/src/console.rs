@@ -91,8 +91,9 @@ pub trait AuditExporter: fmt::Debug + Send + Sync + 'static {
 /// role. `None` for the sign-in routes, open to anyone.
 ///
 /// Fails closed: a path outside `/console`, or a method other than GET/HEAD on anything but
-/// a journey's action, needs [`Permission::ManageOperators`] (admins only), so a route added
-/// later without an entry here is never open to support or auditors by default.
+/// a journey's action or the two searches sent by POST, needs
+/// [`Permission::ManageOperators`] (admins only), so a route added later without an entry
+/// here is never open to support or auditors by default.
 pub fn route_permission(method: &str, path: &str) -> Option<Permission> {
     let p = if path.starts_with("/console/api/") {
         &path["/console/api".len()..]
@@ -692,6 +693,36 @@ async fn api_search<S: EventStore + OperatorStore, D: AccountDirectory>(
     }))
 }
 
+/// The body of `POST /console/api/journeys/search`. Unknown fields are refused: a script
+/// that wrote `email` for `q` must not get everyone's journeys back as if it had searched.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    q: Option<String>,
+    who: Option<String>,
+    status: Option<String>,
+    step: Option<String>,
+    workflow: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<usize>,
+}
+
+impl From<SearchBody> for SearchQuery {
+    fn from(b: SearchBody) -> Self {
+        Self {
+            q: b.q.unwrap_or_default(),
+            who: b.who.unwrap_or_default(),
+            status: b.status.unwrap_or_default(),
+            step: b.step.unwrap_or_default(),
+            workflow: b.workflow.unwrap_or_default(),
+            from: b.from.unwrap_or_default(),
+            to: b.to.unwrap_or_default(),
+            page: b.page,
+        }
+    }
+}
+
 /// `POST /console/api/journeys/search`: the search of `GET /console/api/journeys` with its
 /// parameters in a JSON body, so that a script searching by a full address does not put
 /// it in a URL, where proxies log it (R50).
@@ -703,12 +734,14 @@ async fn api_search_body<S: EventStore + OperatorStore, D: AccountDirectory>(
     body: Bytes,
 ) -> Result<Json<JourneysBody>, ApiError> {
     api_caller(&app, &headers, method.as_str(), uri.path()).await?;
-    let q: SearchQuery = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "The body must be a JSON object with the search's fields (q, status, step, \
-             workflow, from, to, page): {e}"
-        ))
-    })?;
+    let q: SearchQuery = serde_json::from_slice::<SearchBody>(&body)
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "The body must be a JSON object with the search's fields (q, who, status, \
+                 step, workflow, from, to, page), and no others: {e}"
+            ))
+        })?
+        .into();
     let journeys = search(&app, &q)
         .await?
         .into_iter()

@@ -599,6 +599,30 @@ async fn the_api_searches_reads_and_acts_with_a_token() {
         "{}",
         bad.body
     );
+    // A misnamed field is refused, not ignored into a search of everyone.
+    let misnamed = api(
+        &b,
+        "POST",
+        "/console/api/journeys/search",
+        Some(&auditor),
+        Some(r#"{"email": "alice@example.com"}"#),
+    )
+    .await;
+    assert_eq!(misnamed.status, StatusCode::BAD_REQUEST);
+    assert!(
+        misnamed.body.contains("unknown field `email`"),
+        "{}",
+        misnamed.body
+    );
+    let nulls = api(
+        &b,
+        "POST",
+        "/console/api/journeys/search",
+        Some(&auditor),
+        Some(r#"{"q": "alice@example.com", "status": null}"#),
+    )
+    .await;
+    assert_eq!(nulls.status, StatusCode::OK, "{}", nulls.body);
 
     let one = api(
         &b,

@@ -47,7 +47,6 @@
 use super::rows;
 use crate::batch::{DisplayChain, Job, Judged, Stats, Verdict, judge, single_failure};
 use crate::error::Error;
-use passage_core::chain::GENESIS;
 use passage_core::ports::{AppendRequest, JourneyId};
 use sqlx::query_builder::Separated;
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
@@ -553,13 +552,26 @@ async fn append(
     conn: &mut SqliteConnection,
     requests: &[&AppendRequest],
 ) -> Result<Vec<Verdict>, Error> {
-    // The head of the chain is read once; the batch then continues it in memory.
-    let head = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+    // The head of the chain is read once; the batch then continues it in memory. It is the
+    // head record (`log_head`), as on PostgreSQL: after events were cut from the end, new
+    // ones continue from where the log had got to, leaving the gap for `audit verify` to
+    // name, instead of quietly continuing the shortened chain and hiding the cut. Events
+    // running past the record were appended by a build from before it (an upgrade in
+    // progress): they are the head then.
+    let recorded = sqlx::query("SELECT position, hash FROM log_head WHERE singleton = 1")
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
+    let recorded = rows::head_of(&recorded, "log_head")?;
+    let last = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
-    let head = match head {
-        Some(row) => rows::head(&row)?,
-        None => (0, GENESIS),
+    let head = match last {
+        Some(row) => {
+            let last = rows::head(&row)?;
+            if last.0 > recorded.0 { last } else { recorded }
+        }
+        None => recorded,
     };
     let command_ids: Vec<String> = requests.iter().map(|r| r.command_id.to_string()).collect();
     let streams: Vec<String> = requests.iter().map(|r| r.stream.0.to_string()).collect();
