@@ -221,7 +221,8 @@ pub async fn open_store(
     if global.database_url.is_none() && !create && !global.db.exists() {
         bail!(
             "there is no event store at {}: check --db (or PASSAGE_DB); a store is created by \
-             `passage demo`, `serve`, `worker`, `journey start` or `operators add`",
+             `passage demo`, `chat`, `serve`, `worker`, `bot`, `journey start`, `operators add` \
+             or `accounts import`",
             global.db.display()
         );
     }

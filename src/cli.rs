@@ -33,8 +33,9 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Event store file (SQLite). `demo`, `chat`, `serve`, `worker`, `bot`, `journey start`
-    /// and `operators add` create it; the other commands refuse a path with none.
+    /// Event store file (SQLite). `demo`, `chat`, `serve`, `worker`, `bot`, `journey start`,
+    /// `operators add` and `accounts import` create it; the other commands refuse a path with
+    /// none.
     #[arg(
         long,
         global = true,
@@ -144,8 +145,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run the Discord bot (`/reset`, buttons, code modals; support alerts, buttons and
     /// `/journey` commands) with a worker and the stall scanner, until Ctrl-C or SIGTERM.
-    /// Needs PASSAGE_DISCORD_TOKEN, PASSAGE_DISCORD_SUPPORT_CHANNEL,
-    /// PASSAGE_DISCORD_SUPPORT_ROLE and PASSAGE_PUBLIC_URL (see docs/chatops.md).
+    /// Needs PASSAGE_DISCORD_TOKEN, PASSAGE_DISCORD_SUPPORT_CHANNEL and
+    /// PASSAGE_DISCORD_SUPPORT_ROLE (PASSAGE_PUBLIC_URL defaults to http://127.0.0.1:8080;
+    /// see docs/chatops.md).
     Bot(Box<BotArgs>),
 }
 
