@@ -682,7 +682,15 @@ async fn api_search<S: EventStore + OperatorStore, D: AccountDirectory>(
 ) -> Result<Json<JourneysBody>, ApiError> {
     api_caller(&app, &headers, method.as_str(), uri.path()).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let journeys = search(&app, &q)
+    api_results(&app, &q).await
+}
+
+/// The API's answer to a search, however its parameters came.
+async fn api_results<S: EventStore, D: AccountDirectory>(
+    app: &AppState<S, D>,
+    q: &SearchQuery,
+) -> Result<Json<JourneysBody>, ApiError> {
+    let journeys = search(app, q)
         .await?
         .into_iter()
         .map(SummaryRow::from)
@@ -742,15 +750,7 @@ async fn api_search_body<S: EventStore + OperatorStore, D: AccountDirectory>(
             ))
         })?
         .into();
-    let journeys = search(&app, &q)
-        .await?
-        .into_iter()
-        .map(SummaryRow::from)
-        .collect();
-    Ok(Json(JourneysBody {
-        journeys,
-        page: q.page.unwrap_or(1).max(1),
-    }))
+    api_results(&app, &q).await
 }
 
 #[derive(Serialize)]
@@ -1361,32 +1361,34 @@ async fn search_form<S: EventStore + OperatorStore, D: AccountDirectory>(
             continue;
         }
         if name != "q" {
-            let e = ApiError::bad_request(format!(
-                "`{name}` holds an email address: search for it in the first field."
-            ));
-            let body = format!(
-                "<section class=\"wide\"><h1>Find journeys</h1>{}<p><a href=\"/console/journeys\">Search again</a></p></section>",
-                error_box(&e)
+            return search_refused(
+                &b,
+                format!("`{name}` holds an email address: search for it in the first field."),
             );
-            return page(&b, e.status(), "Journeys", "console-search", &body);
         }
         match normalize_email(value) {
             Ok(email) => {
                 next.append_pair("who", &app.engine.keys().subject(&email));
             }
             Err(e) => {
-                let e = ApiError::bad_request(format!(
-                    "Search for a journey id, an email address or a masked address: {e}"
-                ));
-                let body = format!(
-                    "<section class=\"wide\"><h1>Find journeys</h1>{}<p><a href=\"/console/journeys\">Search again</a></p></section>",
-                    error_box(&e)
+                return search_refused(
+                    &b,
+                    format!("Search for a journey id, an email address or a masked address: {e}"),
                 );
-                return page(&b, e.status(), "Journeys", "console-search", &body);
             }
         }
     }
     Redirect::to(&format!("/console/journeys?{}", next.finish())).into_response()
+}
+
+/// A posted search refused as the POST's own answer: what was typed goes into no URL.
+fn search_refused(b: &Browser, why: String) -> Response {
+    let e = ApiError::bad_request(why);
+    let body = format!(
+        "<section class=\"wide\"><h1>Find journeys</h1>{}<p><a href=\"/console/journeys\">Search again</a></p></section>",
+        error_box(&e)
+    );
+    page(b, e.status(), "Journeys", "console-search", &body)
 }
 
 async fn search_page<S: EventStore + OperatorStore, D: AccountDirectory>(

@@ -28,6 +28,31 @@ pub struct AlertPost {
     pub mention: bool,
 }
 
+impl AlertPost {
+    /// The post an output of the conversation core asks for, if it is an alert's.
+    pub fn from_output(o: passage_bot::Output) -> Option<Self> {
+        match o {
+            passage_bot::Output::Alert(a) => Some(Self {
+                dedup_key: a.dedup_key,
+                title: Some(a.title),
+                state: None,
+                text: a.text,
+                buttons: a.buttons,
+                mention: a.mention,
+            }),
+            passage_bot::Output::AlertUpdate(u) => Some(Self {
+                dedup_key: u.dedup_key,
+                title: None,
+                state: Some(u.state),
+                text: u.text,
+                buttons: u.buttons,
+                mention: u.mention,
+            }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct AlertBoard {
     http: Arc<Http>,

@@ -553,22 +553,9 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
                 Output::Ended { journey, .. } => {
                     lock(&self.watched).remove(&journey);
                 }
-                Output::Alert(a) => after.push(SideEffect::Alert(AlertPost {
-                    dedup_key: a.dedup_key,
-                    title: Some(a.title),
-                    state: None,
-                    text: a.text,
-                    buttons: a.buttons,
-                    mention: a.mention,
-                })),
-                Output::AlertUpdate(u) => after.push(SideEffect::Alert(AlertPost {
-                    dedup_key: u.dedup_key,
-                    title: None,
-                    state: Some(u.state),
-                    text: u.text,
-                    buttons: u.buttons,
-                    mention: u.mention,
-                })),
+                alert @ (Output::Alert(_) | Output::AlertUpdate(_)) => {
+                    after.extend(AlertPost::from_output(alert).map(SideEffect::Alert));
+                }
             }
         }
         let answered = self.answer(texts, buttons, links, modal, phase).await;
@@ -699,24 +686,8 @@ impl<S: EventStore, D: AccountDirectory> Discord<S, D> {
         });
         let mut last = None;
         for o in turn.outputs {
-            let post = match o {
-                Output::Alert(a) => AlertPost {
-                    dedup_key: a.dedup_key,
-                    title: Some(a.title),
-                    state: None,
-                    text: a.text,
-                    buttons: a.buttons,
-                    mention: a.mention,
-                },
-                Output::AlertUpdate(u) => AlertPost {
-                    dedup_key: u.dedup_key,
-                    title: None,
-                    state: Some(u.state),
-                    text: u.text,
-                    buttons: u.buttons,
-                    mention: u.mention,
-                },
-                _ => continue,
+            let Some(post) = AlertPost::from_output(o) else {
+                continue;
             };
             last = Some(self.alerts.show(post).await.map_err(send_error)?);
         }

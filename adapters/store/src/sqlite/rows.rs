@@ -79,12 +79,8 @@ macro_rules! event_columns {
 }
 pub(crate) use event_columns;
 
-/// The last event's position and hash: where the next append continues the chain.
-pub(crate) fn head(row: &SqliteRow) -> Result<(u64, Hash), Error> {
-    head_of(row, "events")
-}
-
-/// A position and hash read from `table` (`events`, or `log_head`).
+/// A position and hash read from `table` (the last event, or the `log_head` record): where
+/// the next append continues the chain.
 pub(crate) fn head_of(row: &SqliteRow, table: &str) -> Result<(u64, Hash), Error> {
     Ok((unsigned(row, table, "position")?, hash(row, table, "hash")?))
 }

@@ -557,22 +557,30 @@ async fn append(
     // ones continue from where the log had got to, leaving the gap for `audit verify` to
     // name, instead of quietly continuing the shortened chain and hiding the cut. Events
     // running past the record were appended by a build from before it (an upgrade in
-    // progress): they are the head then.
-    let recorded = sqlx::query("SELECT position, hash FROM log_head WHERE singleton = 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| Error::Corrupt("log_head: the head row is missing".into()))?;
-    let recorded = rows::head_of(&recorded, "log_head")?;
-    let last = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let head = match last {
-        Some(row) => {
-            let last = rows::head(&row)?;
-            if last.0 > recorded.0 { last } else { recorded }
-        }
-        None => recorded,
-    };
+    // progress): they are the head then. One statement (one hop to SQLite's thread, once
+    // per batch) reads both, the further on first, the record first on a tie.
+    let found = sqlx::query(
+        "SELECT position, hash, recorded FROM ( \
+           SELECT position, hash, 1 AS recorded FROM log_head WHERE singleton = 1 \
+           UNION ALL \
+           SELECT position, hash, 0 FROM (SELECT position, hash FROM events \
+                                          ORDER BY position DESC LIMIT 1)) \
+         ORDER BY position DESC, recorded DESC",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    // Both are read whole, so a damaged last event stops appends instead of extending a
+    // broken chain, even when the record is the head.
+    let mut heads = Vec::with_capacity(2);
+    for row in &found {
+        let recorded = sqlx::Row::try_get::<i64, _>(row, "recorded")? == 1;
+        let table = if recorded { "log_head" } else { "events" };
+        heads.push((recorded, rows::head_of(row, table)?));
+    }
+    if !heads.iter().any(|(recorded, _)| *recorded) {
+        return Err(Error::Corrupt("log_head: the head row is missing".into()));
+    }
+    let head = heads[0].1;
     let command_ids: Vec<String> = requests.iter().map(|r| r.command_id.to_string()).collect();
     let streams: Vec<String> = requests.iter().map(|r| r.stream.0.to_string()).collect();
     let outcomes = stored_outcomes(conn, &command_ids).await?;
